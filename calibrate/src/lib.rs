@@ -1,0 +1,1 @@
+//! specsim-calibrate: under construction.

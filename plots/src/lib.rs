@@ -1,0 +1,1 @@
+//! specsim-plots: under construction.

@@ -1,0 +1,1 @@
+//! specsim-runtime: under construction.

@@ -1,0 +1,372 @@
+//! Acceptance models: for each drafted token, the draft's confidence (what policies see) and whether the
+//! target accepts it (what only the outcome reveals).
+//!
+//! A draw at draft position `j` is *conditional on every earlier token of the step being accepted*: the
+//! accepted length of a step is the number of leading accepted draws. With a constant rate α and k
+//! drafts the expected number of emitted tokens is `(1 − α^{k+1}) / (1 − α)`.
+
+use crate::rng::SimRng;
+use crate::workload::CategoryId;
+use rand::RngExt;
+use rand_distr::{Beta, Distribution};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One drafted token as the simulator sees it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DraftDraw {
+    /// The draft model's probability of its own token.
+    pub confidence: f32,
+    /// Whether the target accepts it (given all earlier tokens of the step were accepted).
+    pub accepted: bool,
+}
+
+/// Draws draft confidences and acceptance outcomes.
+pub trait AcceptanceModel: Send + Sync {
+    /// Draws the token at draft position `position` (0-based) of a request of `category`.
+    fn draw(&self, position: u32, category: Option<CategoryId>, rng: &mut SimRng) -> DraftDraw;
+    /// Probability of acceptance at `position` given all earlier accepted (averaged over confidences).
+    fn acceptance_rate(&self, position: u32, category: Option<CategoryId>) -> f64;
+    /// Short description for summaries.
+    fn describe(&self) -> String;
+}
+
+/// Expected tokens emitted by one verification of `k` drafts with constant acceptance `alpha`:
+/// `Σ_{j=0..k} α^j = (1 − α^{k+1}) / (1 − α)`.
+pub fn expected_emitted(alpha: f64, k: u32) -> f64 {
+    if (1.0 - alpha).abs() < 1e-12 {
+        return (k + 1) as f64;
+    }
+    (1.0 - alpha.powi(k as i32 + 1)) / (1.0 - alpha)
+}
+
+/// Every token accepted with the same probability; confidence reported as that probability.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ConstantAcceptance {
+    /// Acceptance probability α.
+    pub alpha: f64,
+}
+
+impl AcceptanceModel for ConstantAcceptance {
+    fn draw(&self, _p: u32, _c: Option<CategoryId>, rng: &mut SimRng) -> DraftDraw {
+        DraftDraw { confidence: self.alpha as f32, accepted: rng.random::<f64>() < self.alpha }
+    }
+    fn acceptance_rate(&self, _p: u32, _c: Option<CategoryId>) -> f64 {
+        self.alpha
+    }
+    fn describe(&self) -> String {
+        format!("constant(alpha={})", self.alpha)
+    }
+}
+
+/// Acceptance probability by draft position (the last value repeats for deeper positions).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PerPositionAcceptance {
+    /// α_j for j = 0, 1, ...
+    pub alphas: Vec<f64>,
+}
+
+impl PerPositionAcceptance {
+    fn at(&self, p: u32) -> f64 {
+        let i = (p as usize).min(self.alphas.len().saturating_sub(1));
+        self.alphas.get(i).copied().unwrap_or(0.0)
+    }
+}
+
+impl AcceptanceModel for PerPositionAcceptance {
+    fn draw(&self, p: u32, _c: Option<CategoryId>, rng: &mut SimRng) -> DraftDraw {
+        let a = self.at(p);
+        DraftDraw { confidence: a as f32, accepted: rng.random::<f64>() < a }
+    }
+    fn acceptance_rate(&self, p: u32, _c: Option<CategoryId>) -> f64 {
+        self.at(p)
+    }
+    fn describe(&self) -> String {
+        format!("per_position({:?})", self.alphas)
+    }
+}
+
+/// A piecewise-linear calibration curve `P(accept | confidence)` through points sorted by confidence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibrationCurve {
+    points: Vec<(f64, f64)>,
+}
+
+impl CalibrationCurve {
+    /// The identity curve: a perfectly calibrated draft.
+    pub fn identity() -> Self {
+        CalibrationCurve { points: vec![(0.0, 0.0), (1.0, 1.0)] }
+    }
+
+    /// A curve through `points` (`[confidence, P(accept)]`), which must be ascending in confidence with
+    /// values in [0, 1].
+    pub fn new(points: &[[f64; 2]]) -> Result<Self, String> {
+        if points.is_empty() {
+            return Err("calibration curve has no points".into());
+        }
+        if points.iter().any(|p| !(0.0..=1.0).contains(&p[0]) || !(0.0..=1.0).contains(&p[1])) {
+            return Err("calibration points must lie in [0, 1] x [0, 1]".into());
+        }
+        if points.windows(2).any(|w| w[0][0] >= w[1][0]) {
+            return Err("calibration points must be strictly ascending in confidence".into());
+        }
+        Ok(CalibrationCurve { points: points.iter().map(|p| (p[0], p[1])).collect() })
+    }
+
+    /// `P(accept | confidence)`, clamped at the ends.
+    pub fn eval(&self, x: f64) -> f64 {
+        let pts = &self.points;
+        if x <= pts[0].0 {
+            return pts[0].1;
+        }
+        for w in pts.windows(2) {
+            let ((x0, y0), (x1, y1)) = (w[0], w[1]);
+            if x <= x1 {
+                return y0 + (y1 - y0) * (x - x0) / (x1 - x0);
+            }
+        }
+        pts[pts.len() - 1].1
+    }
+}
+
+/// Confidence and calibration of one request category.
+#[derive(Debug, Clone)]
+pub struct CategoryAcceptance {
+    /// Distribution of the draft's confidence in its own token.
+    pub confidence: Beta<f64>,
+    /// Its parameters (a, b).
+    pub beta_params: (f64, f64),
+    /// Mean of that distribution, a / (a + b).
+    pub confidence_mean: f64,
+    /// Calibration curve.
+    pub curve: CalibrationCurve,
+    /// Optional decay of confidence with draft position: confidence is multiplied by `decay^position`.
+    pub position_decay: f64,
+}
+
+impl CategoryAcceptance {
+    /// From Beta(a, b) confidences and a curve.
+    pub fn new(a: f64, b: f64, curve: CalibrationCurve, position_decay: f64) -> Result<Self, String> {
+        let confidence = Beta::new(a, b).map_err(|e| format!("confidence_beta = [{a}, {b}]: {e}"))?;
+        if !(0.0..=1.0).contains(&position_decay) || position_decay == 0.0 {
+            return Err(format!("position_decay = {position_decay} must be in (0, 1]"));
+        }
+        Ok(CategoryAcceptance { confidence, beta_params: (a, b), confidence_mean: a / (a + b), curve, position_decay })
+    }
+}
+
+/// Confidence-calibrated acceptance: confidence `p` drawn from a Beta distribution (per category), then
+/// acceptance drawn with probability `curve(p)`.
+#[derive(Debug, Clone)]
+pub struct CalibratedAcceptance {
+    /// For requests without a category, or with one not listed.
+    pub default: CategoryAcceptance,
+    /// Indexed by the workload's category id.
+    pub by_category: Vec<Option<CategoryAcceptance>>,
+}
+
+impl CalibratedAcceptance {
+    fn for_category(&self, c: Option<CategoryId>) -> &CategoryAcceptance {
+        c.and_then(|c| self.by_category.get(c as usize)).and_then(Option::as_ref).unwrap_or(&self.default)
+    }
+}
+
+impl AcceptanceModel for CalibratedAcceptance {
+    fn draw(&self, p: u32, c: Option<CategoryId>, rng: &mut SimRng) -> DraftDraw {
+        let cat = self.for_category(c);
+        let conf = cat.confidence.sample(rng) * cat.position_decay.powi(p as i32);
+        DraftDraw { confidence: conf as f32, accepted: rng.random::<f64>() < cat.curve.eval(conf) }
+    }
+    fn acceptance_rate(&self, p: u32, c: Option<CategoryId>) -> f64 {
+        // E[curve(p·decay^j)] by midpoint quadrature over the Beta density (exact enough for reporting).
+        let cat = self.for_category(c);
+        let n = 2000;
+        let (a, b) = cat.beta_params;
+        let mut num = 0.0;
+        let mut den = 0.0;
+        for i in 0..n {
+            let x = (i as f64 + 0.5) / n as f64;
+            let w = x.powf(a - 1.0) * (1.0 - x).powf(b - 1.0);
+            num += w * cat.curve.eval(x * cat.position_decay.powi(p as i32));
+            den += w;
+        }
+        num / den
+    }
+    fn describe(&self) -> String {
+        format!(
+            "calibrated(mean confidence {:.3}, {} categories)",
+            self.default.confidence_mean,
+            self.by_category.iter().filter(|c| c.is_some()).count()
+        )
+    }
+}
+
+/// `[acceptance]` as written in a scenario.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AcceptanceConfig {
+    /// Constant α.
+    Constant {
+        /// Acceptance probability.
+        alpha: f64,
+    },
+    /// α by draft position.
+    PerPosition {
+        /// α_0, α_1, ... (the last repeats).
+        alphas: Vec<f64>,
+    },
+    /// Confidence drawn from Beta(a, b), accepted with probability curve(confidence).
+    Calibrated {
+        /// `[a, b]` of the confidence distribution.
+        confidence_beta: [f64; 2],
+        /// Calibration curve points `[[confidence, P(accept)], ...]` (default: identity).
+        #[serde(default)]
+        curve: Option<Vec<[f64; 2]>>,
+        /// Confidence multiplier per draft position (default 1: no decay).
+        #[serde(default = "one_f")]
+        position_decay: f64,
+        /// Per-category overrides.
+        #[serde(default)]
+        categories: BTreeMap<String, CategoryAcceptanceConfig>,
+    },
+}
+
+/// One category's confidence distribution and calibration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CategoryAcceptanceConfig {
+    /// `[a, b]` of the confidence distribution.
+    pub confidence_beta: [f64; 2],
+    /// Calibration curve (default: identity).
+    #[serde(default)]
+    pub curve: Option<Vec<[f64; 2]>>,
+    /// Confidence multiplier per draft position (default 1).
+    #[serde(default = "one_f")]
+    pub position_decay: f64,
+}
+
+fn one_f() -> f64 {
+    1.0
+}
+
+fn curve_of(points: &Option<Vec<[f64; 2]>>) -> Result<CalibrationCurve, String> {
+    match points {
+        Some(p) => CalibrationCurve::new(p),
+        None => Ok(CalibrationCurve::identity()),
+    }
+}
+
+impl AcceptanceConfig {
+    /// Builds the model; `categories` are the workload's category names (ids index them).
+    pub fn build(&self, categories: &[String]) -> Result<Box<dyn AcceptanceModel>, String> {
+        let prob = |a: f64, what: &str| {
+            if (0.0..=1.0).contains(&a) {
+                Ok(())
+            } else {
+                Err(format!("{what} = {a} is not a probability"))
+            }
+        };
+        Ok(match self {
+            AcceptanceConfig::Constant { alpha } => {
+                prob(*alpha, "alpha")?;
+                Box::new(ConstantAcceptance { alpha: *alpha })
+            }
+            AcceptanceConfig::PerPosition { alphas } => {
+                if alphas.is_empty() {
+                    return Err("alphas is empty".into());
+                }
+                for a in alphas {
+                    prob(*a, "alphas[..]")?;
+                }
+                Box::new(PerPositionAcceptance { alphas: alphas.clone() })
+            }
+            AcceptanceConfig::Calibrated { confidence_beta, curve, position_decay, categories: cats } => {
+                let default = CategoryAcceptance::new(confidence_beta[0], confidence_beta[1], curve_of(curve)?, *position_decay)?;
+                let mut by_category = vec![None; categories.len()];
+                for (name, c) in cats {
+                    let built = CategoryAcceptance::new(c.confidence_beta[0], c.confidence_beta[1], curve_of(&c.curve)?, c.position_decay)
+                        .map_err(|e| format!("categories.{name}: {e}"))?;
+                    if let Some(i) = categories.iter().position(|n| n == name) {
+                        by_category[i] = Some(built);
+                    }
+                }
+                Box::new(CalibratedAcceptance { default, by_category })
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::stream;
+
+    /// Mean accepted run length with k drafts, by simulation.
+    fn mean_emitted(m: &dyn AcceptanceModel, k: u32, n: usize) -> f64 {
+        let mut rng = stream(1, "t", 0);
+        let mut total = 0u64;
+        for _ in 0..n {
+            let mut run = 0;
+            while run < k && m.draw(run, None, &mut rng).accepted {
+                run += 1;
+            }
+            total += run as u64 + 1;
+        }
+        total as f64 / n as f64
+    }
+
+    #[test]
+    fn closed_form_expected_emitted() {
+        assert!((expected_emitted(0.5, 2) - 1.75).abs() < 1e-12);
+        assert_eq!(expected_emitted(1.0, 3), 4.0);
+        assert_eq!(expected_emitted(0.0, 5), 1.0);
+    }
+
+    #[test]
+    fn constant_model_matches_geometric_closed_form() {
+        let m = ConstantAcceptance { alpha: 0.7 };
+        let got = mean_emitted(&m, 4, 200_000);
+        let want = expected_emitted(0.7, 4);
+        assert!((got - want).abs() / want < 0.01, "{got} vs {want}");
+    }
+
+    #[test]
+    fn per_position_model_matches_product_form() {
+        let m = PerPositionAcceptance { alphas: vec![0.9, 0.5] };
+        // E = 1 + 0.9 + 0.9·0.5 + 0.9·0.5² for k = 3.
+        let want = 1.0 + 0.9 + 0.45 + 0.225;
+        let got = mean_emitted(&m, 3, 200_000);
+        assert!((got - want).abs() / want < 0.01, "{got} vs {want}");
+    }
+
+    #[test]
+    fn calibrated_identity_accepts_at_mean_confidence() {
+        // Beta(6, 4) has mean 0.6; with the identity curve P(accept) = E[p] = 0.6.
+        let cfg = AcceptanceConfig::Calibrated { confidence_beta: [6.0, 4.0], curve: None, position_decay: 1.0, categories: BTreeMap::new() };
+        let m = cfg.build(&[]).unwrap();
+        assert!((m.acceptance_rate(0, None) - 0.6).abs() < 1e-3);
+        let mut rng = stream(3, "t", 0);
+        let n = 100_000;
+        let acc = (0..n).filter(|_| m.draw(0, None, &mut rng).accepted).count();
+        assert!((acc as f64 / n as f64 - 0.6).abs() < 0.01);
+    }
+
+    #[test]
+    fn categories_override_the_default() {
+        let mut cats = BTreeMap::new();
+        cats.insert("coding".to_string(), CategoryAcceptanceConfig { confidence_beta: [9.0, 1.0], curve: None, position_decay: 1.0 });
+        let cfg = AcceptanceConfig::Calibrated { confidence_beta: [1.0, 1.0], curve: None, position_decay: 1.0, categories: cats };
+        let m = cfg.build(&["writing".into(), "coding".into()]).unwrap();
+        assert!((m.acceptance_rate(0, Some(1)) - 0.9).abs() < 1e-3);
+        assert!((m.acceptance_rate(0, Some(0)) - 0.5).abs() < 1e-3);
+    }
+
+    #[test]
+    fn curve_interpolates_and_rejects_bad_points() {
+        let c = CalibrationCurve::new(&[[0.0, 0.1], [0.5, 0.5], [1.0, 0.9]]).unwrap();
+        assert!((c.eval(0.25) - 0.3).abs() < 1e-12);
+        assert!((c.eval(0.75) - 0.7).abs() < 1e-12);
+        assert!(CalibrationCurve::new(&[[0.5, 0.1], [0.2, 0.3]]).is_err());
+        assert!(AcceptanceConfig::Constant { alpha: 1.5 }.build(&[]).is_err());
+    }
+}

@@ -1,0 +1,176 @@
+//! Analytical roofline: a forward takes `max(compute time, memory time) + communication + overhead`.
+//!
+//! - Compute: `2 · layer_params · new_tokens + 2 · hidden · vocab · logit_positions` for the matrix
+//!   products plus `4 · layers · hidden · attended` for attention (QKᵀ and AV over every attended KV
+//!   entry), at `peak · compute_efficiency`, split over the tensor-parallel degree.
+//! - Memory: every weight once, the KV of every sequence in the batch once, and the new tokens' KV
+//!   written, at `bandwidth · memory_efficiency`, split over the tensor-parallel degree.
+//! - Tensor parallelism adds two ring all-reduces of the activations per layer.
+//! - A fixed overhead per forward (kernel launches, scheduling, sampling) that a GPU cannot hide.
+//!
+//! Datasheet peaks are upper bounds; the efficiency factors (defaults 0.5 compute, 0.85 memory) are what
+//! calibration replaces.
+
+use super::catalog::{HardwareSpec, ModelSpec};
+use super::{BatchShape, CostModel};
+use crate::time::Nanos;
+
+/// Latency of one all-reduce call beyond its bandwidth term.
+const ALLREDUCE_LATENCY_S: f64 = 8e-6;
+
+/// One model on `tp` accelerators.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    /// The model.
+    pub model: ModelSpec,
+    /// Tensor-parallel degree.
+    pub tp: u32,
+    /// Fixed time per forward, seconds.
+    pub overhead_s: f64,
+}
+
+/// Roofline step times for a draft and a target deployment on one accelerator type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Roofline {
+    /// The accelerator.
+    pub hardware: HardwareSpec,
+    /// Target model deployment.
+    pub target: Deployment,
+    /// Draft model deployment (`None` when no draft is deployed).
+    pub draft: Option<Deployment>,
+    /// Fraction of peak FLOP/s reached.
+    pub compute_efficiency: f64,
+    /// Fraction of peak bandwidth reached.
+    pub memory_efficiency: f64,
+}
+
+impl Roofline {
+    /// Seconds for one forward of `d` over `shape`.
+    pub fn forward_s(&self, d: &Deployment, shape: &BatchShape) -> f64 {
+        if shape.new_tokens == 0 {
+            return 0.0;
+        }
+        let m = &d.model;
+        let tp = d.tp.max(1) as f64;
+        let flops = 2.0 * m.layer_params() * shape.new_tokens as f64
+            + 2.0 * m.head_params() * shape.logit_positions as f64
+            + 4.0 * m.layers as f64 * m.hidden as f64 * shape.attended as f64;
+        let bytes = (m.layer_params() + m.head_params()) * m.weight_bytes
+            + m.kv_bytes_per_token() * (shape.context_tokens as f64 + shape.new_tokens as f64);
+        let compute_s = flops / (self.hardware.peak_tflops * 1e12 * self.compute_efficiency * tp);
+        let memory_s = bytes / (self.hardware.mem_bandwidth_tbs * 1e12 * self.memory_efficiency * tp);
+        let comm_s = if d.tp > 1 {
+            let msg = shape.new_tokens as f64 * m.hidden as f64 * 2.0;
+            let per = 2.0 * (tp - 1.0) / tp * msg / (self.hardware.interconnect_gbs * 1e9) + ALLREDUCE_LATENCY_S;
+            2.0 * m.layers as f64 * per
+        } else {
+            0.0
+        };
+        compute_s.max(memory_s) + comm_s + d.overhead_s
+    }
+
+    /// KV blocks that fit on one replica: memory × utilisation minus the weights of both models, over
+    /// the bytes of one block of target KV plus the draft's KV for the same tokens.
+    pub fn kv_blocks(&self, block_size: u32, gpu_memory_utilization: f64) -> Result<u32, String> {
+        let tp = self.target.tp.max(1) as f64;
+        let mem = self.hardware.memory_gb * 1e9 * tp * gpu_memory_utilization;
+        let weights = self.target.model.weight_bytes_total() + self.draft.as_ref().map_or(0.0, |d| d.model.weight_bytes_total() * tp / d.tp.max(1) as f64);
+        let per_token = self.target.model.kv_bytes_per_token() + self.draft.as_ref().map_or(0.0, |d| d.model.kv_bytes_per_token());
+        let free = mem - weights;
+        if free <= 0.0 {
+            return Err(format!(
+                "{} ({:.1} GB of weights) does not fit in {} x {} ({:.0} GB usable)",
+                self.target.model.name,
+                weights / 1e9,
+                self.target.tp,
+                self.hardware.name,
+                mem / 1e9
+            ));
+        }
+        Ok((free / (per_token * block_size as f64)).floor() as u32)
+    }
+}
+
+impl CostModel for Roofline {
+    fn draft_step(&self, shape: &BatchShape) -> Nanos {
+        match &self.draft {
+            Some(d) => (self.forward_s(d, shape) * 1e9).round() as Nanos,
+            None => 0,
+        }
+    }
+    fn target_step(&self, shape: &BatchShape) -> Nanos {
+        (self.forward_s(&self.target, shape) * 1e9).round() as Nanos
+    }
+    fn draft_prefill(&self, shape: &BatchShape) -> Nanos {
+        self.draft_step(shape)
+    }
+    fn describe(&self) -> String {
+        format!(
+            "roofline({} tp{} + {} on {}, eff compute {} memory {})",
+            self.target.model.name,
+            self.target.tp,
+            self.draft.as_ref().map_or("no draft".to_string(), |d| d.model.name.clone()),
+            self.hardware.name,
+            self.compute_efficiency,
+            self.memory_efficiency
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::catalog::{find_hardware, find_model};
+    use super::*;
+
+    fn a100_7b() -> Roofline {
+        Roofline {
+            hardware: find_hardware("A100-80G").unwrap(),
+            target: Deployment { model: find_model("Llama-2-7B").unwrap(), tp: 1, overhead_s: 0.0 },
+            draft: None,
+            compute_efficiency: 1.0,
+            memory_efficiency: 1.0,
+        }
+    }
+
+    #[test]
+    fn batch_one_decode_is_bound_by_reading_the_weights() {
+        // 6.74e9 params · 2 bytes = 13.48 GB (the embedding table is not read) -> minus 0.262 GB of input
+        // embeddings: 13.22 GB read at 2.04 TB/s = 6.48 ms, plus 1 token of KV (negligible).
+        let r = a100_7b();
+        let m = &r.target.model;
+        let bytes = (m.layer_params() + m.head_params()) * 2.0 + m.kv_bytes_per_token();
+        let want = bytes / 2.04e12;
+        let got = r.forward_s(&r.target, &BatchShape::one(0, 1, false, 1));
+        assert!((got - want).abs() < 1e-9, "{got} vs {want}");
+        assert!((got - 6.48e-3).abs() < 0.05e-3, "{got}");
+    }
+
+    #[test]
+    fn large_batches_become_compute_bound() {
+        // 4096 tokens: 2 · 6.48e9 · 4096 flops ≈ 53 TFLOP -> 170 ms at 312 TFLOP/s, far above the
+        // 6.5 ms memory time: time grows linearly with tokens.
+        let r = a100_7b();
+        let t1 = r.forward_s(&r.target, &BatchShape::uniform(2048, 1, 1));
+        let t2 = r.forward_s(&r.target, &BatchShape::uniform(4096, 1, 1));
+        assert!(t1 > 0.05 && (t2 / t1 - 2.0).abs() < 0.01, "{t1} {t2}");
+    }
+
+    #[test]
+    fn kv_capacity_of_7b_on_a100() {
+        // 80 GB · 0.9 = 72 GB; weights 13.48 GB; 58.52 GB / (512 KiB · 16) = 6976 blocks.
+        let r = a100_7b();
+        let blocks = r.kv_blocks(16, 0.9).unwrap();
+        let want = ((72e9 - r.target.model.weight_bytes_total()) / (524_288.0 * 16.0)).floor() as u32;
+        assert_eq!(blocks, want);
+        assert!((6900..7050).contains(&blocks), "{blocks}");
+    }
+
+    #[test]
+    fn seventy_b_does_not_fit_one_gpu_but_fits_eight() {
+        let mut r = a100_7b();
+        r.target.model = find_model("Llama-3.3-70B").unwrap();
+        assert!(r.kv_blocks(16, 0.9).is_err());
+        r.target.tp = 8;
+        assert!(r.kv_blocks(16, 0.9).unwrap() > 1000);
+    }
+}

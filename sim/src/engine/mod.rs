@@ -1,0 +1,665 @@
+//! The engine core: continuous batching with speculative decoding, written once and run against a
+//! [`Backend`] (simulated or live).
+//!
+//! One call to [`Engine::step`] is one iteration of a vLLM-style scheduler:
+//!
+//! 1. **Admission** (FCFS): waiting requests enter while `max_num_seqs`, the token budget
+//!    `max_batched_tokens` and free KV blocks allow; KV for the whole prefill is allocated on admission.
+//! 2. Without chunked prefill an iteration either **prefills** newly admitted requests (no
+//!    speculation) or **decodes** the running batch. With chunked prefill, decodes go first and
+//!    prefill chunks fill the rest of the token budget in the same target forward.
+//! 3. **Decode** reserves one KV slot per sequence, preempting the newest request (recompute) when KV
+//!    runs out; then drafts one position at a time, asking the [`SpeculationPolicy`] before each position
+//!    and reserving a KV slot per draft token (a sequence that cannot get one stops drafting); lets the
+//!    policy trim tails; verifies Σ(k_i + 1) tokens in one target forward; each sequence emits
+//!    accepted + 1 tokens and the KV slots of rejected drafts are released.
+
+mod backend;
+pub mod kv;
+
+pub use backend::{Backend, DraftItem, DraftResult, SeqId, TargetItem, TargetOutcome, TargetResult, TargetWork};
+
+use crate::cost::CostModel;
+use crate::policy::{DraftView, SeqOutcome, SeqView, SpeculationPolicy, StepOutcome};
+use crate::time::Nanos;
+use crate::workload::RequestSpec;
+use crate::SimError;
+use kv::BlockManager;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+/// Scheduler limits of one replica.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Tokens per KV block (default 16).
+    #[serde(default = "default_block_size")]
+    pub block_size: u32,
+    /// KV blocks available; when absent in a scenario it is derived from GPU memory (roofline models).
+    #[serde(default)]
+    pub kv_blocks: Option<u32>,
+    /// Most sequences in the running batch (default 256).
+    #[serde(default = "default_max_num_seqs")]
+    pub max_num_seqs: u32,
+    /// Token budget of one target forward (default 8192). Without chunked prefill a single prefill longer
+    /// than the budget is still admitted when it is alone.
+    #[serde(default = "default_max_batched_tokens")]
+    pub max_batched_tokens: u32,
+    /// Mix prefill chunks into decode iterations (default false, like vLLM 0.6 in the paper).
+    #[serde(default)]
+    pub chunked_prefill: bool,
+    /// Fraction of GPU memory for weights + KV when deriving `kv_blocks` (default 0.9).
+    #[serde(default = "default_gpu_util")]
+    pub gpu_memory_utilization: f64,
+}
+
+fn default_block_size() -> u32 {
+    16
+}
+fn default_max_num_seqs() -> u32 {
+    256
+}
+fn default_max_batched_tokens() -> u32 {
+    8192
+}
+fn default_gpu_util() -> f64 {
+    0.9
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            block_size: default_block_size(),
+            kv_blocks: None,
+            max_num_seqs: default_max_num_seqs(),
+            max_batched_tokens: default_max_batched_tokens(),
+            chunked_prefill: false,
+            gpu_memory_utilization: default_gpu_util(),
+        }
+    }
+}
+
+/// A request that left the engine, with everything `requests.csv` needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FinishedRequest {
+    /// The request as it arrived.
+    pub spec: RequestSpec,
+    /// When its first output token was emitted.
+    pub first_token_ns: Nanos,
+    /// When its last output token was emitted.
+    pub finish_ns: Nanos,
+    /// Output tokens emitted (equals `spec.output_tokens` unless the backend stopped it early).
+    pub output_tokens: u32,
+    /// Draft tokens verified for it.
+    pub drafted: u64,
+    /// Of those, accepted.
+    pub accepted: u64,
+    /// Engine iterations it took part in.
+    pub steps: u32,
+    /// Of those, decode (verification) iterations.
+    pub verify_steps: u32,
+    /// Times it was preempted and recomputed.
+    pub preemptions: u32,
+}
+
+/// What kind of iteration a step was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepKind {
+    /// Prompt prefill only.
+    Prefill,
+    /// Decode (with or without speculation) only.
+    Decode,
+    /// Decode and prefill chunks in one forward (chunked prefill).
+    Mixed,
+}
+
+/// Summary of one engine iteration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepReport {
+    /// Start of the step.
+    pub start_ns: Nanos,
+    /// End of the step (when its tokens are emitted).
+    pub end_ns: Nanos,
+    /// Iteration kind.
+    pub kind: StepKind,
+    /// Sequences in the target forward.
+    pub batch: u32,
+    /// New tokens in the target forward.
+    pub target_tokens: u32,
+    /// Largest draft length verified this step.
+    pub k_max: u32,
+    /// Draft tokens verified.
+    pub drafted: u32,
+    /// Draft tokens accepted.
+    pub accepted: u32,
+    /// Time spent in draft forwards.
+    pub draft_ns: Nanos,
+    /// Requests preempted this step.
+    pub preempted: u32,
+    /// Requests that finished this step.
+    pub finished: u32,
+    /// KV blocks in use after the step.
+    pub kv_used: u32,
+}
+
+/// A request inside the engine.
+#[derive(Debug, Clone)]
+struct Seq {
+    spec: RequestSpec,
+    /// Tokens in the target KV cache.
+    kv_tokens: u32,
+    /// KV blocks held.
+    blocks: u32,
+    /// Output tokens emitted.
+    generated: u32,
+    /// Tokens to prefill on (re-)admission: prompt plus tokens generated before a preemption.
+    prefill_target: u32,
+    /// Of `prefill_target`, processed so far.
+    prefilled: u32,
+    first_token_ns: Option<Nanos>,
+    drafted: u64,
+    accepted: u64,
+    steps: u32,
+    verify_steps: u32,
+    preemptions: u32,
+    /// The backend ended the sequence early (end of sequence).
+    stopped: bool,
+}
+
+impl Seq {
+    fn new(spec: RequestSpec) -> Self {
+        let prefill_target = spec.prompt_tokens;
+        Seq { spec, kv_tokens: 0, blocks: 0, generated: 0, prefill_target, prefilled: 0, first_token_ns: None, drafted: 0, accepted: 0, steps: 0, verify_steps: 0, preemptions: 0, stopped: false }
+    }
+
+    fn remaining(&self) -> u32 {
+        if self.stopped {
+            return 0;
+        }
+        self.spec.output_tokens - self.generated
+    }
+
+    fn prefill_done(&self) -> bool {
+        self.prefilled >= self.prefill_target
+    }
+}
+
+/// Reused per-step buffers (the hot loop allocates nothing after warm-up).
+#[derive(Default)]
+struct Scratch {
+    decode: Vec<usize>,
+    views: Vec<SeqView>,
+    confidences: Vec<Vec<f32>>,
+    active: Vec<bool>,
+    keep: Vec<bool>,
+    caps: Vec<u32>,
+    k: Vec<u32>,
+    draft_items: Vec<DraftItem>,
+    draft_owner: Vec<usize>,
+    target_items: Vec<TargetItem>,
+    target_owner: Vec<usize>,
+    outcomes: Vec<SeqOutcome>,
+}
+
+/// One replica's scheduler and speculation controller.
+pub struct Engine {
+    config: EngineConfig,
+    kv: BlockManager,
+    policy: Box<dyn SpeculationPolicy>,
+    predictor: Arc<dyn CostModel>,
+    tpot_slo_ns: Option<Nanos>,
+    waiting: VecDeque<Seq>,
+    running: Vec<Seq>,
+    finished: Vec<FinishedRequest>,
+    scratch: Scratch,
+}
+
+impl Engine {
+    /// An engine with `config` limits (its `kv_blocks` must be set), a speculation policy, and the cost
+    /// model policies use to predict step times.
+    pub fn new(config: EngineConfig, policy: Box<dyn SpeculationPolicy>, predictor: Arc<dyn CostModel>) -> Result<Self, SimError> {
+        let blocks = config.kv_blocks.ok_or_else(|| SimError::Config("engine.kv_blocks is not set".into()))?;
+        if config.block_size == 0 || blocks == 0 || config.max_num_seqs == 0 || config.max_batched_tokens == 0 {
+            return Err(SimError::Config("block_size, kv_blocks, max_num_seqs and max_batched_tokens must be positive".into()));
+        }
+        Ok(Engine {
+            kv: BlockManager::new(config.block_size, blocks),
+            config,
+            policy,
+            predictor,
+            tpot_slo_ns: None,
+            waiting: VecDeque::new(),
+            running: Vec::new(),
+            finished: Vec::new(),
+            scratch: Scratch::default(),
+        })
+    }
+
+    /// Sets the TPOT SLO that SLO-aware policies see for every request.
+    pub fn set_tpot_slo(&mut self, slo: Option<Nanos>) {
+        self.tpot_slo_ns = slo;
+    }
+
+    /// Whether a request of this size can ever run on this engine (its whole context fits in KV).
+    pub fn fits(&self, prompt_tokens: u32, output_tokens: u32) -> bool {
+        self.kv.blocks_for(prompt_tokens + output_tokens) <= self.kv.total()
+    }
+
+    /// Queues a request. Fails if it can never fit in KV.
+    pub fn add_request(&mut self, spec: RequestSpec) -> Result<(), SimError> {
+        if spec.prompt_tokens == 0 || spec.output_tokens == 0 {
+            return Err(SimError::Workload(format!("request {}: prompt and output lengths must be at least 1", spec.id)));
+        }
+        if !self.fits(spec.prompt_tokens, spec.output_tokens) {
+            return Err(SimError::Config(format!(
+                "request {} needs {} tokens of KV but a replica holds {} ({} blocks of {})",
+                spec.id,
+                spec.prompt_tokens + spec.output_tokens,
+                self.kv.total() as u64 * self.kv.block_size() as u64,
+                self.kv.total(),
+                self.kv.block_size()
+            )));
+        }
+        self.waiting.push_back(Seq::new(spec));
+        Ok(())
+    }
+
+    /// Whether any request is waiting or running.
+    pub fn has_work(&self) -> bool {
+        !self.waiting.is_empty() || !self.running.is_empty()
+    }
+
+    /// Requests waiting for admission.
+    pub fn waiting_len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Requests in the running batch.
+    pub fn running_len(&self) -> usize {
+        self.running.len()
+    }
+
+    /// KV blocks in use.
+    pub fn kv_used(&self) -> u32 {
+        self.kv.used()
+    }
+
+    /// KV blocks in total.
+    pub fn kv_total(&self) -> u32 {
+        self.kv.total()
+    }
+
+    /// The policy's name.
+    pub fn policy_name(&self) -> String {
+        self.policy.name()
+    }
+
+    /// Takes the requests finished since the last call.
+    pub fn drain_finished(&mut self) -> Vec<FinishedRequest> {
+        std::mem::take(&mut self.finished)
+    }
+
+    /// Checks the KV invariant: blocks held by sequences plus free blocks equal the total.
+    pub fn check_kv_invariant(&self) -> Result<(), String> {
+        let held: u64 = self.running.iter().chain(self.waiting.iter()).map(|s| s.blocks as u64).sum();
+        if held + self.kv.free() as u64 != self.kv.total() as u64 {
+            return Err(format!("held {held} + free {} != total {}", self.kv.free(), self.kv.total()));
+        }
+        Ok(())
+    }
+
+    /// Runs one iteration starting at `now`. Returns `None` when there is nothing to do.
+    pub fn step<B: Backend + ?Sized>(&mut self, now: Nanos, backend: &mut B) -> Result<Option<StepReport>, SimError> {
+        if self.config.chunked_prefill {
+            return self.step_chunked(now, backend);
+        }
+        let admitted = self.admit(self.config.max_batched_tokens, true);
+        if admitted > 0 {
+            return self.prefill_step(now, backend, admitted).map(Some);
+        }
+        if self.running.is_empty() {
+            return Ok(None);
+        }
+        let mut report = self.decode_step(now, backend, None)?;
+        report.kind = StepKind::Decode;
+        Ok(Some(report))
+    }
+
+    /// Moves waiting requests into the running batch (FCFS) while limits allow; allocates their prefill
+    /// KV. With `whole`, each admitted request is prefilled in full this step (non-chunked), counting
+    /// against `budget`; otherwise the budget is applied to chunks later. Returns how many were admitted.
+    fn admit(&mut self, budget: u32, whole: bool) -> usize {
+        let mut used = 0u32;
+        let mut n = 0;
+        while let Some(seq) = self.waiting.front() {
+            if self.running.len() as u32 >= self.config.max_num_seqs {
+                break;
+            }
+            let need = seq.prefill_target;
+            if whole && n > 0 && used + need > budget {
+                break;
+            }
+            // Room for the prefill plus the first decode token, so an admitted request can always step.
+            let mut blocks = 0;
+            if !self.kv.grow_to(&mut blocks, need + 1) {
+                break;
+            }
+            let mut seq = self.waiting.pop_front().expect("front exists");
+            seq.blocks = blocks;
+            used += need;
+            n += 1;
+            self.running.push(seq);
+            if !whole {
+                break;
+            }
+        }
+        n
+    }
+
+    /// A prefill-only iteration over the last `admitted` running sequences.
+    fn prefill_step<B: Backend + ?Sized>(&mut self, now: Nanos, backend: &mut B, admitted: usize) -> Result<StepReport, SimError> {
+        let first = self.running.len() - admitted;
+        let s = &mut self.scratch;
+        s.target_items.clear();
+        s.target_owner.clear();
+        for (i, seq) in self.running.iter().enumerate().skip(first) {
+            s.target_items.push(TargetItem {
+                seq: seq.spec.id,
+                context_tokens: seq.prefilled,
+                work: TargetWork::Prefill { start: seq.prefilled, len: seq.prefill_target - seq.prefilled, last: true },
+                category: seq.spec.category,
+            });
+            s.target_owner.push(i);
+        }
+        let res = backend.target(&s.target_items)?;
+        let end = now + res.elapsed_ns;
+        let tokens: u32 = s.target_items.iter().map(|t| match t.work {
+            TargetWork::Prefill { len, .. } => len,
+            TargetWork::Verify { drafted } => drafted + 1,
+        }).sum();
+        let batch = s.target_items.len() as u32;
+        self.apply_target(&res, end, backend)?;
+        let finished = self.retire(end, backend);
+        Ok(StepReport { start_ns: now, end_ns: end, kind: StepKind::Prefill, batch, target_tokens: tokens, k_max: 0, drafted: 0, accepted: 0, draft_ns: 0, preempted: 0, finished, kv_used: self.kv.used() })
+    }
+
+    /// Chunked-prefill iteration: decodes (with speculation) first, prefill chunks fill the budget.
+    fn step_chunked<B: Backend + ?Sized>(&mut self, now: Nanos, backend: &mut B) -> Result<Option<StepReport>, SimError> {
+        if self.running.is_empty() && self.admit(self.config.max_batched_tokens, false) == 0 {
+            return Ok(None);
+        }
+        let report = self.decode_step(now, backend, Some(self.config.max_batched_tokens))?;
+        Ok(Some(report))
+    }
+
+    /// Makes sure every decoding sequence has a KV slot for its next token, preempting the newest running
+    /// sequences (recompute) as needed. Returns how many were preempted.
+    fn reserve_decode_slots<B: Backend + ?Sized>(&mut self, backend: &mut B) -> u32 {
+        let mut preempted = 0;
+        let mut i = 0;
+        while i < self.running.len() {
+            if !self.running[i].prefill_done() {
+                i += 1;
+                continue;
+            }
+            let want = self.running[i].kv_tokens + 1;
+            let mut blocks = self.running[i].blocks;
+            if self.kv.grow_to(&mut blocks, want) {
+                self.running[i].blocks = blocks;
+                i += 1;
+                continue;
+            }
+            // Preempt the newest request; if that is this one, it leaves and the loop ends at it.
+            let mut victim = self.running.pop().expect("running is non-empty");
+            self.kv.release(&mut victim.blocks);
+            backend.release(victim.spec.id);
+            victim.kv_tokens = 0;
+            victim.prefilled = 0;
+            victim.prefill_target = victim.spec.prompt_tokens + victim.generated;
+            victim.preemptions += 1;
+            self.waiting.push_front(victim);
+            preempted += 1;
+        }
+        preempted
+    }
+
+    /// A decode iteration; with `budget` (chunked prefill) prefill chunks join the target forward.
+    fn decode_step<B: Backend + ?Sized>(&mut self, now: Nanos, backend: &mut B, budget: Option<u32>) -> Result<StepReport, SimError> {
+        let preempted = self.reserve_decode_slots(backend);
+        let s = &mut self.scratch;
+        s.decode.clear();
+        s.decode.extend((0..self.running.len()).filter(|&i| self.running[i].prefill_done()));
+        let n = s.decode.len();
+        let k_max = self.policy.k_max();
+        s.views.clear();
+        s.caps.clear();
+        for &i in &s.decode {
+            let seq = &self.running[i];
+            let cap = k_max.min(seq.remaining().saturating_sub(1));
+            s.caps.push(cap);
+            s.views.push(SeqView {
+                context_tokens: seq.kv_tokens,
+                max_draft: cap,
+                tokens_out: seq.generated,
+                decode_elapsed_ns: seq.first_token_ns.map_or(0, |t| now.saturating_sub(t)),
+                tpot_slo_ns: self.tpot_slo_ns,
+            });
+        }
+        s.confidences.resize_with(n, Vec::new);
+        s.confidences.truncate(n);
+        s.confidences.iter_mut().for_each(Vec::clear);
+        s.active.clear();
+        s.active.extend(s.caps.iter().map(|&c| c > 0));
+        // Draft-token budget: the target forward must fit decodes (1 token each) plus drafts.
+        let mut draft_budget = budget.map(|b| b.saturating_sub(n as u32));
+        let mut draft_ns = 0;
+
+        let lookahead = if self.policy.needs_lookahead() && n > 0 {
+            s.draft_items.clear();
+            for &i in &s.decode {
+                let seq = &self.running[i];
+                s.draft_items.push(DraftItem { seq: seq.spec.id, context_tokens: seq.kv_tokens, position: 0, category: seq.spec.category });
+            }
+            backend.lookahead(&s.draft_items, k_max)
+        } else {
+            None
+        };
+
+        let mut position = 0u32;
+        while n > 0 && s.active.iter().any(|&a| a) {
+            s.keep.clone_from(&s.active);
+            let view = DraftView { now, position, seqs: &s.views, confidences: &s.confidences, active: &s.active, cost: self.predictor.as_ref(), lookahead: lookahead.as_deref() };
+            self.policy.draft_next(&view, &mut s.keep);
+            s.draft_items.clear();
+            s.draft_owner.clear();
+            for j in 0..n {
+                if !(s.keep[j] && s.active[j]) {
+                    s.active[j] = false;
+                    continue;
+                }
+                if let Some(b) = draft_budget.as_mut() {
+                    if *b == 0 {
+                        s.active[j] = false;
+                        continue;
+                    }
+                }
+                // KV slot for this draft token: context + last token + drafts so far + this one.
+                let seq = &mut self.running[s.decode[j]];
+                let mut blocks = seq.blocks;
+                if !self.kv.grow_to(&mut blocks, seq.kv_tokens + 2 + position) {
+                    s.active[j] = false;
+                    continue;
+                }
+                seq.blocks = blocks;
+                if let Some(b) = draft_budget.as_mut() {
+                    *b -= 1;
+                }
+                s.draft_items.push(DraftItem { seq: seq.spec.id, context_tokens: seq.kv_tokens, position, category: seq.spec.category });
+                s.draft_owner.push(j);
+            }
+            if s.draft_items.is_empty() {
+                break;
+            }
+            let res = backend.draft(&s.draft_items)?;
+            if res.confidences.len() != s.draft_items.len() {
+                return Err(SimError::Backend(format!("draft returned {} confidences for {} items", res.confidences.len(), s.draft_items.len())));
+            }
+            draft_ns += res.elapsed_ns;
+            for (&j, &p) in s.draft_owner.iter().zip(&res.confidences) {
+                s.confidences[j].push(p);
+                if s.confidences[j].len() as u32 >= s.caps[j] {
+                    s.active[j] = false;
+                }
+            }
+            position += 1;
+        }
+
+        s.k.clear();
+        s.k.extend(s.confidences.iter().map(|c| c.len() as u32));
+        if n > 0 && s.k.iter().any(|&k| k > 0) {
+            let view = DraftView { now, position, seqs: &s.views, confidences: &s.confidences, active: &s.active, cost: self.predictor.as_ref(), lookahead: lookahead.as_deref() };
+            let mut k = std::mem::take(&mut s.k);
+            self.policy.finalize(&view, &mut k);
+            for (j, kj) in k.iter_mut().enumerate() {
+                *kj = (*kj).min(s.confidences[j].len() as u32);
+            }
+            s.k = k;
+        }
+
+        // Target forward: verifications, then (chunked) prefill chunks.
+        s.target_items.clear();
+        s.target_owner.clear();
+        for (j, &i) in s.decode.iter().enumerate() {
+            let seq = &self.running[i];
+            s.target_items.push(TargetItem { seq: seq.spec.id, context_tokens: seq.kv_tokens, work: TargetWork::Verify { drafted: s.k[j] }, category: seq.spec.category });
+            s.target_owner.push(i);
+        }
+        let mut kind = StepKind::Decode;
+        if let Some(b) = budget {
+            let used: u32 = n as u32 + s.k.iter().sum::<u32>();
+            let mut left = b.saturating_sub(used);
+            // Continue partial prefills, then admit new requests one at a time while budget remains.
+            let mut i = 0;
+            loop {
+                if left == 0 {
+                    break;
+                }
+                if i >= self.running.len() {
+                    let before = self.running.len();
+                    if self.admit(left, false) == 0 {
+                        break;
+                    }
+                    debug_assert_eq!(self.running.len(), before + 1);
+                }
+                let seq = &self.running[i];
+                if !seq.prefill_done() {
+                    let len = (seq.prefill_target - seq.prefilled).min(left);
+                    let last = seq.prefilled + len == seq.prefill_target;
+                    self.scratch.target_items.push(TargetItem { seq: seq.spec.id, context_tokens: seq.prefilled, work: TargetWork::Prefill { start: seq.prefilled, len, last }, category: seq.spec.category });
+                    self.scratch.target_owner.push(i);
+                    left -= len;
+                    kind = if n > 0 { StepKind::Mixed } else { StepKind::Prefill };
+                }
+                i += 1;
+            }
+        }
+        let s = &mut self.scratch;
+        if s.target_items.is_empty() {
+            return Err(SimError::Backend("internal: empty iteration".into()));
+        }
+        let res = backend.target(&s.target_items)?;
+        let end = now + draft_ns + res.elapsed_ns;
+        let target_tokens: u32 = s.target_items.iter().map(|t| match t.work {
+            TargetWork::Prefill { len, .. } => len,
+            TargetWork::Verify { drafted } => drafted + 1,
+        }).sum();
+        let batch = s.target_items.len() as u32;
+        let (drafted, accepted) = self.apply_target(&res, end, backend)?;
+        let k_step = self.scratch.k.iter().copied().max().unwrap_or(0);
+        if n > 0 {
+            let s = &mut self.scratch;
+            s.outcomes.clear();
+            for (j, o) in res.outcomes.iter().take(n).enumerate() {
+                s.outcomes.push(SeqOutcome { drafted: s.k[j], accepted: o.accepted.min(s.k[j]) });
+            }
+            self.policy.observe(&StepOutcome { seqs: &s.outcomes, step_ns: end - now });
+        }
+        let finished = self.retire(end, backend);
+        Ok(StepReport { start_ns: now, end_ns: end, kind, batch, target_tokens, k_max: k_step, drafted, accepted, draft_ns, preempted, finished, kv_used: self.kv.used() })
+    }
+
+    /// Applies a target forward's outcomes to the sequences in `scratch.target_items`; returns
+    /// (drafted, accepted) totals.
+    fn apply_target<B: Backend + ?Sized>(&mut self, res: &TargetResult, end: Nanos, _backend: &mut B) -> Result<(u32, u32), SimError> {
+        let s = &self.scratch;
+        if res.outcomes.len() != s.target_items.len() {
+            return Err(SimError::Backend(format!("target returned {} outcomes for {} items", res.outcomes.len(), s.target_items.len())));
+        }
+        let (mut drafted, mut accepted) = (0, 0);
+        for ((item, &i), o) in s.target_items.iter().zip(&s.target_owner).zip(&res.outcomes) {
+            let seq = &mut self.running[i];
+            seq.steps += 1;
+            match item.work {
+                TargetWork::Prefill { len, last, .. } => {
+                    seq.prefilled += len;
+                    seq.kv_tokens = seq.prefilled;
+                    if last {
+                        let emit = 1.min(seq.remaining());
+                        seq.generated += emit;
+                        seq.first_token_ns.get_or_insert(end);
+                    }
+                }
+                TargetWork::Verify { drafted: k } => {
+                    let a = o.accepted.min(k);
+                    let emit = o.emitted.clamp(1, a + 1).min(seq.remaining());
+                    seq.kv_tokens += 1 + a;
+                    seq.generated += emit;
+                    seq.drafted += k as u64;
+                    seq.accepted += a as u64;
+                    seq.verify_steps += 1;
+                    drafted += k;
+                    accepted += a;
+                    // Release the slots of rejected drafts (and of drafts trimmed before verification).
+                    let mut blocks = seq.blocks;
+                    self.kv.shrink_to(&mut blocks, seq.kv_tokens + 1);
+                    seq.blocks = blocks;
+                }
+            }
+            if o.stop {
+                // The backend ended the sequence (end of sequence): it owes no more tokens.
+                seq.stopped = true;
+            }
+        }
+        Ok((drafted, accepted))
+    }
+
+    /// Removes finished sequences, releasing their KV; returns how many finished.
+    fn retire<B: Backend + ?Sized>(&mut self, end: Nanos, backend: &mut B) -> u32 {
+        let mut n = 0;
+        let mut i = 0;
+        while i < self.running.len() {
+            if self.running[i].prefill_done() && self.running[i].remaining() == 0 {
+                let mut seq = self.running.remove(i);
+                self.kv.release(&mut seq.blocks);
+                backend.release(seq.spec.id);
+                self.finished.push(FinishedRequest {
+                    first_token_ns: seq.first_token_ns.unwrap_or(end),
+                    finish_ns: end,
+                    output_tokens: seq.generated,
+                    drafted: seq.drafted,
+                    accepted: seq.accepted,
+                    steps: seq.steps,
+                    verify_steps: seq.verify_steps,
+                    preemptions: seq.preemptions,
+                    spec: seq.spec,
+                });
+                n += 1;
+            } else {
+                i += 1;
+            }
+        }
+        n
+    }
+}

@@ -1,0 +1,50 @@
+//! The simulator's error type.
+
+use std::path::Path;
+
+/// Everything that can go wrong building or running a simulation.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A text input (CSV, profile) has a bad line.
+    #[error("{origin}:{line}: {msg}")]
+    Parse {
+        /// File or other source name.
+        origin: String,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        msg: String,
+    },
+    /// The scenario file is invalid: unknown key, wrong type, impossible value.
+    #[error("{file}: {msg}")]
+    Scenario {
+        /// The scenario file.
+        file: String,
+        /// What is wrong, naming the key.
+        msg: String,
+    },
+    /// A configuration value is impossible (e.g. a request longer than KV capacity).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// The workload violates an invariant (unsorted, zero lengths).
+    #[error("invalid workload: {0}")]
+    Workload(String),
+    /// A backend (simulated or live) failed during a step.
+    #[error("backend: {0}")]
+    Backend(String),
+}
+
+impl SimError {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        SimError::Io { path: path.display().to_string(), source }
+    }
+}

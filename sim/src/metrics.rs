@@ -1,0 +1,359 @@
+//! Results: one row per request (`requests.csv`), a summary (`summary.json`), optionally one row per
+//! engine step (`steps.csv`). `specsim run` and `specsim replay` write the same schema so that
+//! `specsim compare` can join them by request id.
+
+use crate::engine::{FinishedRequest, StepKind, StepReport};
+use crate::time::{ns_to_secs, Nanos};
+use crate::SimError;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// `[slo]`: latency objectives a request must meet to count toward goodput.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SloConfig {
+    /// Time to first token, seconds.
+    pub ttft_s: Option<f64>,
+    /// Time per output token after the first, seconds.
+    pub tpot_s: Option<f64>,
+    /// End-to-end latency, seconds.
+    pub e2e_s: Option<f64>,
+}
+
+impl SloConfig {
+    /// Whether latencies meet every objective that is set.
+    pub fn met(&self, ttft: f64, tpot: f64, e2e: f64) -> bool {
+        self.ttft_s.is_none_or(|s| ttft <= s) && self.tpot_s.is_none_or(|s| tpot <= s) && self.e2e_s.is_none_or(|s| e2e <= s)
+    }
+}
+
+/// One row of `requests.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// Request id (position in the workload).
+    pub id: u64,
+    /// Arrival, seconds from the start of the workload.
+    pub arrival_s: f64,
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Output tokens emitted.
+    pub output_tokens: u32,
+    /// First token time, seconds from start.
+    pub first_token_s: f64,
+    /// Last token time, seconds from start.
+    pub finish_s: f64,
+    /// Time to first token.
+    pub ttft_s: f64,
+    /// Time per output token after the first (0 for one-token outputs).
+    pub tpot_s: f64,
+    /// End-to-end latency.
+    pub e2e_s: f64,
+    /// Draft tokens verified.
+    pub drafted: u64,
+    /// Draft tokens accepted.
+    pub accepted: u64,
+    /// Engine iterations the request took part in.
+    pub steps: u32,
+    /// Whether every SLO was met.
+    pub slo_met: bool,
+    /// Replica that served it.
+    pub replica: u32,
+    /// Policy name.
+    pub policy: String,
+}
+
+impl RequestRecord {
+    /// Builds the row for a finished request.
+    pub fn from_finished(f: &FinishedRequest, replica: u32, policy: &str, slo: &SloConfig) -> Self {
+        let arrival = f.spec.arrival_ns;
+        let ttft = ns_to_secs(f.first_token_ns - arrival);
+        let e2e = ns_to_secs(f.finish_ns - arrival);
+        let tpot = if f.output_tokens > 1 { ns_to_secs(f.finish_ns - f.first_token_ns) / (f.output_tokens - 1) as f64 } else { 0.0 };
+        RequestRecord {
+            id: f.spec.id,
+            arrival_s: ns_to_secs(arrival),
+            prompt_tokens: f.spec.prompt_tokens,
+            output_tokens: f.output_tokens,
+            first_token_s: ns_to_secs(f.first_token_ns),
+            finish_s: ns_to_secs(f.finish_ns),
+            ttft_s: ttft,
+            tpot_s: tpot,
+            e2e_s: e2e,
+            drafted: f.drafted,
+            accepted: f.accepted,
+            steps: f.steps,
+            slo_met: slo.met(ttft, tpot, e2e),
+            replica,
+            policy: policy.to_string(),
+        }
+    }
+}
+
+/// Header of `requests.csv`.
+pub const REQUESTS_HEADER: &str = "id,arrival_s,prompt_tokens,output_tokens,first_token_s,finish_s,ttft_s,tpot_s,e2e_s,drafted,accepted,steps,slo_met,replica,policy";
+
+/// Renders `requests.csv` (rows sorted by id; times with nanosecond precision).
+pub fn requests_csv(rows: &[RequestRecord]) -> String {
+    let mut s = String::with_capacity(rows.len() * 96 + 128);
+    s.push_str(REQUESTS_HEADER);
+    s.push('\n');
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "{},{:.9},{},{},{:.9},{:.9},{:.9},{:.9},{:.9},{},{},{},{},{},{}",
+            r.id, r.arrival_s, r.prompt_tokens, r.output_tokens, r.first_token_s, r.finish_s, r.ttft_s, r.tpot_s, r.e2e_s, r.drafted, r.accepted, r.steps, r.slo_met, r.replica, r.policy
+        );
+    }
+    s
+}
+
+/// Parses `requests.csv` (as written by [`requests_csv`]); errors name the line.
+pub fn parse_requests_csv(text: &str, origin: &str) -> Result<Vec<RequestRecord>, SimError> {
+    let mut lines = text.lines().enumerate();
+    let Some((_, header)) = lines.next() else {
+        return Err(SimError::Parse { origin: origin.into(), line: 1, msg: "empty file".into() });
+    };
+    let cols: Vec<&str> = header.split(',').collect();
+    let want: Vec<&str> = REQUESTS_HEADER.split(',').collect();
+    let idx: Vec<usize> = want
+        .iter()
+        .map(|w| cols.iter().position(|c| c.trim() == *w).ok_or_else(|| SimError::Parse { origin: origin.into(), line: 1, msg: format!("missing column `{w}`") }))
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::new();
+    for (n, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split(',').collect();
+        let err = |m: String| SimError::Parse { origin: origin.into(), line: n + 1, msg: m };
+        let get = |i: usize| f.get(idx[i]).map(|s| s.trim()).ok_or_else(|| err(format!("missing field `{}`", want[i])));
+        macro_rules! num {
+            ($i:expr) => {
+                get($i)?.parse().map_err(|_| err(format!("`{}` is not a valid {}", f.get(idx[$i]).unwrap_or(&""), want[$i])))?
+            };
+        }
+        out.push(RequestRecord {
+            id: num!(0),
+            arrival_s: num!(1),
+            prompt_tokens: num!(2),
+            output_tokens: num!(3),
+            first_token_s: num!(4),
+            finish_s: num!(5),
+            ttft_s: num!(6),
+            tpot_s: num!(7),
+            e2e_s: num!(8),
+            drafted: num!(9),
+            accepted: num!(10),
+            steps: num!(11),
+            slo_met: num!(12),
+            replica: num!(13),
+            policy: get(14)?.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// Mean and percentiles of one latency.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+pub struct LatencyStats {
+    /// Mean, seconds.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Maximum.
+    pub max: f64,
+}
+
+/// Exact percentile of sorted values by linear interpolation between order statistics
+/// (`q` in [0, 1]; the definition NumPy uses by default).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let pos = q.clamp(0.0, 1.0) * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = pos.ceil() as usize;
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+impl LatencyStats {
+    /// Statistics of `values` (any order).
+    pub fn of(values: impl Iterator<Item = f64>) -> Self {
+        let mut v: Vec<f64> = values.collect();
+        if v.is_empty() {
+            return LatencyStats::default();
+        }
+        v.sort_by(f64::total_cmp);
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        LatencyStats { mean, p50: percentile(&v, 0.5), p90: percentile(&v, 0.9), p99: percentile(&v, 0.99), max: v[v.len() - 1] }
+    }
+}
+
+/// `summary.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Policy name.
+    pub policy: String,
+    /// Requests in the workload.
+    pub requests: usize,
+    /// Requests that finished.
+    pub finished: usize,
+    /// Requests that failed (replay only: timeouts, refused connections, errors).
+    #[serde(default)]
+    pub failed: usize,
+    /// First arrival to last finish, seconds.
+    pub duration_s: f64,
+    /// Finished requests per second.
+    pub throughput_rps: f64,
+    /// Output tokens per second.
+    pub output_tokens_per_s: f64,
+    /// Requests meeting every SLO, per second.
+    pub goodput_rps: f64,
+    /// Fraction of requests meeting every SLO (failed requests count as missing).
+    pub slo_attainment: f64,
+    /// Fraction meeting the TTFT SLO alone.
+    pub ttft_attainment: f64,
+    /// Fraction meeting the TPOT SLO alone.
+    pub tpot_attainment: f64,
+    /// Time to first token.
+    pub ttft: LatencyStats,
+    /// Time per output token.
+    pub tpot: LatencyStats,
+    /// End-to-end latency.
+    pub e2e: LatencyStats,
+    /// Draft tokens verified.
+    pub drafted: u64,
+    /// Draft tokens accepted.
+    pub accepted: u64,
+    /// accepted / drafted.
+    pub acceptance_rate: f64,
+    /// Mean tokens emitted per sequence per decode step (1 without speculation).
+    pub mean_accepted_length: f64,
+    /// Requests preempted and recomputed (simulator only).
+    #[serde(default)]
+    pub preemptions: u64,
+    /// The SLOs used.
+    pub slo: SloConfig,
+}
+
+impl Summary {
+    /// Summarises request rows. `decode_steps` is Σ over requests of their decode iterations (for the
+    /// mean accepted length); `requests` counts the whole workload so unfinished requests show.
+    pub fn from_records(policy: &str, rows: &[RequestRecord], requests: usize, failed: usize, decode_steps: u64, preemptions: u64, slo: &SloConfig) -> Self {
+        let start = rows.iter().map(|r| r.arrival_s).fold(f64::INFINITY, f64::min);
+        let end = rows.iter().map(|r| r.finish_s).fold(f64::NEG_INFINITY, f64::max);
+        let duration = if rows.is_empty() { 0.0 } else { (end - start).max(0.0) };
+        let per_s = |x: f64| if duration > 0.0 { x / duration } else { 0.0 };
+        let denom = requests.max(1) as f64;
+        let met = rows.iter().filter(|r| r.slo_met).count();
+        let drafted: u64 = rows.iter().map(|r| r.drafted).sum();
+        let accepted: u64 = rows.iter().map(|r| r.accepted).sum();
+        let tokens: u64 = rows.iter().map(|r| r.output_tokens as u64).sum();
+        Summary {
+            policy: policy.to_string(),
+            requests,
+            finished: rows.len(),
+            failed,
+            duration_s: duration,
+            throughput_rps: per_s(rows.len() as f64),
+            output_tokens_per_s: per_s(tokens as f64),
+            goodput_rps: per_s(met as f64),
+            slo_attainment: met as f64 / denom,
+            ttft_attainment: rows.iter().filter(|r| slo.ttft_s.is_none_or(|s| r.ttft_s <= s)).count() as f64 / denom,
+            tpot_attainment: rows.iter().filter(|r| slo.tpot_s.is_none_or(|s| r.tpot_s <= s)).count() as f64 / denom,
+            ttft: LatencyStats::of(rows.iter().map(|r| r.ttft_s)),
+            tpot: LatencyStats::of(rows.iter().filter(|r| r.output_tokens > 1).map(|r| r.tpot_s)),
+            e2e: LatencyStats::of(rows.iter().map(|r| r.e2e_s)),
+            drafted,
+            accepted,
+            acceptance_rate: if drafted > 0 { accepted as f64 / drafted as f64 } else { 0.0 },
+            mean_accepted_length: if decode_steps > 0 { (accepted + decode_steps) as f64 / decode_steps as f64 } else { 0.0 },
+            preemptions,
+            slo: *slo,
+        }
+    }
+}
+
+/// One row of `steps.csv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRow {
+    /// Replica index.
+    pub replica: u32,
+    /// The step.
+    pub report: StepReport,
+}
+
+/// Renders `steps.csv`.
+pub fn steps_csv(rows: &[StepRow]) -> String {
+    let mut s = String::from("time_s,replica,kind,batch,tokens,k,drafted,accepted,step_s,draft_s,preempted,finished,kv_used\n");
+    for r in rows {
+        let p = &r.report;
+        let kind = match p.kind {
+            StepKind::Prefill => "prefill",
+            StepKind::Decode => "decode",
+            StepKind::Mixed => "mixed",
+        };
+        let dur: Nanos = p.end_ns - p.start_ns;
+        let _ = writeln!(
+            s,
+            "{:.9},{},{},{},{},{},{},{},{:.9},{:.9},{},{},{}",
+            ns_to_secs(p.start_ns), r.replica, kind, p.batch, p.target_tokens, p.k_max, p.drafted, p.accepted, ns_to_secs(dur), ns_to_secs(p.draft_ns), p.preempted, p.finished, p.kv_used
+        );
+    }
+    s
+}
+
+/// Writes a result directory: `requests.csv`, `summary.json`, and `steps.csv` when steps are given.
+pub fn write_result_dir(dir: &Path, rows: &[RequestRecord], summary: &Summary, steps: Option<&[StepRow]>) -> Result<(), SimError> {
+    std::fs::create_dir_all(dir).map_err(|e| SimError::io(dir, e))?;
+    let w = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(|e| SimError::io(&p, e))
+    };
+    w("requests.csv", requests_csv(rows))?;
+    w("summary.json", serde_json::to_string_pretty(summary).unwrap_or_default() + "\n")?;
+    if let Some(steps) = steps {
+        w("steps.csv", steps_csv(steps))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_interpolate_like_numpy() {
+        let v = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile(&v, 0.5), 2.5);
+        assert!((percentile(&v, 0.9) - 3.7).abs() < 1e-12);
+        assert_eq!(percentile(&v, 1.0), 4.0);
+        assert_eq!(percentile(&[7.0], 0.99), 7.0);
+    }
+
+    #[test]
+    fn slo_checks_each_set_objective() {
+        let slo = SloConfig { ttft_s: Some(1.0), tpot_s: Some(0.1), e2e_s: None };
+        assert!(slo.met(1.0, 0.1, 100.0));
+        assert!(!slo.met(1.01, 0.05, 1.0));
+        assert!(!slo.met(0.5, 0.11, 1.0));
+        assert!(SloConfig::default().met(1e9, 1e9, 1e9));
+    }
+
+    #[test]
+    fn requests_csv_round_trips() {
+        let r = RequestRecord {
+            id: 3, arrival_s: 0.5, prompt_tokens: 10, output_tokens: 4, first_token_s: 0.75, finish_s: 1.05, ttft_s: 0.25, tpot_s: 0.1, e2e_s: 0.55,
+            drafted: 6, accepted: 2, steps: 3, slo_met: true, replica: 1, policy: "static-3".into(),
+        };
+        let text = requests_csv(std::slice::from_ref(&r));
+        let back = parse_requests_csv(&text, "x").unwrap();
+        assert_eq!(back, vec![r]);
+        assert!(parse_requests_csv("id,arrival_s\n1,2\n", "y").unwrap_err().to_string().contains("missing column"));
+    }
+}

@@ -1,0 +1,295 @@
+//! SpecServe / AdaSpec (SoCC 2025): adaptive speculation length from draft confidence, load and SLOs.
+//!
+//! - **Efficiency model.** Expected emitted tokens of a step `E(k) = B + Σ_i Σ_{j≤k_i} c_ij` with
+//!   `c_ij = Π_{m≤j} p_im` the draft's cumulative confidence; a position not drafted yet is extrapolated
+//!   as `c_i,j+1 = c_ij · ᾱ` with ᾱ the running mean confidence (start 0.6). Step time `T(k)` comes from
+//!   the cost model (k draft forwards plus verification of Σ(k_i+1) tokens). `Eff(k) = E(k) / T(k)`.
+//! - **Adaptive drafter.** Before each further position, draft it only if the predicted efficiency rises;
+//!   k = 0 (no speculation) when even one draft token does not beat plain decoding.
+//! - **Confidence-prior verifier** (`elimination`). After drafting, drop the least-confident tail draft
+//!   token (smallest `c_ij`) while doing so does not lower efficiency — drafting time is already spent,
+//!   so this pays when a shorter verification is cheaper (compute-bound, or a smaller batch bucket).
+//! - **SLO-aware** (`slo_aware`). Of two lengths, never take the longer one if it pushes the tightest
+//!   running request's predicted per-token latency `T(k) / (1 + Σ_{j≤k_i} c_ij)` over its TPOT SLO while
+//!   making it worse: the chosen k sits left of the efficiency optimum when that request is at risk.
+
+use super::{DraftView, SpeculationPolicy};
+
+/// Starting running mean confidence, as in the paper.
+const ALPHA_BAR_0: f64 = 0.6;
+/// Weight of each new confidence in the running mean: follows drift over a few hundred tokens.
+const ALPHA_BAR_WEIGHT: f64 = 0.01;
+
+/// The SpecServe adaptive policy.
+#[derive(Debug)]
+pub struct SpecServe {
+    k_max: u32,
+    elimination: bool,
+    slo_aware: bool,
+    alpha_bar: f64,
+    /// Scratch: per-sequence draft lengths of the current and candidate plans.
+    k_now: Vec<u32>,
+    k_next: Vec<u32>,
+}
+
+impl SpecServe {
+    /// SpecServe with at most `k_max` drafts; `elimination` and `slo_aware` switch the two refinements.
+    pub fn new(k_max: u32, elimination: bool, slo_aware: bool) -> Self {
+        SpecServe { k_max, elimination, slo_aware, alpha_bar: ALPHA_BAR_0, k_now: Vec::new(), k_next: Vec::new() }
+    }
+
+    /// The running mean confidence used to extrapolate undrafted positions.
+    pub fn alpha_bar(&self) -> f64 {
+        self.alpha_bar
+    }
+
+    /// Expected emitted tokens for per-sequence lengths `k` (drafted positions use real confidences,
+    /// later ones are extrapolated with ᾱ).
+    pub fn expected_tokens(&self, view: &DraftView, k: &[u32]) -> f64 {
+        (0..k.len()).map(|i| 1.0 + self.seq_expected_drafts(view, i, k[i])).sum()
+    }
+
+    /// `Σ_{j≤k} c_ij` for sequence `i`.
+    fn seq_expected_drafts(&self, view: &DraftView, i: usize, k: u32) -> f64 {
+        let conf = &view.confidences[i];
+        let mut c = 1.0;
+        let mut sum = 0.0;
+        for j in 0..k as usize {
+            c *= conf.get(j).map_or(self.alpha_bar, |&p| p as f64);
+            sum += c;
+        }
+        sum
+    }
+
+    /// The request closest to violating its TPOT SLO: largest running TPOT / SLO.
+    fn tightest(view: &DraftView) -> Option<usize> {
+        let mut best: Option<(usize, f64)> = None;
+        for (i, s) in view.seqs.iter().enumerate() {
+            let Some(slo) = s.tpot_slo_ns else { continue };
+            let ratio = s.running_tpot_ns().unwrap_or(0.0) / slo as f64;
+            if best.is_none_or(|(_, r)| ratio > r) {
+                best = Some((i, ratio));
+            }
+        }
+        best.map(|b| b.0)
+    }
+
+    /// Predicted per-token latency of sequence `i` under plan `k` taking `t` ns.
+    fn per_token_latency(&self, view: &DraftView, i: usize, k: &[u32], t: f64) -> f64 {
+        t / (1.0 + self.seq_expected_drafts(view, i, k[i]))
+    }
+
+    fn update_alpha_bar(&mut self, view: &DraftView) {
+        if view.position == 0 {
+            return;
+        }
+        for (i, c) in view.confidences.iter().enumerate() {
+            if view.active[i] && c.len() == view.position as usize {
+                let p = c[c.len() - 1] as f64;
+                self.alpha_bar += ALPHA_BAR_WEIGHT * (p - self.alpha_bar);
+            }
+        }
+    }
+}
+
+impl SpeculationPolicy for SpecServe {
+    fn name(&self) -> String {
+        match (self.elimination, self.slo_aware) {
+            (true, true) => "specserve".into(),
+            (false, true) => "specserve-no-elim".into(),
+            (true, false) => "specserve-no-slo".into(),
+            (false, false) => "specserve-basic".into(),
+        }
+    }
+    fn k_max(&self) -> u32 {
+        self.k_max
+    }
+
+    fn draft_next(&mut self, view: &DraftView, keep: &mut [bool]) {
+        self.update_alpha_bar(view);
+        if view.position >= self.k_max || !keep.iter().any(|&k| k) {
+            keep.fill(false);
+            return;
+        }
+        self.k_now.clear();
+        self.k_now.extend(view.confidences.iter().map(|c| c.len() as u32));
+        self.k_next.clone_from(&self.k_now);
+        for (i, &k) in keep.iter().enumerate() {
+            if k {
+                self.k_next[i] += 1;
+            }
+        }
+        let t_now = view.predict_step_ns(&self.k_now).max(1) as f64;
+        let t_next = view.predict_step_ns(&self.k_next).max(1) as f64;
+        let eff_now = self.expected_tokens(view, &self.k_now) / t_now;
+        let eff_next = self.expected_tokens(view, &self.k_next) / t_next;
+        let mut go = eff_next > eff_now;
+        if go && self.slo_aware {
+            if let Some(i) = Self::tightest(view) {
+                let slo = view.seqs[i].tpot_slo_ns.unwrap_or(u64::MAX) as f64;
+                let l_now = self.per_token_latency(view, i, &self.k_now, t_now);
+                let l_next = self.per_token_latency(view, i, &self.k_next, t_next);
+                if l_next > slo && l_next > l_now {
+                    go = false;
+                }
+            }
+        }
+        if !go {
+            keep.fill(false);
+        }
+    }
+
+    fn finalize(&mut self, view: &DraftView, k: &mut [u32]) {
+        if !self.elimination {
+            return;
+        }
+        let draft_ns = view.predict_step_ns(k).saturating_sub(view.predict_verify_ns(k)) as f64;
+        let mut e = self.expected_tokens(view, k);
+        let mut eff = e / (draft_ns + view.predict_verify_ns(k) as f64).max(1.0);
+        loop {
+            // The least-confident tail token over all sequences.
+            let Some((i, c)) = (0..k.len())
+                .filter(|&i| k[i] > 0)
+                .map(|i| (i, view.cumulative_confidence(i, k[i] as usize)))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+            else {
+                return;
+            };
+            k[i] -= 1;
+            let e2 = e - c;
+            let eff2 = e2 / (draft_ns + view.predict_verify_ns(k) as f64).max(1.0);
+            if eff2 >= eff {
+                e = e2;
+                eff = eff2;
+            } else {
+                k[i] += 1;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::SeqView;
+    use super::*;
+    use crate::cost::{BatchShape, CostModel};
+    use crate::time::Nanos;
+
+    #[test]
+    fn stops_where_the_hand_computed_marginal_efficiency_falls() {
+        // One sequence, FixedCost (draft 1.1 ms/position, target 10 + 0.5·tokens ms). Confidences drafted
+        // so far: 0.9, 0.8, 0.5.
+        //   k=0: E=1,           T=10.5        -> 0.09524
+        //   k=1: E=1.9,         T=1.1+11.0    -> 0.15702
+        //   k=2: E=2.62,        T=2.2+11.5    -> 0.19124
+        //   k=3: E=2.98,        T=3.3+12.0    -> 0.19477
+        //   k=4: E=2.98+0.36·ᾱ(0.6)=3.196, T=4.4+12.5 -> 0.18911  (falls: stop before position 4)
+        let mut p = SpecServe::new(8, false, false);
+        let s = seqs(1);
+        let conf_at = [vec![], vec![0.9f32], vec![0.9, 0.8], vec![0.9, 0.8, 0.5]];
+        for (pos, conf) in conf_at.iter().enumerate() {
+            let c = vec![conf.clone()];
+            let mut keep = [true];
+            // Keep alpha_bar at its start value for the hand computation.
+            p.alpha_bar = ALPHA_BAR_0;
+            p.draft_next(&view(&s, &c, &[true], pos as u32), &mut keep);
+            assert_eq!(keep[0], pos < 3, "position {pos}");
+        }
+    }
+
+    #[test]
+    fn no_speculation_when_one_token_does_not_pay() {
+        // With confidence extrapolated at 0.6 and a draft forward as expensive as the target's fixed part,
+        // k=1 gives 1.6/(11 + 11) < 1/10.5: k = 0.
+        struct Slow;
+        impl CostModel for Slow {
+            fn draft_step(&self, _: &BatchShape) -> Nanos {
+                11_000_000
+            }
+            fn target_step(&self, s: &BatchShape) -> Nanos {
+                10_000_000 + 500_000 * s.new_tokens as Nanos
+            }
+            fn describe(&self) -> String {
+                "slow".into()
+            }
+        }
+        let s = seqs(1);
+        let c = vec![vec![]];
+        let v = DraftView { now: 0, position: 0, seqs: &s, confidences: &c, active: &[true], cost: &Slow, lookahead: None };
+        let mut keep = [true];
+        SpecServe::new(8, true, true).draft_next(&v, &mut keep);
+        assert!(!keep[0]);
+    }
+
+    #[test]
+    fn elimination_drops_tail_tokens_only_when_efficiency_does_not_fall() {
+        // A verify cost with a bucket edge: up to 4 tokens cost 10 ms, 5..8 cost 20 ms.
+        struct Bucketed;
+        impl CostModel for Bucketed {
+            fn draft_step(&self, _: &BatchShape) -> Nanos {
+                1_000_000
+            }
+            fn target_step(&self, s: &BatchShape) -> Nanos {
+                if s.new_tokens <= 4 {
+                    10_000_000
+                } else {
+                    20_000_000
+                }
+            }
+            fn describe(&self) -> String {
+                "bucketed".into()
+            }
+        }
+        // Two sequences drafted 2 tokens each (verify 6 tokens, 20 ms + 2 ms drafting).
+        // Seq 1's tail has cumulative confidence 0.9·0.1 = 0.09 (least). Dropping it: 5 tokens, still
+        // 20 ms, E falls -> keep. So nothing is dropped with these confidences...
+        let s = seqs(2);
+        let conf = vec![vec![0.9f32, 0.9], vec![0.9, 0.1]];
+        let v = DraftView { now: 0, position: 2, seqs: &s, confidences: &conf, active: &[true, true], cost: &Bucketed, lookahead: None };
+        let mut k = [2u32, 2];
+        SpecServe::new(8, true, false).finalize(&v, &mut k);
+        // E = 2 + (0.9 + 0.81) + (0.9 + 0.09) = 4.7, T = 22 -> 0.2136. Drop 0.09: E 4.61, verify 5 tok
+        // = 20 ms -> 0.2095 < 0.2136: stop, nothing dropped.
+        assert_eq!(k, [2, 2]);
+        // ...but with one sequence drafting 3 (verify 4+2... ) we cross the bucket edge:
+        // k = (3, 1): verify 4 + 2 = 6 tokens -> 20 ms, drafting 3 ms. E = 2 + (0.9+0.81+0.729) + 0.9 = 5.339
+        // -> 0.2321. Drop seq 1's only token (c = 0.9)? The least is seq 0's tail 0.729: E 4.61, verify 5
+        // tokens = 20 ms -> 0.2004: worse, stop.
+        let conf = vec![vec![0.9f32, 0.9, 0.9], vec![0.9]];
+        let v = DraftView { now: 0, position: 3, seqs: &s, confidences: &conf, active: &[true, true], cost: &Bucketed, lookahead: None };
+        let mut k = [3u32, 1];
+        SpecServe::new(8, true, false).finalize(&v, &mut k);
+        assert_eq!(k, [3, 1]);
+        // Low-confidence tails: k = (1, 1) with confidences 0.05 each: verify 4 tokens = 10 ms.
+        // Here with k = (2, 1), confidences (0.9, 0.05), (0.3): verify 5 tokens = 20 ms, drafting 2 ms,
+        // E = 2 + 0.9 + 0.045 + 0.3 = 3.245 -> 0.1475. Dropping the 0.045 tail: verify 4 tokens = 10 ms,
+        // E = 3.2 -> 3.2 / 12 = 0.2667 >= 0.1475: dropped. Next least is 0.3 (seq 1): E 2.9, verify 3
+        // tokens = 10 ms -> 0.2417 < 0.2667: stop.
+        let conf = vec![vec![0.9f32, 0.05], vec![0.3]];
+        let v = DraftView { now: 0, position: 2, seqs: &s, confidences: &conf, active: &[true, true], cost: &Bucketed, lookahead: None };
+        let mut k = [2u32, 1];
+        SpecServe::new(8, true, false).finalize(&v, &mut k);
+        assert_eq!(k, [1, 1]);
+    }
+
+    #[test]
+    fn slo_awareness_stops_short_of_the_efficiency_optimum_for_a_request_at_risk() {
+        // Two sequences at position 1 with FixedCost (draft 1 + 0.1·n ms, target 10 + 0.5·tokens ms):
+        // A drafted 0.95, B (the only one with an SLO, 12.5 ms) drafted 0.1. Going from k = (1,1) to (2,2):
+        //   T: 1.2 + 12 = 13.2 ms -> 2.4 + 13 = 15.4 ms
+        //   E: 2 + 0.95 + 0.1 = 3.05 -> 3.05 + 0.6·(0.95 + 0.1) = 3.68; Eff 0.2311 -> 0.2390 (rises)
+        //   B's per-token latency: 13.2 / 1.1 = 12.0 ms -> 15.4 / 1.16 = 13.28 ms (> 12.5 and worse)
+        // so the plain adaptive drafter continues and the SLO-aware one stops.
+        let mut s = seqs(2);
+        s[1] = SeqView { tpot_slo_ns: Some(12_500_000), tokens_out: 11, decode_elapsed_ns: 110_000_000, ..s[1] };
+        let c = vec![vec![0.95f32], vec![0.1]];
+        let mut keep = [true, true];
+        SpecServe::new(8, false, false).draft_next(&view(&s, &c, &[true, true], 1), &mut keep);
+        assert_eq!(keep, [true, true]);
+        let mut keep = [true, true];
+        SpecServe::new(8, false, true).draft_next(&view(&s, &c, &[true, true], 1), &mut keep);
+        assert_eq!(keep, [false, false]);
+    }
+}

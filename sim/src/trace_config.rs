@@ -1,0 +1,132 @@
+//! The scenario's `[trace]` section: where requests come from and how they are shaped.
+//!
+//! `sim` interprets the native CSV format and the built-in synthetic generators
+//! ([`crate::synth`]); the `specsim-traces` crate reads every other format and applies the
+//! transformations (window, rate scaling, limits, sampling, clipping, categories). The struct lives here
+//! so that a scenario is validated in one place, with unknown keys rejected.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// `[trace]`: a file or a synthetic workload, plus transformations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TraceConfig {
+    /// A trace file (relative paths resolve against the scenario's directory).
+    pub path: Option<PathBuf>,
+    /// File format; detected from the header when absent: `native`, `azure`, `mooncake`, `burstgpt`,
+    /// `vidur`, `lengths` (length-only statistics CSV used as a length distribution).
+    pub format: Option<String>,
+    /// A synthetic workload, used when `path` is absent (or with a length-only file as length source).
+    pub synthetic: Option<SyntheticConfig>,
+    /// Keep only requests arriving in `[start_s, start_s + duration_s)`, re-based to 0.
+    pub start_s: Option<f64>,
+    /// Window length in seconds.
+    pub duration_s: Option<f64>,
+    /// Multiply the arrival rate by this factor (divides inter-arrival times).
+    pub rate_scale: Option<f64>,
+    /// Scale arrivals so the mean rate is this many requests per second.
+    pub target_rate: Option<f64>,
+    /// Keep at most this many requests (after the window).
+    pub limit: Option<usize>,
+    /// Keep a seeded random fraction of the requests.
+    pub sample: Option<f64>,
+    /// Clip prompt + output to this context length (clipped count reported).
+    pub max_context: Option<u32>,
+    /// Attach categories by a seeded mix: `{ coding = 0.5, writing = 0.5 }`.
+    pub categories: Option<std::collections::BTreeMap<String, f64>>,
+}
+
+/// `[trace.synthetic]`: arrivals and lengths drawn from distributions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticConfig {
+    /// Number of requests.
+    pub requests: usize,
+    /// Mean arrival rate, requests per second.
+    pub rate: f64,
+    /// Arrival process.
+    #[serde(default)]
+    pub arrival: ArrivalConfig,
+    /// Prompt length distribution.
+    pub prompt: LengthConfig,
+    /// Output length distribution.
+    pub output: LengthConfig,
+}
+
+/// Arrival process of a synthetic workload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ArrivalConfig {
+    /// Exponential inter-arrival times.
+    #[default]
+    Poisson,
+    /// Gamma inter-arrival times with coefficient of variation `cv` (cv = 1 is Poisson).
+    Gamma {
+        /// Coefficient of variation of inter-arrival times.
+        cv: f64,
+    },
+    /// Evenly spaced arrivals (deterministic), for closed-form checks.
+    Uniform,
+    /// On/off bursts (two-state MMPP): `burst_factor` × rate while on.
+    Bursty {
+        /// Rate multiplier during bursts.
+        burst_factor: f64,
+        /// Mean burst duration, seconds.
+        on_s: f64,
+        /// Mean gap between bursts, seconds.
+        off_s: f64,
+    },
+    /// Sinusoidal daily pattern: rate × (1 + amplitude·sin(2πt/period)).
+    Diurnal {
+        /// Relative amplitude in [0, 1).
+        amplitude: f64,
+        /// Period, seconds.
+        period_s: f64,
+    },
+}
+
+/// A token-length distribution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LengthConfig {
+    /// Always `value`.
+    Fixed {
+        /// The length.
+        value: u32,
+    },
+    /// Uniform on `[min, max]`.
+    Uniform {
+        /// Smallest.
+        min: u32,
+        /// Largest.
+        max: u32,
+    },
+    /// Lognormal with the given mean and standard deviation (of the length, not its log), clamped.
+    Lognormal {
+        /// Mean length.
+        mean: f64,
+        /// Standard deviation.
+        std: f64,
+        /// Smallest length (default 1).
+        #[serde(default = "one")]
+        min: u32,
+        /// Largest length (default 32768).
+        #[serde(default = "max_len")]
+        max: u32,
+    },
+    /// Drawn from the lengths in a trace or statistics file (the `specsim-traces` crate reads it).
+    Empirical {
+        /// The file.
+        path: PathBuf,
+        /// Which column: `prompt` or `output` (defaults to the one this distribution stands for).
+        column: Option<String>,
+    },
+}
+
+fn one() -> u32 {
+    1
+}
+fn max_len() -> u32 {
+    32768
+}

@@ -1,0 +1,1 @@
+//! specsim-traces: under construction.
