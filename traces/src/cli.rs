@@ -1,0 +1,309 @@
+//! `specsim trace stats|convert|synth`: clap types and the one entry point the binary calls,
+//! [`run_trace_command`]. Reports and warnings go to stderr, data and statistics to stdout (or `--out`).
+
+use crate::convert::{self, OutputFormat};
+use crate::stats::TraceStats;
+use crate::{load_workload, paths, read_trace, Format};
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand, ValueEnum};
+use specsim_sim::trace_config::{ArrivalConfig, LengthConfig, SyntheticConfig, TraceConfig};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// `specsim trace ...`: trace tools.
+#[derive(Debug, Clone, Args)]
+pub struct TraceArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: TraceCommand,
+}
+
+/// The trace subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TraceCommand {
+    /// Print count, span, mean and peak rate, inter-arrival CV and length percentiles of a trace.
+    Stats(StatsArgs),
+    /// Convert a trace (any readable format) to specsim's native CSV or Vidur's CSV.
+    Convert(ConvertArgs),
+    /// Generate a synthetic workload (seeded) as CSV.
+    Synth(SynthArgs),
+}
+
+/// `specsim trace stats FILE`.
+#[derive(Debug, Clone, Args)]
+pub struct StatsArgs {
+    /// The trace file (`shared:traces/...` reads from the shared data folder).
+    pub file: PathBuf,
+    /// Format, instead of detecting it from the header: native, azure, mooncake, burstgpt, vidur, lengths.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Window for the peak rate, seconds.
+    #[arg(long, default_value_t = 60.0)]
+    pub window: f64,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `specsim trace convert FILE --to native|vidur`.
+#[derive(Debug, Clone, Args)]
+pub struct ConvertArgs {
+    /// The trace file (`shared:traces/...` reads from the shared data folder).
+    pub file: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum)]
+    pub to: OutputFormat,
+    /// Input format, instead of detecting it from the header.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Output file (default: stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// The arrival processes `trace synth` offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ArrivalKind {
+    /// Exponential gaps.
+    Poisson,
+    /// Gamma gaps with coefficient of variation `--cv`.
+    Gamma,
+    /// Evenly spaced.
+    Uniform,
+    /// On/off bursts (MMPP): `--burst-factor`, `--on-s`, `--off-s`.
+    Bursty,
+    /// Sinusoidal rate: `--amplitude`, `--period-s`.
+    Diurnal,
+}
+
+/// `specsim trace synth`.
+#[derive(Debug, Clone, Args)]
+pub struct SynthArgs {
+    /// Number of requests.
+    #[arg(long)]
+    pub requests: usize,
+    /// Mean arrival rate, requests per second.
+    #[arg(long)]
+    pub rate: f64,
+    /// Arrival process.
+    #[arg(long, value_enum, default_value_t = ArrivalKind::Poisson)]
+    pub arrival: ArrivalKind,
+    /// Coefficient of variation of gaps (gamma).
+    #[arg(long, default_value_t = 1.0)]
+    pub cv: f64,
+    /// Rate during bursts relative to between them (bursty).
+    #[arg(long, default_value_t = 4.0)]
+    pub burst_factor: f64,
+    /// Mean burst length, seconds (bursty).
+    #[arg(long, default_value_t = 10.0)]
+    pub on_s: f64,
+    /// Mean gap between bursts, seconds (bursty).
+    #[arg(long, default_value_t = 30.0)]
+    pub off_s: f64,
+    /// Relative amplitude of the rate, in [0, 1] (diurnal).
+    #[arg(long, default_value_t = 0.5)]
+    pub amplitude: f64,
+    /// Period of the rate, seconds (diurnal).
+    #[arg(long, default_value_t = 86_400.0)]
+    pub period_s: f64,
+    /// Prompt lengths: `fixed:N`, `uniform:MIN,MAX`, `lognormal:MEAN,STD[,MIN,MAX]` or
+    /// `empirical:FILE[#prompt|#output]` (any trace or length-statistics file).
+    #[arg(long)]
+    pub prompt: String,
+    /// Output lengths, in the same notation as `--prompt`.
+    #[arg(long)]
+    pub output: String,
+    /// Seed.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Native)]
+    pub to: OutputFormat,
+    /// Output file (default: stdout).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Runs one `specsim trace` subcommand.
+pub fn run_trace_command(cmd: TraceCommand) -> anyhow::Result<()> {
+    let cwd = std::env::current_dir().context("current directory")?;
+    match cmd {
+        TraceCommand::Stats(a) => {
+            let path = paths::resolve(&a.file, &cwd)?;
+            let format = a.format.as_deref().map(str::parse::<Format>).transpose()?;
+            let t = read_trace(&path, format)?;
+            eprintln!(
+                "{} ({}): {} rows read, {} kept",
+                path.display(),
+                t.format,
+                t.rows_read,
+                t.rows.len()
+            );
+            for s in &t.skipped {
+                eprintln!(
+                    "  skipped {} rows: {} (first at line {})",
+                    s.rows, s.reason, s.first_line
+                );
+            }
+            for w in &t.warnings {
+                eprintln!("  warning: {w}");
+            }
+            let stats = TraceStats::of(&t.rows, t.has_arrivals(), a.window);
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+            } else {
+                print!("{stats}");
+            }
+        }
+        TraceCommand::Convert(a) => {
+            let path = paths::resolve(&a.file, &cwd)?;
+            let format = a.format.as_deref().map(str::parse::<Format>).transpose()?;
+            let t = read_trace(&path, format)?;
+            if !t.has_arrivals() {
+                bail!(
+                    "{}: a length-only file has no arrivals to convert",
+                    path.display()
+                );
+            }
+            for w in &t.warnings {
+                eprintln!("warning: {w}");
+            }
+            if t.prefix.as_ref().is_some_and(|p| !p.is_empty()) {
+                eprintln!("note: prefix-block hashes (hash_ids) are not part of the {:?} format and are dropped", a.to);
+            }
+            let (w, _) = t.to_workload();
+            emit(&convert::write(&w, a.to), a.out.as_deref())?;
+            eprintln!("{} requests written", w.len());
+        }
+        TraceCommand::Synth(a) => {
+            let arrival = match a.arrival {
+                ArrivalKind::Poisson => ArrivalConfig::Poisson,
+                ArrivalKind::Gamma => ArrivalConfig::Gamma { cv: a.cv },
+                ArrivalKind::Uniform => ArrivalConfig::Uniform,
+                ArrivalKind::Bursty => ArrivalConfig::Bursty {
+                    burst_factor: a.burst_factor,
+                    on_s: a.on_s,
+                    off_s: a.off_s,
+                },
+                ArrivalKind::Diurnal => ArrivalConfig::Diurnal {
+                    amplitude: a.amplitude,
+                    period_s: a.period_s,
+                },
+            };
+            let synthetic = SyntheticConfig {
+                requests: a.requests,
+                rate: a.rate,
+                arrival,
+                prompt: parse_length(&a.prompt).context("--prompt")?,
+                output: parse_length(&a.output).context("--output")?,
+            };
+            let cfg = TraceConfig {
+                synthetic: Some(synthetic),
+                ..Default::default()
+            };
+            let loaded = load_workload(&cfg, &cwd, a.seed)?;
+            emit(&convert::write(&loaded.workload, a.to), a.out.as_deref())?;
+            eprintln!("{}", loaded.report);
+        }
+    }
+    Ok(())
+}
+
+fn emit(text: &str, out: Option<&Path>) -> anyhow::Result<()> {
+    match out {
+        Some(p) => std::fs::write(p, text).with_context(|| format!("writing {}", p.display())),
+        None => {
+            let mut so = std::io::stdout().lock();
+            so.write_all(text.as_bytes()).context("writing to stdout")?;
+            so.flush().context("writing to stdout")
+        }
+    }
+}
+
+/// Parses the length notation of `--prompt`/`--output` (see [`SynthArgs::prompt`]).
+pub fn parse_length(spec: &str) -> anyhow::Result<LengthConfig> {
+    let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
+    let nums = |n_min: usize, n_max: usize| -> anyhow::Result<Vec<f64>> {
+        let v: Vec<f64> = rest
+            .split(',')
+            .map(|x| {
+                x.trim()
+                    .parse::<f64>()
+                    .with_context(|| format!("`{x}` in `{spec}` is not a number"))
+            })
+            .collect::<Result<_, _>>()?;
+        if v.len() < n_min || v.len() > n_max {
+            bail!("`{spec}`: expected {n_min} to {n_max} numbers after `{kind}:`");
+        }
+        Ok(v)
+    };
+    let int = |x: f64| -> anyhow::Result<u32> {
+        if x.fract() != 0.0 || !(0.0..=u32::MAX as f64).contains(&x) {
+            bail!("`{spec}`: {x} is not a token count");
+        }
+        Ok(x as u32)
+    };
+    Ok(match kind {
+        "fixed" => LengthConfig::Fixed { value: int(nums(1, 1)?[0])? },
+        "uniform" => {
+            let v = nums(2, 2)?;
+            LengthConfig::Uniform { min: int(v[0])?, max: int(v[1])? }
+        }
+        "lognormal" => {
+            let v = nums(2, 4)?;
+            LengthConfig::Lognormal {
+                mean: v[0],
+                std: v[1],
+                min: v.get(2).map_or(Ok(1), |&x| int(x))?,
+                max: v.get(3).map_or(Ok(32_768), |&x| int(x))?,
+            }
+        }
+        "empirical" => {
+            let (file, column) = match rest.rsplit_once('#') {
+                Some((f, c)) => (f, Some(c.to_string())),
+                None => (rest, None),
+            };
+            if file.is_empty() {
+                bail!("`{spec}`: expected empirical:FILE");
+            }
+            LengthConfig::Empirical { path: PathBuf::from(file), column }
+        }
+        _ => bail!("`{spec}`: expected fixed:N, uniform:MIN,MAX, lognormal:MEAN,STD[,MIN,MAX] or empirical:FILE"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_notation() {
+        assert_eq!(
+            parse_length("fixed:128").unwrap(),
+            LengthConfig::Fixed { value: 128 }
+        );
+        assert_eq!(
+            parse_length("uniform:10,20").unwrap(),
+            LengthConfig::Uniform { min: 10, max: 20 }
+        );
+        assert_eq!(
+            parse_length("lognormal:1000,500").unwrap(),
+            LengthConfig::Lognormal {
+                mean: 1000.0,
+                std: 500.0,
+                min: 1,
+                max: 32_768
+            }
+        );
+        assert_eq!(
+            parse_length("empirical:a/b.csv#output").unwrap(),
+            LengthConfig::Empirical {
+                path: "a/b.csv".into(),
+                column: Some("output".into())
+            }
+        );
+        assert!(parse_length("fixed:1.5").is_err());
+        assert!(parse_length("zipf:2").is_err());
+        assert!(parse_length("uniform:1").is_err());
+    }
+}

@@ -1,0 +1,174 @@
+//! The front door: a scenario's `[trace]` section in, a validated workload and a report out.
+
+use crate::read::read_trace;
+use crate::trace::{rows_to_workload, PrefixBlocks, Skipped};
+use crate::{paths, synth, transform, Format, TraceError};
+use specsim_sim::trace_config::{ArrivalConfig, LengthConfig, SyntheticConfig, TraceConfig};
+use specsim_sim::workload::Workload;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A workload ready to simulate, with what was done to produce it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedWorkload {
+    /// Requests sorted by arrival, ids `0..n`, first arrival at 0 (or at its offset in a window).
+    pub workload: Workload,
+    /// Prefix-block hashes per request id (Mooncake traces), for a prefix-cache model.
+    pub prefix: Option<PrefixBlocks>,
+    /// How the workload was obtained.
+    pub report: LoadReport,
+}
+
+/// How a workload was read or synthesised and shaped.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct LoadReport {
+    /// The file read, if any.
+    pub path: Option<PathBuf>,
+    /// Its format, or `None` for a synthetic workload.
+    pub format: Option<Format>,
+    /// The synthetic workload's description, when synthesised.
+    pub synthetic: Option<String>,
+    /// Data rows read from the file (or requests synthesised).
+    pub rows_read: u64,
+    /// Rows skipped while reading, by reason.
+    pub skipped: Vec<Skipped>,
+    /// Requests whose lengths were clipped to `max_context`.
+    pub clipped: u64,
+    /// Transformations applied, one line each.
+    pub steps: Vec<String>,
+    /// Repairs made (e.g. sorting unsorted rows).
+    pub warnings: Vec<String>,
+    /// Requests in the final workload.
+    pub requests: usize,
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.path, self.format, &self.synthetic) {
+            (Some(p), Some(fmt), _) => writeln!(
+                f,
+                "trace {} ({fmt}): {} rows read",
+                p.display(),
+                self.rows_read
+            )?,
+            (_, _, Some(s)) => writeln!(f, "synthetic workload: {s}")?,
+            _ => {}
+        }
+        for s in &self.skipped {
+            writeln!(
+                f,
+                "  skipped {} rows: {} (first at line {})",
+                s.rows, s.reason, s.first_line
+            )?;
+        }
+        for s in &self.steps {
+            writeln!(f, "  {s}")?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "  warning: {w}")?;
+        }
+        write!(f, "  {} requests", self.requests)
+    }
+}
+
+/// Reads or synthesises the workload a `[trace]` section describes and applies its transformations.
+///
+/// - `base_dir` is the scenario file's directory: relative paths resolve against it, and `shared:`
+///   paths against the shared data folder (see [`crate::paths`]).
+/// - `seed` is the scenario seed; synthesis, sampling and category draws use their own streams of it.
+///
+/// A length-only file cannot be `path` (it has no arrivals): use it as an empirical length
+/// distribution in `[trace.synthetic]` instead; the error says so.
+pub fn load_workload(
+    cfg: &TraceConfig,
+    base_dir: &Path,
+    seed: u64,
+) -> Result<LoadedWorkload, TraceError> {
+    let mut report = LoadReport::default();
+    let (mut rows, mut categories, prefix) = match (&cfg.path, &cfg.synthetic) {
+        (Some(_), Some(_)) => {
+            return Err(TraceError::Config(
+                "set either `path` (a trace file) or `[trace.synthetic]`, not both; to draw lengths from a \
+                 file, use `prompt = { kind = \"empirical\", path = \"...\" }` in `[trace.synthetic]`"
+                    .into(),
+            ))
+        }
+        (None, None) => return Err(TraceError::Config("needs `path` or `[trace.synthetic]`".into())),
+        (Some(p), None) => {
+            let path = paths::resolve(p, base_dir)?;
+            let format = cfg.format.as_deref().map(str::parse::<Format>).transpose()?;
+            let t = read_trace(&path, format)?;
+            if !t.has_arrivals() {
+                return Err(TraceError::Config(format!(
+                    "{} is a length-only file (no arrival times); use it as a length distribution: \
+                     [trace.synthetic] with prompt = {{ kind = \"empirical\", path = \"{}\" }} and output \
+                     likewise (the same file for both draws whole rows)",
+                    path.display(),
+                    p.display()
+                )));
+            }
+            report.path = Some(path);
+            report.format = Some(t.format);
+            report.rows_read = t.rows_read;
+            report.skipped = t.skipped;
+            report.warnings = t.warnings;
+            (t.rows, t.categories, t.prefix)
+        }
+        (None, Some(s)) => {
+            if cfg.format.is_some() {
+                return Err(TraceError::Config("`format` applies to `path`, which is not set".into()));
+            }
+            let rows = synth::synthesize(s, base_dir, seed)?;
+            report.synthetic = Some(describe(s));
+            report.rows_read = rows.len() as u64;
+            (rows, Vec::new(), None)
+        }
+    };
+    let tr = transform::apply(&mut rows, cfg, seed)?;
+    if let Some(names) = tr.categories {
+        categories = names;
+    }
+    report.clipped = tr.clipped;
+    report.steps = tr.steps;
+    report.requests = rows.len();
+    let (workload, prefix) = rows_to_workload(&rows, &categories, prefix.as_ref());
+    workload.validate()?;
+    Ok(LoadedWorkload {
+        workload,
+        prefix,
+        report,
+    })
+}
+
+/// One line describing a synthetic workload.
+pub fn describe(s: &SyntheticConfig) -> String {
+    let arrival = match &s.arrival {
+        ArrivalConfig::Poisson => "poisson".to_string(),
+        ArrivalConfig::Gamma { cv } => format!("gamma cv {cv}"),
+        ArrivalConfig::Uniform => "uniform".to_string(),
+        ArrivalConfig::Bursty {
+            burst_factor,
+            on_s,
+            off_s,
+        } => {
+            format!("bursty ×{burst_factor} (on {on_s} s, off {off_s} s)")
+        }
+        ArrivalConfig::Diurnal {
+            amplitude,
+            period_s,
+        } => format!("diurnal ±{amplitude} over {period_s} s"),
+    };
+    let len = |l: &LengthConfig| match l {
+        LengthConfig::Fixed { value } => format!("{value}"),
+        LengthConfig::Uniform { min, max } => format!("uniform [{min}, {max}]"),
+        LengthConfig::Lognormal { mean, std, .. } => format!("lognormal mean {mean} sd {std}"),
+        LengthConfig::Empirical { path, .. } => format!("from {}", path.display()),
+    };
+    format!(
+        "{} requests, {arrival} arrivals at {} req/s, prompt {}, output {}",
+        s.requests,
+        s.rate,
+        len(&s.prompt),
+        len(&s.output)
+    )
+}
