@@ -229,6 +229,11 @@ pub enum AcceptanceConfig {
         #[serde(default)]
         categories: BTreeMap<String, CategoryAcceptanceConfig>,
     },
+    /// The acceptance measured by `specsim calibrate`, read from a profile file's `[acceptance]` table.
+    Profile {
+        /// The profile file (relative to the scenario).
+        path: std::path::PathBuf,
+    },
 }
 
 /// One category's confidence distribution and calibration.
@@ -291,6 +296,9 @@ impl AcceptanceConfig {
                     }
                 }
                 Box::new(CalibratedAcceptance { default, by_category })
+            }
+            AcceptanceConfig::Profile { path } => {
+                return Err(format!("acceptance from profile {} must be resolved by the scenario loader", path.display()))
             }
         })
     }
