@@ -44,7 +44,7 @@
 //!
 //! - **No dataframe library.** Every format is a few numeric columns read once, front to back; errors
 //!   must name the file and line; and the Azure timestamps (7 fractional digits) need a hand parser
-//!   anyway. A streaming reader over the `csv` crate reads ~10⁷ rows/s (`cargo bench -p specsim-traces`)
+//!   anyway. A streaming reader over the `csv` crate reads about 4 M rows/s (`cargo bench -p specsim-traces`)
 //!   and builds in seconds, where polars costs a 14-minute release build (shared `STACK.md`) that every
 //!   CI run of the workspace would pay.
 //! - **Repair only what is unambiguous, and say so.** Unsorted rows are sorted (stably) with a warning

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{close, shared_traces};
+use common::shared_traces;
 use specsim_sim::trace_config::TraceConfig;
 use specsim_traces::stats::LengthStats;
 use specsim_traces::{load_workload, read_trace, Format, TraceStats};
@@ -223,4 +223,13 @@ fn a_length_file_as_path_explains_how_to_use_it() {
     };
     let e = load_workload(&cfg, &dir, 0).unwrap_err().to_string();
     assert!(e.contains("length-only") && e.contains("empirical"), "{e}");
+}
+
+/// Asserts `got` is within `tol` of `want`, naming `what`.
+#[track_caller]
+pub fn close(what: &str, got: f64, want: f64, tol: f64) {
+    assert!(
+        (got - want).abs() <= tol,
+        "{what}: got {got}, want {want} ± {tol}"
+    );
 }

@@ -18,12 +18,3 @@ pub fn shared_traces() -> Option<PathBuf> {
         }
     }
 }
-
-/// Asserts `got` is within `tol` of `want`, naming `what`.
-#[track_caller]
-pub fn close(what: &str, got: f64, want: f64, tol: f64) {
-    assert!(
-        (got - want).abs() <= tol,
-        "{what}: got {got}, want {want} ± {tol}"
-    );
-}
