@@ -12,14 +12,17 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct TraceConfig {
-    /// A trace file (relative paths resolve against the scenario's directory).
+    /// A trace file (relative paths resolve against the scenario's directory; `shared:REL` resolves
+    /// against `$SPECSIM_SHARED` or the `shared/` folder beside the repository).
     pub path: Option<PathBuf>,
-    /// File format; detected from the header when absent: `native`, `azure`, `mooncake`, `burstgpt`,
-    /// `vidur`, `lengths` (length-only statistics CSV used as a length distribution).
+    /// File format; detected from the header when absent: `native`, `azure` (2023 and 2024), `mooncake`,
+    /// `burstgpt`, `vidur`, `lengths` (a length-only statistics CSV: usable only as an `empirical`
+    /// length distribution, since it has no arrival times).
     pub format: Option<String>,
-    /// A synthetic workload, used when `path` is absent (or with a length-only file as length source).
+    /// A synthetic workload, used when `path` is absent (its lengths may come from any trace or
+    /// length-only file through `empirical`).
     pub synthetic: Option<SyntheticConfig>,
-    /// Keep only requests arriving in `[start_s, start_s + duration_s)`, re-based to 0.
+    /// Keep only requests arriving in `[start_s, start_s + duration_s)`, times re-based to `start_s`.
     pub start_s: Option<f64>,
     /// Window length in seconds.
     pub duration_s: Option<f64>,
@@ -27,9 +30,9 @@ pub struct TraceConfig {
     pub rate_scale: Option<f64>,
     /// Scale arrivals so the mean rate is this many requests per second.
     pub target_rate: Option<f64>,
-    /// Keep at most this many requests (after the window).
+    /// Keep at most the first this many requests (after the window and sampling).
     pub limit: Option<usize>,
-    /// Keep a seeded random fraction of the requests.
+    /// Keep a seeded random fraction of the requests (exactly `round(sample × n)`, order kept).
     pub sample: Option<f64>,
     /// Clip prompt + output to this context length (clipped count reported).
     pub max_context: Option<u32>,
@@ -70,7 +73,7 @@ pub enum ArrivalConfig {
     Uniform,
     /// On/off bursts (two-state MMPP): `burst_factor` × rate while on.
     Bursty {
-        /// Rate multiplier during bursts.
+        /// Rate during bursts relative to the rate between bursts; the mean rate stays `rate`.
         burst_factor: f64,
         /// Mean burst duration, seconds.
         on_s: f64,
@@ -115,7 +118,9 @@ pub enum LengthConfig {
         #[serde(default = "max_len")]
         max: u32,
     },
-    /// Drawn from the lengths in a trace or statistics file (the `specsim-traces` crate reads it).
+    /// Drawn from the lengths in a trace or statistics file (the `specsim-traces` crate reads it). When
+    /// prompt and output name the same file (default columns), whole rows are drawn, keeping their
+    /// correlation.
     Empirical {
         /// The file.
         path: PathBuf,

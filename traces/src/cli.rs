@@ -6,6 +6,7 @@ use crate::stats::TraceStats;
 use crate::{load_workload, paths, read_trace, Format};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
+use specsim_sim::scenario::Scenario;
 use specsim_sim::trace_config::{ArrivalConfig, LengthConfig, SyntheticConfig, TraceConfig};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -32,7 +33,8 @@ pub enum TraceCommand {
 /// `specsim trace stats FILE`.
 #[derive(Debug, Clone, Args)]
 pub struct StatsArgs {
-    /// The trace file (`shared:traces/...` reads from the shared data folder).
+    /// The trace file (`shared:traces/...` reads from the shared data folder), or a scenario
+    /// (`.toml`): then the statistics are those of its workload after the `[trace]` transformations.
     pub file: PathBuf,
     /// Format, instead of detecting it from the header: native, azure, mooncake, burstgpt, vidur, lengths.
     #[arg(long)]
@@ -130,25 +132,33 @@ pub fn run_trace_command(cmd: TraceCommand) -> anyhow::Result<()> {
     match cmd {
         TraceCommand::Stats(a) => {
             let path = paths::resolve(&a.file, &cwd)?;
-            let format = a.format.as_deref().map(str::parse::<Format>).transpose()?;
-            let t = read_trace(&path, format)?;
-            eprintln!(
-                "{} ({}): {} rows read, {} kept",
-                path.display(),
-                t.format,
-                t.rows_read,
-                t.rows.len()
-            );
-            for s in &t.skipped {
+            let stats = if path.extension().is_some_and(|e| e == "toml") {
+                // A scenario: statistics of its workload after every [trace] transformation.
+                let sc = Scenario::load(&path, &[])?;
+                let loaded = load_workload(&sc.file.trace, &sc.base_dir, sc.file.seed)?;
+                eprintln!("{}", loaded.report);
+                TraceStats::of_workload(&loaded.workload, a.window)
+            } else {
+                let format = a.format.as_deref().map(str::parse::<Format>).transpose()?;
+                let t = read_trace(&path, format)?;
                 eprintln!(
-                    "  skipped {} rows: {} (first at line {})",
-                    s.rows, s.reason, s.first_line
+                    "{} ({}): {} rows read, {} kept",
+                    path.display(),
+                    t.format,
+                    t.rows_read,
+                    t.rows.len()
                 );
-            }
-            for w in &t.warnings {
-                eprintln!("  warning: {w}");
-            }
-            let stats = TraceStats::of(&t.rows, t.has_arrivals(), a.window);
+                for s in &t.skipped {
+                    eprintln!(
+                        "  skipped {} rows: {} (first at line {})",
+                        s.rows, s.reason, s.first_line
+                    );
+                }
+                for w in &t.warnings {
+                    eprintln!("  warning: {w}");
+                }
+                TraceStats::of(&t.rows, t.has_arrivals(), a.window)
+            };
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&stats)?);
             } else {

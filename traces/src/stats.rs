@@ -10,6 +10,7 @@
 
 use crate::trace::Row;
 use serde::Serialize;
+use specsim_sim::workload::Workload;
 use std::fmt;
 
 /// Mean, percentiles and range of one length column.
@@ -110,6 +111,24 @@ impl TraceStats {
             prompt,
             output,
         }
+    }
+}
+
+impl TraceStats {
+    /// Statistics of a workload (sorted by arrival, as workloads are).
+    pub fn of_workload(w: &Workload, window_s: f64) -> TraceStats {
+        let rows: Vec<Row> = w
+            .requests
+            .iter()
+            .map(|r| Row {
+                t_ns: r.arrival_ns,
+                prompt: r.prompt_tokens,
+                output: r.output_tokens,
+                category: r.category,
+                src: 0,
+            })
+            .collect();
+        TraceStats::of(&rows, true, window_s)
     }
 }
 

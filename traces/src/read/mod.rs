@@ -1,5 +1,5 @@
 //! Readers: one entry point, [`read_trace`], that detects the format and dispatches to the CSV reader
-//! (every CSV format is a [`CsvSchema`]: which column holds the time and in which unit, which hold the
+//! (every CSV format is a `CsvSchema`: which column holds the time and in which unit, which hold the
 //! lengths) or the JSON-lines reader (Mooncake).
 
 mod csv_reader;
