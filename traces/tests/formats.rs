@@ -181,3 +181,16 @@ fn read_trace_reads_files_and_names_missing_ones() {
         .to_string();
     assert!(e.contains("nope.csv"), "{e}");
 }
+
+#[test]
+fn crlf_line_ends_quotes_and_blank_lines_are_tolerated() {
+    let text = "\u{feff}TIMESTAMP,ContextTokens,GeneratedTokens\r\n\
+                \"2023-11-16 18:17:03.9799600\",\"10\",\"5\"\r\n\
+                \r\n\
+                2023-11-16 18:17:04.4799600 , 20 , 6 \r\n";
+    let t = read(text, "crlf.csv");
+    assert_eq!(t.format, Format::Azure);
+    assert_eq!(t.rows.len(), 2);
+    assert_eq!(t.rows[1].t_ns, 500_000_000);
+    assert_eq!((t.rows[1].prompt, t.rows[1].output), (20, 6));
+}
