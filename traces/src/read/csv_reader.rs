@@ -8,6 +8,7 @@ use crate::trace::Row;
 use crate::{Format, RawTrace, TraceError};
 use specsim_sim::workload::CategoryId;
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::Path;
 
 /// How a time column is written.
@@ -87,11 +88,20 @@ pub(crate) fn csv_schema(format: Format) -> Option<CsvSchema> {
 
 fn csv_error(path: &Path, e: csv::Error) -> TraceError {
     let line = e.position().map_or(0, |p| p.line());
-    TraceError::parse(path, line, format!("malformed CSV: {e}"))
+    let msg = e.to_string();
+    match e.into_kind() {
+        csv::ErrorKind::Io(io) => TraceError::io(path, io),
+        _ => TraceError::parse(path, line, format!("malformed CSV: {msg}")),
+    }
 }
 
-/// Reads CSV `bytes` in `format`.
-pub(crate) fn read(bytes: &[u8], path: &Path, format: Format) -> Result<RawTrace, TraceError> {
+/// Reads CSV from `reader` in `format`; `size` (bytes, approximate) sizes the row buffers.
+pub(crate) fn read<R: Read>(
+    reader: R,
+    size: usize,
+    path: &Path,
+    format: Format,
+) -> Result<RawTrace, TraceError> {
     let Some(schema) = csv_schema(format) else {
         return Err(TraceError::Config(format!(
             "`{format}` is not a CSV format"
@@ -100,7 +110,7 @@ pub(crate) fn read(bytes: &[u8], path: &Path, format: Format) -> Result<RawTrace
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
         .has_headers(true)
-        .from_reader(bytes);
+        .from_reader(reader);
     let headers = rdr.byte_headers().map_err(|e| csv_error(path, e))?.clone();
     let header_line = headers
         .iter()
@@ -130,7 +140,7 @@ pub(crate) fn read(bytes: &[u8], path: &Path, format: Format) -> Result<RawTrace
     let ic = schema.category.and_then(find);
 
     let mut trace = RawTrace::new(path.to_path_buf(), format);
-    let estimate = bytes.len() / 32;
+    let estimate = size / 32;
     trace.rows.reserve(estimate);
     let mut times: Vec<i64> = Vec::with_capacity(if time_col.is_some() { estimate } else { 0 });
     let mut first_unsorted = None;

@@ -6,6 +6,8 @@ mod csv_reader;
 mod mooncake;
 
 use crate::{Format, RawTrace, TraceError};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 pub(crate) use csv_reader::csv_schema;
@@ -17,8 +19,20 @@ pub(crate) use csv_reader::csv_schema;
 /// the file and line; rows that are well-formed but unusable (zero lengths, BurstGPT failures) are
 /// skipped and counted in [`RawTrace::skipped`].
 pub fn read_trace(path: &Path, format: Option<Format>) -> Result<RawTrace, TraceError> {
-    let bytes = std::fs::read(path).map_err(|e| TraceError::io(path, e))?;
-    read_trace_bytes(&bytes, path, format)
+    let io = |e| TraceError::io(path, e);
+    let mut file = File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len() as usize;
+    // Detect from the start of the file, then stream it from the beginning: a multi-gigabyte trace
+    // never has to fit in memory, only its rows (24 bytes each).
+    let mut head = Vec::with_capacity(HEAD_BYTES);
+    (&mut file)
+        .take(HEAD_BYTES as u64)
+        .read_to_end(&mut head)
+        .map_err(io)?;
+    let format = detect(&head, path, format)?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let reader = BufReader::with_capacity(1 << 16, file);
+    finish(read_format(reader, size, path, format)?, path)
 }
 
 /// Reads a trace from memory; `path` names it in messages. See [`read_trace`].
@@ -27,25 +41,42 @@ pub fn read_trace_bytes(
     path: &Path,
     format: Option<Format>,
 ) -> Result<RawTrace, TraceError> {
-    let first = first_line(bytes);
-    let format = match format {
-        Some(f) => f,
-        None => {
-            if first.is_empty() {
-                return Err(TraceError::Empty {
-                    what: path.display().to_string(),
-                });
-            }
-            Format::detect(&first).ok_or_else(|| TraceError::UnknownFormat {
-                path: path.to_path_buf(),
-                header: first.clone(),
-            })?
-        }
-    };
-    let trace = match format {
-        Format::Mooncake => mooncake::read(bytes, path)?,
-        csv_format => csv_reader::read(bytes, path, csv_format)?,
-    };
+    let format = detect(bytes, path, format)?;
+    finish(read_format(bytes, bytes.len(), path, format)?, path)
+}
+
+/// Bytes read to detect the format.
+const HEAD_BYTES: usize = 4096;
+
+fn detect(head: &[u8], path: &Path, format: Option<Format>) -> Result<Format, TraceError> {
+    if let Some(f) = format {
+        return Ok(f);
+    }
+    let first = first_line(head);
+    if first.is_empty() {
+        return Err(TraceError::Empty {
+            what: path.display().to_string(),
+        });
+    }
+    Format::detect(&first).ok_or_else(|| TraceError::UnknownFormat {
+        path: path.to_path_buf(),
+        header: first,
+    })
+}
+
+fn read_format<R: BufRead>(
+    reader: R,
+    size: usize,
+    path: &Path,
+    format: Format,
+) -> Result<RawTrace, TraceError> {
+    match format {
+        Format::Mooncake => mooncake::read(reader, path),
+        csv_format => csv_reader::read(reader, size, path, csv_format),
+    }
+}
+
+fn finish(trace: RawTrace, path: &Path) -> Result<RawTrace, TraceError> {
     if trace.rows.is_empty() {
         return Err(TraceError::Empty {
             what: path.display().to_string(),

@@ -6,6 +6,7 @@
 use crate::fields::trim;
 use crate::trace::{PrefixBlocks, Row};
 use crate::{Format, RawTrace, TraceError};
+use std::io::BufRead;
 use std::path::Path;
 
 /// Tokens per prefix block in the Mooncake release.
@@ -20,14 +21,25 @@ struct Line {
     hash_ids: Vec<u64>,
 }
 
-pub(crate) fn read(bytes: &[u8], path: &Path) -> Result<RawTrace, TraceError> {
+/// Reads JSON lines from `reader`.
+pub(crate) fn read<R: BufRead>(mut reader: R, path: &Path) -> Result<RawTrace, TraceError> {
     let mut trace = RawTrace::new(path.to_path_buf(), Format::Mooncake);
     let mut prefix = PrefixBlocks::new(MOONCAKE_BLOCK_TOKENS);
     let mut times = Vec::new();
     let mut first_unsorted = None;
-    for (n, raw) in bytes.split(|&c| c == b'\n').enumerate() {
-        let line_no = n as u64 + 1;
-        let text = trim(raw);
+    let mut buf = Vec::with_capacity(4096);
+    let mut line_no = 0u64;
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| TraceError::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        line_no += 1;
+        let text = trim(&buf);
+        let text = text.strip_prefix(b"\xef\xbb\xbf").unwrap_or(text);
         if text.is_empty() {
             continue;
         }
