@@ -24,7 +24,7 @@ pub struct TraceArgs {
 pub enum TraceCommand {
     /// Print count, span, mean and peak rate, inter-arrival CV and length percentiles of a trace.
     Stats(StatsArgs),
-    /// Convert a trace (any readable format) to specsim's native CSV or Vidur's CSV.
+    /// Convert a trace (any readable format) or a scenario's workload to native or Vidur CSV.
     Convert(ConvertArgs),
     /// Generate a synthetic workload (seeded) as CSV.
     Synth(SynthArgs),
@@ -50,7 +50,8 @@ pub struct StatsArgs {
 /// `specsim trace convert FILE --to native|vidur`.
 #[derive(Debug, Clone, Args)]
 pub struct ConvertArgs {
-    /// The trace file (`shared:traces/...` reads from the shared data folder).
+    /// The trace file (`shared:traces/...` reads from the shared data folder), or a scenario (`.toml`):
+    /// then its workload after the `[trace]` transformations is written.
     pub file: PathBuf,
     /// Output format.
     #[arg(long, value_enum)]
@@ -132,7 +133,7 @@ pub fn run_trace_command(cmd: TraceCommand) -> anyhow::Result<()> {
     match cmd {
         TraceCommand::Stats(a) => {
             let path = paths::resolve(&a.file, &cwd)?;
-            let stats = if path.extension().is_some_and(|e| e == "toml") {
+            let stats = if is_scenario(&path) {
                 // A scenario: statistics of its workload after every [trace] transformation.
                 let sc = Scenario::load(&path, &[])?;
                 let loaded = load_workload(&sc.file.trace, &sc.base_dir, sc.file.seed)?;
@@ -167,21 +168,32 @@ pub fn run_trace_command(cmd: TraceCommand) -> anyhow::Result<()> {
         }
         TraceCommand::Convert(a) => {
             let path = paths::resolve(&a.file, &cwd)?;
-            let format = a.format.as_deref().map(str::parse::<Format>).transpose()?;
-            let t = read_trace(&path, format)?;
-            if !t.has_arrivals() {
-                bail!(
-                    "{}: a length-only file has no arrivals to convert",
-                    path.display()
+            let (w, prefix) = if is_scenario(&path) {
+                // A scenario: export the workload the simulator sees, after [trace] transformations.
+                let sc = Scenario::load(&path, &[])?;
+                let loaded = load_workload(&sc.file.trace, &sc.base_dir, sc.file.seed)?;
+                eprintln!("{}", loaded.report);
+                (loaded.workload, loaded.prefix)
+            } else {
+                let format = a.format.as_deref().map(str::parse::<Format>).transpose()?;
+                let t = read_trace(&path, format)?;
+                if !t.has_arrivals() {
+                    bail!(
+                        "{}: a length-only file has no arrivals to convert",
+                        path.display()
+                    );
+                }
+                for w in &t.warnings {
+                    eprintln!("warning: {w}");
+                }
+                t.to_workload()
+            };
+            if prefix.as_ref().is_some_and(|p| !p.is_empty()) {
+                eprintln!(
+                    "note: prefix-block hashes (hash_ids) are not part of the {:?} format and are dropped",
+                    a.to
                 );
             }
-            for w in &t.warnings {
-                eprintln!("warning: {w}");
-            }
-            if t.prefix.as_ref().is_some_and(|p| !p.is_empty()) {
-                eprintln!("note: prefix-block hashes (hash_ids) are not part of the {:?} format and are dropped", a.to);
-            }
-            let (w, _) = t.to_workload();
             emit(&convert::write(&w, a.to), a.out.as_deref())?;
             eprintln!("{} requests written", w.len());
         }
@@ -217,6 +229,10 @@ pub fn run_trace_command(cmd: TraceCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn is_scenario(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "toml")
 }
 
 fn emit(text: &str, out: Option<&Path>) -> anyhow::Result<()> {

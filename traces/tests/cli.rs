@@ -99,4 +99,17 @@ fn bad_arguments_are_errors_not_panics() {
 fn stats_of_a_scenario_describe_its_workload() {
     let quickstart = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/quickstart.toml");
     run_trace_command(parse(&["stats", quickstart])).unwrap();
+    // The same workload exported: 2,000 requests, as the quickstart synthesises.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("q.csv");
+    run_trace_command(parse(&[
+        "convert",
+        quickstart,
+        "--to",
+        "native",
+        "--out",
+        out.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(read_trace(&out, None).unwrap().rows.len(), 2000);
 }
