@@ -1,0 +1,354 @@
+//! HTTP server tests over loopback with the scripted fake generator.
+//!
+//! The fake echoes the prompt (output token i = prompt[i mod len]) and the tokenizer is the tiny fixture
+//! (`tokenizer::fixture`: bytes are ids 0..=255, `hello` = 259, ` world` = 264, `<|im_start|>` = 266,
+//! `<|im_end|>` = 267), so every expected text and token count below is worked out by hand from the
+//! prompt. No test depends on timing: waits are for conditions, bounded only as a safety net.
+
+use serde_json::{json, Value};
+use specsim_runtime::server::fake::{FakeConfig, FakeGenerator};
+use specsim_runtime::server::{router, AppState, Generator, Metrics, ServerLimits};
+use specsim_runtime::tokenizer::{fixture, GgufTokenizer};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Safety bound on condition waits; a healthy run finishes each wait in milliseconds.
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Server {
+    base: String,
+    fake: FakeGenerator,
+    client: reqwest::Client,
+}
+
+fn tiny_tokenizer() -> GgufTokenizer {
+    let md = fixture::metadata("qwen2", None).into_iter().collect();
+    GgufTokenizer::from_metadata(&md).expect("fixture tokenizer")
+}
+
+async fn start(cfg: FakeConfig, limits: ServerLimits) -> Server {
+    let fake = FakeGenerator::new(cfg);
+    let metrics = Arc::new(Metrics::default());
+    let state = AppState::new(Arc::new(fake.clone()), Arc::new(tiny_tokenizer()), limits, "tiny", metrics);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let addr = listener.local_addr().expect("local addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router(Arc::new(state))).await;
+    });
+    Server { base: format!("http://{addr}"), fake, client: reqwest::Client::new() }
+}
+
+impl Server {
+    async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    async fn post_json(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self.post(path, body.to_string()).await;
+        let status = r.status().as_u16();
+        let text = r.text().await.expect("body");
+        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON body {text:?}: {e}")))
+    }
+
+    async fn get_text(&self, path: &str) -> (u16, String) {
+        let r = self.client.get(format!("{}{path}", self.base)).send().await.expect("request");
+        (r.status().as_u16(), r.text().await.expect("body"))
+    }
+}
+
+/// Reads an SSE response to the end and returns the `data:` payloads in order.
+async fn sse_events(mut resp: reqwest::Response) -> Vec<String> {
+    let mut buf = String::new();
+    while let Some(chunk) = resp.chunk().await.expect("stream chunk") {
+        buf.push_str(std::str::from_utf8(&chunk).expect("utf-8 stream"));
+    }
+    buf.split("\n\n").filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_string)).collect()
+}
+
+/// Concatenated text of completion (`text`) or chat (`delta.content`) chunks.
+fn stream_text(events: &[String]) -> String {
+    events
+        .iter()
+        .filter(|e| *e != "[DONE]")
+        .filter_map(|e| {
+            let v: Value = serde_json::from_str(e).ok()?;
+            let c = v["choices"].get(0)?;
+            c["text"].as_str().or(c["delta"]["content"].as_str()).map(str::to_string)
+        })
+        .collect()
+}
+
+fn limits() -> ServerLimits {
+    ServerLimits { max_body_bytes: 4096, max_prompt_tokens: 16, max_tokens: 64, default_max_tokens: 8 }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completion_echoes_prompt_with_usage() {
+    let s = start(FakeConfig::default(), limits()).await;
+    let (status, v) = s.post_json("/v1/completions", json!({"prompt": "hello world", "max_tokens": 5})).await;
+    assert_eq!(status, 200, "{v}");
+    // Prompt [259, 264]; echo of 5 tokens: hello, world, hello, world, hello.
+    assert_eq!(v["choices"][0]["text"], "hello worldhello worldhello");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["object"], "text_completion");
+    assert_eq!(v["usage"], json!({"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7}));
+
+    // Token-id prompts work the same way.
+    let (status, v) = s.post_json("/v1/completions", json!({"prompt": [259, 264], "max_tokens": 2})).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["text"], "hello world");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eos_stops_generation_unless_ignore_eos() {
+    let cfg = FakeConfig { eos_id: 267, eos_after: Some(2), ..Default::default() };
+    let s = start(cfg, limits()).await;
+    let (_, v) = s.post_json("/v1/completions", json!({"prompt": "hello world", "max_tokens": 6})).await;
+    // Tokens 259, 264, then <|im_end|> (skipped in text but counted).
+    assert_eq!(v["choices"][0]["text"], "hello world");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"]["completion_tokens"], 3);
+
+    let (_, v) = s.post_json("/v1/completions", json!({"prompt": "hello world", "max_tokens": 6, "ignore_eos": true})).await;
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 6);
+    assert_eq!(v["choices"][0]["text"], "hello worldhello worldhello world");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_applies_the_chatml_template() {
+    let mut l = limits();
+    l.max_prompt_tokens = 64;
+    let s2 = start(FakeConfig::default(), l).await;
+    let body = json!({"messages": [{"role": "user", "content": "hello"}], "max_tokens": 3});
+    let (status, v) = s2.post_json("/v1/chat/completions", body).await;
+    assert_eq!(status, 200, "{v}");
+    // "<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n" (no default system prompt in the
+    // fixture): <|im_start|>, u s e r, \n, hello, <|im_end|>, \n, <|im_start|>, a s s i s t a n t, \n
+    // = 1 + 4 + 1 + 1 + 1 + 1 + 1 + 9 + 1 = 20 tokens. The echo's first three: <|im_start|> u s → "us".
+    assert_eq!(v["usage"]["prompt_tokens"], 20);
+    assert_eq!(v["object"], "chat.completion");
+    assert_eq!(v["choices"][0]["message"], json!({"role": "assistant", "content": "us"}));
+
+    // Content parts are joined; non-text parts and unknown roles are 400s.
+    let parts = json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "hel"}, {"type": "text", "text": "lo"}]}], "max_tokens": 3});
+    let (_, v2) = s2.post_json("/v1/chat/completions", parts).await;
+    assert_eq!(v2["usage"]["prompt_tokens"], 20);
+    let bad = json!({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]});
+    assert_eq!(s2.post_json("/v1/chat/completions", bad).await.0, 400);
+    let bad = json!({"messages": [{"role": "wizard", "content": "x"}]});
+    let (st, v) = s2.post_json("/v1/chat/completions", bad).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("invalid_messages")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_streaming_clients_each_get_their_own_stream() {
+    let s = Arc::new(start(FakeConfig::default(), limits()).await);
+    let mut tasks = Vec::new();
+    for i in 0..8u32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            // Prompt "k{i}z" is three single-byte tokens (the Qwen2 split isolates the digit); 7 echoed
+            // tokens spell it twice and a third "k".
+            let prompt = format!("k{i}z");
+            let body = json!({"prompt": prompt, "max_tokens": 7, "stream": true, "stream_options": {"include_usage": true}});
+            let resp = s.post("/v1/completions", body.to_string()).await;
+            assert_eq!(resp.status().as_u16(), 200);
+            assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+            let events = sse_events(resp).await;
+            assert_eq!(stream_text(&events), format!("k{i}zk{i}zk"));
+            assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+            // Bursts of 3 tokens: at least three text chunks, then the usage chunk, then [DONE].
+            assert!(events.len() >= 5, "{events:?}");
+            let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+            assert_eq!(usage["usage"], json!({"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10}));
+            assert_eq!(usage["choices"], json!([]));
+            let last_text: Value = serde_json::from_str(&events[events.len() - 3]).unwrap();
+            assert_eq!(last_text["choices"][0]["finish_reason"], "length");
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    assert_eq!(s.fake.finished(), 8);
+    assert_eq!(s.fake.load().kv_used_tokens, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_stream_carries_role_then_content_and_whole_characters() {
+    let cfg = FakeConfig { burst: 1, ..Default::default() };
+    let s = start(cfg, limits()).await;
+    // Completion prompt "é" = bytes c3 a9; three echoed tokens c3 a9 c3: "é", then a dangling c3 byte
+    // that decodes to U+FFFD only at the end.
+    let body = json!({"prompt": "é", "max_tokens": 3, "stream": true});
+    let events = sse_events(s.post("/v1/completions", body.to_string()).await).await;
+    assert_eq!(stream_text(&events), "é\u{FFFD}");
+    let texts: Vec<String> = events[..events.len() - 1]
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(texts, vec!["é".to_string(), "\u{FFFD}".to_string()]);
+
+    let mut l = limits();
+    l.max_prompt_tokens = 64;
+    let s = start(FakeConfig::default(), l).await;
+    let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": true});
+    let events = sse_events(s.post("/v1/chat/completions", body.to_string()).await).await;
+    let first: Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(first["object"], "chat.completion.chunk");
+    assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(stream_text(&events), "us");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_openai_shaped_400s() {
+    let s = start(FakeConfig::default(), limits()).await;
+    let r = s.post("/v1/completions", "{not json").await;
+    assert_eq!(r.status().as_u16(), 400);
+    let v: Value = r.json_body().await;
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert_eq!(v["error"]["code"], "invalid_json");
+    assert!(v["error"]["message"].as_str().unwrap().contains("invalid request body"));
+
+    for (body, code) in [
+        (json!({"max_tokens": 3}), "invalid_json"),                          // no prompt
+        (json!({"prompt": "a", "max_tokens": "many"}), "invalid_json"),      // wrong type
+        (json!({"prompt": "a", "max_tokens": 0}), "invalid_value"),
+        (json!({"prompt": "a", "temperature": -1.0}), "invalid_value"),
+        (json!({"prompt": "a", "top_p": 0.0}), "invalid_value"),
+        (json!({"prompt": "a", "n": 2}), "unsupported"),
+        (json!({"prompt": "a", "stop": ["\n"]}), "unsupported"),
+        (json!({"prompt": ["a", "b"]}), "unsupported"),
+        (json!({"prompt": ""}), "empty_prompt"),
+        (json!({"prompt": [100000]}), "invalid_value"),
+    ] {
+        let (status, v) = s.post_json("/v1/completions", body.clone()).await;
+        assert_eq!(status, 400, "{body} → {v}");
+        assert_eq!(v["error"]["code"], code, "{body} → {v}");
+    }
+    let (status, v) = s.post_json("/v1/chat/completions", json!({"messages": []})).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("invalid_messages")));
+    let (status, body) = s.get_text("/v2/nothing").await;
+    assert_eq!(status, 404);
+    assert!(body.contains("\"error\""));
+}
+
+trait JsonBody {
+    async fn json_body(self) -> Value;
+}
+
+impl JsonBody for reqwest::Response {
+    async fn json_body(self) -> Value {
+        let t = self.text().await.expect("body");
+        serde_json::from_str(&t).unwrap_or_else(|e| panic!("non-JSON body {t:?}: {e}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_prompts_bodies_and_max_tokens_are_refused() {
+    let s = start(FakeConfig::default(), limits()).await;
+    // 16 letters with no merges among them are 16 tokens: allowed; 17 are not.
+    let (status, _) = s.post_json("/v1/completions", json!({"prompt": "abcdefghijkmnpqr", "max_tokens": 1})).await;
+    assert_eq!(status, 200);
+    let (status, v) = s.post_json("/v1/completions", json!({"prompt": "abcdefghijkmnpqrs", "max_tokens": 1})).await;
+    assert_eq!(status, 400);
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+    assert_eq!(v["error"]["param"], "prompt");
+
+    let (status, v) = s.post_json("/v1/completions", json!({"prompt": "a", "max_tokens": 65})).await;
+    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("max_tokens_too_large")));
+
+    // Bodies over 4096 bytes: 413 in the same error shape.
+    let big = json!({"prompt": "a".repeat(5000)}).to_string();
+    let r = s.post("/v1/completions", big).await;
+    assert_eq!(r.status().as_u16(), 413);
+    let v: Value = r.json_body().await;
+    assert_eq!(v["error"]["code"], "body_too_large");
+    assert_eq!(s.fake.finished(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_mid_stream_cancels_and_frees_kv() {
+    // Two tokens flow, the third waits on the gate: the stream is parked mid-generation.
+    let cfg = FakeConfig { burst: 1, free_tokens: Some(2), ..Default::default() };
+    let s = start(cfg, limits()).await;
+    let body = json!({"prompt": "hello world", "max_tokens": 50, "stream": true});
+    let mut resp = s.post("/v1/completions", body.to_string()).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let first = resp.chunk().await.expect("chunk").expect("a first event");
+    assert!(std::str::from_utf8(&first).unwrap().contains("hello"));
+    tokio::time::timeout(WAIT, s.fake.wait_until(|f| f.load().kv_used_tokens == 4)).await.expect("prompt 2 + 2 tokens in KV");
+    assert_eq!(s.fake.load().in_flight, 1);
+
+    drop(resp); // the client goes away mid-stream
+
+    tokio::time::timeout(WAIT, s.fake.wait_until(|f| f.cancelled() == 1 && f.load().in_flight == 0))
+        .await
+        .expect("the generator observes the cancellation");
+    assert_eq!(s.fake.load().kv_used_tokens, 0);
+    assert_eq!(s.fake.finished(), 0);
+    let (_, metrics) = s.get_text("/metrics").await;
+    assert!(metrics.contains("specsim_requests_total{endpoint=\"completions\",outcome=\"cancelled\"} 1"), "{metrics}");
+    assert!(metrics.contains("specsim_kv_used_tokens 0"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_gets_429_and_recovers() {
+    // Capacity 2, every token gated: two streams occupy the generator.
+    let cfg = FakeConfig { capacity: 2, free_tokens: Some(0), ..Default::default() };
+    let s = start(cfg, limits()).await;
+    let body = json!({"prompt": "ab", "max_tokens": 2, "stream": true}).to_string();
+    let a = s.post("/v1/completions", body.clone()).await;
+    let b = s.post("/v1/completions", body.clone()).await;
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    assert_eq!(s.fake.load().in_flight, 2);
+
+    let (status, v) = s.post_json("/v1/completions", json!({"prompt": "ab", "max_tokens": 2})).await;
+    assert_eq!(status, 429);
+    assert_eq!(v["error"]["code"], "queue_full");
+
+    s.fake.release(4);
+    assert_eq!(stream_text(&sse_events(a).await), "ab");
+    assert_eq!(stream_text(&sse_events(b).await), "ab");
+    s.fake.release(2);
+    let (status, v) = s.post_json("/v1/completions", json!({"prompt": "ab", "max_tokens": 2})).await;
+    assert_eq!(status, 200, "{v}");
+    let (_, metrics) = s.get_text("/metrics").await;
+    assert!(metrics.contains("specsim_requests_total{endpoint=\"completions\",outcome=\"rejected\"} 1"), "{metrics}");
+    assert!(metrics.contains("specsim_requests_total{endpoint=\"completions\",outcome=\"ok\"} 3"), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_health_and_metrics_endpoints() {
+    let s = start(FakeConfig::default(), limits()).await;
+    let (status, body) = s.get_text("/v1/models").await;
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["data"][0]["id"], "tiny");
+    assert_eq!(v["object"], "list");
+
+    let (status, body) = s.get_text("/health").await;
+    assert_eq!(status, 200);
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["status"], "ok");
+
+    let _ = s.post_json("/v1/completions", json!({"prompt": "hello world", "max_tokens": 4})).await;
+    let r = s.client.get(format!("{}/metrics", s.base)).send().await.unwrap();
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    for line in [
+        "specsim_requests_total{endpoint=\"completions\",outcome=\"ok\"} 1",
+        "specsim_prompt_tokens_total 2",
+        "specsim_generation_tokens_total 4",
+        "specsim_time_to_first_token_seconds_count 1",
+        "specsim_time_per_output_token_seconds_count 1",
+        "specsim_kv_used_tokens 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+    }
+}
