@@ -1,1 +1,29 @@
-//! specsim-runtime: under construction.
+//! # specsim-runtime: speculative serving on candle
+//!
+//! A real speculative-decoding engine: a small draft model proposes tokens, the target verifies them in
+//! one batched forward, and rejection sampling keeps the output distribution exactly the target's. The
+//! scheduler, KV accounting and speculation policies are not here: they are `specsim-sim`'s engine core,
+//! which this crate drives through a live [`specsim_sim::engine::Backend`].
+//!
+//! ## Reading guide
+//!
+//! 1. [`model`] — quantized Qwen2 and Llama with a *ragged* batched forward (each sequence its own past
+//!    length and number of new tokens), logits at every verified position, and a KV cache per sequence
+//!    that rolls back by truncation. [`model::tiny`] writes random-weight GGUF models for tests.
+//! 2. [`sampling`] — temperature, top-k, top-p and greedy as a probability vector, sampled with a
+//!    per-request seeded generator.
+//! 3. [`verify`] — greedy acceptance and exact rejection sampling.
+//! 4. [`drafter`] — what proposes draft tokens: a draft model, or n-gram lookup in the sequence itself.
+//!
+//! Errors are [`RuntimeError`]; nothing panics on bad input.
+
+pub mod chat;
+pub mod driver;
+mod error;
+pub mod model;
+pub mod sampling;
+pub mod server;
+pub mod tokenizer;
+pub mod verify;
+
+pub use error::{Result, RuntimeError};
