@@ -6,12 +6,12 @@ use std::path::Path;
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: String,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (printed in the message, so not chained as a source).
+        error: std::io::Error,
     },
     /// A text input (CSV, profile) has a bad line.
     #[error("{origin}:{line}: {msg}")]
@@ -45,6 +45,6 @@ pub enum SimError {
 impl SimError {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        SimError::Io { path: path.display().to_string(), source }
+        SimError::Io { path: path.display().to_string(), error: source }
     }
 }

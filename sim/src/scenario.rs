@@ -459,7 +459,10 @@ impl Scenario {
     pub fn builtin_workload(&self) -> Result<Workload, SimError> {
         let t = &self.file.trace;
         match (&t.path, &t.synthetic) {
-            (Some(p), _) if t.format.as_deref().is_none_or(|f| f == "native") => Workload::read_native_csv(&self.resolve(p)),
+            (Some(p), _) if t.format.as_deref().is_none_or(|f| f == "native") => Workload::read_native_csv(&self.resolve(p)).map_err(|e| match e {
+                SimError::Io { .. } => self.err(format!("trace.path: {e}")),
+                other => other,
+            }),
             (None, Some(s)) => crate::synth::generate(s, self.file.seed),
             _ => Err(self.err("trace: this format needs the specsim-traces crate")),
         }

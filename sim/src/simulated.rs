@@ -6,7 +6,6 @@ use crate::cost::{BatchShape, CostModel};
 use crate::engine::{Backend, DraftItem, DraftResult, SeqId, TargetItem, TargetOutcome, TargetResult, TargetWork};
 use crate::rng::SimRng;
 use crate::SimError;
-use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A backend whose forwards take the cost model's time and whose drafts are accepted by the
@@ -17,31 +16,34 @@ pub struct SimBackend {
     rng: SimRng,
     /// Whether a draft model is deployed (it then prefills prompts too).
     has_draft: bool,
-    /// Draws for the current step's draft positions, per sequence. Drawn lazily in position order, or
-    /// ahead of time by [`Backend::lookahead`]; consumed by verification.
-    pending: HashMap<SeqId, Vec<DraftDraw>>,
-    spare: Vec<Vec<DraftDraw>>,
+    /// Draws for the current step's draft positions, indexed by sequence id (workload ids are dense).
+    /// Drawn lazily in position order, or ahead of time by [`Backend::lookahead`]; consumed by
+    /// verification.
+    pending: Vec<Vec<DraftDraw>>,
 }
 
 impl SimBackend {
     /// A simulated replica. `has_draft` adds the draft model's prefill to prompt processing.
     pub fn new(cost: Arc<dyn CostModel>, acceptance: Arc<dyn AcceptanceModel>, rng: SimRng, has_draft: bool) -> Self {
-        SimBackend { cost, acceptance, rng, has_draft, pending: HashMap::new(), spare: Vec::new() }
+        SimBackend { cost, acceptance, rng, has_draft, pending: Vec::new() }
     }
 
     fn draws_for(&mut self, seq: SeqId) -> &mut Vec<DraftDraw> {
-        let spare = &mut self.spare;
-        self.pending.entry(seq).or_insert_with(|| spare.pop().unwrap_or_default())
+        let i = seq as usize;
+        if i >= self.pending.len() {
+            self.pending.resize_with(i + 1, Vec::new);
+        }
+        &mut self.pending[i]
     }
 
-    fn draw_up_to(&mut self, item: &DraftItem, len: usize) {
-        let acceptance = Arc::clone(&self.acceptance);
-        // Split the borrow: take the vector out, fill it, put it back.
-        let mut v = std::mem::take(self.draws_for(item.seq));
+    fn draw_up_to(&mut self, item: &DraftItem, len: usize) -> &[DraftDraw] {
+        let i = item.seq as usize;
+        self.draws_for(item.seq);
+        let v = &mut self.pending[i];
         while v.len() < len {
-            v.push(acceptance.draw(v.len() as u32, item.category, &mut self.rng));
+            v.push(self.acceptance.draw(v.len() as u32, item.category, &mut self.rng));
         }
-        *self.draws_for(item.seq) = v;
+        v
     }
 }
 
@@ -50,8 +52,8 @@ impl Backend for SimBackend {
         let mut shape = BatchShape::default();
         let mut confidences = Vec::with_capacity(items.len());
         for it in items {
-            self.draw_up_to(it, it.position as usize + 1);
-            confidences.push(self.pending[&it.seq][it.position as usize].confidence);
+            let p = it.position as usize;
+            confidences.push(self.draw_up_to(it, p + 1)[p].confidence);
             shape = shape.merge(BatchShape::one(it.context_tokens + it.position, 1, false, 1));
         }
         Ok(DraftResult { confidences, elapsed_ns: self.cost.draft_step(&shape) })
@@ -71,17 +73,9 @@ impl Backend for SimBackend {
                 }
                 TargetWork::Verify { drafted } => {
                     shape = shape.merge(BatchShape::one(it.context_tokens, drafted + 1, false, drafted + 1));
-                    let accepted = match self.pending.get_mut(&it.seq) {
-                        Some(draws) => {
-                            let a = draws.iter().take(drafted as usize).take_while(|d| d.accepted).count() as u32;
-                            draws.clear();
-                            a
-                        }
-                        None => 0,
-                    };
-                    if let Some(v) = self.pending.remove(&it.seq) {
-                        self.spare.push(v);
-                    }
+                    let draws = self.draws_for(it.seq);
+                    let accepted = draws.iter().take(drafted as usize).take_while(|d| d.accepted).count() as u32;
+                    draws.clear();
                     outcomes.push(TargetOutcome { accepted, emitted: accepted + 1, stop: false });
                 }
             }
@@ -94,17 +88,16 @@ impl Backend for SimBackend {
     }
 
     fn release(&mut self, seq: SeqId) {
-        if let Some(mut v) = self.pending.remove(&seq) {
-            v.clear();
-            self.spare.push(v);
+        if let Some(v) = self.pending.get_mut(seq as usize) {
+            *v = Vec::new();
         }
     }
 
     fn lookahead(&mut self, items: &[DraftItem], k_max: u32) -> Option<Vec<u32>> {
         let mut runs = Vec::with_capacity(items.len());
         for it in items {
-            self.draw_up_to(it, k_max as usize);
-            runs.push(self.pending[&it.seq].iter().take(k_max as usize).take_while(|d| d.accepted).count() as u32);
+            let k = k_max as usize;
+            runs.push(self.draw_up_to(it, k).iter().take(k).take_while(|d| d.accepted).count() as u32);
         }
         Some(runs)
     }

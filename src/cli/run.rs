@@ -8,11 +8,15 @@ use specsim_sim::scenario::{unique_policy_names, PolicyRun, Scenario};
 use specsim_sim::workload::Workload;
 use std::path::{Path, PathBuf};
 
+/// The quickstart scenario, embedded so that `specsim run` works from any directory.
+pub const QUICKSTART: &str = include_str!("../../scenarios/quickstart.toml");
+
 /// Arguments of `specsim run`.
 #[derive(Args)]
 pub struct RunArgs {
-    /// Scenario file (TOML). `scenarios/quickstart.toml` needs no downloads.
-    pub scenario: PathBuf,
+    /// Scenario file (TOML). Without it, the embedded quickstart scenario runs (no downloads needed;
+    /// the same text as scenarios/quickstart.toml).
+    pub scenario: Option<PathBuf>,
     /// Output directory [default: out/<scenario name>]. One subdirectory per policy holds
     /// requests.csv, summary.json (and steps.csv with --steps); comparison.csv sums them up.
     #[arg(long)]
@@ -125,7 +129,10 @@ pub fn write_runs(out: &Path, runs: &[PolicyRun], steps: bool) -> Result<()> {
 
 /// `specsim run`.
 pub fn run(a: RunArgs) -> Result<()> {
-    let sc = Scenario::load(&a.scenario, &a.sets)?;
+    let sc = match &a.scenario {
+        Some(p) => Scenario::load(p, &a.sets)?,
+        None => Scenario::parse(QUICKSTART, Path::new("quickstart.toml (embedded)"), Path::new("."), &a.sets)?,
+    };
     let w = load_workload(&sc)?;
     let out = a.out.clone().unwrap_or_else(|| PathBuf::from("out").join(sc.name()));
     if !a.quiet {

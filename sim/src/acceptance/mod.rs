@@ -8,7 +8,7 @@
 use crate::rng::SimRng;
 use crate::workload::CategoryId;
 use rand::RngExt;
-use rand_distr::{Beta, Distribution};
+use rand_distr::Beta;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -129,11 +129,59 @@ impl CalibrationCurve {
     }
 }
 
+/// Points in a Beta quantile table: sampling by table lookup is ~20x faster than rand_distr's Beta
+/// sampler (the simulator draws one confidence per draft token); the interpolation error of the
+/// quantile function is below 1e-3 away from the tails.
+const QUANTILE_POINTS: usize = 4096;
+
+/// The inverse CDF of a distribution on [0, 1], tabulated, for fast sampling.
+#[derive(Debug, Clone)]
+pub struct QuantileTable {
+    q: Vec<f64>,
+}
+
+impl QuantileTable {
+    /// Tabulates the quantile function of Beta(a, b) by integrating its density on a fine grid.
+    pub fn beta(a: f64, b: f64) -> Self {
+        let grid = 1 << 16;
+        let mut cdf = Vec::with_capacity(grid + 1);
+        cdf.push(0.0);
+        let mut acc = 0.0;
+        for i in 0..grid {
+            let x = (i as f64 + 0.5) / grid as f64;
+            acc += x.powf(a - 1.0) * (1.0 - x).powf(b - 1.0);
+            cdf.push(acc);
+        }
+        let total = acc;
+        let mut q = Vec::with_capacity(QUANTILE_POINTS + 1);
+        let mut j = 0;
+        for k in 0..=QUANTILE_POINTS {
+            let target = total * k as f64 / QUANTILE_POINTS as f64;
+            while j < grid && cdf[j + 1] < target {
+                j += 1;
+            }
+            // Linear inside grid cell j.
+            let (c0, c1) = (cdf[j], cdf[(j + 1).min(grid)]);
+            let t = if c1 > c0 { ((target - c0) / (c1 - c0)).clamp(0.0, 1.0) } else { 0.0 };
+            q.push((j as f64 + t) / grid as f64);
+        }
+        QuantileTable { q }
+    }
+
+    /// Maps a uniform draw `u` in [0, 1) to a sample.
+    pub fn sample_u(&self, u: f64) -> f64 {
+        let x = u * QUANTILE_POINTS as f64;
+        let i = (x as usize).min(QUANTILE_POINTS - 1);
+        let t = x - i as f64;
+        self.q[i] + (self.q[i + 1] - self.q[i]) * t
+    }
+}
+
 /// Confidence and calibration of one request category.
 #[derive(Debug, Clone)]
 pub struct CategoryAcceptance {
-    /// Distribution of the draft's confidence in its own token.
-    pub confidence: Beta<f64>,
+    /// Distribution of the draft's confidence in its own token (as a quantile table).
+    pub confidence: QuantileTable,
     /// Its parameters (a, b).
     pub beta_params: (f64, f64),
     /// Mean of that distribution, a / (a + b).
@@ -147,7 +195,8 @@ pub struct CategoryAcceptance {
 impl CategoryAcceptance {
     /// From Beta(a, b) confidences and a curve.
     pub fn new(a: f64, b: f64, curve: CalibrationCurve, position_decay: f64) -> Result<Self, String> {
-        let confidence = Beta::new(a, b).map_err(|e| format!("confidence_beta = [{a}, {b}]: {e}"))?;
+        Beta::new(a, b).map_err(|e| format!("confidence_beta = [{a}, {b}]: {e}"))?;
+        let confidence = QuantileTable::beta(a, b);
         if !(0.0..=1.0).contains(&position_decay) || position_decay == 0.0 {
             return Err(format!("position_decay = {position_decay} must be in (0, 1]"));
         }
@@ -174,7 +223,7 @@ impl CalibratedAcceptance {
 impl AcceptanceModel for CalibratedAcceptance {
     fn draw(&self, p: u32, c: Option<CategoryId>, rng: &mut SimRng) -> DraftDraw {
         let cat = self.for_category(c);
-        let conf = cat.confidence.sample(rng) * cat.position_decay.powi(p as i32);
+        let conf = cat.confidence.sample_u(rng.random::<f64>()) * cat.position_decay.powi(p as i32);
         DraftDraw { confidence: conf as f32, accepted: rng.random::<f64>() < cat.curve.eval(conf) }
     }
     fn acceptance_rate(&self, p: u32, c: Option<CategoryId>) -> f64 {
@@ -357,6 +406,18 @@ mod tests {
         let n = 100_000;
         let acc = (0..n).filter(|_| m.draw(0, None, &mut rng).accepted).count();
         assert!((acc as f64 / n as f64 - 0.6).abs() < 0.01);
+    }
+
+    #[test]
+    fn beta_quantile_table_has_the_beta_moments() {
+        // Beta(2, 5): mean 2/7, variance 2·5 / (7² · 8) = 0.025510.
+        let t = QuantileTable::beta(2.0, 5.0);
+        let n = 200_000;
+        let xs: Vec<f64> = (0..n).map(|i| t.sample_u((i as f64 + 0.5) / n as f64)).collect();
+        let mean = xs.iter().sum::<f64>() / n as f64;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+        assert!((mean - 2.0 / 7.0).abs() < 1e-3, "{mean}");
+        assert!((var - 0.025510).abs() < 1e-3, "{var}");
     }
 
     #[test]
