@@ -13,11 +13,22 @@ fn main() {
     let quick = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/quickstart.toml");
     let text = std::fs::read_to_string(quick).expect("quickstart scenario");
     let text = text.replace("requests = 2000", "requests = 100000");
-    for (policy, rate) in [("specserve", 20.0), ("none", 20.0), ("static", 20.0), ("specserve", 35.0)] {
+    for (policy, rate) in [
+        ("specserve", 20.0),
+        ("none", 20.0),
+        ("static", 20.0),
+        ("specserve", 35.0),
+    ] {
         let sets = vec![format!("trace.synthetic.rate={rate}")];
         let sc = Scenario::parse(&text, Path::new(quick), Path::new("."), &sets).expect("scenario");
         let w = sc.builtin_workload().expect("workload");
-        let p = sc.file.policies.iter().find(|p| p.build().name().starts_with(policy)).expect("policy").clone();
+        let p = sc
+            .file
+            .policies
+            .iter()
+            .find(|p| p.build().name().starts_with(policy))
+            .expect("policy")
+            .clone();
         // Best of 3 to damp noise from other processes.
         let mut best = f64::MAX;
         let mut events = 0;

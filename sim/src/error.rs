@@ -45,6 +45,9 @@ pub enum SimError {
 impl SimError {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        SimError::Io { path: path.display().to_string(), error: source }
+        SimError::Io {
+            path: path.display().to_string(),
+            error: source,
+        }
     }
 }

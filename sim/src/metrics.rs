@@ -24,7 +24,9 @@ pub struct SloConfig {
 impl SloConfig {
     /// Whether latencies meet every objective that is set.
     pub fn met(&self, ttft: f64, tpot: f64, e2e: f64) -> bool {
-        self.ttft_s.is_none_or(|s| ttft <= s) && self.tpot_s.is_none_or(|s| tpot <= s) && self.e2e_s.is_none_or(|s| e2e <= s)
+        self.ttft_s.is_none_or(|s| ttft <= s)
+            && self.tpot_s.is_none_or(|s| tpot <= s)
+            && self.e2e_s.is_none_or(|s| e2e <= s)
     }
 }
 
@@ -69,7 +71,11 @@ impl RequestRecord {
         let arrival = f.spec.arrival_ns;
         let ttft = ns_to_secs(f.first_token_ns - arrival);
         let e2e = ns_to_secs(f.finish_ns - arrival);
-        let tpot = if f.output_tokens > 1 { ns_to_secs(f.finish_ns - f.first_token_ns) / (f.output_tokens - 1) as f64 } else { 0.0 };
+        let tpot = if f.output_tokens > 1 {
+            ns_to_secs(f.finish_ns - f.first_token_ns) / (f.output_tokens - 1) as f64
+        } else {
+            0.0
+        };
         RequestRecord {
             id: f.spec.id,
             arrival_s: ns_to_secs(arrival),
@@ -102,7 +108,21 @@ pub fn requests_csv(rows: &[RequestRecord]) -> String {
         let _ = writeln!(
             s,
             "{},{:.9},{},{},{:.9},{:.9},{:.9},{:.9},{:.9},{},{},{},{},{},{}",
-            r.id, r.arrival_s, r.prompt_tokens, r.output_tokens, r.first_token_s, r.finish_s, r.ttft_s, r.tpot_s, r.e2e_s, r.drafted, r.accepted, r.steps, r.slo_met, r.replica, r.policy
+            r.id,
+            r.arrival_s,
+            r.prompt_tokens,
+            r.output_tokens,
+            r.first_token_s,
+            r.finish_s,
+            r.ttft_s,
+            r.tpot_s,
+            r.e2e_s,
+            r.drafted,
+            r.accepted,
+            r.steps,
+            r.slo_met,
+            r.replica,
+            r.policy
         );
     }
     s
@@ -112,13 +132,25 @@ pub fn requests_csv(rows: &[RequestRecord]) -> String {
 pub fn parse_requests_csv(text: &str, origin: &str) -> Result<Vec<RequestRecord>, SimError> {
     let mut lines = text.lines().enumerate();
     let Some((_, header)) = lines.next() else {
-        return Err(SimError::Parse { origin: origin.into(), line: 1, msg: "empty file".into() });
+        return Err(SimError::Parse {
+            origin: origin.into(),
+            line: 1,
+            msg: "empty file".into(),
+        });
     };
     let cols: Vec<&str> = header.split(',').collect();
     let want: Vec<&str> = REQUESTS_HEADER.split(',').collect();
     let idx: Vec<usize> = want
         .iter()
-        .map(|w| cols.iter().position(|c| c.trim() == *w).ok_or_else(|| SimError::Parse { origin: origin.into(), line: 1, msg: format!("missing column `{w}`") }))
+        .map(|w| {
+            cols.iter()
+                .position(|c| c.trim() == *w)
+                .ok_or_else(|| SimError::Parse {
+                    origin: origin.into(),
+                    line: 1,
+                    msg: format!("missing column `{w}`"),
+                })
+        })
         .collect::<Result<_, _>>()?;
     let mut out = Vec::new();
     for (n, line) in lines {
@@ -126,11 +158,25 @@ pub fn parse_requests_csv(text: &str, origin: &str) -> Result<Vec<RequestRecord>
             continue;
         }
         let f: Vec<&str> = line.split(',').collect();
-        let err = |m: String| SimError::Parse { origin: origin.into(), line: n + 1, msg: m };
-        let get = |i: usize| f.get(idx[i]).map(|s| s.trim()).ok_or_else(|| err(format!("missing field `{}`", want[i])));
+        let err = |m: String| SimError::Parse {
+            origin: origin.into(),
+            line: n + 1,
+            msg: m,
+        };
+        let get = |i: usize| {
+            f.get(idx[i])
+                .map(|s| s.trim())
+                .ok_or_else(|| err(format!("missing field `{}`", want[i])))
+        };
         macro_rules! num {
             ($i:expr) => {
-                get($i)?.parse().map_err(|_| err(format!("`{}` is not a valid {}", f.get(idx[$i]).unwrap_or(&""), want[$i])))?
+                get($i)?.parse().map_err(|_| {
+                    err(format!(
+                        "`{}` is not a valid {}",
+                        f.get(idx[$i]).unwrap_or(&""),
+                        want[$i]
+                    ))
+                })?
             };
         }
         out.push(RequestRecord {
@@ -190,7 +236,13 @@ impl LatencyStats {
         }
         v.sort_by(f64::total_cmp);
         let mean = v.iter().sum::<f64>() / v.len() as f64;
-        LatencyStats { mean, p50: percentile(&v, 0.5), p90: percentile(&v, 0.9), p99: percentile(&v, 0.99), max: v[v.len() - 1] }
+        LatencyStats {
+            mean,
+            p50: percentile(&v, 0.5),
+            p90: percentile(&v, 0.9),
+            p99: percentile(&v, 0.99),
+            max: v[v.len() - 1],
+        }
     }
 }
 
@@ -244,10 +296,28 @@ pub struct Summary {
 impl Summary {
     /// Summarises request rows. `decode_steps` is Σ over requests of their decode iterations (for the
     /// mean accepted length); `requests` counts the whole workload so unfinished requests show.
-    pub fn from_records(policy: &str, rows: &[RequestRecord], requests: usize, failed: usize, decode_steps: u64, preemptions: u64, slo: &SloConfig) -> Self {
-        let start = rows.iter().map(|r| r.arrival_s).fold(f64::INFINITY, f64::min);
-        let end = rows.iter().map(|r| r.finish_s).fold(f64::NEG_INFINITY, f64::max);
-        let duration = if rows.is_empty() { 0.0 } else { (end - start).max(0.0) };
+    pub fn from_records(
+        policy: &str,
+        rows: &[RequestRecord],
+        requests: usize,
+        failed: usize,
+        decode_steps: u64,
+        preemptions: u64,
+        slo: &SloConfig,
+    ) -> Self {
+        let start = rows
+            .iter()
+            .map(|r| r.arrival_s)
+            .fold(f64::INFINITY, f64::min);
+        let end = rows
+            .iter()
+            .map(|r| r.finish_s)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let duration = if rows.is_empty() {
+            0.0
+        } else {
+            (end - start).max(0.0)
+        };
         let per_s = |x: f64| if duration > 0.0 { x / duration } else { 0.0 };
         let denom = requests.max(1) as f64;
         let met = rows.iter().filter(|r| r.slo_met).count();
@@ -264,15 +334,35 @@ impl Summary {
             output_tokens_per_s: per_s(tokens as f64),
             goodput_rps: per_s(met as f64),
             slo_attainment: met as f64 / denom,
-            ttft_attainment: rows.iter().filter(|r| slo.ttft_s.is_none_or(|s| r.ttft_s <= s)).count() as f64 / denom,
-            tpot_attainment: rows.iter().filter(|r| slo.tpot_s.is_none_or(|s| r.tpot_s <= s)).count() as f64 / denom,
+            ttft_attainment: rows
+                .iter()
+                .filter(|r| slo.ttft_s.is_none_or(|s| r.ttft_s <= s))
+                .count() as f64
+                / denom,
+            tpot_attainment: rows
+                .iter()
+                .filter(|r| slo.tpot_s.is_none_or(|s| r.tpot_s <= s))
+                .count() as f64
+                / denom,
             ttft: LatencyStats::of(rows.iter().map(|r| r.ttft_s)),
-            tpot: LatencyStats::of(rows.iter().filter(|r| r.output_tokens > 1).map(|r| r.tpot_s)),
+            tpot: LatencyStats::of(
+                rows.iter()
+                    .filter(|r| r.output_tokens > 1)
+                    .map(|r| r.tpot_s),
+            ),
             e2e: LatencyStats::of(rows.iter().map(|r| r.e2e_s)),
             drafted,
             accepted,
-            acceptance_rate: if drafted > 0 { accepted as f64 / drafted as f64 } else { 0.0 },
-            mean_accepted_length: if decode_steps > 0 { (accepted + decode_steps) as f64 / decode_steps as f64 } else { 0.0 },
+            acceptance_rate: if drafted > 0 {
+                accepted as f64 / drafted as f64
+            } else {
+                0.0
+            },
+            mean_accepted_length: if decode_steps > 0 {
+                (accepted + decode_steps) as f64 / decode_steps as f64
+            } else {
+                0.0
+            },
             preemptions,
             slo: *slo,
         }
@@ -302,21 +392,41 @@ pub fn steps_csv(rows: &[StepRow]) -> String {
         let _ = writeln!(
             s,
             "{:.9},{},{},{},{},{},{},{},{:.9},{:.9},{},{},{}",
-            ns_to_secs(p.start_ns), r.replica, kind, p.batch, p.target_tokens, p.k_max, p.drafted, p.accepted, ns_to_secs(dur), ns_to_secs(p.draft_ns), p.preempted, p.finished, p.kv_used
+            ns_to_secs(p.start_ns),
+            r.replica,
+            kind,
+            p.batch,
+            p.target_tokens,
+            p.k_max,
+            p.drafted,
+            p.accepted,
+            ns_to_secs(dur),
+            ns_to_secs(p.draft_ns),
+            p.preempted,
+            p.finished,
+            p.kv_used
         );
     }
     s
 }
 
 /// Writes a result directory: `requests.csv`, `summary.json`, and `steps.csv` when steps are given.
-pub fn write_result_dir(dir: &Path, rows: &[RequestRecord], summary: &Summary, steps: Option<&[StepRow]>) -> Result<(), SimError> {
+pub fn write_result_dir(
+    dir: &Path,
+    rows: &[RequestRecord],
+    summary: &Summary,
+    steps: Option<&[StepRow]>,
+) -> Result<(), SimError> {
     std::fs::create_dir_all(dir).map_err(|e| SimError::io(dir, e))?;
     let w = |name: &str, text: String| {
         let p = dir.join(name);
         std::fs::write(&p, text).map_err(|e| SimError::io(&p, e))
     };
     w("requests.csv", requests_csv(rows))?;
-    w("summary.json", serde_json::to_string_pretty(summary).unwrap_or_default() + "\n")?;
+    w(
+        "summary.json",
+        serde_json::to_string_pretty(summary).unwrap_or_default() + "\n",
+    )?;
     if let Some(steps) = steps {
         w("steps.csv", steps_csv(steps))?;
     }
@@ -338,7 +448,11 @@ mod tests {
 
     #[test]
     fn slo_checks_each_set_objective() {
-        let slo = SloConfig { ttft_s: Some(1.0), tpot_s: Some(0.1), e2e_s: None };
+        let slo = SloConfig {
+            ttft_s: Some(1.0),
+            tpot_s: Some(0.1),
+            e2e_s: None,
+        };
         assert!(slo.met(1.0, 0.1, 100.0));
         assert!(!slo.met(1.01, 0.05, 1.0));
         assert!(!slo.met(0.5, 0.11, 1.0));
@@ -348,12 +462,28 @@ mod tests {
     #[test]
     fn requests_csv_round_trips() {
         let r = RequestRecord {
-            id: 3, arrival_s: 0.5, prompt_tokens: 10, output_tokens: 4, first_token_s: 0.75, finish_s: 1.05, ttft_s: 0.25, tpot_s: 0.1, e2e_s: 0.55,
-            drafted: 6, accepted: 2, steps: 3, slo_met: true, replica: 1, policy: "static-3".into(),
+            id: 3,
+            arrival_s: 0.5,
+            prompt_tokens: 10,
+            output_tokens: 4,
+            first_token_s: 0.75,
+            finish_s: 1.05,
+            ttft_s: 0.25,
+            tpot_s: 0.1,
+            e2e_s: 0.55,
+            drafted: 6,
+            accepted: 2,
+            steps: 3,
+            slo_met: true,
+            replica: 1,
+            policy: "static-3".into(),
         };
         let text = requests_csv(std::slice::from_ref(&r));
         let back = parse_requests_csv(&text, "x").unwrap();
         assert_eq!(back, vec![r]);
-        assert!(parse_requests_csv("id,arrival_s\n1,2\n", "y").unwrap_err().to_string().contains("missing column"));
+        assert!(parse_requests_csv("id,arrival_s\n1,2\n", "y")
+            .unwrap_err()
+            .to_string()
+            .contains("missing column"));
     }
 }

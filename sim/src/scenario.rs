@@ -82,7 +82,11 @@ pub struct ClusterConfig {
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        ClusterConfig { replicas: 1, router: RouterKind::default(), groups: Vec::new() }
+        ClusterConfig {
+            replicas: 1,
+            router: RouterKind::default(),
+            groups: Vec::new(),
+        }
     }
 }
 
@@ -230,7 +234,11 @@ pub struct PolicyRun {
 
 /// Line (1-based) of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
 }
 
 /// Condenses a TOML deserialisation error to one line, with the line number when known.
@@ -238,8 +246,14 @@ fn toml_error(file: &str, text: Option<&str>, e: &toml::de::Error) -> SimError {
     let msg = e.message().replace('\n', " ");
     let msg = msg.trim().to_string();
     match (text, e.span()) {
-        (Some(t), Some(span)) => SimError::Scenario { file: format!("{file}:{}", line_of(t, span.start)), msg },
-        _ => SimError::Scenario { file: file.to_string(), msg },
+        (Some(t), Some(span)) => SimError::Scenario {
+            file: format!("{file}:{}", line_of(t, span.start)),
+            msg,
+        },
+        _ => SimError::Scenario {
+            file: file.to_string(),
+            msg,
+        },
     }
 }
 
@@ -267,19 +281,29 @@ fn set_in(root: &mut toml::Value, path: &str, value: toml::Value) -> Result<(), 
                     t.insert(part.to_string(), value);
                     return Ok(());
                 }
-                t.entry(part.to_string()).or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                t.entry(part.to_string())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
             }
             toml::Value::Array(a) => {
-                let idx: usize = part.parse().map_err(|_| format!("`{path}`: `{part}` must be an array index"))?;
+                let idx: usize = part
+                    .parse()
+                    .map_err(|_| format!("`{path}`: `{part}` must be an array index"))?;
                 let len = a.len();
-                let slot = a.get_mut(idx).ok_or_else(|| format!("`{path}`: index {idx} out of range (array has {len})"))?;
+                let slot = a.get_mut(idx).ok_or_else(|| {
+                    format!("`{path}`: index {idx} out of range (array has {len})")
+                })?;
                 if last {
                     *slot = value;
                     return Ok(());
                 }
                 slot
             }
-            _ => return Err(format!("`{path}`: `{}` is not a table", parts[..i].join("."))),
+            _ => {
+                return Err(format!(
+                    "`{path}`: `{}` is not a table",
+                    parts[..i].join(".")
+                ))
+            }
         };
     }
     Ok(())
@@ -289,7 +313,9 @@ fn set_in(root: &mut toml::Value, path: &str, value: toml::Value) -> Result<(), 
 /// a bare string.
 pub fn parse_set_value(v: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&format!("v = {v}")) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(v.to_string())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(v.to_string())),
         Err(_) => toml::Value::String(v.to_string()),
     }
 }
@@ -303,26 +329,50 @@ impl Scenario {
     }
 
     /// Parses scenario text; `path` labels errors and `base_dir` anchors relative paths.
-    pub fn parse(text: &str, path: &Path, base_dir: &Path, sets: &[String]) -> Result<Scenario, SimError> {
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        base_dir: &Path,
+        sets: &[String],
+    ) -> Result<Scenario, SimError> {
         let label = path.display().to_string();
-        let mut raw: toml::Table = toml::from_str(text).map_err(|e| toml_error(&label, Some(text), &e))?;
+        let mut raw: toml::Table =
+            toml::from_str(text).map_err(|e| toml_error(&label, Some(text), &e))?;
         for s in sets {
-            let (k, v) = s.split_once('=').ok_or_else(|| SimError::Scenario { file: label.clone(), msg: format!("--set `{s}`: expected key=value") })?;
-            set_key(&mut raw, k.trim(), parse_set_value(v.trim())).map_err(|msg| SimError::Scenario { file: label.clone(), msg: format!("--set {msg}") })?;
+            let (k, v) = s.split_once('=').ok_or_else(|| SimError::Scenario {
+                file: label.clone(),
+                msg: format!("--set `{s}`: expected key=value"),
+            })?;
+            set_key(&mut raw, k.trim(), parse_set_value(v.trim())).map_err(|msg| {
+                SimError::Scenario {
+                    file: label.clone(),
+                    msg: format!("--set {msg}"),
+                }
+            })?;
         }
         let file: ScenarioFile = if sets.is_empty() {
             toml::from_str(text).map_err(|e| toml_error(&label, Some(text), &e))?
         } else {
-            ScenarioFile::deserialize(toml::Value::Table(raw.clone())).map_err(|e| toml_error(&label, None, &e))?
+            ScenarioFile::deserialize(toml::Value::Table(raw.clone()))
+                .map_err(|e| toml_error(&label, None, &e))?
         };
-        let sc = Scenario { file, path: path.to_path_buf(), base_dir: base_dir.to_path_buf(), raw };
+        let sc = Scenario {
+            file,
+            path: path.to_path_buf(),
+            base_dir: base_dir.to_path_buf(),
+            raw,
+        };
         sc.validate()?;
         Ok(sc)
     }
 
     /// The scenario's display name.
     pub fn name(&self) -> String {
-        self.file.name.clone().unwrap_or_else(|| self.path.file_stem().map_or("scenario".into(), |s| s.to_string_lossy().into_owned()))
+        self.file.name.clone().unwrap_or_else(|| {
+            self.path
+                .file_stem()
+                .map_or("scenario".into(), |s| s.to_string_lossy().into_owned())
+        })
     }
 
     /// Resolves a path from the scenario against its directory.
@@ -335,7 +385,10 @@ impl Scenario {
     }
 
     fn err(&self, msg: impl Into<String>) -> SimError {
-        SimError::Scenario { file: self.path.display().to_string(), msg: msg.into() }
+        SimError::Scenario {
+            file: self.path.display().to_string(),
+            msg: msg.into(),
+        }
     }
 
     /// Checks everything that can be checked without the workload.
@@ -345,16 +398,23 @@ impl Scenario {
             return Err(self.err("[[policies]]: at least one policy is required"));
         }
         for (i, p) in f.policies.iter().enumerate() {
-            p.validate().map_err(|m| self.err(format!("policies[{i}]: {m}")))?;
+            p.validate()
+                .map_err(|m| self.err(format!("policies[{i}]: {m}")))?;
         }
         if f.trace.path.is_none() && f.trace.synthetic.is_none() {
             return Err(self.err("[trace]: set `path` (a trace file) or `[trace.synthetic]`"));
         }
-        if f.cluster.groups.is_empty() && f.cluster.replicas == 0 || f.cluster.groups.iter().any(|g| g.replicas == 0) {
+        if f.cluster.groups.is_empty() && f.cluster.replicas == 0
+            || f.cluster.groups.iter().any(|g| g.replicas == 0)
+        {
             return Err(self.err("cluster: replicas must be at least 1"));
         }
-        for (name, v) in [("slo.ttft_s", f.slo.ttft_s), ("slo.tpot_s", f.slo.tpot_s), ("slo.e2e_s", f.slo.e2e_s)] {
-            if v.is_some_and(|x| !(x > 0.0)) {
+        for (name, v) in [
+            ("slo.ttft_s", f.slo.ttft_s),
+            ("slo.tpot_s", f.slo.tpot_s),
+            ("slo.e2e_s", f.slo.e2e_s),
+        ] {
+            if v.is_some_and(|x| x.is_nan() || x <= 0.0) {
                 return Err(self.err(format!("{name} must be positive")));
             }
         }
@@ -369,46 +429,91 @@ impl Scenario {
     /// Replica groups (a single group from `cluster.replicas` when `groups` is empty).
     pub fn groups(&self) -> Vec<GroupConfig> {
         if self.file.cluster.groups.is_empty() {
-            vec![GroupConfig { replicas: self.file.cluster.replicas, hardware: None, tp: None, kv_blocks: None }]
+            vec![GroupConfig {
+                replicas: self.file.cluster.replicas,
+                hardware: None,
+                tp: None,
+                kv_blocks: None,
+            }]
         } else {
             self.file.cluster.groups.clone()
         }
     }
 
-    fn model(&self, name: &Option<String>, spec: &Option<ModelSpec>, what: &str) -> Result<Option<ModelSpec>, SimError> {
+    fn model(
+        &self,
+        name: &Option<String>,
+        spec: &Option<ModelSpec>,
+        what: &str,
+    ) -> Result<Option<ModelSpec>, SimError> {
         if let Some(s) = spec {
             return Ok(Some(s.clone()));
         }
         match name {
             None => Ok(None),
             Some(n) => find_model(n).map(Some).ok_or_else(|| {
-                let known: Vec<String> = crate::cost::catalog::models().into_iter().map(|m| m.name).collect();
-                self.err(format!("models.{what}: unknown model `{n}` (known: {})", known.join(", ")))
+                let known: Vec<String> = crate::cost::catalog::models()
+                    .into_iter()
+                    .map(|m| m.name)
+                    .collect();
+                self.err(format!(
+                    "models.{what}: unknown model `{n}` (known: {})",
+                    known.join(", ")
+                ))
             }),
         }
     }
 
     /// The cost model and KV blocks of replica group `g`; `with_draft` counts the draft's memory.
-    pub fn group_setup(&self, g: usize, with_draft: bool) -> Result<(Arc<dyn CostModel>, u32), SimError> {
+    pub fn group_setup(
+        &self,
+        g: usize,
+        with_draft: bool,
+    ) -> Result<(Arc<dyn CostModel>, u32), SimError> {
         let group = &self.groups()[g];
         let engine = &self.file.engine;
         let kv_given = group.kv_blocks.or(engine.kv_blocks);
-        let need_kv = |kv: Option<u32>| kv.ok_or_else(|| self.err("engine.kv_blocks is required unless [cost] kind = \"roofline\" derives it"));
+        let need_kv = |kv: Option<u32>| {
+            kv.ok_or_else(|| {
+                self.err(
+                    "engine.kv_blocks is required unless [cost] kind = \"roofline\" derives it",
+                )
+            })
+        };
         match &self.file.cost {
-            CostConfig::Roofline { compute_efficiency, memory_efficiency, target_overhead_ms, draft_overhead_ms } => {
-                let m = self.file.models.as_ref().ok_or_else(|| self.err("[models] is required by the roofline cost model"))?;
-                let target = self.model(&m.target, &m.target_spec, "target")?.ok_or_else(|| self.err("models.target is required"))?;
+            CostConfig::Roofline {
+                compute_efficiency,
+                memory_efficiency,
+                target_overhead_ms,
+                draft_overhead_ms,
+            } => {
+                let m =
+                    self.file.models.as_ref().ok_or_else(|| {
+                        self.err("[models] is required by the roofline cost model")
+                    })?;
+                let target = self
+                    .model(&m.target, &m.target_spec, "target")?
+                    .ok_or_else(|| self.err("models.target is required"))?;
                 let draft = self.model(&m.draft, &m.draft_spec, "draft")?;
                 let hw_name = group.hardware.clone().or_else(|| m.hardware.clone());
                 let hardware = match (&m.hardware_spec, hw_name) {
                     (Some(h), None) => h.clone(),
                     (_, Some(n)) => find_hardware(&n).ok_or_else(|| {
-                        let known: Vec<String> = crate::cost::catalog::hardware().into_iter().map(|h| h.name).collect();
-                        self.err(format!("models.hardware: unknown accelerator `{n}` (known: {})", known.join(", ")))
+                        let known: Vec<String> = crate::cost::catalog::hardware()
+                            .into_iter()
+                            .map(|h| h.name)
+                            .collect();
+                        self.err(format!(
+                            "models.hardware: unknown accelerator `{n}` (known: {})",
+                            known.join(", ")
+                        ))
                     })?,
                     (None, None) => return Err(self.err("models.hardware is required")),
                 };
-                for (k, v) in [("cost.compute_efficiency", *compute_efficiency), ("cost.memory_efficiency", *memory_efficiency)] {
+                for (k, v) in [
+                    ("cost.compute_efficiency", *compute_efficiency),
+                    ("cost.memory_efficiency", *memory_efficiency),
+                ] {
                     if !(v > 0.0 && v <= 1.0) {
                         return Err(self.err(format!("{k} = {v} must be in (0, 1]")));
                     }
@@ -416,16 +521,29 @@ impl Scenario {
                 let tp = group.tp.unwrap_or(m.tp).max(1);
                 let roof = Roofline {
                     hardware,
-                    target: Deployment { model: target, tp, overhead_s: target_overhead_ms / 1e3 },
-                    draft: draft.map(|d| Deployment { model: d, tp: m.draft_tp.max(1), overhead_s: draft_overhead_ms / 1e3 }),
+                    target: Deployment {
+                        model: target,
+                        tp,
+                        overhead_s: target_overhead_ms / 1e3,
+                    },
+                    draft: draft.map(|d| Deployment {
+                        model: d,
+                        tp: m.draft_tp.max(1),
+                        overhead_s: draft_overhead_ms / 1e3,
+                    }),
                     compute_efficiency: *compute_efficiency,
                     memory_efficiency: *memory_efficiency,
                 };
                 let kv = match kv_given {
                     Some(k) => k,
                     None => {
-                        let sized = Roofline { draft: if with_draft { roof.draft.clone() } else { None }, ..roof.clone() };
-                        sized.kv_blocks(engine.block_size, engine.gpu_memory_utilization).map_err(|m| self.err(format!("cluster group {g}: {m}")))?
+                        let sized = Roofline {
+                            draft: if with_draft { roof.draft.clone() } else { None },
+                            ..roof.clone()
+                        };
+                        sized
+                            .kv_blocks(engine.block_size, engine.gpu_memory_utilization)
+                            .map_err(|m| self.err(format!("cluster group {g}: {m}")))?
                     }
                 };
                 Ok((Arc::new(roof), kv))
@@ -434,9 +552,30 @@ impl Scenario {
                 let p = Profile::load(&self.resolve(path))?;
                 Ok((Arc::new(ProfileCost { profile: p }), need_kv(kv_given)?))
             }
-            CostConfig::Linear { draft, target, prefill } => Ok((Arc::new(LinearCost { draft: *draft, target: *target, prefill: *prefill }), need_kv(kv_given)?)),
-            CostConfig::Fixed { target_ms, target_per_token_ms, draft_ms, draft_per_seq_ms } => Ok((
-                Arc::new(FixedCost { target_base: ms_to_ns(*target_ms), target_per_token: ms_to_ns(*target_per_token_ms), draft_base: ms_to_ns(*draft_ms), draft_per_seq: ms_to_ns(*draft_per_seq_ms) }),
+            CostConfig::Linear {
+                draft,
+                target,
+                prefill,
+            } => Ok((
+                Arc::new(LinearCost {
+                    draft: *draft,
+                    target: *target,
+                    prefill: *prefill,
+                }),
+                need_kv(kv_given)?,
+            )),
+            CostConfig::Fixed {
+                target_ms,
+                target_per_token_ms,
+                draft_ms,
+                draft_per_seq_ms,
+            } => Ok((
+                Arc::new(FixedCost {
+                    target_base: ms_to_ns(*target_ms),
+                    target_per_token: ms_to_ns(*target_per_token_ms),
+                    draft_base: ms_to_ns(*draft_ms),
+                    draft_per_seq: ms_to_ns(*draft_per_seq_ms),
+                }),
                 need_kv(kv_given)?,
             )),
         }
@@ -447,11 +586,18 @@ impl Scenario {
         let cfg = match &self.file.acceptance {
             AcceptanceConfig::Profile { path } => {
                 let p = Profile::load(&self.resolve(path))?;
-                p.acceptance.ok_or_else(|| self.err(format!("acceptance: profile {} has no [acceptance] table", path.display())))?
+                p.acceptance.ok_or_else(|| {
+                    self.err(format!(
+                        "acceptance: profile {} has no [acceptance] table",
+                        path.display()
+                    ))
+                })?
             }
             other => other.clone(),
         };
-        cfg.build(categories).map(Arc::from).map_err(|m| self.err(format!("acceptance: {m}")))
+        cfg.build(categories)
+            .map(Arc::from)
+            .map_err(|m| self.err(format!("acceptance: {m}")))
     }
 
     /// The workload when the trace is built in (synthetic, or a native CSV). Other formats are read by
@@ -459,10 +605,12 @@ impl Scenario {
     pub fn builtin_workload(&self) -> Result<Workload, SimError> {
         let t = &self.file.trace;
         match (&t.path, &t.synthetic) {
-            (Some(p), _) if t.format.as_deref().is_none_or(|f| f == "native") => Workload::read_native_csv(&self.resolve(p)).map_err(|e| match e {
-                SimError::Io { .. } => self.err(format!("trace.path: {e}")),
-                other => other,
-            }),
+            (Some(p), _) if t.format.as_deref().is_none_or(|f| f == "native") => {
+                Workload::read_native_csv(&self.resolve(p)).map_err(|e| match e {
+                    SimError::Io { .. } => self.err(format!("trace.path: {e}")),
+                    other => other,
+                })
+            }
             (None, Some(s)) => crate::synth::generate(s, self.file.seed),
             _ => Err(self.err("trace: this format needs the specsim-traces crate")),
         }
@@ -475,7 +623,11 @@ impl Scenario {
             let spec = self.file.policies.iter().any(|p| p.build().k_max() > 0);
             let (_, kv) = self.group_setup(g, spec)?;
             let cap = kv as u64 * self.file.engine.block_size as u64;
-            if let Some(r) = w.requests.iter().find(|r| (r.prompt_tokens + r.output_tokens) as u64 > cap) {
+            if let Some(r) = w
+                .requests
+                .iter()
+                .find(|r| (r.prompt_tokens + r.output_tokens) as u64 > cap)
+            {
                 return Err(self.err(format!(
                     "request {} needs {} + {} tokens of KV but a replica of group {g} holds {cap} tokens ({kv} blocks): raise engine.kv_blocks, clip lengths (trace.max_context) or use a larger accelerator",
                     r.id, r.prompt_tokens, r.output_tokens
@@ -486,7 +638,13 @@ impl Scenario {
     }
 
     /// Simulates one policy on `workload`.
-    pub fn run_policy(&self, workload: &Workload, policy: &PolicyConfig, record_steps: bool, progress: Option<&(dyn Fn(usize, usize) + Sync)>) -> Result<PolicyRun, SimError> {
+    pub fn run_policy(
+        &self,
+        workload: &Workload,
+        policy: &PolicyConfig,
+        record_steps: bool,
+        progress: Option<&(dyn Fn(usize, usize) + Sync)>,
+    ) -> Result<PolicyRun, SimError> {
         let acceptance = self.acceptance(&workload.categories)?;
         let name = policy.build().name();
         let mut replicas = Vec::new();
@@ -499,14 +657,47 @@ impl Scenario {
                 cfg.kv_blocks = Some(kv);
                 let mut engine = Engine::new(cfg, policy.build(), Arc::clone(&cost))?;
                 engine.set_tpot_slo(self.file.slo.tpot_s.map(crate::time::secs_to_ns));
-                let backend = SimBackend::new(Arc::clone(&cost), Arc::clone(&acceptance), stream(self.file.seed, "acceptance", idx), speculates);
-                replicas.push(Replica { engine, backend: Box::new(backend) });
+                let backend = SimBackend::new(
+                    Arc::clone(&cost),
+                    Arc::clone(&acceptance),
+                    stream(self.file.seed, "acceptance", idx),
+                    speculates,
+                );
+                replicas.push(Replica {
+                    engine,
+                    backend: Box::new(backend),
+                });
             }
         }
-        let opts = SimOptions { record_steps, progress, seed: self.file.seed };
-        let out = simulate(replicas, self.file.cluster.router.build(), workload, &name, &self.file.slo, &opts)?;
-        let summary = Summary::from_records(&name, &out.records, workload.len(), 0, out.decode_steps, out.preemptions, &self.file.slo);
-        Ok(PolicyRun { name, records: out.records, steps: out.steps, summary, events: out.events })
+        let opts = SimOptions {
+            record_steps,
+            progress,
+            seed: self.file.seed,
+        };
+        let out = simulate(
+            replicas,
+            self.file.cluster.router.build(),
+            workload,
+            &name,
+            &self.file.slo,
+            &opts,
+        )?;
+        let summary = Summary::from_records(
+            &name,
+            &out.records,
+            workload.len(),
+            0,
+            out.decode_steps,
+            out.preemptions,
+            &self.file.slo,
+        );
+        Ok(PolicyRun {
+            name,
+            records: out.records,
+            steps: out.steps,
+            summary,
+            events: out.events,
+        })
     }
 }
 

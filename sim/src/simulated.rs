@@ -3,7 +3,9 @@
 
 use crate::acceptance::{AcceptanceModel, DraftDraw};
 use crate::cost::{BatchShape, CostModel};
-use crate::engine::{Backend, DraftItem, DraftResult, SeqId, TargetItem, TargetOutcome, TargetResult, TargetWork};
+use crate::engine::{
+    Backend, DraftItem, DraftResult, SeqId, TargetItem, TargetOutcome, TargetResult, TargetWork,
+};
 use crate::rng::SimRng;
 use crate::SimError;
 use std::sync::Arc;
@@ -24,8 +26,19 @@ pub struct SimBackend {
 
 impl SimBackend {
     /// A simulated replica. `has_draft` adds the draft model's prefill to prompt processing.
-    pub fn new(cost: Arc<dyn CostModel>, acceptance: Arc<dyn AcceptanceModel>, rng: SimRng, has_draft: bool) -> Self {
-        SimBackend { cost, acceptance, rng, has_draft, pending: Vec::new() }
+    pub fn new(
+        cost: Arc<dyn CostModel>,
+        acceptance: Arc<dyn AcceptanceModel>,
+        rng: SimRng,
+        has_draft: bool,
+    ) -> Self {
+        SimBackend {
+            cost,
+            acceptance,
+            rng,
+            has_draft,
+            pending: Vec::new(),
+        }
     }
 
     fn draws_for(&mut self, seq: SeqId) -> &mut Vec<DraftDraw> {
@@ -41,7 +54,10 @@ impl SimBackend {
         self.draws_for(item.seq);
         let v = &mut self.pending[i];
         while v.len() < len {
-            v.push(self.acceptance.draw(v.len() as u32, item.category, &mut self.rng));
+            v.push(
+                self.acceptance
+                    .draw(v.len() as u32, item.category, &mut self.rng),
+            );
         }
         v
     }
@@ -54,9 +70,17 @@ impl Backend for SimBackend {
         for it in items {
             let p = it.position as usize;
             confidences.push(self.draw_up_to(it, p + 1)[p].confidence);
-            shape = shape.merge(BatchShape::one(it.context_tokens + it.position, 1, false, 1));
+            shape = shape.merge(BatchShape::one(
+                it.context_tokens + it.position,
+                1,
+                false,
+                1,
+            ));
         }
-        Ok(DraftResult { confidences, elapsed_ns: self.cost.draft_step(&shape) })
+        Ok(DraftResult {
+            confidences,
+            elapsed_ns: self.cost.draft_step(&shape),
+        })
     }
 
     fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, SimError> {
@@ -69,14 +93,31 @@ impl Backend for SimBackend {
                     let part = BatchShape::one(start, len, true, last as u32);
                     shape = shape.merge(part);
                     prefill = prefill.merge(part);
-                    outcomes.push(TargetOutcome { accepted: 0, emitted: last as u32, stop: false });
+                    outcomes.push(TargetOutcome {
+                        accepted: 0,
+                        emitted: last as u32,
+                        stop: false,
+                    });
                 }
                 TargetWork::Verify { drafted } => {
-                    shape = shape.merge(BatchShape::one(it.context_tokens, drafted + 1, false, drafted + 1));
+                    shape = shape.merge(BatchShape::one(
+                        it.context_tokens,
+                        drafted + 1,
+                        false,
+                        drafted + 1,
+                    ));
                     let draws = self.draws_for(it.seq);
-                    let accepted = draws.iter().take(drafted as usize).take_while(|d| d.accepted).count() as u32;
+                    let accepted = draws
+                        .iter()
+                        .take(drafted as usize)
+                        .take_while(|d| d.accepted)
+                        .count() as u32;
                     draws.clear();
-                    outcomes.push(TargetOutcome { accepted, emitted: accepted + 1, stop: false });
+                    outcomes.push(TargetOutcome {
+                        accepted,
+                        emitted: accepted + 1,
+                        stop: false,
+                    });
                 }
             }
         }
@@ -84,7 +125,10 @@ impl Backend for SimBackend {
         if self.has_draft && prefill.seqs > 0 {
             elapsed += self.cost.draft_prefill(&prefill);
         }
-        Ok(TargetResult { outcomes, elapsed_ns: elapsed })
+        Ok(TargetResult {
+            outcomes,
+            elapsed_ns: elapsed,
+        })
     }
 
     fn release(&mut self, seq: SeqId) {
@@ -97,7 +141,13 @@ impl Backend for SimBackend {
         let mut runs = Vec::with_capacity(items.len());
         for it in items {
             let k = k_max as usize;
-            runs.push(self.draw_up_to(it, k).iter().take(k).take_while(|d| d.accepted).count() as u32);
+            runs.push(
+                self.draw_up_to(it, k)
+                    .iter()
+                    .take(k)
+                    .take_while(|d| d.accepted)
+                    .count() as u32,
+            );
         }
         Some(runs)
     }

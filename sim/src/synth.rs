@@ -24,20 +24,33 @@ impl ArrivalSampler {
     /// A sampler for `rate` requests per second; only Poisson, Gamma and Uniform are built in.
     pub fn new(cfg: &ArrivalConfig, rate: f64) -> Result<Self, SimError> {
         if !(rate > 0.0 && rate.is_finite()) {
-            return Err(SimError::Config(format!("trace.synthetic.rate = {rate} must be positive")));
+            return Err(SimError::Config(format!(
+                "trace.synthetic.rate = {rate} must be positive"
+            )));
         }
         Ok(match cfg {
-            ArrivalConfig::Poisson => ArrivalSampler::Poisson(Exp::new(rate).map_err(|e| SimError::Config(e.to_string()))?),
+            ArrivalConfig::Poisson => ArrivalSampler::Poisson(
+                Exp::new(rate).map_err(|e| SimError::Config(e.to_string()))?,
+            ),
             ArrivalConfig::Gamma { cv } => {
                 if !(*cv > 0.0 && cv.is_finite()) {
-                    return Err(SimError::Config(format!("trace.synthetic.arrival.cv = {cv} must be positive")));
+                    return Err(SimError::Config(format!(
+                        "trace.synthetic.arrival.cv = {cv} must be positive"
+                    )));
                 }
                 // Gamma with shape 1/cv² and scale cv²/rate has mean 1/rate and CV cv.
                 let shape = 1.0 / (cv * cv);
-                ArrivalSampler::Gamma(Gamma::new(shape, 1.0 / (rate * shape)).map_err(|e| SimError::Config(e.to_string()))?)
+                ArrivalSampler::Gamma(
+                    Gamma::new(shape, 1.0 / (rate * shape))
+                        .map_err(|e| SimError::Config(e.to_string()))?,
+                )
             }
             ArrivalConfig::Uniform => ArrivalSampler::Uniform(1.0 / rate),
-            other => return Err(SimError::Config(format!("arrival process {other:?} needs the specsim-traces crate"))),
+            other => {
+                return Err(SimError::Config(format!(
+                    "arrival process {other:?} needs the specsim-traces crate"
+                )))
+            }
         })
     }
 
@@ -68,18 +81,31 @@ impl LengthSampler {
         Ok(match cfg {
             LengthConfig::Fixed { value } if *value >= 1 => LengthSampler::Fixed(*value),
             LengthConfig::Fixed { .. } => return Err(bad("value must be at least 1".into())),
-            LengthConfig::Uniform { min, max } if *min >= 1 && min <= max => LengthSampler::Uniform(*min, *max),
+            LengthConfig::Uniform { min, max } if *min >= 1 && min <= max => {
+                LengthSampler::Uniform(*min, *max)
+            }
             LengthConfig::Uniform { .. } => return Err(bad("need 1 <= min <= max".into())),
-            LengthConfig::Lognormal { mean, std, min, max } => {
+            LengthConfig::Lognormal {
+                mean,
+                std,
+                min,
+                max,
+            } => {
                 if !(*mean > 0.0 && *std > 0.0) || *min < 1 || min > max {
                     return Err(bad("need mean > 0, std > 0, 1 <= min <= max".into()));
                 }
                 // Moments of the length -> parameters of its logarithm.
                 let s2 = (1.0 + (std * std) / (mean * mean)).ln();
                 let mu = mean.ln() - s2 / 2.0;
-                LengthSampler::Lognormal(LogNormal::new(mu, s2.sqrt()).map_err(|e| bad(e.to_string()))?, *min, *max)
+                LengthSampler::Lognormal(
+                    LogNormal::new(mu, s2.sqrt()).map_err(|e| bad(e.to_string()))?,
+                    *min,
+                    *max,
+                )
             }
-            LengthConfig::Empirical { .. } => return Err(bad("empirical lengths need the specsim-traces crate".into())),
+            LengthConfig::Empirical { .. } => {
+                return Err(bad("empirical lengths need the specsim-traces crate".into()))
+            }
         })
     }
 
@@ -108,7 +134,12 @@ pub fn generate(cfg: &SyntheticConfig, seed: u64) -> Result<Workload, SimError> 
         if i > 0 {
             t += arrivals.gap(&mut ra);
         }
-        w.push(secs_to_ns(t), prompt.sample(&mut rp), output.sample(&mut ro), None);
+        w.push(
+            secs_to_ns(t),
+            prompt.sample(&mut rp),
+            output.sample(&mut ro),
+            None,
+        );
     }
     Ok(w)
 }
@@ -118,7 +149,11 @@ mod tests {
     use super::*;
 
     fn cv_of_gaps(w: &Workload) -> (f64, f64) {
-        let gaps: Vec<f64> = w.requests.windows(2).map(|p| (p[1].arrival_ns - p[0].arrival_ns) as f64 / 1e9).collect();
+        let gaps: Vec<f64> = w
+            .requests
+            .windows(2)
+            .map(|p| (p[1].arrival_ns - p[0].arrival_ns) as f64 / 1e9)
+            .collect();
         let n = gaps.len() as f64;
         let mean = gaps.iter().sum::<f64>() / n;
         let var = gaps.iter().map(|g| (g - mean).powi(2)).sum::<f64>() / (n - 1.0);
@@ -126,7 +161,18 @@ mod tests {
     }
 
     fn cfg(arrival: ArrivalConfig) -> SyntheticConfig {
-        SyntheticConfig { requests: 100_000, rate: 4.0, arrival, prompt: LengthConfig::Fixed { value: 10 }, output: LengthConfig::Lognormal { mean: 200.0, std: 100.0, min: 1, max: 100_000 } }
+        SyntheticConfig {
+            requests: 100_000,
+            rate: 4.0,
+            arrival,
+            prompt: LengthConfig::Fixed { value: 10 },
+            output: LengthConfig::Lognormal {
+                mean: 200.0,
+                std: 100.0,
+                min: 1,
+                max: 100_000,
+            },
+        }
     }
 
     #[test]
@@ -147,8 +193,19 @@ mod tests {
     fn lognormal_lengths_have_the_requested_moments() {
         let w = generate(&cfg(ArrivalConfig::Uniform), 3).unwrap();
         let n = w.len() as f64;
-        let mean = w.requests.iter().map(|r| r.output_tokens as f64).sum::<f64>() / n;
-        let sd = (w.requests.iter().map(|r| (r.output_tokens as f64 - mean).powi(2)).sum::<f64>() / n).sqrt();
+        let mean = w
+            .requests
+            .iter()
+            .map(|r| r.output_tokens as f64)
+            .sum::<f64>()
+            / n;
+        let sd = (w
+            .requests
+            .iter()
+            .map(|r| (r.output_tokens as f64 - mean).powi(2))
+            .sum::<f64>()
+            / n)
+            .sqrt();
         assert!((mean - 200.0).abs() < 2.0, "{mean}");
         assert!((sd - 100.0).abs() < 3.0, "{sd}");
         // Uniform arrivals: exactly 0.25 s apart.

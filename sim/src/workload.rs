@@ -37,10 +37,22 @@ pub struct Workload {
 
 impl Workload {
     /// Appends a request, interning its category name. Ids are assigned in push order.
-    pub fn push(&mut self, arrival_ns: Nanos, prompt_tokens: u32, output_tokens: u32, category: Option<&str>) {
+    pub fn push(
+        &mut self,
+        arrival_ns: Nanos,
+        prompt_tokens: u32,
+        output_tokens: u32,
+        category: Option<&str>,
+    ) {
         let category = category.map(|c| self.intern(c));
         let id = self.requests.len() as u64;
-        self.requests.push(RequestSpec { id, arrival_ns, prompt_tokens, output_tokens, category });
+        self.requests.push(RequestSpec {
+            id,
+            arrival_ns,
+            prompt_tokens,
+            output_tokens,
+            category,
+        });
     }
 
     /// Returns the id of a category name, adding it if new.
@@ -54,7 +66,9 @@ impl Workload {
 
     /// Category name of a request, if it has one.
     pub fn category_name(&self, r: &RequestSpec) -> Option<&str> {
-        r.category.and_then(|c| self.categories.get(c as usize)).map(String::as_str)
+        r.category
+            .and_then(|c| self.categories.get(c as usize))
+            .map(String::as_str)
     }
 
     /// Number of requests.
@@ -74,7 +88,10 @@ impl Workload {
 
     /// Sorts by arrival (stable) and renumbers ids; returns true if the order changed.
     pub fn sort_and_renumber(&mut self) -> bool {
-        let sorted = self.requests.windows(2).all(|w| w[0].arrival_ns <= w[1].arrival_ns);
+        let sorted = self
+            .requests
+            .windows(2)
+            .all(|w| w[0].arrival_ns <= w[1].arrival_ns);
         if !sorted {
             self.requests.sort_by_key(|r| r.arrival_ns);
         }
@@ -97,7 +114,10 @@ impl Workload {
                 )));
             }
             if i > 0 && self.requests[i - 1].arrival_ns > r.arrival_ns {
-                return Err(SimError::Workload(format!("request {i} arrives before request {}", i - 1)));
+                return Err(SimError::Workload(format!(
+                    "request {i} arrives before request {}",
+                    i - 1
+                )));
             }
         }
         Ok(())
@@ -117,16 +137,26 @@ impl Workload {
             match lines.next() {
                 Some((_, l)) if l.trim().is_empty() => continue,
                 Some((_, l)) => break l,
-                None => return Err(SimError::Parse { origin: origin.into(), line: 1, msg: "empty file".into() }),
+                None => {
+                    return Err(SimError::Parse {
+                        origin: origin.into(),
+                        line: 1,
+                        msg: "empty file".into(),
+                    })
+                }
             }
         };
         let cols: Vec<&str> = header.split(',').map(str::trim).collect();
         let col = |name: &str| cols.iter().position(|c| *c == name);
-        let (Some(ia), Some(ip), Some(io)) = (col("arrival_s"), col("prompt_tokens"), col("output_tokens")) else {
+        let (Some(ia), Some(ip), Some(io)) =
+            (col("arrival_s"), col("prompt_tokens"), col("output_tokens"))
+        else {
             return Err(SimError::Parse {
                 origin: origin.into(),
                 line: 1,
-                msg: format!("header must contain arrival_s,prompt_tokens,output_tokens (got `{header}`)"),
+                msg: format!(
+                    "header must contain arrival_s,prompt_tokens,output_tokens (got `{header}`)"
+                ),
             });
         };
         let ic = col("category");
@@ -139,23 +169,36 @@ impl Workload {
                 continue;
             }
             let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-            let err = |msg: String| SimError::Parse { origin: origin.into(), line: line_no, msg };
+            let err = |msg: String| SimError::Parse {
+                origin: origin.into(),
+                line: line_no,
+                msg,
+            };
             let get = |i: usize, name: &str| {
-                fields.get(i).copied().ok_or_else(|| err(format!("missing field `{name}`")))
+                fields
+                    .get(i)
+                    .copied()
+                    .ok_or_else(|| err(format!("missing field `{name}`")))
             };
             let a: f64 = get(ia, "arrival_s")?
                 .parse()
                 .map_err(|_| err(format!("arrival_s `{}` is not a number", fields[ia])))?;
             if !a.is_finite() || a < 0.0 {
-                return Err(err(format!("arrival_s must be a non-negative number (got {a})")));
+                return Err(err(format!(
+                    "arrival_s must be a non-negative number (got {a})"
+                )));
             }
             if a < last {
-                return Err(err(format!("arrival_s {a} is earlier than the previous row's {last}: rows must be sorted")));
+                return Err(err(format!(
+                    "arrival_s {a} is earlier than the previous row's {last}: rows must be sorted"
+                )));
             }
             last = a;
             let parse_len = |i: usize, name: &str| -> Result<u32, SimError> {
                 let s = get(i, name)?;
-                let v: u32 = s.parse().map_err(|_| err(format!("{name} `{s}` is not a positive integer")))?;
+                let v: u32 = s
+                    .parse()
+                    .map_err(|_| err(format!("{name} `{s}` is not a positive integer")))?;
                 if v == 0 {
                     return Err(err(format!("{name} must be at least 1")));
                 }
@@ -163,19 +206,25 @@ impl Workload {
             };
             let p = parse_len(ip, "prompt_tokens")?;
             let o = parse_len(io, "output_tokens")?;
-            let cat = match ic.and_then(|i| fields.get(i)).filter(|s| !s.is_empty()) {
-                Some(c) => Some(match cat_ids.get(*c) {
+            let cat = ic
+                .and_then(|i| fields.get(i))
+                .filter(|s| !s.is_empty())
+                .map(|c| match cat_ids.get(*c) {
                     Some(id) => *id,
                     None => {
                         let id = w.intern(c);
                         cat_ids.insert(c.to_string(), id);
                         id
                     }
-                }),
-                None => None,
-            };
+                });
             let id = w.requests.len() as u64;
-            w.requests.push(RequestSpec { id, arrival_ns: secs_to_ns(a), prompt_tokens: p, output_tokens: o, category: cat });
+            w.requests.push(RequestSpec {
+                id,
+                arrival_ns: secs_to_ns(a),
+                prompt_tokens: p,
+                output_tokens: o,
+                category: cat,
+            });
         }
         Ok(w)
     }
@@ -185,7 +234,13 @@ impl Workload {
         let mut s = String::from("arrival_s,prompt_tokens,output_tokens,category\n");
         for r in &self.requests {
             let cat = self.category_name(r).unwrap_or("");
-            s.push_str(&format!("{:.9},{},{},{}\n", ns_to_secs(r.arrival_ns), r.prompt_tokens, r.output_tokens, cat));
+            s.push_str(&format!(
+                "{:.9},{},{},{}\n",
+                ns_to_secs(r.arrival_ns),
+                r.prompt_tokens,
+                r.output_tokens,
+                cat
+            ));
         }
         s
     }
@@ -210,15 +265,22 @@ mod tests {
     #[test]
     fn native_csv_errors_name_the_line() {
         let bad = "arrival_s,prompt_tokens,output_tokens\n0,10,5\n1,x,5\n";
-        let e = Workload::parse_native_csv(bad, "f.csv").unwrap_err().to_string();
+        let e = Workload::parse_native_csv(bad, "f.csv")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("f.csv:3") && e.contains("prompt_tokens"), "{e}");
         let unsorted = "arrival_s,prompt_tokens,output_tokens\n2,10,5\n1,10,5\n";
-        let e = Workload::parse_native_csv(unsorted, "u.csv").unwrap_err().to_string();
+        let e = Workload::parse_native_csv(unsorted, "u.csv")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("u.csv:3") && e.contains("sorted"), "{e}");
         let zero = "arrival_s,prompt_tokens,output_tokens\n0,0,5\n";
         assert!(Workload::parse_native_csv(zero, "z").is_err());
         let header = "time,prompt\n0,1\n";
-        assert!(Workload::parse_native_csv(header, "h").unwrap_err().to_string().contains("header"));
+        assert!(Workload::parse_native_csv(header, "h")
+            .unwrap_err()
+            .to_string()
+            .contains("header"));
     }
 
     #[test]

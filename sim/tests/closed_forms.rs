@@ -38,8 +38,14 @@ fn md1_mean_waiting_time_matches_pollaczek_khinchine() {
     let rho: f64 = lambda / mu;
     let want = rho / (2.0 * mu * (1.0 - rho)); // 7.5 ms
     let wait = run.records.iter().map(|r| r.ttft_s - 0.010).sum::<f64>() / run.records.len() as f64;
-    assert!((wait - want).abs() / want < 0.02, "mean wait {wait} vs M/D/1 {want}");
-    assert!(run.records.iter().all(|r| (r.e2e_s - r.ttft_s).abs() < 1e-12 && r.ttft_s >= 0.010 - 1e-12));
+    assert!(
+        (wait - want).abs() / want < 0.02,
+        "mean wait {wait} vs M/D/1 {want}"
+    );
+    assert!(run
+        .records
+        .iter()
+        .all(|r| (r.e2e_s - r.ttft_s).abs() < 1e-12 && r.ttft_s >= 0.010 - 1e-12));
 }
 
 /// Static k with a constant acceptance rate α emits (1 − α^{k+1}) / (1 − α) tokens per step on average.
@@ -71,7 +77,10 @@ fn static_k_mean_emitted_matches_geometric_closed_form() {
         let run = &run_all(&sc)[0];
         let want = expected_emitted(alpha, k);
         let got = run.summary.mean_accepted_length;
-        assert!((got - want).abs() / want < 0.01, "alpha {alpha} k {k}: {got} vs {want}");
+        assert!(
+            (got - want).abs() / want < 0.01,
+            "alpha {alpha} k {k}: {got} vs {want}"
+        );
     }
 }
 
@@ -87,7 +96,11 @@ fn static_k_mean_emitted_matches_geometric_closed_form() {
 fn hand_worked_three_request_timeline() {
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.csv");
-    std::fs::write(&trace, "arrival_s,prompt_tokens,output_tokens\n0,4,4\n0.005,2,2\n0.1,3,1\n").unwrap();
+    std::fs::write(
+        &trace,
+        "arrival_s,prompt_tokens,output_tokens\n0,4,4\n0.005,2,2\n0.1,3,1\n",
+    )
+    .unwrap();
     let sc = scenario(&format!(
         r#"
         [trace]
@@ -112,15 +125,40 @@ fn hand_worked_three_request_timeline() {
     let r = &run.records;
     let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
     // (first token, finish, ttft, tpot, e2e, drafted, accepted) per request, in seconds.
-    let want = [(0.014, 0.044, 0.014, 0.010, 0.044, 2, 2), (0.026, 0.044, 0.021, 0.018, 0.039, 0, 0), (0.113, 0.113, 0.013, 0.0, 0.013, 0, 0)];
+    let want = [
+        (0.014, 0.044, 0.014, 0.010, 0.044, 2, 2),
+        (0.026, 0.044, 0.021, 0.018, 0.039, 0, 0),
+        (0.113, 0.113, 0.013, 0.0, 0.013, 0, 0),
+    ];
     for (i, w) in want.iter().enumerate() {
         let got = &r[i];
-        assert!(close(got.first_token_s, w.0) && close(got.finish_s, w.1), "request {i}: {got:?}");
-        assert!(close(got.ttft_s, w.2) && close(got.tpot_s, w.3) && close(got.e2e_s, w.4), "request {i}: {got:?}");
+        assert!(
+            close(got.first_token_s, w.0) && close(got.finish_s, w.1),
+            "request {i}: {got:?}"
+        );
+        assert!(
+            close(got.ttft_s, w.2) && close(got.tpot_s, w.3) && close(got.e2e_s, w.4),
+            "request {i}: {got:?}"
+        );
         assert_eq!((got.drafted, got.accepted), (w.5, w.6), "request {i}");
     }
-    assert_eq!(r.iter().map(|x| x.output_tokens).collect::<Vec<_>>(), vec![4, 2, 1]);
+    assert_eq!(
+        r.iter().map(|x| x.output_tokens).collect::<Vec<_>>(),
+        vec![4, 2, 1]
+    );
     // Steps: prefill R0, prefill R1, decode, prefill R2.
-    let kinds: Vec<_> = run.steps.iter().map(|s| (s.report.start_ns, s.report.end_ns, s.report.target_tokens)).collect();
-    assert_eq!(kinds, vec![(0, 14_000_000, 4), (14_000_000, 26_000_000, 2), (26_000_000, 44_000_000, 4), (100_000_000, 113_000_000, 3)]);
+    let kinds: Vec<_> = run
+        .steps
+        .iter()
+        .map(|s| (s.report.start_ns, s.report.end_ns, s.report.target_tokens))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (0, 14_000_000, 4),
+            (14_000_000, 26_000_000, 2),
+            (26_000_000, 44_000_000, 4),
+            (100_000_000, 113_000_000, 3)
+        ]
+    );
 }

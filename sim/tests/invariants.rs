@@ -13,7 +13,12 @@ use specsim_sim::synth::generate;
 use specsim_sim::trace_config::{ArrivalConfig, LengthConfig, SyntheticConfig};
 use std::sync::Arc;
 
-const COST: FixedCost = FixedCost { draft_base: 1_000_000, draft_per_seq: 10_000, target_base: 8_000_000, target_per_token: 20_000 };
+const COST: FixedCost = FixedCost {
+    draft_base: 1_000_000,
+    draft_per_seq: 10_000,
+    target_base: 8_000_000,
+    target_per_token: 20_000,
+};
 
 /// Drives one engine directly and checks, after every step: KV blocks held + free = total and never
 /// above total; the clock never goes backwards; every verified sequence emits accepted + 1 tokens
@@ -30,10 +35,22 @@ fn drive(chunked: bool, policy: PolicyConfig, kv_blocks: u32) -> (u64, usize) {
         3,
     )
     .unwrap();
-    let cfg = EngineConfig { kv_blocks: Some(kv_blocks), block_size: 16, max_num_seqs: 64, max_batched_tokens: 512, chunked_prefill: chunked, ..Default::default() };
+    let cfg = EngineConfig {
+        kv_blocks: Some(kv_blocks),
+        block_size: 16,
+        max_num_seqs: 64,
+        max_batched_tokens: 512,
+        chunked_prefill: chunked,
+        ..Default::default()
+    };
     let cost = Arc::new(COST);
     let mut engine = Engine::new(cfg, policy.build(), cost.clone()).unwrap();
-    let mut backend = SimBackend::new(cost, Arc::new(ConstantAcceptance { alpha: 0.7 }), stream(1, "acceptance", 0), true);
+    let mut backend = SimBackend::new(
+        cost,
+        Arc::new(ConstantAcceptance { alpha: 0.7 }),
+        stream(1, "acceptance", 0),
+        true,
+    );
     let mut now = 0;
     let mut next = 0;
     let mut finished = vec![0u32; w.len()];
@@ -46,7 +63,10 @@ fn drive(chunked: bool, policy: PolicyConfig, kv_blocks: u32) -> (u64, usize) {
         }
         match engine.step(now, &mut backend).unwrap() {
             Some(rep) => {
-                assert!(rep.end_ns >= rep.start_ns && rep.start_ns == now, "clock went backwards");
+                assert!(
+                    rep.end_ns >= rep.start_ns && rep.start_ns == now,
+                    "clock went backwards"
+                );
                 assert!(rep.kv_used <= engine.kv_total(), "KV over capacity");
                 assert!(rep.accepted <= rep.drafted);
                 engine.check_kv_invariant().unwrap();
@@ -58,11 +78,18 @@ fn drive(chunked: bool, policy: PolicyConfig, kv_blocks: u32) -> (u64, usize) {
         }
         for f in engine.drain_finished() {
             finished[f.spec.id as usize] += 1;
-            assert_eq!(f.output_tokens, f.spec.output_tokens, "request {} emitted the wrong number of tokens", f.spec.id);
+            assert_eq!(
+                f.output_tokens, f.spec.output_tokens,
+                "request {} emitted the wrong number of tokens",
+                f.spec.id
+            );
             assert!(f.first_token_ns <= f.finish_ns && f.first_token_ns >= f.spec.arrival_ns);
         }
     }
-    assert!(finished.iter().all(|&n| n == 1), "every request finishes exactly once");
+    assert!(
+        finished.iter().all(|&n| n == 1),
+        "every request finishes exactly once"
+    );
     assert_eq!(engine.kv_used(), 0, "all KV returned at the end");
     (preempted, drafted as usize)
 }
@@ -80,10 +107,23 @@ fn invariants_hold_with_chunked_prefill_and_every_policy() {
     for p in [
         PolicyConfig::None,
         PolicyConfig::Static { k: 3 },
-        PolicyConfig::BatchTable { table: vec![[4, 4], [16, 2]] },
-        PolicyConfig::Threshold { confidence: 0.6, k_max: 6 },
-        PolicyConfig::Smartspec { k_max: 6, alpha0: 0.7, bias: 1.1 },
-        PolicyConfig::Specserve { k_max: 8, elimination: true, slo_aware: true },
+        PolicyConfig::BatchTable {
+            table: vec![[4, 4], [16, 2]],
+        },
+        PolicyConfig::Threshold {
+            confidence: 0.6,
+            k_max: 6,
+        },
+        PolicyConfig::Smartspec {
+            k_max: 6,
+            alpha0: 0.7,
+            bias: 1.1,
+        },
+        PolicyConfig::Specserve {
+            k_max: 8,
+            elimination: true,
+            slo_aware: true,
+        },
         PolicyConfig::Oracle { k_max: 8 },
     ] {
         drive(true, p.clone(), 40);
@@ -93,17 +133,33 @@ fn invariants_hold_with_chunked_prefill_and_every_policy() {
 
 #[test]
 fn same_scenario_and_seed_give_identical_bytes() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/quickstart.toml")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/quickstart.toml"
+    ))
+    .unwrap();
     let text = text.replace("requests = 2000", "requests = 400");
     let a = run_all(&scenario(&text));
     let b = run_all(&scenario(&text));
     for (x, y) in a.iter().zip(&b) {
-        assert_eq!(specsim_sim::metrics::requests_csv(&x.records), specsim_sim::metrics::requests_csv(&y.records));
-        assert_eq!(specsim_sim::metrics::steps_csv(&x.steps), specsim_sim::metrics::steps_csv(&y.steps));
-        assert_eq!(serde_json::to_string(&x.summary).unwrap(), serde_json::to_string(&y.summary).unwrap());
+        assert_eq!(
+            specsim_sim::metrics::requests_csv(&x.records),
+            specsim_sim::metrics::requests_csv(&y.records)
+        );
+        assert_eq!(
+            specsim_sim::metrics::steps_csv(&x.steps),
+            specsim_sim::metrics::steps_csv(&y.steps)
+        );
+        assert_eq!(
+            serde_json::to_string(&x.summary).unwrap(),
+            serde_json::to_string(&y.summary).unwrap()
+        );
     }
     let c = run_all(&scenario(&text.replace("seed = 42", "seed = 43")));
-    assert_ne!(specsim_sim::metrics::requests_csv(&a[0].records), specsim_sim::metrics::requests_csv(&c[0].records));
+    assert_ne!(
+        specsim_sim::metrics::requests_csv(&a[0].records),
+        specsim_sim::metrics::requests_csv(&c[0].records)
+    );
 }
 
 #[test]
@@ -112,18 +168,31 @@ fn equal_time_events_fire_in_class_order() {
     // end of R0's 14 ms prefill, and is prefilled from 14 ms (not after R0's first decode step).
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("t.csv");
-    std::fs::write(&trace, "arrival_s,prompt_tokens,output_tokens\n0,4,3\n0.014,2,1\n").unwrap();
+    std::fs::write(
+        &trace,
+        "arrival_s,prompt_tokens,output_tokens\n0,4,3\n0.014,2,1\n",
+    )
+    .unwrap();
     let sc = scenario(&format!(
         "[trace]\npath = \"{}\"\n[engine]\nkv_blocks = 10\n[cost]\nkind = \"fixed\"\ntarget_ms = 10.0\ntarget_per_token_ms = 1.0\n[acceptance]\nkind = \"constant\"\nalpha = 0.0\n[[policies]]\nkind = \"none\"\n",
         trace.display()
     ));
     let run = &run_all(&sc)[0];
-    assert!((run.records[1].first_token_s - 0.026).abs() < 1e-9, "{:?}", run.records[1]);
+    assert!(
+        (run.records[1].first_token_s - 0.026).abs() < 1e-9,
+        "{:?}",
+        run.records[1]
+    );
 }
 
 #[test]
 fn replicas_share_load_and_every_router_conserves_requests() {
-    for router in ["round_robin", "least_outstanding", "least_tokens", "power_of_two"] {
+    for router in [
+        "round_robin",
+        "least_outstanding",
+        "least_tokens",
+        "power_of_two",
+    ] {
         let sc = scenario(&format!(
             r#"
             [trace.synthetic]
@@ -150,7 +219,9 @@ fn replicas_share_load_and_every_router_conserves_requests() {
         let run = &run_all(&sc)[0];
         assert_eq!(run.records.len(), 400);
         let mut per = [0usize; 3];
-        run.records.iter().for_each(|r| per[r.replica as usize] += 1);
+        run.records
+            .iter()
+            .for_each(|r| per[r.replica as usize] += 1);
         assert!(per.iter().all(|&n| n > 80), "{router}: {per:?}");
     }
 }

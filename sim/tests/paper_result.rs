@@ -4,16 +4,27 @@
 
 mod common;
 use common::run_all;
+use specsim_sim::scenario::PolicyRun;
 use specsim_sim::scenario::Scenario;
 use std::path::Path;
-use specsim_sim::scenario::PolicyRun;
 
 fn runs_at(rate: f64) -> Vec<PolicyRun> {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/quickstart.toml")).unwrap();
-    let sets = ["trace.synthetic.requests=1500".to_string(), format!("trace.synthetic.rate={rate}"), "policies.1.k=5".to_string()];
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../scenarios/quickstart.toml"
+    ))
+    .unwrap();
+    let sets = [
+        "trace.synthetic.requests=1500".to_string(),
+        format!("trace.synthetic.rate={rate}"),
+        "policies.1.k=5".to_string(),
+    ];
     let sc = Scenario::parse(&text, Path::new("quickstart.toml"), Path::new("."), &sets).unwrap();
     let runs = run_all(&sc);
-    assert_eq!(runs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(), ["none", "static-5", "specserve"]);
+    assert_eq!(
+        runs.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+        ["none", "static-5", "specserve"]
+    );
     runs
 }
 
@@ -23,17 +34,42 @@ fn static_k_helps_at_low_load_hurts_at_high_load_and_specserve_tracks_the_better
     // tokens costs about as much as decoding one.
     let low = runs_at(2.0);
     let (none, stat, ada) = (&low[0].summary, &low[1].summary, &low[2].summary);
-    assert!(stat.tpot.mean < 0.7 * none.tpot.mean, "static-5 should cut TPOT at low load: {} vs {}", stat.tpot.mean, none.tpot.mean);
-    assert!(ada.tpot.mean <= stat.tpot.mean * 1.05, "specserve {} vs static-5 {}", ada.tpot.mean, stat.tpot.mean);
+    assert!(
+        stat.tpot.mean < 0.7 * none.tpot.mean,
+        "static-5 should cut TPOT at low load: {} vs {}",
+        stat.tpot.mean,
+        none.tpot.mean
+    );
+    assert!(
+        ada.tpot.mean <= stat.tpot.mean * 1.05,
+        "specserve {} vs static-5 {}",
+        ada.tpot.mean,
+        stat.tpot.mean
+    );
     assert!(ada.slo_attainment >= none.slo_attainment.max(stat.slo_attainment) - 0.005);
 
     // High load (40 req/s): batches of hundreds make verification compute-bound; six tokens per
     // sequence cost far more than one and static-5 cannot keep up.
     let high = runs_at(40.0);
     let (none, stat, ada) = (&high[0].summary, &high[1].summary, &high[2].summary);
-    assert!(stat.slo_attainment < none.slo_attainment - 0.2, "static-5 should lose at high load: {} vs {}", stat.slo_attainment, none.slo_attainment);
+    assert!(
+        stat.slo_attainment < none.slo_attainment - 0.2,
+        "static-5 should lose at high load: {} vs {}",
+        stat.slo_attainment,
+        none.slo_attainment
+    );
     assert!(stat.e2e.mean > none.e2e.mean);
-    assert!(ada.slo_attainment >= none.slo_attainment.max(stat.slo_attainment) - 0.005, "{} vs {}", ada.slo_attainment, none.slo_attainment);
-    assert!(ada.tpot.mean <= none.tpot.mean.min(stat.tpot.mean) * 1.05, "{} vs {}", ada.tpot.mean, none.tpot.mean);
+    assert!(
+        ada.slo_attainment >= none.slo_attainment.max(stat.slo_attainment) - 0.005,
+        "{} vs {}",
+        ada.slo_attainment,
+        none.slo_attainment
+    );
+    assert!(
+        ada.tpot.mean <= none.tpot.mean.min(stat.tpot.mean) * 1.05,
+        "{} vs {}",
+        ada.tpot.mean,
+        none.tpot.mean
+    );
     assert!(ada.goodput_rps >= none.goodput_rps.max(stat.goodput_rps) * 0.99);
 }

@@ -16,6 +16,8 @@ struct Cli {
 enum Command {
     /// Simulate a scenario: every policy on the same trace and seed, results side by side.
     Run(run::RunArgs),
+    /// Trace tools: statistics, format conversion, synthesis.
+    Trace(specsim_traces::TraceArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -23,5 +25,6 @@ pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(a) => run::run(a),
+        Command::Trace(a) => specsim_traces::run_trace_command(a.command),
     }
 }

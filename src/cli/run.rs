@@ -33,23 +33,34 @@ pub struct RunArgs {
     pub quiet: bool,
 }
 
-/// Loads the scenario's workload.
-pub fn load_workload(sc: &Scenario) -> Result<Workload> {
-    let w = sc.builtin_workload()?;
-    sc.check_workload(&w)?;
-    Ok(w)
+/// Loads the scenario's workload (any trace format, after the scenario's transformations) and prints
+/// what was read, skipped, repaired or clipped.
+pub fn load_workload(sc: &Scenario, quiet: bool) -> Result<Workload> {
+    let loaded = specsim_traces::load_workload(&sc.file.trace, &sc.base_dir, sc.file.seed)?;
+    if !quiet {
+        eprintln!("{}", loaded.report);
+    }
+    sc.check_workload(&loaded.workload)?;
+    Ok(loaded.workload)
 }
 
 /// Runs every policy of a validated scenario in parallel (one thread per policy), with progress bars.
-pub fn run_policies(sc: &Scenario, w: &Workload, steps: bool, quiet: bool) -> Result<Vec<PolicyRun>> {
+pub fn run_policies(
+    sc: &Scenario,
+    w: &Workload,
+    steps: bool,
+    quiet: bool,
+) -> Result<Vec<PolicyRun>> {
     let names = unique_policy_names(&sc.file.policies);
     let multi = MultiProgress::new();
     if quiet {
         multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
-    let style = ProgressStyle::with_template("{prefix:>18} [{bar:30}] {pos}/{len} requests  {elapsed_precise} eta {eta}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+    let style = ProgressStyle::with_template(
+        "{prefix:>18} [{bar:30}] {pos}/{len} requests  {elapsed_precise} eta {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
     let results: Vec<Result<PolicyRun>> = std::thread::scope(|s| {
         let handles: Vec<_> = sc
             .file
@@ -62,7 +73,9 @@ pub fn run_policies(sc: &Scenario, w: &Workload, steps: bool, quiet: bool) -> Re
                 bar.set_prefix(name.clone());
                 s.spawn(move || {
                     let tick = |done: usize, _total: usize| bar.set_position(done as u64);
-                    let mut run = sc.run_policy(w, p, steps, Some(&tick)).with_context(|| format!("policy {name}"))?;
+                    let mut run = sc
+                        .run_policy(w, p, steps, Some(&tick))
+                        .with_context(|| format!("policy {name}"))?;
                     bar.finish();
                     if &run.name != name {
                         run.name = name.clone();
@@ -73,7 +86,13 @@ pub fn run_policies(sc: &Scenario, w: &Workload, steps: bool, quiet: bool) -> Re
                 })
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("simulation thread panicked")))).collect()
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("simulation thread panicked")))
+            })
+            .collect()
     });
     results.into_iter().collect()
 }
@@ -82,7 +101,16 @@ pub fn run_policies(sc: &Scenario, w: &Workload, steps: bool, quiet: bool) -> Re
 pub fn comparison_table(runs: &[PolicyRun]) -> String {
     let mut s = format!(
         "{:<20} {:>8} {:>10} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>6}\n",
-        "policy", "finished", "tok/s", "goodput", "SLO %", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "acc.len"
+        "policy",
+        "finished",
+        "tok/s",
+        "goodput",
+        "SLO %",
+        "TTFT p50",
+        "TTFT p99",
+        "TPOT p50",
+        "TPOT p99",
+        "acc.len"
     );
     for r in runs {
         let m = &r.summary;
@@ -120,7 +148,12 @@ fn comparison_csv(runs: &[PolicyRun]) -> String {
 /// Writes every policy's result directory and the comparison file.
 pub fn write_runs(out: &Path, runs: &[PolicyRun], steps: bool) -> Result<()> {
     for r in runs {
-        write_result_dir(&out.join(&r.name), &r.records, &r.summary, steps.then_some(r.steps.as_slice()))?;
+        write_result_dir(
+            &out.join(&r.name),
+            &r.records,
+            &r.summary,
+            steps.then_some(r.steps.as_slice()),
+        )?;
     }
     let p = out.join("comparison.csv");
     std::fs::write(&p, comparison_csv(runs)).with_context(|| format!("writing {}", p.display()))?;
@@ -131,12 +164,26 @@ pub fn write_runs(out: &Path, runs: &[PolicyRun], steps: bool) -> Result<()> {
 pub fn run(a: RunArgs) -> Result<()> {
     let sc = match &a.scenario {
         Some(p) => Scenario::load(p, &a.sets)?,
-        None => Scenario::parse(QUICKSTART, Path::new("quickstart.toml (embedded)"), Path::new("."), &a.sets)?,
+        None => Scenario::parse(
+            QUICKSTART,
+            Path::new("quickstart.toml (embedded)"),
+            Path::new("."),
+            &a.sets,
+        )?,
     };
-    let w = load_workload(&sc)?;
-    let out = a.out.clone().unwrap_or_else(|| PathBuf::from("out").join(sc.name()));
+    let w = load_workload(&sc, a.quiet)?;
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out").join(sc.name()));
     if !a.quiet {
-        eprintln!("{}: {} requests over {:.1} s, {} policies", sc.name(), w.len(), w.span_ns() as f64 / 1e9, sc.file.policies.len());
+        eprintln!(
+            "{}: {} requests over {:.1} s, {} policies",
+            sc.name(),
+            w.len(),
+            w.span_ns() as f64 / 1e9,
+            sc.file.policies.len()
+        );
     }
     let runs = run_policies(&sc, &w, a.steps, a.quiet)?;
     write_runs(&out, &runs, a.steps)?;

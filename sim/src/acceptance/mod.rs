@@ -49,7 +49,10 @@ pub struct ConstantAcceptance {
 
 impl AcceptanceModel for ConstantAcceptance {
     fn draw(&self, _p: u32, _c: Option<CategoryId>, rng: &mut SimRng) -> DraftDraw {
-        DraftDraw { confidence: self.alpha as f32, accepted: rng.random::<f64>() < self.alpha }
+        DraftDraw {
+            confidence: self.alpha as f32,
+            accepted: rng.random::<f64>() < self.alpha,
+        }
     }
     fn acceptance_rate(&self, _p: u32, _c: Option<CategoryId>) -> f64 {
         self.alpha
@@ -76,7 +79,10 @@ impl PerPositionAcceptance {
 impl AcceptanceModel for PerPositionAcceptance {
     fn draw(&self, p: u32, _c: Option<CategoryId>, rng: &mut SimRng) -> DraftDraw {
         let a = self.at(p);
-        DraftDraw { confidence: a as f32, accepted: rng.random::<f64>() < a }
+        DraftDraw {
+            confidence: a as f32,
+            accepted: rng.random::<f64>() < a,
+        }
     }
     fn acceptance_rate(&self, p: u32, _c: Option<CategoryId>) -> f64 {
         self.at(p)
@@ -95,7 +101,9 @@ pub struct CalibrationCurve {
 impl CalibrationCurve {
     /// The identity curve: a perfectly calibrated draft.
     pub fn identity() -> Self {
-        CalibrationCurve { points: vec![(0.0, 0.0), (1.0, 1.0)] }
+        CalibrationCurve {
+            points: vec![(0.0, 0.0), (1.0, 1.0)],
+        }
     }
 
     /// A curve through `points` (`[confidence, P(accept)]`), which must be ascending in confidence with
@@ -104,13 +112,18 @@ impl CalibrationCurve {
         if points.is_empty() {
             return Err("calibration curve has no points".into());
         }
-        if points.iter().any(|p| !(0.0..=1.0).contains(&p[0]) || !(0.0..=1.0).contains(&p[1])) {
+        if points
+            .iter()
+            .any(|p| !(0.0..=1.0).contains(&p[0]) || !(0.0..=1.0).contains(&p[1]))
+        {
             return Err("calibration points must lie in [0, 1] x [0, 1]".into());
         }
         if points.windows(2).any(|w| w[0][0] >= w[1][0]) {
             return Err("calibration points must be strictly ascending in confidence".into());
         }
-        Ok(CalibrationCurve { points: points.iter().map(|p| (p[0], p[1])).collect() })
+        Ok(CalibrationCurve {
+            points: points.iter().map(|p| (p[0], p[1])).collect(),
+        })
     }
 
     /// `P(accept | confidence)`, clamped at the ends.
@@ -162,7 +175,11 @@ impl QuantileTable {
             }
             // Linear inside grid cell j.
             let (c0, c1) = (cdf[j], cdf[(j + 1).min(grid)]);
-            let t = if c1 > c0 { ((target - c0) / (c1 - c0)).clamp(0.0, 1.0) } else { 0.0 };
+            let t = if c1 > c0 {
+                ((target - c0) / (c1 - c0)).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
             q.push((j as f64 + t) / grid as f64);
         }
         QuantileTable { q }
@@ -194,13 +211,26 @@ pub struct CategoryAcceptance {
 
 impl CategoryAcceptance {
     /// From Beta(a, b) confidences and a curve.
-    pub fn new(a: f64, b: f64, curve: CalibrationCurve, position_decay: f64) -> Result<Self, String> {
+    pub fn new(
+        a: f64,
+        b: f64,
+        curve: CalibrationCurve,
+        position_decay: f64,
+    ) -> Result<Self, String> {
         Beta::new(a, b).map_err(|e| format!("confidence_beta = [{a}, {b}]: {e}"))?;
         let confidence = QuantileTable::beta(a, b);
         if !(0.0..=1.0).contains(&position_decay) || position_decay == 0.0 {
-            return Err(format!("position_decay = {position_decay} must be in (0, 1]"));
+            return Err(format!(
+                "position_decay = {position_decay} must be in (0, 1]"
+            ));
         }
-        Ok(CategoryAcceptance { confidence, beta_params: (a, b), confidence_mean: a / (a + b), curve, position_decay })
+        Ok(CategoryAcceptance {
+            confidence,
+            beta_params: (a, b),
+            confidence_mean: a / (a + b),
+            curve,
+            position_decay,
+        })
     }
 }
 
@@ -216,7 +246,9 @@ pub struct CalibratedAcceptance {
 
 impl CalibratedAcceptance {
     fn for_category(&self, c: Option<CategoryId>) -> &CategoryAcceptance {
-        c.and_then(|c| self.by_category.get(c as usize)).and_then(Option::as_ref).unwrap_or(&self.default)
+        c.and_then(|c| self.by_category.get(c as usize))
+            .and_then(Option::as_ref)
+            .unwrap_or(&self.default)
     }
 }
 
@@ -224,7 +256,10 @@ impl AcceptanceModel for CalibratedAcceptance {
     fn draw(&self, p: u32, c: Option<CategoryId>, rng: &mut SimRng) -> DraftDraw {
         let cat = self.for_category(c);
         let conf = cat.confidence.sample_u(rng.random::<f64>()) * cat.position_decay.powi(p as i32);
-        DraftDraw { confidence: conf as f32, accepted: rng.random::<f64>() < cat.curve.eval(conf) }
+        DraftDraw {
+            confidence: conf as f32,
+            accepted: rng.random::<f64>() < cat.curve.eval(conf),
+        }
     }
     fn acceptance_rate(&self, p: u32, c: Option<CategoryId>) -> f64 {
         // E[curve(p·decay^j)] by midpoint quadrature over the Beta density (exact enough for reporting).
@@ -332,22 +367,45 @@ impl AcceptanceConfig {
                 for a in alphas {
                     prob(*a, "alphas[..]")?;
                 }
-                Box::new(PerPositionAcceptance { alphas: alphas.clone() })
+                Box::new(PerPositionAcceptance {
+                    alphas: alphas.clone(),
+                })
             }
-            AcceptanceConfig::Calibrated { confidence_beta, curve, position_decay, categories: cats } => {
-                let default = CategoryAcceptance::new(confidence_beta[0], confidence_beta[1], curve_of(curve)?, *position_decay)?;
+            AcceptanceConfig::Calibrated {
+                confidence_beta,
+                curve,
+                position_decay,
+                categories: cats,
+            } => {
+                let default = CategoryAcceptance::new(
+                    confidence_beta[0],
+                    confidence_beta[1],
+                    curve_of(curve)?,
+                    *position_decay,
+                )?;
                 let mut by_category = vec![None; categories.len()];
                 for (name, c) in cats {
-                    let built = CategoryAcceptance::new(c.confidence_beta[0], c.confidence_beta[1], curve_of(&c.curve)?, c.position_decay)
-                        .map_err(|e| format!("categories.{name}: {e}"))?;
+                    let built = CategoryAcceptance::new(
+                        c.confidence_beta[0],
+                        c.confidence_beta[1],
+                        curve_of(&c.curve)?,
+                        c.position_decay,
+                    )
+                    .map_err(|e| format!("categories.{name}: {e}"))?;
                     if let Some(i) = categories.iter().position(|n| n == name) {
                         by_category[i] = Some(built);
                     }
                 }
-                Box::new(CalibratedAcceptance { default, by_category })
+                Box::new(CalibratedAcceptance {
+                    default,
+                    by_category,
+                })
             }
             AcceptanceConfig::Profile { path } => {
-                return Err(format!("acceptance from profile {} must be resolved by the scenario loader", path.display()))
+                return Err(format!(
+                    "acceptance from profile {} must be resolved by the scenario loader",
+                    path.display()
+                ))
             }
         })
     }
@@ -389,7 +447,9 @@ mod tests {
 
     #[test]
     fn per_position_model_matches_product_form() {
-        let m = PerPositionAcceptance { alphas: vec![0.9, 0.5] };
+        let m = PerPositionAcceptance {
+            alphas: vec![0.9, 0.5],
+        };
         // E = 1 + 0.9 + 0.9·0.5 + 0.9·0.5² for k = 3.
         let want = 1.0 + 0.9 + 0.45 + 0.225;
         let got = mean_emitted(&m, 3, 200_000);
@@ -399,12 +459,19 @@ mod tests {
     #[test]
     fn calibrated_identity_accepts_at_mean_confidence() {
         // Beta(6, 4) has mean 0.6; with the identity curve P(accept) = E[p] = 0.6.
-        let cfg = AcceptanceConfig::Calibrated { confidence_beta: [6.0, 4.0], curve: None, position_decay: 1.0, categories: BTreeMap::new() };
+        let cfg = AcceptanceConfig::Calibrated {
+            confidence_beta: [6.0, 4.0],
+            curve: None,
+            position_decay: 1.0,
+            categories: BTreeMap::new(),
+        };
         let m = cfg.build(&[]).unwrap();
         assert!((m.acceptance_rate(0, None) - 0.6).abs() < 1e-3);
         let mut rng = stream(3, "t", 0);
         let n = 100_000;
-        let acc = (0..n).filter(|_| m.draw(0, None, &mut rng).accepted).count();
+        let acc = (0..n)
+            .filter(|_| m.draw(0, None, &mut rng).accepted)
+            .count();
         assert!((acc as f64 / n as f64 - 0.6).abs() < 0.01);
     }
 
@@ -413,7 +480,9 @@ mod tests {
         // Beta(2, 5): mean 2/7, variance 2·5 / (7² · 8) = 0.025510.
         let t = QuantileTable::beta(2.0, 5.0);
         let n = 200_000;
-        let xs: Vec<f64> = (0..n).map(|i| t.sample_u((i as f64 + 0.5) / n as f64)).collect();
+        let xs: Vec<f64> = (0..n)
+            .map(|i| t.sample_u((i as f64 + 0.5) / n as f64))
+            .collect();
         let mean = xs.iter().sum::<f64>() / n as f64;
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
         assert!((mean - 2.0 / 7.0).abs() < 1e-3, "{mean}");
@@ -423,8 +492,20 @@ mod tests {
     #[test]
     fn categories_override_the_default() {
         let mut cats = BTreeMap::new();
-        cats.insert("coding".to_string(), CategoryAcceptanceConfig { confidence_beta: [9.0, 1.0], curve: None, position_decay: 1.0 });
-        let cfg = AcceptanceConfig::Calibrated { confidence_beta: [1.0, 1.0], curve: None, position_decay: 1.0, categories: cats };
+        cats.insert(
+            "coding".to_string(),
+            CategoryAcceptanceConfig {
+                confidence_beta: [9.0, 1.0],
+                curve: None,
+                position_decay: 1.0,
+            },
+        );
+        let cfg = AcceptanceConfig::Calibrated {
+            confidence_beta: [1.0, 1.0],
+            curve: None,
+            position_decay: 1.0,
+            categories: cats,
+        };
         let m = cfg.build(&["writing".into(), "coding".into()]).unwrap();
         assert!((m.acceptance_rate(0, Some(1)) - 0.9).abs() < 1e-3);
         assert!((m.acceptance_rate(0, Some(0)) - 0.5).abs() < 1e-3);
@@ -436,6 +517,8 @@ mod tests {
         assert!((c.eval(0.25) - 0.3).abs() < 1e-12);
         assert!((c.eval(0.75) - 0.7).abs() < 1e-12);
         assert!(CalibrationCurve::new(&[[0.5, 0.1], [0.2, 0.3]]).is_err());
-        assert!(AcceptanceConfig::Constant { alpha: 1.5 }.build(&[]).is_err());
+        assert!(AcceptanceConfig::Constant { alpha: 1.5 }
+            .build(&[])
+            .is_err());
     }
 }

@@ -69,7 +69,14 @@ struct Key {
 }
 
 /// Runs `workload` through `replicas` behind `router` until every request finishes.
-pub fn simulate(mut replicas: Vec<Replica>, mut router: Box<dyn Router>, workload: &Workload, policy: &str, slo: &SloConfig, opts: &SimOptions) -> Result<SimOutput, SimError> {
+pub fn simulate(
+    mut replicas: Vec<Replica>,
+    mut router: Box<dyn Router>,
+    workload: &Workload,
+    policy: &str,
+    slo: &SloConfig,
+    opts: &SimOptions,
+) -> Result<SimOutput, SimError> {
     if replicas.is_empty() {
         return Err(SimError::Config("cluster has no replicas".into()));
     }
@@ -81,20 +88,33 @@ pub fn simulate(mut replicas: Vec<Replica>, mut router: Box<dyn Router>, workloa
     let mut schedule_pending = vec![false; n];
     let mut heap: BinaryHeap<Reverse<(Key, usize)>> = BinaryHeap::new();
     let mut seq = 0u64;
-    let mut push = |heap: &mut BinaryHeap<Reverse<(Key, usize)>>, time: Nanos, class: EventClass, replica: usize| {
+    let mut push = |heap: &mut BinaryHeap<Reverse<(Key, usize)>>,
+                    time: Nanos,
+                    class: EventClass,
+                    replica: usize| {
         seq += 1;
         heap.push(Reverse((Key { time, class, seq }, replica)));
     };
     let mut rng = stream(opts.seed, "routing", 0);
     let mut records: Vec<Option<RequestRecord>> = vec![None; total];
-    let mut out = SimOutput { records: Vec::new(), steps: Vec::new(), decode_steps: 0, preemptions: 0, events: 0 };
+    let mut out = SimOutput {
+        records: Vec::new(),
+        steps: Vec::new(),
+        decode_steps: 0,
+        preemptions: 0,
+        events: 0,
+    };
     let mut next_arrival = 0usize;
     let mut now: Nanos = 0;
     let mut done = 0usize;
 
     loop {
         // The next event is the earlier of the next arrival and the heap top, ordered by (time, class).
-        let arrival_key = workload.requests.get(next_arrival).map(|r| Key { time: r.arrival_ns, class: EventClass::Arrival, seq: 0 });
+        let arrival_key = workload.requests.get(next_arrival).map(|r| Key {
+            time: r.arrival_ns,
+            class: EventClass::Arrival,
+            seq: 0,
+        });
         let heap_key = heap.peek().map(|Reverse((k, _))| *k);
         let take_arrival = match (arrival_key, heap_key) {
             (None, None) => break,
@@ -133,7 +153,9 @@ pub fn simulate(mut replicas: Vec<Replica>, mut router: Box<dyn Router>, workloa
             EventClass::Schedule => {
                 schedule_pending[r] = false;
                 let rep = &mut replicas[r];
-                let Some(report) = rep.engine.step(now, rep.backend.as_mut())? else { continue };
+                let Some(report) = rep.engine.step(now, rep.backend.as_mut())? else {
+                    continue;
+                };
                 out.preemptions += report.preempted as u64;
                 let (mut reqs, mut tokens) = (0u32, 0u64);
                 for f in rep.engine.drain_finished() {
@@ -144,7 +166,11 @@ pub fn simulate(mut replicas: Vec<Replica>, mut router: Box<dyn Router>, workloa
                     let rec = RequestRecord::from_finished(&f, r as u32, policy, slo);
                     match records.get_mut(id) {
                         Some(slot @ None) => *slot = Some(rec),
-                        _ => return Err(SimError::Backend(format!("request {id} finished twice or is unknown"))),
+                        _ => {
+                            return Err(SimError::Backend(format!(
+                                "request {id} finished twice or is unknown"
+                            )))
+                        }
                     }
                     done += 1;
                 }
@@ -155,7 +181,10 @@ pub fn simulate(mut replicas: Vec<Replica>, mut router: Box<dyn Router>, workloa
                 }
                 in_flight[r] = Some((reqs, tokens));
                 if opts.record_steps {
-                    out.steps.push(StepRow { replica: r as u32, report: report.clone() });
+                    out.steps.push(StepRow {
+                        replica: r as u32,
+                        report: report.clone(),
+                    });
                 }
                 push(&mut heap, report.end_ns, EventClass::StepEnd, r);
             }
@@ -163,11 +192,17 @@ pub fn simulate(mut replicas: Vec<Replica>, mut router: Box<dyn Router>, workloa
         }
     }
     if let Some(stuck) = replicas.iter().position(|r| r.engine.has_work()) {
-        return Err(SimError::Config(format!("simulation stalled: replica {stuck} still has requests it cannot schedule")));
+        return Err(SimError::Config(format!(
+            "simulation stalled: replica {stuck} still has requests it cannot schedule"
+        )));
     }
     out.records = records.into_iter().flatten().collect();
     if out.records.len() != total {
-        return Err(SimError::Backend(format!("{} of {} requests finished", out.records.len(), total)));
+        return Err(SimError::Backend(format!(
+            "{} of {} requests finished",
+            out.records.len(),
+            total
+        )));
     }
     Ok(out)
 }

@@ -74,7 +74,11 @@ impl ModelSpec {
 
     /// Total parameters (embedding counted once when tied).
     pub fn total_params(&self) -> f64 {
-        let emb = if self.tied_embeddings { 0.0 } else { self.head_params() };
+        let emb = if self.tied_embeddings {
+            0.0
+        } else {
+            self.head_params()
+        };
         self.layer_params() + self.head_params() + emb
     }
 
@@ -90,12 +94,38 @@ impl ModelSpec {
 }
 
 fn hw(name: &str, memory_gb: f64, bw: f64, tflops: f64, link: f64) -> HardwareSpec {
-    HardwareSpec { name: name.into(), memory_gb, mem_bandwidth_tbs: bw, peak_tflops: tflops, interconnect_gbs: link }
+    HardwareSpec {
+        name: name.into(),
+        memory_gb,
+        mem_bandwidth_tbs: bw,
+        peak_tflops: tflops,
+        interconnect_gbs: link,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn model(name: &str, layers: u32, hidden: u32, heads: u32, kv_heads: u32, ffn: u32, vocab: u32, tied: bool) -> ModelSpec {
-    ModelSpec { name: name.into(), layers, hidden, heads, kv_heads, ffn, vocab, tied_embeddings: tied, weight_bytes: 2.0, kv_bytes: 2.0 }
+fn model(
+    name: &str,
+    layers: u32,
+    hidden: u32,
+    heads: u32,
+    kv_heads: u32,
+    ffn: u32,
+    vocab: u32,
+    tied: bool,
+) -> ModelSpec {
+    ModelSpec {
+        name: name.into(),
+        layers,
+        hidden,
+        heads,
+        kv_heads,
+        ffn,
+        vocab,
+        tied_embeddings: tied,
+        weight_bytes: 2.0,
+        kv_bytes: 2.0,
+    }
 }
 
 /// The built-in accelerators.
@@ -127,12 +157,16 @@ pub fn models() -> Vec<ModelSpec> {
 
 /// Looks up an accelerator by name (case-insensitive).
 pub fn find_hardware(name: &str) -> Option<HardwareSpec> {
-    hardware().into_iter().find(|h| h.name.eq_ignore_ascii_case(name))
+    hardware()
+        .into_iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
 }
 
 /// Looks up a model by name (case-insensitive).
 pub fn find_model(name: &str) -> Option<ModelSpec> {
-    models().into_iter().find(|m| m.name.eq_ignore_ascii_case(name))
+    models()
+        .into_iter()
+        .find(|m| m.name.eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]
@@ -143,7 +177,11 @@ mod tests {
     fn llama2_7b_has_about_6_7_billion_parameters() {
         // Published count: 6.74 B.
         let m = find_model("llama-2-7b").unwrap();
-        assert!((m.total_params() / 1e9 - 6.74).abs() < 0.02, "{}", m.total_params());
+        assert!(
+            (m.total_params() / 1e9 - 6.74).abs() < 0.02,
+            "{}",
+            m.total_params()
+        );
         // KV per token: 2 · 32 layers · 4096 · 2 bytes = 512 KiB.
         assert_eq!(m.kv_bytes_per_token(), 524_288.0);
     }
@@ -151,9 +189,17 @@ mod tests {
     #[test]
     fn llama3_70b_and_qwen_sizes_match_published_counts() {
         let m = find_model("Llama-3.3-70B").unwrap();
-        assert!((m.total_params() / 1e9 - 70.6).abs() < 0.2, "{}", m.total_params());
+        assert!(
+            (m.total_params() / 1e9 - 70.6).abs() < 0.2,
+            "{}",
+            m.total_params()
+        );
         let q = find_model("Qwen2.5-Coder-1.5B").unwrap();
         // 1.54 B published (1.31 B without embeddings): layer params ≈ 1.31 B.
-        assert!((q.layer_params() / 1e9 - 1.31).abs() < 0.02, "{}", q.layer_params());
+        assert!(
+            (q.layer_params() / 1e9 - 1.31).abs() < 0.02,
+            "{}",
+            q.layer_params()
+        );
     }
 }

@@ -22,7 +22,11 @@ pub struct LinearCoefficients {
 impl LinearCoefficients {
     /// Evaluates at a shape; never negative.
     pub fn eval(&self, s: &BatchShape) -> f64 {
-        (self.a + self.b * s.new_tokens as f64 + self.c * s.context_tokens as f64 + self.d * s.seqs as f64).max(0.0)
+        (self.a
+            + self.b * s.new_tokens as f64
+            + self.c * s.context_tokens as f64
+            + self.d * s.seqs as f64)
+            .max(0.0)
     }
 }
 
@@ -46,15 +50,31 @@ impl CostModel for LinearCost {
     fn target_step(&self, s: &BatchShape) -> Nanos {
         match self.prefill {
             Some(p) if s.prefill_tokens > 0 => {
-                let pre = BatchShape { new_tokens: s.prefill_tokens, ..*s };
-                let dec = BatchShape { new_tokens: s.new_tokens - s.prefill_tokens, ..*s };
-                (p.eval(&pre) + if dec.new_tokens > 0 { self.target.eval(&dec) - self.target.a.max(0.0) } else { 0.0 }).max(0.0).round() as Nanos
+                let pre = BatchShape {
+                    new_tokens: s.prefill_tokens,
+                    ..*s
+                };
+                let dec = BatchShape {
+                    new_tokens: s.new_tokens - s.prefill_tokens,
+                    ..*s
+                };
+                (p.eval(&pre)
+                    + if dec.new_tokens > 0 {
+                        self.target.eval(&dec) - self.target.a.max(0.0)
+                    } else {
+                        0.0
+                    })
+                .max(0.0)
+                .round() as Nanos
             }
             _ => self.target.eval(s).round() as Nanos,
         }
     }
     fn describe(&self) -> String {
-        format!("linear(target a={:.0} b={:.1} c={:.3} d={:.1} ns)", self.target.a, self.target.b, self.target.c, self.target.d)
+        format!(
+            "linear(target a={:.0} b={:.1} c={:.3} d={:.1} ns)",
+            self.target.a, self.target.b, self.target.c, self.target.d
+        )
     }
 }
 
@@ -64,10 +84,19 @@ mod tests {
 
     #[test]
     fn evaluates_the_linear_form() {
-        let c = LinearCoefficients { a: 1000.0, b: 10.0, c: 0.5, d: 100.0 };
+        let c = LinearCoefficients {
+            a: 1000.0,
+            b: 10.0,
+            c: 0.5,
+            d: 100.0,
+        };
         // 1000 + 10·8 + 0.5·400 + 100·2 = 1480.
         assert_eq!(c.eval(&BatchShape::uniform(2, 4, 200)), 1480.0);
-        let m = LinearCost { draft: c, target: c, prefill: None };
+        let m = LinearCost {
+            draft: c,
+            target: c,
+            prefill: None,
+        };
         assert_eq!(m.target_step(&BatchShape::uniform(2, 4, 200)), 1480);
     }
 }

@@ -135,6 +135,9 @@ impl CostModel for FixedCost {
         0
     }
     fn describe(&self) -> String {
-        format!("fixed(target {}+{}/tok ns, draft {}+{}/seq ns)", self.target_base, self.target_per_token, self.draft_base, self.draft_per_seq)
+        format!(
+            "fixed(target {}+{}/tok ns, draft {}+{}/seq ns)",
+            self.target_base, self.target_per_token, self.draft_base, self.draft_per_seq
+        )
     }
 }

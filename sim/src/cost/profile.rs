@@ -166,23 +166,47 @@ fn at<T: Copy>(v: &[T], i: usize) -> T {
 
 impl Table1 {
     fn eval(&self, x: f64, clamp: bool) -> Option<f64> {
-        let (i, t) = if clamp { Some(nearest(&self.tokens, x)) } else { locate(&self.tokens, x) }?;
+        let (i, t) = if clamp {
+            Some(nearest(&self.tokens, x))
+        } else {
+            locate(&self.tokens, x)
+        }?;
         Some(lerp(at(&self.ns, i), at(&self.ns, i + 1), t))
     }
 }
 
 impl Table2 {
     fn eval(&self, b: f64, c: f64, clamp: bool) -> Option<f64> {
-        let (bi, bt) = if clamp { Some(nearest(&self.batch, b)) } else { locate(&self.batch, b) }?;
-        let (ci, ct) = if clamp { Some(nearest(&self.context, c)) } else { locate(&self.context, c) }?;
-        let row = |i: usize| lerp(at(&self.ns[i.min(self.ns.len() - 1)], ci), at(&self.ns[i.min(self.ns.len() - 1)], ci + 1), ct);
+        let (bi, bt) = if clamp {
+            Some(nearest(&self.batch, b))
+        } else {
+            locate(&self.batch, b)
+        }?;
+        let (ci, ct) = if clamp {
+            Some(nearest(&self.context, c))
+        } else {
+            locate(&self.context, c)
+        }?;
+        let row = |i: usize| {
+            lerp(
+                at(&self.ns[i.min(self.ns.len() - 1)], ci),
+                at(&self.ns[i.min(self.ns.len() - 1)], ci + 1),
+                ct,
+            )
+        };
         Some(lerp(row(bi), row(bi + 1), bt))
     }
 }
 
 impl Table3 {
     fn eval(&self, b: f64, k: f64, c: f64, clamp: bool) -> Option<f64> {
-        let pick = |axis: &[f64], x: f64| if clamp { Some(nearest(axis, x)) } else { locate(axis, x) };
+        let pick = |axis: &[f64], x: f64| {
+            if clamp {
+                Some(nearest(axis, x))
+            } else {
+                locate(axis, x)
+            }
+        };
         let (bi, bt) = pick(&self.batch, b)?;
         let (ki, kt) = pick(&self.tokens_per_seq, k)?;
         let (ci, ct) = pick(&self.context, c)?;
@@ -200,8 +224,14 @@ impl Profile {
     /// Reads and validates a profile file.
     pub fn load(path: &Path) -> Result<Profile, SimError> {
         let text = std::fs::read_to_string(path).map_err(|e| SimError::io(path, e))?;
-        let p: Profile = toml::from_str(&text).map_err(|e| SimError::Scenario { file: path.display().to_string(), msg: e.to_string() })?;
-        p.validate().map_err(|msg| SimError::Scenario { file: path.display().to_string(), msg })?;
+        let p: Profile = toml::from_str(&text).map_err(|e| SimError::Scenario {
+            file: path.display().to_string(),
+            msg: e.to_string(),
+        })?;
+        p.validate().map_err(|msg| SimError::Scenario {
+            file: path.display().to_string(),
+            msg,
+        })?;
         Ok(p)
     }
 
@@ -213,14 +243,19 @@ impl Profile {
     /// Checks axes are ascending and tables match their axes.
     pub fn validate(&self) -> Result<(), String> {
         if self.version != 1 {
-            return Err(format!("version: unsupported profile version {}", self.version));
+            return Err(format!(
+                "version: unsupported profile version {}",
+                self.version
+            ));
         }
         if !self.complete {
             return Err("complete = false: this profile is partial (an interrupted calibration); re-run calibrate".into());
         }
         let asc = |name: &str, v: &[f64]| {
             if v.is_empty() || v.windows(2).any(|w| w[0] >= w[1]) {
-                Err(format!("{name}: axis must be non-empty and strictly ascending"))
+                Err(format!(
+                    "{name}: axis must be non-empty and strictly ascending"
+                ))
             } else {
                 Ok(())
             }
@@ -231,11 +266,20 @@ impl Profile {
         asc("verify.tokens_per_seq", &self.verify.tokens_per_seq)?;
         asc("verify.context", &self.verify.context)?;
         asc("prefill.tokens", &self.prefill.tokens)?;
-        if self.draft.ns.len() != self.draft.batch.len() || self.draft.ns.iter().any(|r| r.len() != self.draft.context.len()) {
+        if self.draft.ns.len() != self.draft.batch.len()
+            || self
+                .draft
+                .ns
+                .iter()
+                .any(|r| r.len() != self.draft.context.len())
+        {
             return Err("draft.ns: shape must be [batch][context]".into());
         }
         if self.verify.ns.len() != self.verify.batch.len()
-            || self.verify.ns.iter().any(|p| p.len() != self.verify.tokens_per_seq.len() || p.iter().any(|r| r.len() != self.verify.context.len()))
+            || self.verify.ns.iter().any(|p| {
+                p.len() != self.verify.tokens_per_seq.len()
+                    || p.iter().any(|r| r.len() != self.verify.context.len())
+            })
         {
             return Err("verify.ns: shape must be [batch][tokens_per_seq][context]".into());
         }
@@ -258,7 +302,11 @@ impl ProfileCost {
         let b = s.seqs.max(1) as f64;
         let k = s.new_tokens as f64 / b;
         let c = s.mean_context();
-        self.profile.verify.eval(b, k, c, false).or_else(|| self.profile.fit.verify.map(|f| f.eval(s))).unwrap_or_else(|| self.profile.verify.eval(b, k, c, true).unwrap_or(0.0))
+        self.profile
+            .verify
+            .eval(b, k, c, false)
+            .or_else(|| self.profile.fit.verify.map(|f| f.eval(s)))
+            .unwrap_or_else(|| self.profile.verify.eval(b, k, c, true).unwrap_or(0.0))
     }
 
     fn prefill_ns(&self, tokens: u32, s: &BatchShape) -> f64 {
@@ -266,7 +314,14 @@ impl ProfileCost {
         self.profile
             .prefill
             .eval(x, false)
-            .or_else(|| self.profile.fit.prefill.map(|f| f.eval(&BatchShape { new_tokens: tokens, ..*s })))
+            .or_else(|| {
+                self.profile.fit.prefill.map(|f| {
+                    f.eval(&BatchShape {
+                        new_tokens: tokens,
+                        ..*s
+                    })
+                })
+            })
             .unwrap_or_else(|| self.profile.prefill.eval(x, true).unwrap_or(0.0))
     }
 }
@@ -277,7 +332,12 @@ impl CostModel for ProfileCost {
             return 0;
         }
         let (b, c) = (s.seqs as f64, s.mean_context());
-        let t = self.profile.draft.eval(b, c, false).or_else(|| self.profile.fit.draft.map(|f| f.eval(s))).unwrap_or_else(|| self.profile.draft.eval(b, c, true).unwrap_or(0.0));
+        let t = self
+            .profile
+            .draft
+            .eval(b, c, false)
+            .or_else(|| self.profile.fit.draft.map(|f| f.eval(s)))
+            .unwrap_or_else(|| self.profile.draft.eval(b, c, true).unwrap_or(0.0));
         t.max(0.0).round() as Nanos
     }
 
@@ -287,10 +347,21 @@ impl CostModel for ProfileCost {
         if decode_tokens > 0 {
             // Sequences that decode: every sequence with non-prefill tokens; prefill sequences are counted
             // in the prefill term. Approximate their share of the context by token share.
-            let prefill_seqs = if s.prefill_tokens > 0 { 1.max(s.seqs.saturating_sub(decode_tokens.min(s.seqs))) } else { 0 };
+            let prefill_seqs = if s.prefill_tokens > 0 {
+                1.max(s.seqs.saturating_sub(decode_tokens.min(s.seqs)))
+            } else {
+                0
+            };
             let seqs = (s.seqs - prefill_seqs.min(s.seqs)).max(1);
             let ctx = s.context_tokens.saturating_sub(s.prefill_tokens as u64);
-            t += self.verify_ns(&BatchShape { seqs, new_tokens: decode_tokens, prefill_tokens: 0, context_tokens: ctx, logit_positions: decode_tokens, attended: 0 });
+            t += self.verify_ns(&BatchShape {
+                seqs,
+                new_tokens: decode_tokens,
+                prefill_tokens: 0,
+                context_tokens: ctx,
+                logit_positions: decode_tokens,
+                attended: 0,
+            });
         }
         if s.prefill_tokens > 0 {
             t += self.prefill_ns(s.prefill_tokens, s);
@@ -299,7 +370,11 @@ impl CostModel for ProfileCost {
     }
 
     fn describe(&self) -> String {
-        let dev = self.profile.provenance.get("device").map_or("unknown device", String::as_str);
+        let dev = self
+            .profile
+            .provenance
+            .get("device")
+            .map_or("unknown device", String::as_str);
         format!("profile({dev})")
     }
 }
@@ -312,16 +387,35 @@ mod tests {
         Profile {
             version: 1,
             provenance: BTreeMap::new(),
-            draft: Table2 { batch: vec![1.0, 4.0], context: vec![100.0, 300.0], ns: vec![vec![1000.0, 2000.0], vec![3000.0, 4000.0]] },
+            draft: Table2 {
+                batch: vec![1.0, 4.0],
+                context: vec![100.0, 300.0],
+                ns: vec![vec![1000.0, 2000.0], vec![3000.0, 4000.0]],
+            },
             verify: Table3 {
                 batch: vec![1.0, 2.0],
                 tokens_per_seq: vec![1.0, 3.0],
                 context: vec![100.0],
-                ns: vec![vec![vec![10_000.0], vec![14_000.0]], vec![vec![12_000.0], vec![20_000.0]]],
+                ns: vec![
+                    vec![vec![10_000.0], vec![14_000.0]],
+                    vec![vec![12_000.0], vec![20_000.0]],
+                ],
             },
-            prefill: Table1 { tokens: vec![10.0, 110.0], ns: vec![5000.0, 15_000.0] },
+            prefill: Table1 {
+                tokens: vec![10.0, 110.0],
+                ns: vec![5000.0, 15_000.0],
+            },
             overhead: Overhead { step_ns: 100.0 },
-            fit: Fits { draft: Some(LinearCoefficients { a: 7.0, b: 0.0, c: 0.0, d: 0.0 }), verify: None, prefill: None },
+            fit: Fits {
+                draft: Some(LinearCoefficients {
+                    a: 7.0,
+                    b: 0.0,
+                    c: 0.0,
+                    d: 0.0,
+                }),
+                verify: None,
+                prefill: None,
+            },
             acceptance: None,
             complete: true,
         }
@@ -330,7 +424,14 @@ mod tests {
     #[test]
     fn interpolates_inside_the_grid() {
         let c = ProfileCost { profile: profile() };
-        let s = BatchShape { seqs: 2, new_tokens: 2, prefill_tokens: 0, context_tokens: 400, logit_positions: 2, attended: 0 };
+        let s = BatchShape {
+            seqs: 2,
+            new_tokens: 2,
+            prefill_tokens: 0,
+            context_tokens: 400,
+            logit_positions: 2,
+            attended: 0,
+        };
         // batch 2 is 1/3 of the way from 1 to 4: 1500 + (3500 - 1500)/3 = 2166.67.
         assert_eq!(c.draft_step(&s), 2167);
         // Verify: batch 2, 2 tokens per seq (halfway 1..3), context 100 -> (12000 + 20000)/2 + 100.

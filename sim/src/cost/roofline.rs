@@ -58,10 +58,12 @@ impl Roofline {
         let bytes = (m.layer_params() + m.head_params()) * m.weight_bytes
             + m.kv_bytes_per_token() * (shape.context_tokens as f64 + shape.new_tokens as f64);
         let compute_s = flops / (self.hardware.peak_tflops * 1e12 * self.compute_efficiency * tp);
-        let memory_s = bytes / (self.hardware.mem_bandwidth_tbs * 1e12 * self.memory_efficiency * tp);
+        let memory_s =
+            bytes / (self.hardware.mem_bandwidth_tbs * 1e12 * self.memory_efficiency * tp);
         let comm_s = if d.tp > 1 {
             let msg = shape.new_tokens as f64 * m.hidden as f64 * 2.0;
-            let per = 2.0 * (tp - 1.0) / tp * msg / (self.hardware.interconnect_gbs * 1e9) + ALLREDUCE_LATENCY_S;
+            let per = 2.0 * (tp - 1.0) / tp * msg / (self.hardware.interconnect_gbs * 1e9)
+                + ALLREDUCE_LATENCY_S;
             2.0 * m.layers as f64 * per
         } else {
             0.0
@@ -74,8 +76,15 @@ impl Roofline {
     pub fn kv_blocks(&self, block_size: u32, gpu_memory_utilization: f64) -> Result<u32, String> {
         let tp = self.target.tp.max(1) as f64;
         let mem = self.hardware.memory_gb * 1e9 * tp * gpu_memory_utilization;
-        let weights = self.target.model.weight_bytes_total() + self.draft.as_ref().map_or(0.0, |d| d.model.weight_bytes_total() * tp / d.tp.max(1) as f64);
-        let per_token = self.target.model.kv_bytes_per_token() + self.draft.as_ref().map_or(0.0, |d| d.model.kv_bytes_per_token());
+        let weights = self.target.model.weight_bytes_total()
+            + self.draft.as_ref().map_or(0.0, |d| {
+                d.model.weight_bytes_total() * tp / d.tp.max(1) as f64
+            });
+        let per_token = self.target.model.kv_bytes_per_token()
+            + self
+                .draft
+                .as_ref()
+                .map_or(0.0, |d| d.model.kv_bytes_per_token());
         let free = mem - weights;
         if free <= 0.0 {
             return Err(format!(
@@ -109,7 +118,9 @@ impl CostModel for Roofline {
             "roofline({} tp{} + {} on {}, eff compute {} memory {})",
             self.target.model.name,
             self.target.tp,
-            self.draft.as_ref().map_or("no draft".to_string(), |d| d.model.name.clone()),
+            self.draft
+                .as_ref()
+                .map_or("no draft".to_string(), |d| d.model.name.clone()),
             self.hardware.name,
             self.compute_efficiency,
             self.memory_efficiency
@@ -125,7 +136,11 @@ mod tests {
     fn a100_7b() -> Roofline {
         Roofline {
             hardware: find_hardware("A100-80G").unwrap(),
-            target: Deployment { model: find_model("Llama-2-7B").unwrap(), tp: 1, overhead_s: 0.0 },
+            target: Deployment {
+                model: find_model("Llama-2-7B").unwrap(),
+                tp: 1,
+                overhead_s: 0.0,
+            },
             draft: None,
             compute_efficiency: 1.0,
             memory_efficiency: 1.0,
@@ -160,7 +175,8 @@ mod tests {
         // 80 GB · 0.9 = 72 GB; weights 13.48 GB; 58.52 GB / (512 KiB · 16) = 6976 blocks.
         let r = a100_7b();
         let blocks = r.kv_blocks(16, 0.9).unwrap();
-        let want = ((72e9 - r.target.model.weight_bytes_total()) / (524_288.0 * 16.0)).floor() as u32;
+        let want =
+            ((72e9 - r.target.model.weight_bytes_total()) / (524_288.0 * 16.0)).floor() as u32;
         assert_eq!(blocks, want);
         assert!((6900..7050).contains(&blocks), "{blocks}");
     }

@@ -13,7 +13,11 @@ impl BlockManager {
     /// `total` blocks of `block_size` tokens.
     pub fn new(block_size: u32, total: u32) -> Self {
         assert!(block_size > 0, "block size must be positive");
-        BlockManager { block_size, total, free: total }
+        BlockManager {
+            block_size,
+            total,
+            free: total,
+        }
     }
 
     /// Blocks needed to hold `tokens` tokens.

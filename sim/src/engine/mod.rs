@@ -17,7 +17,9 @@
 mod backend;
 pub mod kv;
 
-pub use backend::{Backend, DraftItem, DraftResult, SeqId, TargetItem, TargetOutcome, TargetResult, TargetWork};
+pub use backend::{
+    Backend, DraftItem, DraftResult, SeqId, TargetItem, TargetOutcome, TargetResult, TargetWork,
+};
 
 use crate::cost::CostModel;
 use crate::policy::{DraftView, SeqOutcome, SeqView, SpeculationPolicy, StepOutcome};
@@ -171,7 +173,21 @@ struct Seq {
 impl Seq {
     fn new(spec: RequestSpec) -> Self {
         let prefill_target = spec.prompt_tokens;
-        Seq { spec, kv_tokens: 0, blocks: 0, generated: 0, prefill_target, prefilled: 0, first_token_ns: None, drafted: 0, accepted: 0, steps: 0, verify_steps: 0, preemptions: 0, stopped: false }
+        Seq {
+            spec,
+            kv_tokens: 0,
+            blocks: 0,
+            generated: 0,
+            prefill_target,
+            prefilled: 0,
+            first_token_ns: None,
+            drafted: 0,
+            accepted: 0,
+            steps: 0,
+            verify_steps: 0,
+            preemptions: 0,
+            stopped: false,
+        }
     }
 
     fn remaining(&self) -> u32 {
@@ -219,10 +235,23 @@ pub struct Engine {
 impl Engine {
     /// An engine with `config` limits (its `kv_blocks` must be set), a speculation policy, and the cost
     /// model policies use to predict step times.
-    pub fn new(config: EngineConfig, policy: Box<dyn SpeculationPolicy>, predictor: Arc<dyn CostModel>) -> Result<Self, SimError> {
-        let blocks = config.kv_blocks.ok_or_else(|| SimError::Config("engine.kv_blocks is not set".into()))?;
-        if config.block_size == 0 || blocks == 0 || config.max_num_seqs == 0 || config.max_batched_tokens == 0 {
-            return Err(SimError::Config("block_size, kv_blocks, max_num_seqs and max_batched_tokens must be positive".into()));
+    pub fn new(
+        config: EngineConfig,
+        policy: Box<dyn SpeculationPolicy>,
+        predictor: Arc<dyn CostModel>,
+    ) -> Result<Self, SimError> {
+        let blocks = config
+            .kv_blocks
+            .ok_or_else(|| SimError::Config("engine.kv_blocks is not set".into()))?;
+        if config.block_size == 0
+            || blocks == 0
+            || config.max_num_seqs == 0
+            || config.max_batched_tokens == 0
+        {
+            return Err(SimError::Config(
+                "block_size, kv_blocks, max_num_seqs and max_batched_tokens must be positive"
+                    .into(),
+            ));
         }
         Ok(Engine {
             kv: BlockManager::new(config.block_size, blocks),
@@ -250,7 +279,10 @@ impl Engine {
     /// Queues a request. Fails if it can never fit in KV.
     pub fn add_request(&mut self, spec: RequestSpec) -> Result<(), SimError> {
         if spec.prompt_tokens == 0 || spec.output_tokens == 0 {
-            return Err(SimError::Workload(format!("request {}: prompt and output lengths must be at least 1", spec.id)));
+            return Err(SimError::Workload(format!(
+                "request {}: prompt and output lengths must be at least 1",
+                spec.id
+            )));
         }
         if !self.fits(spec.prompt_tokens, spec.output_tokens) {
             return Err(SimError::Config(format!(
@@ -303,15 +335,28 @@ impl Engine {
 
     /// Checks the KV invariant: blocks held by sequences plus free blocks equal the total.
     pub fn check_kv_invariant(&self) -> Result<(), String> {
-        let held: u64 = self.running.iter().chain(self.waiting.iter()).map(|s| s.blocks as u64).sum();
+        let held: u64 = self
+            .running
+            .iter()
+            .chain(self.waiting.iter())
+            .map(|s| s.blocks as u64)
+            .sum();
         if held + self.kv.free() as u64 != self.kv.total() as u64 {
-            return Err(format!("held {held} + free {} != total {}", self.kv.free(), self.kv.total()));
+            return Err(format!(
+                "held {held} + free {} != total {}",
+                self.kv.free(),
+                self.kv.total()
+            ));
         }
         Ok(())
     }
 
     /// Runs one iteration starting at `now`. Returns `None` when there is nothing to do.
-    pub fn step<B: Backend + ?Sized>(&mut self, now: Nanos, backend: &mut B) -> Result<Option<StepReport>, SimError> {
+    pub fn step<B: Backend + ?Sized>(
+        &mut self,
+        now: Nanos,
+        backend: &mut B,
+    ) -> Result<Option<StepReport>, SimError> {
         if self.config.chunked_prefill {
             return self.step_chunked(now, backend);
         }
@@ -359,7 +404,12 @@ impl Engine {
     }
 
     /// A prefill-only iteration over the last `admitted` running sequences.
-    fn prefill_step<B: Backend + ?Sized>(&mut self, now: Nanos, backend: &mut B, admitted: usize) -> Result<StepReport, SimError> {
+    fn prefill_step<B: Backend + ?Sized>(
+        &mut self,
+        now: Nanos,
+        backend: &mut B,
+        admitted: usize,
+    ) -> Result<StepReport, SimError> {
         let first = self.running.len() - admitted;
         let s = &mut self.scratch;
         s.target_items.clear();
@@ -368,25 +418,50 @@ impl Engine {
             s.target_items.push(TargetItem {
                 seq: seq.spec.id,
                 context_tokens: seq.prefilled,
-                work: TargetWork::Prefill { start: seq.prefilled, len: seq.prefill_target - seq.prefilled, last: true },
+                work: TargetWork::Prefill {
+                    start: seq.prefilled,
+                    len: seq.prefill_target - seq.prefilled,
+                    last: true,
+                },
                 category: seq.spec.category,
             });
             s.target_owner.push(i);
         }
         let res = backend.target(&s.target_items)?;
         let end = now + res.elapsed_ns;
-        let tokens: u32 = s.target_items.iter().map(|t| match t.work {
-            TargetWork::Prefill { len, .. } => len,
-            TargetWork::Verify { drafted } => drafted + 1,
-        }).sum();
+        let tokens: u32 = s
+            .target_items
+            .iter()
+            .map(|t| match t.work {
+                TargetWork::Prefill { len, .. } => len,
+                TargetWork::Verify { drafted } => drafted + 1,
+            })
+            .sum();
         let batch = s.target_items.len() as u32;
         self.apply_target(&res, end, backend)?;
         let finished = self.retire(end, backend);
-        Ok(StepReport { start_ns: now, end_ns: end, kind: StepKind::Prefill, batch, target_tokens: tokens, k_max: 0, drafted: 0, accepted: 0, draft_ns: 0, preempted: 0, finished, kv_used: self.kv.used() })
+        Ok(StepReport {
+            start_ns: now,
+            end_ns: end,
+            kind: StepKind::Prefill,
+            batch,
+            target_tokens: tokens,
+            k_max: 0,
+            drafted: 0,
+            accepted: 0,
+            draft_ns: 0,
+            preempted: 0,
+            finished,
+            kv_used: self.kv.used(),
+        })
     }
 
     /// Chunked-prefill iteration: decodes (with speculation) first, prefill chunks fill the budget.
-    fn step_chunked<B: Backend + ?Sized>(&mut self, now: Nanos, backend: &mut B) -> Result<Option<StepReport>, SimError> {
+    fn step_chunked<B: Backend + ?Sized>(
+        &mut self,
+        now: Nanos,
+        backend: &mut B,
+    ) -> Result<Option<StepReport>, SimError> {
         if self.running.is_empty() && self.admit(self.config.max_batched_tokens, false) == 0 {
             return Ok(None);
         }
@@ -426,11 +501,17 @@ impl Engine {
     }
 
     /// A decode iteration; with `budget` (chunked prefill) prefill chunks join the target forward.
-    fn decode_step<B: Backend + ?Sized>(&mut self, now: Nanos, backend: &mut B, budget: Option<u32>) -> Result<StepReport, SimError> {
+    fn decode_step<B: Backend + ?Sized>(
+        &mut self,
+        now: Nanos,
+        backend: &mut B,
+        budget: Option<u32>,
+    ) -> Result<StepReport, SimError> {
         let preempted = self.reserve_decode_slots(backend);
         let s = &mut self.scratch;
         s.decode.clear();
-        s.decode.extend((0..self.running.len()).filter(|&i| self.running[i].prefill_done()));
+        s.decode
+            .extend((0..self.running.len()).filter(|&i| self.running[i].prefill_done()));
         let n = s.decode.len();
         let k_max = self.policy.k_max();
         s.views.clear();
@@ -460,7 +541,12 @@ impl Engine {
             s.draft_items.clear();
             for &i in &s.decode {
                 let seq = &self.running[i];
-                s.draft_items.push(DraftItem { seq: seq.spec.id, context_tokens: seq.kv_tokens, position: 0, category: seq.spec.category });
+                s.draft_items.push(DraftItem {
+                    seq: seq.spec.id,
+                    context_tokens: seq.kv_tokens,
+                    position: 0,
+                    category: seq.spec.category,
+                });
             }
             backend.lookahead(&s.draft_items, k_max)
         } else {
@@ -470,7 +556,15 @@ impl Engine {
         let mut position = 0u32;
         while n > 0 && s.active.iter().any(|&a| a) {
             s.keep.clone_from(&s.active);
-            let view = DraftView { now, position, seqs: &s.views, confidences: &s.confidences, active: &s.active, cost: self.predictor.as_ref(), lookahead: lookahead.as_deref() };
+            let view = DraftView {
+                now,
+                position,
+                seqs: &s.views,
+                confidences: &s.confidences,
+                active: &s.active,
+                cost: self.predictor.as_ref(),
+                lookahead: lookahead.as_deref(),
+            };
             self.policy.draft_next(&view, &mut s.keep);
             s.draft_items.clear();
             s.draft_owner.clear();
@@ -496,7 +590,12 @@ impl Engine {
                 if let Some(b) = draft_budget.as_mut() {
                     *b -= 1;
                 }
-                s.draft_items.push(DraftItem { seq: seq.spec.id, context_tokens: seq.kv_tokens, position, category: seq.spec.category });
+                s.draft_items.push(DraftItem {
+                    seq: seq.spec.id,
+                    context_tokens: seq.kv_tokens,
+                    position,
+                    category: seq.spec.category,
+                });
                 s.draft_owner.push(j);
             }
             if s.draft_items.is_empty() {
@@ -504,7 +603,11 @@ impl Engine {
             }
             let res = backend.draft(&s.draft_items)?;
             if res.confidences.len() != s.draft_items.len() {
-                return Err(SimError::Backend(format!("draft returned {} confidences for {} items", res.confidences.len(), s.draft_items.len())));
+                return Err(SimError::Backend(format!(
+                    "draft returned {} confidences for {} items",
+                    res.confidences.len(),
+                    s.draft_items.len()
+                )));
             }
             draft_ns += res.elapsed_ns;
             for (&j, &p) in s.draft_owner.iter().zip(&res.confidences) {
@@ -519,7 +622,15 @@ impl Engine {
         s.k.clear();
         s.k.extend(s.confidences.iter().map(|c| c.len() as u32));
         if n > 0 && s.k.iter().any(|&k| k > 0) {
-            let view = DraftView { now, position, seqs: &s.views, confidences: &s.confidences, active: &s.active, cost: self.predictor.as_ref(), lookahead: lookahead.as_deref() };
+            let view = DraftView {
+                now,
+                position,
+                seqs: &s.views,
+                confidences: &s.confidences,
+                active: &s.active,
+                cost: self.predictor.as_ref(),
+                lookahead: lookahead.as_deref(),
+            };
             let mut k = std::mem::take(&mut s.k);
             self.policy.finalize(&view, &mut k);
             for (j, kj) in k.iter_mut().enumerate() {
@@ -533,7 +644,12 @@ impl Engine {
         s.target_owner.clear();
         for (j, &i) in s.decode.iter().enumerate() {
             let seq = &self.running[i];
-            s.target_items.push(TargetItem { seq: seq.spec.id, context_tokens: seq.kv_tokens, work: TargetWork::Verify { drafted: s.k[j] }, category: seq.spec.category });
+            s.target_items.push(TargetItem {
+                seq: seq.spec.id,
+                context_tokens: seq.kv_tokens,
+                work: TargetWork::Verify { drafted: s.k[j] },
+                category: seq.spec.category,
+            });
             s.target_owner.push(i);
         }
         let mut kind = StepKind::Decode;
@@ -557,10 +673,23 @@ impl Engine {
                 if !seq.prefill_done() {
                     let len = (seq.prefill_target - seq.prefilled).min(left);
                     let last = seq.prefilled + len == seq.prefill_target;
-                    self.scratch.target_items.push(TargetItem { seq: seq.spec.id, context_tokens: seq.prefilled, work: TargetWork::Prefill { start: seq.prefilled, len, last }, category: seq.spec.category });
+                    self.scratch.target_items.push(TargetItem {
+                        seq: seq.spec.id,
+                        context_tokens: seq.prefilled,
+                        work: TargetWork::Prefill {
+                            start: seq.prefilled,
+                            len,
+                            last,
+                        },
+                        category: seq.spec.category,
+                    });
                     self.scratch.target_owner.push(i);
                     left -= len;
-                    kind = if n > 0 { StepKind::Mixed } else { StepKind::Prefill };
+                    kind = if n > 0 {
+                        StepKind::Mixed
+                    } else {
+                        StepKind::Prefill
+                    };
                 }
                 i += 1;
             }
@@ -571,10 +700,14 @@ impl Engine {
         }
         let res = backend.target(&s.target_items)?;
         let end = now + draft_ns + res.elapsed_ns;
-        let target_tokens: u32 = s.target_items.iter().map(|t| match t.work {
-            TargetWork::Prefill { len, .. } => len,
-            TargetWork::Verify { drafted } => drafted + 1,
-        }).sum();
+        let target_tokens: u32 = s
+            .target_items
+            .iter()
+            .map(|t| match t.work {
+                TargetWork::Prefill { len, .. } => len,
+                TargetWork::Verify { drafted } => drafted + 1,
+            })
+            .sum();
         let batch = s.target_items.len() as u32;
         let (drafted, accepted) = self.apply_target(&res, end, backend)?;
         let k_step = self.scratch.k.iter().copied().max().unwrap_or(0);
@@ -582,23 +715,56 @@ impl Engine {
             let s = &mut self.scratch;
             s.outcomes.clear();
             for (j, o) in res.outcomes.iter().take(n).enumerate() {
-                s.outcomes.push(SeqOutcome { drafted: s.k[j], accepted: o.accepted.min(s.k[j]) });
+                s.outcomes.push(SeqOutcome {
+                    drafted: s.k[j],
+                    accepted: o.accepted.min(s.k[j]),
+                });
             }
-            self.policy.observe(&StepOutcome { seqs: &s.outcomes, step_ns: end - now });
+            self.policy.observe(&StepOutcome {
+                seqs: &s.outcomes,
+                step_ns: end - now,
+            });
         }
         let finished = self.retire(end, backend);
-        Ok(StepReport { start_ns: now, end_ns: end, kind, batch, target_tokens, k_max: k_step, drafted, accepted, draft_ns, preempted, finished, kv_used: self.kv.used() })
+        Ok(StepReport {
+            start_ns: now,
+            end_ns: end,
+            kind,
+            batch,
+            target_tokens,
+            k_max: k_step,
+            drafted,
+            accepted,
+            draft_ns,
+            preempted,
+            finished,
+            kv_used: self.kv.used(),
+        })
     }
 
     /// Applies a target forward's outcomes to the sequences in `scratch.target_items`; returns
     /// (drafted, accepted) totals.
-    fn apply_target<B: Backend + ?Sized>(&mut self, res: &TargetResult, end: Nanos, _backend: &mut B) -> Result<(u32, u32), SimError> {
+    fn apply_target<B: Backend + ?Sized>(
+        &mut self,
+        res: &TargetResult,
+        end: Nanos,
+        _backend: &mut B,
+    ) -> Result<(u32, u32), SimError> {
         let s = &self.scratch;
         if res.outcomes.len() != s.target_items.len() {
-            return Err(SimError::Backend(format!("target returned {} outcomes for {} items", res.outcomes.len(), s.target_items.len())));
+            return Err(SimError::Backend(format!(
+                "target returned {} outcomes for {} items",
+                res.outcomes.len(),
+                s.target_items.len()
+            )));
         }
         let (mut drafted, mut accepted) = (0, 0);
-        for ((item, &i), o) in s.target_items.iter().zip(&s.target_owner).zip(&res.outcomes) {
+        for ((item, &i), o) in s
+            .target_items
+            .iter()
+            .zip(&s.target_owner)
+            .zip(&res.outcomes)
+        {
             let seq = &mut self.running[i];
             seq.steps += 1;
             match item.work {

@@ -18,7 +18,10 @@ impl BatchTable {
 
     /// The speculation length for a batch of `batch` sequences.
     pub fn k_for(&self, batch: u32) -> u32 {
-        self.table.iter().find(|r| batch <= r[0]).map_or(0, |r| r[1])
+        self.table
+            .iter()
+            .find(|r| batch <= r[0])
+            .map_or(0, |r| r[1])
     }
 }
 

@@ -88,7 +88,12 @@ impl DraftView<'_> {
             let mut shape = BatchShape::default();
             for (i, &ki) in k.iter().enumerate() {
                 if ki > pos {
-                    shape = shape.merge(BatchShape::one(self.seqs[i].context_tokens + pos, 1, false, 1));
+                    shape = shape.merge(BatchShape::one(
+                        self.seqs[i].context_tokens + pos,
+                        1,
+                        false,
+                        1,
+                    ));
                 }
             }
             total += self.cost.draft_step(&shape);
@@ -100,14 +105,23 @@ impl DraftView<'_> {
     pub fn predict_verify_ns(&self, k: &[u32]) -> Nanos {
         let mut shape = BatchShape::default();
         for (i, &ki) in k.iter().enumerate() {
-            shape = shape.merge(BatchShape::one(self.seqs[i].context_tokens, ki + 1, false, ki + 1));
+            shape = shape.merge(BatchShape::one(
+                self.seqs[i].context_tokens,
+                ki + 1,
+                false,
+                ki + 1,
+            ));
         }
         self.cost.target_step(&shape)
     }
 
     /// Cumulative confidence `c_ij = Π_{m≤j} p_im` of sequence `i` after `j` drafted tokens (1 for j = 0).
     pub fn cumulative_confidence(&self, i: usize, j: usize) -> f64 {
-        self.confidences[i].iter().take(j).map(|&p| p as f64).product()
+        self.confidences[i]
+            .iter()
+            .take(j)
+            .map(|&p| p as f64)
+            .product()
     }
 }
 
@@ -227,12 +241,22 @@ impl PolicyConfig {
         match self {
             PolicyConfig::None => Box::new(none::NoSpeculation),
             PolicyConfig::Static { k } => Box::new(static_k::StaticK::new(*k)),
-            PolicyConfig::BatchTable { table } => Box::new(batch_table::BatchTable::new(table.clone())),
-            PolicyConfig::Threshold { confidence, k_max } => Box::new(threshold::ConfidenceThreshold::new(*confidence, *k_max)),
-            PolicyConfig::Smartspec { k_max, alpha0, bias } => Box::new(smartspec::SmartSpec::new(*k_max, *alpha0, *bias)),
-            PolicyConfig::Specserve { k_max, elimination, slo_aware } => {
-                Box::new(specserve::SpecServe::new(*k_max, *elimination, *slo_aware))
+            PolicyConfig::BatchTable { table } => {
+                Box::new(batch_table::BatchTable::new(table.clone()))
             }
+            PolicyConfig::Threshold { confidence, k_max } => {
+                Box::new(threshold::ConfidenceThreshold::new(*confidence, *k_max))
+            }
+            PolicyConfig::Smartspec {
+                k_max,
+                alpha0,
+                bias,
+            } => Box::new(smartspec::SmartSpec::new(*k_max, *alpha0, *bias)),
+            PolicyConfig::Specserve {
+                k_max,
+                elimination,
+                slo_aware,
+            } => Box::new(specserve::SpecServe::new(*k_max, *elimination, *slo_aware)),
             PolicyConfig::Oracle { k_max } => Box::new(oracle::Oracle::new(*k_max)),
         }
     }
@@ -240,7 +264,9 @@ impl PolicyConfig {
     /// Checks parameter ranges; the message names the field.
     pub fn validate(&self) -> Result<(), String> {
         match self {
-            PolicyConfig::Static { k } if *k > 64 => Err(format!("static: k = {k} is larger than 64")),
+            PolicyConfig::Static { k } if *k > 64 => {
+                Err(format!("static: k = {k} is larger than 64"))
+            }
             PolicyConfig::BatchTable { table } => {
                 if table.is_empty() {
                     return Err("batch_table: table is empty".into());
@@ -250,11 +276,15 @@ impl PolicyConfig {
                 }
                 Ok(())
             }
-            PolicyConfig::Threshold { confidence, .. } if !(0.0..=1.0).contains(confidence) => {
-                Err(format!("threshold: confidence = {confidence} is outside [0, 1]"))
-            }
-            PolicyConfig::Smartspec { alpha0, bias, .. } if !(0.0..1.0).contains(alpha0) || *bias <= 0.0 => {
-                Err(format!("smartspec: need 0 <= alpha0 < 1 and bias > 0 (got {alpha0}, {bias})"))
+            PolicyConfig::Threshold { confidence, .. } if !(0.0..=1.0).contains(confidence) => Err(
+                format!("threshold: confidence = {confidence} is outside [0, 1]"),
+            ),
+            PolicyConfig::Smartspec { alpha0, bias, .. }
+                if !(0.0..1.0).contains(alpha0) || *bias <= 0.0 =>
+            {
+                Err(format!(
+                    "smartspec: need 0 <= alpha0 < 1 and bias > 0 (got {alpha0}, {bias})"
+                ))
             }
             _ => Ok(()),
         }
@@ -268,13 +298,40 @@ pub(crate) mod testutil {
     use crate::cost::FixedCost;
 
     /// Fixed cost: draft 1 ms + 0.1 ms/seq, target 10 ms + 0.5 ms/token.
-    pub const COST: FixedCost = FixedCost { draft_base: 1_000_000, draft_per_seq: 100_000, target_base: 10_000_000, target_per_token: 500_000 };
+    pub const COST: FixedCost = FixedCost {
+        draft_base: 1_000_000,
+        draft_per_seq: 100_000,
+        target_base: 10_000_000,
+        target_per_token: 500_000,
+    };
 
     pub fn seqs(n: usize) -> Vec<SeqView> {
-        vec![SeqView { context_tokens: 100, max_draft: 16, tokens_out: 10, decode_elapsed_ns: 0, tpot_slo_ns: None }; n]
+        vec![
+            SeqView {
+                context_tokens: 100,
+                max_draft: 16,
+                tokens_out: 10,
+                decode_elapsed_ns: 0,
+                tpot_slo_ns: None
+            };
+            n
+        ]
     }
 
-    pub fn view<'a>(seqs: &'a [SeqView], conf: &'a [Vec<f32>], active: &'a [bool], position: u32) -> DraftView<'a> {
-        DraftView { now: 0, position, seqs, confidences: conf, active, cost: &COST, lookahead: None }
+    pub fn view<'a>(
+        seqs: &'a [SeqView],
+        conf: &'a [Vec<f32>],
+        active: &'a [bool],
+        position: u32,
+    ) -> DraftView<'a> {
+        DraftView {
+            now: 0,
+            position,
+            seqs,
+            confidences: conf,
+            active,
+            cost: &COST,
+            lookahead: None,
+        }
     }
 }

@@ -14,14 +14,22 @@ pub struct Oracle {
 impl Oracle {
     /// An oracle drafting at most `k_max` tokens.
     pub fn new(k_max: u32) -> Self {
-        Oracle { k_max, plan: Vec::new() }
+        Oracle {
+            k_max,
+            plan: Vec::new(),
+        }
     }
 
     /// Per-sequence draft lengths: `min(run_i, K, cap_i)` for the K maximising emitted tokens per second.
     pub fn plan(&self, view: &DraftView, runs: &[u32]) -> Vec<u32> {
         let mut best: (f64, Vec<u32>) = (f64::MIN, vec![0; view.seqs.len()]);
         for cap in 0..=self.k_max {
-            let k: Vec<u32> = view.seqs.iter().zip(runs).map(|(s, &r)| r.min(cap).min(s.max_draft)).collect();
+            let k: Vec<u32> = view
+                .seqs
+                .iter()
+                .zip(runs)
+                .map(|(s, &r)| r.min(cap).min(s.max_draft))
+                .collect();
             let emitted: u32 = k.iter().map(|&ki| ki + 1).sum();
             let rate = emitted as f64 / view.predict_step_ns(&k).max(1) as f64;
             if rate > best.0 {

@@ -28,7 +28,13 @@ pub struct SmartSpec {
 impl SmartSpec {
     /// SmartSpec with at most `k_max` drafts, initial acceptance `alpha0` and bias toward k = 0.
     pub fn new(k_max: u32, alpha0: f64, bias: f64) -> Self {
-        SmartSpec { k_max, bias, successes: alpha0 * PRIOR_TOKENS, failures: (1.0 - alpha0) * PRIOR_TOKENS, chosen: 0 }
+        SmartSpec {
+            k_max,
+            bias,
+            successes: alpha0 * PRIOR_TOKENS,
+            failures: (1.0 - alpha0) * PRIOR_TOKENS,
+            chosen: 0,
+        }
     }
 
     /// Current acceptance-rate estimate: the maximum-likelihood α of a truncated geometric run model.
@@ -126,7 +132,13 @@ mod tests {
         let mut p = SmartSpec::new(8, 0.7, 1.1);
         for _ in 0..500 {
             // 4 drafted, 1 accepted then a rejection: alpha MLE = 1 / (1 + 1) = 0.5.
-            p.observe(&StepOutcome { seqs: &[SeqOutcome { drafted: 4, accepted: 1 }], step_ns: 1 });
+            p.observe(&StepOutcome {
+                seqs: &[SeqOutcome {
+                    drafted: 4,
+                    accepted: 1,
+                }],
+                step_ns: 1,
+            });
         }
         assert!((p.alpha() - 0.5).abs() < 1e-3, "{}", p.alpha());
     }

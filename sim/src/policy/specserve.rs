@@ -14,11 +14,35 @@
 //!   making it worse: the chosen k sits left of the efficiency optimum when that request is at risk.
 
 use super::{DraftView, SpeculationPolicy};
+use crate::cost::BatchShape;
+use crate::time::Nanos;
 
 /// Starting running mean confidence, as in the paper.
 const ALPHA_BAR_0: f64 = 0.6;
 /// Weight of each new confidence in the running mean: follows drift over a few hundred tokens.
 const ALPHA_BAR_WEIGHT: f64 = 0.01;
+
+/// Incremental per-step state: the efficiency model is updated by one position at a time, so each
+/// decision costs O(batch) instead of re-evaluating the whole plan.
+#[derive(Debug, Default)]
+struct StepState {
+    /// Cumulative confidence of each sequence's last drafted token (1 before drafting).
+    cum: Vec<f64>,
+    /// Σ_j c_ij over the tokens drafted so far.
+    sum_c: Vec<f64>,
+    /// Draft tokens accounted for per sequence.
+    drafted: Vec<u32>,
+    /// Expected emitted tokens of the current plan, `B + Σ_i sum_c[i]`.
+    expected: f64,
+    /// Shape of the verification forward of the current plan.
+    verify: BatchShape,
+    /// Predicted time of the draft positions already decided.
+    draft_ns: Nanos,
+    /// Predicted time of the position just decided (added once its tokens show up).
+    pending_draft_ns: Nanos,
+    /// The request closest to its TPOT SLO (fixed for the step).
+    tightest: Option<usize>,
+}
 
 /// The SpecServe adaptive policy.
 #[derive(Debug)]
@@ -27,15 +51,19 @@ pub struct SpecServe {
     elimination: bool,
     slo_aware: bool,
     alpha_bar: f64,
-    /// Scratch: per-sequence draft lengths of the current and candidate plans.
-    k_now: Vec<u32>,
-    k_next: Vec<u32>,
+    step: StepState,
 }
 
 impl SpecServe {
     /// SpecServe with at most `k_max` drafts; `elimination` and `slo_aware` switch the two refinements.
     pub fn new(k_max: u32, elimination: bool, slo_aware: bool) -> Self {
-        SpecServe { k_max, elimination, slo_aware, alpha_bar: ALPHA_BAR_0, k_now: Vec::new(), k_next: Vec::new() }
+        SpecServe {
+            k_max,
+            elimination,
+            slo_aware,
+            alpha_bar: ALPHA_BAR_0,
+            step: StepState::default(),
+        }
     }
 
     /// The running mean confidence used to extrapolate undrafted positions.
@@ -46,7 +74,9 @@ impl SpecServe {
     /// Expected emitted tokens for per-sequence lengths `k` (drafted positions use real confidences,
     /// later ones are extrapolated with ᾱ).
     pub fn expected_tokens(&self, view: &DraftView, k: &[u32]) -> f64 {
-        (0..k.len()).map(|i| 1.0 + self.seq_expected_drafts(view, i, k[i])).sum()
+        (0..k.len())
+            .map(|i| 1.0 + self.seq_expected_drafts(view, i, k[i]))
+            .sum()
     }
 
     /// `Σ_{j≤k} c_ij` for sequence `i`.
@@ -74,21 +104,59 @@ impl SpecServe {
         best.map(|b| b.0)
     }
 
-    /// Predicted per-token latency of sequence `i` under plan `k` taking `t` ns.
-    fn per_token_latency(&self, view: &DraftView, i: usize, k: &[u32], t: f64) -> f64 {
-        t / (1.0 + self.seq_expected_drafts(view, i, k[i]))
+    /// Starts a step: nothing drafted, verification of one token per sequence.
+    fn begin_step(&mut self, view: &DraftView) {
+        let n = view.seqs.len();
+        let st = &mut self.step;
+        st.cum.clear();
+        st.cum.resize(n, 1.0);
+        st.sum_c.clear();
+        st.sum_c.resize(n, 0.0);
+        st.drafted.clear();
+        st.drafted.resize(n, 0);
+        st.expected = n as f64;
+        st.verify = view.seqs.iter().fold(BatchShape::default(), |acc, s| {
+            acc.merge(BatchShape::one(s.context_tokens, 1, false, 1))
+        });
+        st.draft_ns = 0;
+        st.pending_draft_ns = 0;
+        st.tightest = if self.slo_aware {
+            Self::tightest(view)
+        } else {
+            None
+        };
     }
 
-    fn update_alpha_bar(&mut self, view: &DraftView) {
-        if view.position == 0 {
-            return;
-        }
-        for (i, c) in view.confidences.iter().enumerate() {
-            if view.active[i] && c.len() == view.position as usize {
-                let p = c[c.len() - 1] as f64;
+    /// Folds the confidences drafted since the last call into the plan, and the running mean ᾱ.
+    fn absorb_drafted(&mut self, view: &DraftView) {
+        let st = &mut self.step;
+        st.draft_ns += std::mem::take(&mut st.pending_draft_ns);
+        for (i, conf) in view.confidences.iter().enumerate() {
+            while (st.drafted[i] as usize) < conf.len() {
+                let p = conf[st.drafted[i] as usize] as f64;
                 self.alpha_bar += ALPHA_BAR_WEIGHT * (p - self.alpha_bar);
+                st.cum[i] *= p;
+                st.sum_c[i] += st.cum[i];
+                st.expected += st.cum[i];
+                st.verify = st
+                    .verify
+                    .merge(verify_token(view.seqs[i].context_tokens, st.drafted[i]));
+                st.drafted[i] += 1;
             }
         }
+    }
+}
+
+/// The extra verification work of sequence with `ctx` tokens of context when it verifies one more draft
+/// token after `drafted` ones: one new token attending to `ctx + drafted + 2` entries.
+fn verify_token(ctx: u32, drafted: u32) -> BatchShape {
+    BatchShape {
+        seqs: 0,
+        new_tokens: 1,
+        prefill_tokens: 0,
+        context_tokens: 1,
+        logit_positions: 1,
+        attended: ctx as u64 + drafted as u64 + 2,
     }
 }
 
@@ -106,35 +174,54 @@ impl SpeculationPolicy for SpecServe {
     }
 
     fn draft_next(&mut self, view: &DraftView, keep: &mut [bool]) {
-        self.update_alpha_bar(view);
+        let fresh = view.position == 0 || self.step.drafted.len() != view.seqs.len();
+        if fresh {
+            self.begin_step(view);
+        }
+        self.absorb_drafted(view);
+        if fresh && view.position > 0 {
+            // Joined mid-step (not in the engine's calling sequence, but cheap to support): the drafting
+            // already done is predicted from the plan.
+            let k = self.step.drafted.clone();
+            self.step.draft_ns = view.predict_step_ns(&k) - view.predict_verify_ns(&k);
+        }
         if view.position >= self.k_max || !keep.iter().any(|&k| k) {
             keep.fill(false);
             return;
         }
-        self.k_now.clear();
-        self.k_now.extend(view.confidences.iter().map(|c| c.len() as u32));
-        self.k_next.clone_from(&self.k_now);
-        for (i, &k) in keep.iter().enumerate() {
-            if k {
-                self.k_next[i] += 1;
-            }
+        let st = &self.step;
+        let mut draft_shape = BatchShape::default();
+        let mut verify_next = st.verify;
+        let mut expected_next = st.expected;
+        for (i, _) in keep.iter().enumerate().filter(|(_, &k)| k) {
+            let ctx = view.seqs[i].context_tokens;
+            draft_shape = draft_shape.merge(BatchShape::one(ctx + view.position, 1, false, 1));
+            verify_next = verify_next.merge(verify_token(ctx, st.drafted[i]));
+            expected_next += st.cum[i] * self.alpha_bar;
         }
-        let t_now = view.predict_step_ns(&self.k_now).max(1) as f64;
-        let t_next = view.predict_step_ns(&self.k_next).max(1) as f64;
-        let eff_now = self.expected_tokens(view, &self.k_now) / t_now;
-        let eff_next = self.expected_tokens(view, &self.k_next) / t_next;
-        let mut go = eff_next > eff_now;
-        if go && self.slo_aware {
-            if let Some(i) = Self::tightest(view) {
+        let t_draft = view.cost.draft_step(&draft_shape);
+        let t_now = (st.draft_ns + view.cost.target_step(&st.verify)).max(1) as f64;
+        let t_next = (st.draft_ns + t_draft + view.cost.target_step(&verify_next)).max(1) as f64;
+        let mut go = expected_next / t_next > st.expected / t_now;
+        if go {
+            if let Some(i) = st.tightest {
+                // Per-token latency of the tightest request now and with one more draft position.
                 let slo = view.seqs[i].tpot_slo_ns.unwrap_or(u64::MAX) as f64;
-                let l_now = self.per_token_latency(view, i, &self.k_now, t_now);
-                let l_next = self.per_token_latency(view, i, &self.k_next, t_next);
+                let l_now = t_now / (1.0 + st.sum_c[i]);
+                let extra = if keep[i] {
+                    st.cum[i] * self.alpha_bar
+                } else {
+                    0.0
+                };
+                let l_next = t_next / (1.0 + st.sum_c[i] + extra);
                 if l_next > slo && l_next > l_now {
                     go = false;
                 }
             }
         }
-        if !go {
+        if go {
+            self.step.pending_draft_ns = t_draft;
+        } else {
             keep.fill(false);
         }
     }
@@ -143,7 +230,9 @@ impl SpeculationPolicy for SpecServe {
         if !self.elimination {
             return;
         }
-        let draft_ns = view.predict_step_ns(k).saturating_sub(view.predict_verify_ns(k)) as f64;
+        let draft_ns = view
+            .predict_step_ns(k)
+            .saturating_sub(view.predict_verify_ns(k)) as f64;
         let mut e = self.expected_tokens(view, k);
         let mut eff = e / (draft_ns + view.predict_verify_ns(k) as f64).max(1.0);
         loop {
@@ -174,8 +263,7 @@ mod tests {
     use super::super::testutil::*;
     use super::super::SeqView;
     use super::*;
-    use crate::cost::{BatchShape, CostModel};
-    use crate::time::Nanos;
+    use crate::cost::CostModel;
 
     #[test]
     fn stops_where_the_hand_computed_marginal_efficiency_falls() {
@@ -192,8 +280,6 @@ mod tests {
         for (pos, conf) in conf_at.iter().enumerate() {
             let c = vec![conf.clone()];
             let mut keep = [true];
-            // Keep alpha_bar at its start value for the hand computation.
-            p.alpha_bar = ALPHA_BAR_0;
             p.draft_next(&view(&s, &c, &[true], pos as u32), &mut keep);
             assert_eq!(keep[0], pos < 3, "position {pos}");
         }
@@ -217,7 +303,15 @@ mod tests {
         }
         let s = seqs(1);
         let c = vec![vec![]];
-        let v = DraftView { now: 0, position: 0, seqs: &s, confidences: &c, active: &[true], cost: &Slow, lookahead: None };
+        let v = DraftView {
+            now: 0,
+            position: 0,
+            seqs: &s,
+            confidences: &c,
+            active: &[true],
+            cost: &Slow,
+            lookahead: None,
+        };
         let mut keep = [true];
         SpecServe::new(8, true, true).draft_next(&v, &mut keep);
         assert!(!keep[0]);
@@ -247,7 +341,15 @@ mod tests {
         // 20 ms, E falls -> keep. So nothing is dropped with these confidences...
         let s = seqs(2);
         let conf = vec![vec![0.9f32, 0.9], vec![0.9, 0.1]];
-        let v = DraftView { now: 0, position: 2, seqs: &s, confidences: &conf, active: &[true, true], cost: &Bucketed, lookahead: None };
+        let v = DraftView {
+            now: 0,
+            position: 2,
+            seqs: &s,
+            confidences: &conf,
+            active: &[true, true],
+            cost: &Bucketed,
+            lookahead: None,
+        };
         let mut k = [2u32, 2];
         SpecServe::new(8, true, false).finalize(&v, &mut k);
         // E = 2 + (0.9 + 0.81) + (0.9 + 0.09) = 4.7, T = 22 -> 0.2136. Drop 0.09: E 4.61, verify 5 tok
@@ -258,7 +360,15 @@ mod tests {
         // -> 0.2321. Drop seq 1's only token (c = 0.9)? The least is seq 0's tail 0.729: E 4.61, verify 5
         // tokens = 20 ms -> 0.2004: worse, stop.
         let conf = vec![vec![0.9f32, 0.9, 0.9], vec![0.9]];
-        let v = DraftView { now: 0, position: 3, seqs: &s, confidences: &conf, active: &[true, true], cost: &Bucketed, lookahead: None };
+        let v = DraftView {
+            now: 0,
+            position: 3,
+            seqs: &s,
+            confidences: &conf,
+            active: &[true, true],
+            cost: &Bucketed,
+            lookahead: None,
+        };
         let mut k = [3u32, 1];
         SpecServe::new(8, true, false).finalize(&v, &mut k);
         assert_eq!(k, [3, 1]);
@@ -268,7 +378,15 @@ mod tests {
         // E = 3.2 -> 3.2 / 12 = 0.2667 >= 0.1475: dropped. Next least is 0.3 (seq 1): E 2.9, verify 3
         // tokens = 10 ms -> 0.2417 < 0.2667: stop.
         let conf = vec![vec![0.9f32, 0.05], vec![0.3]];
-        let v = DraftView { now: 0, position: 2, seqs: &s, confidences: &conf, active: &[true, true], cost: &Bucketed, lookahead: None };
+        let v = DraftView {
+            now: 0,
+            position: 2,
+            seqs: &s,
+            confidences: &conf,
+            active: &[true, true],
+            cost: &Bucketed,
+            lookahead: None,
+        };
         let mut k = [2u32, 1];
         SpecServe::new(8, true, false).finalize(&v, &mut k);
         assert_eq!(k, [1, 1]);
@@ -283,7 +401,12 @@ mod tests {
         //   B's per-token latency: 13.2 / 1.1 = 12.0 ms -> 15.4 / 1.16 = 13.28 ms (> 12.5 and worse)
         // so the plain adaptive drafter continues and the SLO-aware one stops.
         let mut s = seqs(2);
-        s[1] = SeqView { tpot_slo_ns: Some(12_500_000), tokens_out: 11, decode_elapsed_ns: 110_000_000, ..s[1] };
+        s[1] = SeqView {
+            tpot_slo_ns: Some(12_500_000),
+            tokens_out: 11,
+            decode_elapsed_ns: 110_000_000,
+            ..s[1]
+        };
         let c = vec![vec![0.95f32], vec![0.1]];
         let mut keep = [true, true];
         SpecServe::new(8, false, false).draft_next(&view(&s, &c, &[true, true], 1), &mut keep);

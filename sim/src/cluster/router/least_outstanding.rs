@@ -11,6 +11,9 @@ pub struct LeastOutstanding;
 
 impl Router for LeastOutstanding {
     fn route(&mut self, _req: &RequestSpec, loads: &[ReplicaLoad], _rng: &mut SimRng) -> Routed {
-        Routed { replica: argmin(loads, |l| l.outstanding as u64), reason: "fewest outstanding requests" }
+        Routed {
+            replica: argmin(loads, |l| l.outstanding as u64),
+            reason: "fewest outstanding requests",
+        }
     }
 }

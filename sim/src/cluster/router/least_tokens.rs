@@ -11,6 +11,9 @@ pub struct LeastTokens;
 
 impl Router for LeastTokens {
     fn route(&mut self, _req: &RequestSpec, loads: &[ReplicaLoad], _rng: &mut SimRng) -> Routed {
-        Routed { replica: argmin(loads, |l| l.outstanding_tokens), reason: "fewest outstanding tokens" }
+        Routed {
+            replica: argmin(loads, |l| l.outstanding_tokens),
+            reason: "fewest outstanding tokens",
+        }
     }
 }

@@ -14,6 +14,9 @@ impl Router for RoundRobin {
     fn route(&mut self, _req: &RequestSpec, loads: &[ReplicaLoad], _rng: &mut SimRng) -> Routed {
         let r = self.next % loads.len();
         self.next = r + 1;
-        Routed { replica: r, reason: "next in turn" }
+        Routed {
+            replica: r,
+            reason: "next in turn",
+        }
     }
 }
