@@ -17,17 +17,26 @@ pub struct ChatMessage {
 impl ChatMessage {
     /// A user message.
     pub fn user(content: impl Into<String>) -> Self {
-        ChatMessage { role: "user".into(), content: content.into() }
+        ChatMessage {
+            role: "user".into(),
+            content: content.into(),
+        }
     }
 
     /// A system message.
     pub fn system(content: impl Into<String>) -> Self {
-        ChatMessage { role: "system".into(), content: content.into() }
+        ChatMessage {
+            role: "system".into(),
+            content: content.into(),
+        }
     }
 
     /// An assistant message.
     pub fn assistant(content: impl Into<String>) -> Self {
-        ChatMessage { role: "assistant".into(), content: content.into() }
+        ChatMessage {
+            role: "assistant".into(),
+            content: content.into(),
+        }
     }
 }
 
@@ -59,11 +68,17 @@ impl ChatTemplate {
     /// Picks the template for a GGUF file's `tokenizer.chat_template` source. Files without a template,
     /// or with an unrecognised one, get ChatML without a default system prompt.
     pub fn from_gguf_template(source: Option<&str>) -> Self {
-        ChatTemplate::ChatMl { default_system: source.and_then(default_system_prompt) }
+        ChatTemplate::ChatMl {
+            default_system: source.and_then(default_system_prompt),
+        }
     }
 
     /// Renders messages; with `add_generation_prompt` the text ends with the opening of the assistant turn.
-    pub fn render(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String, ChatError> {
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+    ) -> Result<String, ChatError> {
         if messages.is_empty() {
             return Err(ChatError::Empty);
         }
@@ -126,7 +141,9 @@ mod tests {
     #[test]
     fn qwen_default_system_prompt_is_read_from_the_template() {
         let t = ChatTemplate::from_gguf_template(Some(QWEN_TEMPLATE));
-        let out = t.render(&[ChatMessage::user("Write hello world in C.")], true).unwrap();
+        let out = t
+            .render(&[ChatMessage::user("Write hello world in C.")], true)
+            .unwrap();
         assert_eq!(
             out,
             "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n\
@@ -137,7 +154,11 @@ mod tests {
     #[test]
     fn explicit_system_message_replaces_the_default() {
         let t = ChatTemplate::from_gguf_template(Some(QWEN_TEMPLATE));
-        let msgs = [ChatMessage::system("Be terse."), ChatMessage::user("2+2?"), ChatMessage::assistant("4")];
+        let msgs = [
+            ChatMessage::system("Be terse."),
+            ChatMessage::user("2+2?"),
+            ChatMessage::assistant("4"),
+        ];
         let out = t.render(&msgs, false).unwrap();
         assert_eq!(
             out,
@@ -148,7 +169,10 @@ mod tests {
     #[test]
     fn no_template_means_no_default_system() {
         let t = ChatTemplate::from_gguf_template(None);
-        assert_eq!(t.render(&[ChatMessage::user("hi")], true).unwrap(), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            t.render(&[ChatMessage::user("hi")], true).unwrap(),
+            "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]
@@ -158,7 +182,9 @@ mod tests {
         assert_eq!(
             t,
             ChatTemplate::ChatMl {
-                default_system: Some("You are a helpful AI assistant named SmolLM, trained by Hugging Face".into())
+                default_system: Some(
+                    "You are a helpful AI assistant named SmolLM, trained by Hugging Face".into()
+                )
             }
         );
     }
@@ -167,7 +193,13 @@ mod tests {
     fn bad_roles_and_empty_conversations_are_errors() {
         let t = ChatTemplate::from_gguf_template(None);
         assert_eq!(t.render(&[], true), Err(ChatError::Empty));
-        let m = ChatMessage { role: "wizard".into(), content: "x".into() };
-        assert_eq!(t.render(&[m], true), Err(ChatError::BadRole("wizard".into())));
+        let m = ChatMessage {
+            role: "wizard".into(),
+            content: "x".into(),
+        };
+        assert_eq!(
+            t.render(&[m], true),
+            Err(ChatError::BadRole("wizard".into()))
+        );
     }
 }

@@ -103,10 +103,21 @@ fn get<'a>(md: &'a HashMap<String, Value>, key: &'static str) -> Result<&'a Valu
     md.get(key).ok_or(TokenizerError::MissingKey(key))
 }
 
-fn string_array(md: &HashMap<String, Value>, key: &'static str) -> Result<Vec<String>, TokenizerError> {
-    let arr = get(md, key)?.to_vec().map_err(|e| TokenizerError::BadKey { key, msg: e.to_string() })?;
+fn string_array(
+    md: &HashMap<String, Value>,
+    key: &'static str,
+) -> Result<Vec<String>, TokenizerError> {
+    let arr = get(md, key)?.to_vec().map_err(|e| TokenizerError::BadKey {
+        key,
+        msg: e.to_string(),
+    })?;
     arr.iter()
-        .map(|v| v.to_string().cloned().map_err(|e| TokenizerError::BadKey { key, msg: e.to_string() }))
+        .map(|v| {
+            v.to_string().cloned().map_err(|e| TokenizerError::BadKey {
+                key,
+                msg: e.to_string(),
+            })
+        })
         .collect()
 }
 
@@ -124,12 +135,19 @@ fn int_value(v: &Value) -> Option<i64> {
     }
 }
 
-fn optional_id(md: &HashMap<String, Value>, key: &'static str, vocab: usize) -> Result<Option<u32>, TokenizerError> {
+fn optional_id(
+    md: &HashMap<String, Value>,
+    key: &'static str,
+    vocab: usize,
+) -> Result<Option<u32>, TokenizerError> {
     match md.get(key) {
         None => Ok(None),
         Some(v) => match int_value(v) {
             Some(id) if id >= 0 && (id as usize) < vocab => Ok(Some(id as u32)),
-            _ => Err(TokenizerError::BadKey { key, msg: format!("{v:?} is not a token id below {vocab}") }),
+            _ => Err(TokenizerError::BadKey {
+                key,
+                msg: format!("{v:?} is not a token id below {vocab}"),
+            }),
         },
     }
 }
@@ -137,24 +155,35 @@ fn optional_id(md: &HashMap<String, Value>, key: &'static str, vocab: usize) -> 
 impl GgufTokenizer {
     /// Reads the tokenizer from a GGUF file's metadata (tensor data is not read).
     pub fn from_gguf_file(path: &Path) -> Result<Self, TokenizerError> {
-        let err = |msg: String| TokenizerError::Gguf { path: path.display().to_string(), msg };
+        let err = |msg: String| TokenizerError::Gguf {
+            path: path.display().to_string(),
+            msg,
+        };
         let mut file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
         let content = gguf_file::Content::read(&mut file).map_err(|e| err(e.to_string()))?;
         Self::from_metadata(&content.metadata)
     }
 
     /// Reads the tokenizer from GGUF bytes held by any reader (tests write GGUF into memory).
-    pub fn from_gguf_reader<R: std::io::Read + std::io::Seek>(reader: &mut R) -> Result<Self, TokenizerError> {
-        let content = gguf_file::Content::read(reader)
-            .map_err(|e| TokenizerError::Gguf { path: "<reader>".into(), msg: e.to_string() })?;
+    pub fn from_gguf_reader<R: std::io::Read + std::io::Seek>(
+        reader: &mut R,
+    ) -> Result<Self, TokenizerError> {
+        let content = gguf_file::Content::read(reader).map_err(|e| TokenizerError::Gguf {
+            path: "<reader>".into(),
+            msg: e.to_string(),
+        })?;
         Self::from_metadata(&content.metadata)
     }
 
     /// Builds the tokenizer from GGUF metadata; see the module docs for the keys used.
     pub fn from_metadata(md: &HashMap<String, Value>) -> Result<Self, TokenizerError> {
-        let model = get(md, "tokenizer.ggml.model")?
-            .to_string()
-            .map_err(|e| TokenizerError::BadKey { key: "tokenizer.ggml.model", msg: e.to_string() })?;
+        let model =
+            get(md, "tokenizer.ggml.model")?
+                .to_string()
+                .map_err(|e| TokenizerError::BadKey {
+                    key: "tokenizer.ggml.model",
+                    msg: e.to_string(),
+                })?;
         if model != "gpt2" {
             return Err(TokenizerError::UnsupportedModel(model.clone()));
         }
@@ -162,9 +191,10 @@ impl GgufTokenizer {
         let merges_raw = string_array(md, "tokenizer.ggml.merges")?;
         let types: Vec<i64> = match md.get("tokenizer.ggml.token_type") {
             Some(v) => {
-                let arr = v
-                    .to_vec()
-                    .map_err(|e| TokenizerError::BadKey { key: "tokenizer.ggml.token_type", msg: e.to_string() })?;
+                let arr = v.to_vec().map_err(|e| TokenizerError::BadKey {
+                    key: "tokenizer.ggml.token_type",
+                    msg: e.to_string(),
+                })?;
                 arr.iter().map(|t| int_value(t).unwrap_or(1)).collect()
             }
             None => vec![1; tokens.len()],
@@ -175,7 +205,11 @@ impl GgufTokenizer {
                 msg: format!("{} types for {} tokens", types.len(), tokens.len()),
             });
         }
-        let pre = md.get("tokenizer.ggml.pre").and_then(|v| v.to_string().ok()).map(String::as_str).unwrap_or("default");
+        let pre = md
+            .get("tokenizer.ggml.pre")
+            .and_then(|v| v.to_string().ok())
+            .map(String::as_str)
+            .unwrap_or("default");
 
         let mut vocab = Vocab::default();
         vocab.reserve(tokens.len());
@@ -193,7 +227,10 @@ impl GgufTokenizer {
             };
             merges.push((a.to_string(), b.to_string()));
         }
-        let bpe = BPE::builder().vocab_and_merges(vocab, merges).build().map_err(TokenizerError::tk)?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(TokenizerError::tk)?;
 
         let mut tk = Tokenizer::new(bpe);
         let pre_tokenizer: PreTokenizerWrapper = match pre {
@@ -205,11 +242,17 @@ impl GgufTokenizer {
                     false,
                 )
                 .map_err(TokenizerError::tk)?;
-                Sequence::new(vec![split.into(), ByteLevel::new(false, false, false).into()]).into()
+                Sequence::new(vec![
+                    split.into(),
+                    ByteLevel::new(false, false, false).into(),
+                ])
+                .into()
             }
-            "smollm" => {
-                Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, false, true).into()]).into()
-            }
+            "smollm" => Sequence::new(vec![
+                Digits::new(true).into(),
+                ByteLevel::new(false, false, true).into(),
+            ])
+            .into(),
             _ => ByteLevel::new(false, false, true).into(),
         };
         tk.with_pre_tokenizer(Some(pre_tokenizer));
@@ -224,7 +267,9 @@ impl GgufTokenizer {
         tk.add_special_tokens(added).map_err(TokenizerError::tk)?;
 
         let n = tokens.len();
-        let template_src = md.get("tokenizer.chat_template").and_then(|v| v.to_string().ok());
+        let template_src = md
+            .get("tokenizer.chat_template")
+            .and_then(|v| v.to_string().ok());
         let chat_template = ChatTemplate::from_gguf_template(template_src.map(String::as_str));
         let mut eos_ids = Vec::new();
         if let Some(id) = optional_id(md, "tokenizer.ggml.eos_token_id", n)? {
@@ -239,14 +284,27 @@ impl GgufTokenizer {
             }
         }
         let bos_id = optional_id(md, "tokenizer.ggml.bos_token_id", n)?;
-        let add_bos = md.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
-        Ok(GgufTokenizer { inner: tk, eos_ids, bos_id, add_bos, chat_template, vocab_size: n })
+        let add_bos = md
+            .get("tokenizer.ggml.add_bos_token")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(false);
+        Ok(GgufTokenizer {
+            inner: tk,
+            eos_ids,
+            bos_id,
+            add_bos,
+            chat_template,
+            vocab_size: n,
+        })
     }
 
     /// Encodes text; special-token strings in it (`<|im_end|>`) become their ids. Prepends BOS when the
     /// file asks for it (`tokenizer.ggml.add_bos_token`).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let enc = self.inner.encode_fast(text, false).map_err(TokenizerError::tk)?;
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(TokenizerError::tk)?;
         let mut ids = Vec::with_capacity(enc.len() + 1);
         if self.add_bos {
             if let Some(b) = self.bos_id {
@@ -261,9 +319,14 @@ impl GgufTokenizer {
     /// vocabulary are an error.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
         if let Some(bad) = ids.iter().find(|&&i| i as usize >= self.vocab_size) {
-            return Err(TokenizerError::Tokenizers(format!("token id {bad} is outside the vocabulary of {}", self.vocab_size)));
+            return Err(TokenizerError::Tokenizers(format!(
+                "token id {bad} is outside the vocabulary of {}",
+                self.vocab_size
+            )));
         }
-        self.inner.decode(ids, skip_special).map_err(TokenizerError::tk)
+        self.inner
+            .decode(ids, skip_special)
+            .map_err(TokenizerError::tk)
     }
 
     /// Ids that end generation (unless a request sets `ignore_eos`).
@@ -313,15 +376,24 @@ pub struct IncrementalDecoder {
 impl IncrementalDecoder {
     /// A decoder that skips control tokens when `skip_special` is true.
     pub fn new(skip_special: bool) -> Self {
-        IncrementalDecoder { skip_special, ..Default::default() }
+        IncrementalDecoder {
+            skip_special,
+            ..Default::default()
+        }
     }
 
     /// Feeds one id; returns the text it completes, if any.
     pub fn push(&mut self, tok: &GgufTokenizer, id: u32) -> Result<Option<String>, TokenizerError> {
         self.ids.push(id);
-        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset], self.skip_special)?;
+        let prefix = tok.decode(
+            &self.ids[self.prefix_offset..self.read_offset],
+            self.skip_special,
+        )?;
         let full = tok.decode(&self.ids[self.prefix_offset..], self.skip_special)?;
-        if full.len() > prefix.len() && !full.ends_with('\u{FFFD}') && full.is_char_boundary(prefix.len()) {
+        if full.len() > prefix.len()
+            && !full.ends_with('\u{FFFD}')
+            && full.is_char_boundary(prefix.len())
+        {
             let delta = full[prefix.len()..].to_string();
             self.prefix_offset = self.read_offset;
             self.read_offset = self.ids.len();
@@ -339,15 +411,20 @@ impl IncrementalDecoder {
 
     /// Text still held back at the end of generation (an incomplete character decodes to U+FFFD).
     pub fn flush(&mut self, tok: &GgufTokenizer) -> Result<String, TokenizerError> {
-        let prefix = tok.decode(&self.ids[self.prefix_offset..self.read_offset], self.skip_special)?;
+        let prefix = tok.decode(
+            &self.ids[self.prefix_offset..self.read_offset],
+            self.skip_special,
+        )?;
         let full = tok.decode(&self.ids[self.prefix_offset..], self.skip_special)?;
         self.prefix_offset = self.read_offset;
         self.read_offset = self.ids.len();
-        Ok(if full.len() > prefix.len() && full.is_char_boundary(prefix.len()) {
-            full[prefix.len()..].to_string()
-        } else {
-            String::new()
-        })
+        Ok(
+            if full.len() > prefix.len() && full.is_char_boundary(prefix.len()) {
+                full[prefix.len()..].to_string()
+            } else {
+                String::new()
+            },
+        )
     }
 }
 
@@ -363,7 +440,9 @@ pub mod fixture {
     /// GPT-2's reversible byte → character map: printable Latin-1 bytes map to themselves, the rest to
     /// U+0100 upwards in byte order.
     pub fn byte_to_char(b: u8) -> char {
-        let printable = |c: u32| (0x21..=0x7e).contains(&c) || (0xa1..=0xac).contains(&c) || (0xae..=0xff).contains(&c);
+        let printable = |c: u32| {
+            (0x21..=0x7e).contains(&c) || (0xa1..=0xac).contains(&c) || (0xae..=0xff).contains(&c)
+        };
         if printable(b as u32) {
             return char::from(b);
         }
@@ -389,8 +468,15 @@ pub mod fixture {
     pub fn metadata(pre: &str, chat_template: Option<&str>) -> Vec<(String, Value)> {
         let mut tokens: Vec<String> = (0..=255u8).map(|b| byte_to_char(b).to_string()).collect();
         let mut types: Vec<Value> = vec![Value::I32(1); 256];
-        let mut merged: Vec<(u32, String)> = MERGES.iter().map(|(a, b, id)| (*id, format!("{a}{b}"))).collect();
-        merged.extend([(265, "<|endoftext|>".to_string()), (266, "<|im_start|>".into()), (267, "<|im_end|>".into())]);
+        let mut merged: Vec<(u32, String)> = MERGES
+            .iter()
+            .map(|(a, b, id)| (*id, format!("{a}{b}")))
+            .collect();
+        merged.extend([
+            (265, "<|endoftext|>".to_string()),
+            (266, "<|im_start|>".into()),
+            (267, "<|im_end|>".into()),
+        ]);
         merged.sort_by_key(|(id, _)| *id);
         for (id, s) in merged {
             debug_assert_eq!(id as usize, tokens.len());
@@ -398,19 +484,34 @@ pub mod fixture {
             tokens.push(s);
             types.push(Value::I32(if control { 3 } else { 1 }));
         }
-        let merges = MERGES.iter().map(|(a, b, _)| Value::String(format!("{a} {b}"))).collect();
+        let merges = MERGES
+            .iter()
+            .map(|(a, b, _)| Value::String(format!("{a} {b}")))
+            .collect();
         let mut md = vec![
-            ("tokenizer.ggml.model".to_string(), Value::String("gpt2".into())),
+            (
+                "tokenizer.ggml.model".to_string(),
+                Value::String("gpt2".into()),
+            ),
             ("tokenizer.ggml.pre".to_string(), Value::String(pre.into())),
-            ("tokenizer.ggml.tokens".to_string(), Value::Array(tokens.into_iter().map(Value::String).collect())),
+            (
+                "tokenizer.ggml.tokens".to_string(),
+                Value::Array(tokens.into_iter().map(Value::String).collect()),
+            ),
             ("tokenizer.ggml.token_type".to_string(), Value::Array(types)),
             ("tokenizer.ggml.merges".to_string(), Value::Array(merges)),
             ("tokenizer.ggml.eos_token_id".to_string(), Value::U32(265)),
             ("tokenizer.ggml.bos_token_id".to_string(), Value::U32(265)),
-            ("tokenizer.ggml.add_bos_token".to_string(), Value::Bool(false)),
+            (
+                "tokenizer.ggml.add_bos_token".to_string(),
+                Value::Bool(false),
+            ),
         ];
         if let Some(t) = chat_template {
-            md.push(("tokenizer.chat_template".to_string(), Value::String(t.into())));
+            md.push((
+                "tokenizer.chat_template".to_string(),
+                Value::String(t.into()),
+            ));
         }
         md
     }
@@ -467,9 +568,19 @@ mod tests {
     #[test]
     fn round_trips_arbitrary_utf8() {
         let t = tiny("qwen2");
-        for s in ["hello world", "  tabs\tand\nnewlines\r\n", "café ünïcödé 🦀 日本語", "x = [1, 22, 333];", ""] {
+        for s in [
+            "hello world",
+            "  tabs\tand\nnewlines\r\n",
+            "café ünïcödé 🦀 日本語",
+            "x = [1, 22, 333];",
+            "",
+        ] {
             let ids = t.encode(s).unwrap();
-            assert_eq!(t.decode(&ids, false).unwrap(), s, "round trip of {s:?} via {ids:?}");
+            assert_eq!(
+                t.decode(&ids, false).unwrap(),
+                s,
+                "round trip of {s:?} via {ids:?}"
+            );
         }
         // 'é' is two bytes → two byte tokens.
         assert_eq!(t.encode("é").unwrap(), vec![0xc3, 0xa9]);
@@ -480,7 +591,10 @@ mod tests {
         let t = tiny("qwen2");
         let ids = t.encode("<|im_start|>hello<|im_end|>").unwrap();
         assert_eq!(ids, vec![266, 259, 267]);
-        assert_eq!(t.decode(&ids, false).unwrap(), "<|im_start|>hello<|im_end|>");
+        assert_eq!(
+            t.decode(&ids, false).unwrap(),
+            "<|im_start|>hello<|im_end|>"
+        );
         assert_eq!(t.decode(&ids, true).unwrap(), "hello");
         assert_eq!(t.eos_ids(), &[265, 267]);
         assert_eq!(t.token_id("<|im_end|>"), Some(267));
@@ -521,7 +635,10 @@ mod tests {
         let mut md = fixture::metadata("qwen2", None);
         md.retain(|(k, _)| k != "tokenizer.ggml.merges");
         let e = GgufTokenizer::from_gguf_reader(&mut Cursor::new(gguf_bytes(&md))).unwrap_err();
-        assert!(matches!(e, TokenizerError::MissingKey("tokenizer.ggml.merges")), "{e}");
+        assert!(
+            matches!(e, TokenizerError::MissingKey("tokenizer.ggml.merges")),
+            "{e}"
+        );
 
         let mut md = fixture::metadata("qwen2", None);
         for (k, v) in md.iter_mut() {
@@ -532,7 +649,8 @@ mod tests {
         let e = GgufTokenizer::from_gguf_reader(&mut Cursor::new(gguf_bytes(&md))).unwrap_err();
         assert!(matches!(e, TokenizerError::UnsupportedModel(_)), "{e}");
 
-        let e = GgufTokenizer::from_gguf_reader(&mut Cursor::new(b"not a gguf".to_vec())).unwrap_err();
+        let e =
+            GgufTokenizer::from_gguf_reader(&mut Cursor::new(b"not a gguf".to_vec())).unwrap_err();
         assert!(matches!(e, TokenizerError::Gguf { .. }), "{e}");
     }
 
@@ -547,7 +665,10 @@ mod tests {
     fn real_qwen_tokenizer_known_ids() {
         let path = models_dir().join("target.gguf");
         if !path.exists() {
-            eprintln!("SKIP real_qwen_tokenizer_known_ids: {} not found (run scripts/fetch-models.sh)", path.display());
+            eprintln!(
+                "SKIP real_qwen_tokenizer_known_ids: {} not found (run scripts/fetch-models.sh)",
+                path.display()
+            );
             return;
         }
         let t = GgufTokenizer::from_gguf_file(&path).expect("Qwen tokenizer");
@@ -560,7 +681,13 @@ mod tests {
         // single tokens in Qwen2's vocabulary.
         assert_eq!(t.encode("Hello, world!").unwrap(), vec![9707, 11, 1879, 0]);
         assert_eq!(t.encode("2024").unwrap().len(), 4);
-        let chat = t.chat_template().render(&[crate::chat::ChatMessage::user("hi")], true).unwrap();
-        assert!(chat.starts_with("<|im_start|>system\nYou are Qwen"), "{chat}");
+        let chat = t
+            .chat_template()
+            .render(&[crate::chat::ChatMessage::user("hi")], true)
+            .unwrap();
+        assert!(
+            chat.starts_with("<|im_start|>system\nYou are Qwen"),
+            "{chat}"
+        );
     }
 }

@@ -17,7 +17,8 @@ const WAIT: Duration = Duration::from_secs(60);
 
 struct Server {
     base: String,
-    fake: FakeGenerator,
+    fake: Option<FakeGenerator>,
+    generator: Arc<dyn Generator>,
     client: reqwest::Client,
 }
 
@@ -28,17 +29,45 @@ fn tiny_tokenizer() -> GgufTokenizer {
 
 async fn start(cfg: FakeConfig, limits: ServerLimits) -> Server {
     let fake = FakeGenerator::new(cfg);
-    let metrics = Arc::new(Metrics::default());
-    let state = AppState::new(Arc::new(fake.clone()), Arc::new(tiny_tokenizer()), limits, "tiny", metrics);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let mut s = serve_generator(Arc::new(fake.clone()), Arc::new(Metrics::default()), limits).await;
+    s.fake = Some(fake);
+    s
+}
+
+async fn serve_generator(
+    generator: Arc<dyn Generator>,
+    metrics: Arc<Metrics>,
+    limits: ServerLimits,
+) -> Server {
+    let state = AppState::new(
+        generator.clone(),
+        Arc::new(tiny_tokenizer()),
+        limits,
+        "tiny",
+        metrics,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
     let addr = listener.local_addr().expect("local addr");
     tokio::spawn(async move {
         let _ = axum::serve(listener, router(Arc::new(state))).await;
     });
-    Server { base: format!("http://{addr}"), fake, client: reqwest::Client::new() }
+    Server {
+        base: format!("http://{addr}"),
+        fake: None,
+        generator,
+        client: reqwest::Client::new(),
+    }
 }
 
 impl Server {
+    fn fake(&self) -> &FakeGenerator {
+        self.fake
+            .as_ref()
+            .expect("a server over the fake generator")
+    }
+
     async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> reqwest::Response {
         self.client
             .post(format!("{}{path}", self.base))
@@ -53,11 +82,19 @@ impl Server {
         let r = self.post(path, body.to_string()).await;
         let status = r.status().as_u16();
         let text = r.text().await.expect("body");
-        (status, serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON body {text:?}: {e}")))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON body {text:?}: {e}")),
+        )
     }
 
     async fn get_text(&self, path: &str) -> (u16, String) {
-        let r = self.client.get(format!("{}{path}", self.base)).send().await.expect("request");
+        let r = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .expect("request");
         (r.status().as_u16(), r.text().await.expect("body"))
     }
 }
@@ -68,7 +105,13 @@ async fn sse_events(mut resp: reqwest::Response) -> Vec<String> {
     while let Some(chunk) = resp.chunk().await.expect("stream chunk") {
         buf.push_str(std::str::from_utf8(&chunk).expect("utf-8 stream"));
     }
-    buf.split("\n\n").filter_map(|ev| ev.lines().find_map(|l| l.strip_prefix("data: ")).map(str::to_string)).collect()
+    buf.split("\n\n")
+        .filter_map(|ev| {
+            ev.lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .map(str::to_string)
+        })
+        .collect()
 }
 
 /// Concatenated text of completion (`text`) or chat (`delta.content`) chunks.
@@ -79,43 +122,78 @@ fn stream_text(events: &[String]) -> String {
         .filter_map(|e| {
             let v: Value = serde_json::from_str(e).ok()?;
             let c = v["choices"].get(0)?;
-            c["text"].as_str().or(c["delta"]["content"].as_str()).map(str::to_string)
+            c["text"]
+                .as_str()
+                .or(c["delta"]["content"].as_str())
+                .map(str::to_string)
         })
         .collect()
 }
 
 fn limits() -> ServerLimits {
-    ServerLimits { max_body_bytes: 4096, max_prompt_tokens: 16, max_tokens: 64, default_max_tokens: 8 }
+    ServerLimits {
+        max_body_bytes: 4096,
+        max_prompt_tokens: 16,
+        max_tokens: 64,
+        default_max_tokens: 8,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completion_echoes_prompt_with_usage() {
     let s = start(FakeConfig::default(), limits()).await;
-    let (status, v) = s.post_json("/v1/completions", json!({"prompt": "hello world", "max_tokens": 5})).await;
+    let (status, v) = s
+        .post_json(
+            "/v1/completions",
+            json!({"prompt": "hello world", "max_tokens": 5}),
+        )
+        .await;
     assert_eq!(status, 200, "{v}");
     // Prompt [259, 264]; echo of 5 tokens: hello, world, hello, world, hello.
     assert_eq!(v["choices"][0]["text"], "hello worldhello worldhello");
     assert_eq!(v["choices"][0]["finish_reason"], "length");
     assert_eq!(v["object"], "text_completion");
-    assert_eq!(v["usage"], json!({"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7}));
+    assert_eq!(
+        v["usage"],
+        json!({"prompt_tokens": 2, "completion_tokens": 5, "total_tokens": 7})
+    );
 
     // Token-id prompts work the same way.
-    let (status, v) = s.post_json("/v1/completions", json!({"prompt": [259, 264], "max_tokens": 2})).await;
+    let (status, v) = s
+        .post_json(
+            "/v1/completions",
+            json!({"prompt": [259, 264], "max_tokens": 2}),
+        )
+        .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["choices"][0]["text"], "hello world");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eos_stops_generation_unless_ignore_eos() {
-    let cfg = FakeConfig { eos_id: 267, eos_after: Some(2), ..Default::default() };
+    let cfg = FakeConfig {
+        eos_id: 267,
+        eos_after: Some(2),
+        ..Default::default()
+    };
     let s = start(cfg, limits()).await;
-    let (_, v) = s.post_json("/v1/completions", json!({"prompt": "hello world", "max_tokens": 6})).await;
+    let (_, v) = s
+        .post_json(
+            "/v1/completions",
+            json!({"prompt": "hello world", "max_tokens": 6}),
+        )
+        .await;
     // Tokens 259, 264, then <|im_end|> (skipped in text but counted).
     assert_eq!(v["choices"][0]["text"], "hello world");
     assert_eq!(v["choices"][0]["finish_reason"], "stop");
     assert_eq!(v["usage"]["completion_tokens"], 3);
 
-    let (_, v) = s.post_json("/v1/completions", json!({"prompt": "hello world", "max_tokens": 6, "ignore_eos": true})).await;
+    let (_, v) = s
+        .post_json(
+            "/v1/completions",
+            json!({"prompt": "hello world", "max_tokens": 6, "ignore_eos": true}),
+        )
+        .await;
     assert_eq!(v["choices"][0]["finish_reason"], "length");
     assert_eq!(v["usage"]["completion_tokens"], 6);
     assert_eq!(v["choices"][0]["text"], "hello worldhello worldhello world");
@@ -134,7 +212,10 @@ async fn chat_applies_the_chatml_template() {
     // = 1 + 4 + 1 + 1 + 1 + 1 + 1 + 9 + 1 = 20 tokens. The echo's first three: <|im_start|> u s → "us".
     assert_eq!(v["usage"]["prompt_tokens"], 20);
     assert_eq!(v["object"], "chat.completion");
-    assert_eq!(v["choices"][0]["message"], json!({"role": "assistant", "content": "us"}));
+    assert_eq!(
+        v["choices"][0]["message"],
+        json!({"role": "assistant", "content": "us"})
+    );
 
     // Content parts are joined; non-text parts and unknown roles are 400s.
     let parts = json!({"messages": [{"role": "user", "content": [{"type": "text", "text": "hel"}, {"type": "text", "text": "lo"}]}], "max_tokens": 3});
@@ -144,7 +225,10 @@ async fn chat_applies_the_chatml_template() {
     assert_eq!(s2.post_json("/v1/chat/completions", bad).await.0, 400);
     let bad = json!({"messages": [{"role": "wizard", "content": "x"}]});
     let (st, v) = s2.post_json("/v1/chat/completions", bad).await;
-    assert_eq!((st, v["error"]["code"].as_str()), (400, Some("invalid_messages")));
+    assert_eq!(
+        (st, v["error"]["code"].as_str()),
+        (400, Some("invalid_messages"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,13 +260,16 @@ async fn concurrent_streaming_clients_each_get_their_own_stream() {
     for t in tasks {
         t.await.expect("client task");
     }
-    assert_eq!(s.fake.finished(), 8);
-    assert_eq!(s.fake.load().kv_used_tokens, 0);
+    assert_eq!(s.fake().finished(), 8);
+    assert_eq!(s.fake().load().kv_used_tokens, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_stream_carries_role_then_content_and_whole_characters() {
-    let cfg = FakeConfig { burst: 1, ..Default::default() };
+    let cfg = FakeConfig {
+        burst: 1,
+        ..Default::default()
+    };
     let s = start(cfg, limits()).await;
     // Completion prompt "é" = bytes c3 a9; three echoed tokens c3 a9 c3: "é", then a dangling c3 byte
     // that decodes to U+FFFD only at the end.
@@ -191,14 +278,20 @@ async fn chat_stream_carries_role_then_content_and_whole_characters() {
     assert_eq!(stream_text(&events), "é\u{FFFD}");
     let texts: Vec<String> = events[..events.len() - 1]
         .iter()
-        .map(|e| serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"].as_str().unwrap().to_string())
+        .map(|e| {
+            serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     assert_eq!(texts, vec!["é".to_string(), "\u{FFFD}".to_string()]);
 
     let mut l = limits();
     l.max_prompt_tokens = 64;
     let s = start(FakeConfig::default(), l).await;
-    let body = json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": true});
+    let body =
+        json!({"messages": [{"role": "user", "content": "hi"}], "max_tokens": 3, "stream": true});
     let events = sse_events(s.post("/v1/chat/completions", body.to_string()).await).await;
     let first: Value = serde_json::from_str(&events[0]).unwrap();
     assert_eq!(first["object"], "chat.completion.chunk");
@@ -214,11 +307,14 @@ async fn malformed_requests_get_openai_shaped_400s() {
     let v: Value = r.json_body().await;
     assert_eq!(v["error"]["type"], "invalid_request_error");
     assert_eq!(v["error"]["code"], "invalid_json");
-    assert!(v["error"]["message"].as_str().unwrap().contains("invalid request body"));
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("invalid request body"));
 
     for (body, code) in [
-        (json!({"max_tokens": 3}), "invalid_json"),                          // no prompt
-        (json!({"prompt": "a", "max_tokens": "many"}), "invalid_json"),      // wrong type
+        (json!({"max_tokens": 3}), "invalid_json"), // no prompt
+        (json!({"prompt": "a", "max_tokens": "many"}), "invalid_json"), // wrong type
         (json!({"prompt": "a", "max_tokens": 0}), "invalid_value"),
         (json!({"prompt": "a", "temperature": -1.0}), "invalid_value"),
         (json!({"prompt": "a", "top_p": 0.0}), "invalid_value"),
@@ -232,8 +328,13 @@ async fn malformed_requests_get_openai_shaped_400s() {
         assert_eq!(status, 400, "{body} → {v}");
         assert_eq!(v["error"]["code"], code, "{body} → {v}");
     }
-    let (status, v) = s.post_json("/v1/chat/completions", json!({"messages": []})).await;
-    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("invalid_messages")));
+    let (status, v) = s
+        .post_json("/v1/chat/completions", json!({"messages": []}))
+        .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("invalid_messages"))
+    );
     let (status, body) = s.get_text("/v2/nothing").await;
     assert_eq!(status, 404);
     assert!(body.contains("\"error\""));
@@ -254,15 +355,30 @@ impl JsonBody for reqwest::Response {
 async fn oversize_prompts_bodies_and_max_tokens_are_refused() {
     let s = start(FakeConfig::default(), limits()).await;
     // 16 letters with no merges among them are 16 tokens: allowed; 17 are not.
-    let (status, _) = s.post_json("/v1/completions", json!({"prompt": "abcdefghijkmnpqr", "max_tokens": 1})).await;
+    let (status, _) = s
+        .post_json(
+            "/v1/completions",
+            json!({"prompt": "abcdefghijkmnpqr", "max_tokens": 1}),
+        )
+        .await;
     assert_eq!(status, 200);
-    let (status, v) = s.post_json("/v1/completions", json!({"prompt": "abcdefghijkmnpqrs", "max_tokens": 1})).await;
+    let (status, v) = s
+        .post_json(
+            "/v1/completions",
+            json!({"prompt": "abcdefghijkmnpqrs", "max_tokens": 1}),
+        )
+        .await;
     assert_eq!(status, 400);
     assert_eq!(v["error"]["code"], "context_length_exceeded");
     assert_eq!(v["error"]["param"], "prompt");
 
-    let (status, v) = s.post_json("/v1/completions", json!({"prompt": "a", "max_tokens": 65})).await;
-    assert_eq!((status, v["error"]["code"].as_str()), (400, Some("max_tokens_too_large")));
+    let (status, v) = s
+        .post_json("/v1/completions", json!({"prompt": "a", "max_tokens": 65}))
+        .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (400, Some("max_tokens_too_large"))
+    );
 
     // Bodies over 4096 bytes: 413 in the same error shape.
     let big = json!({"prompt": "a".repeat(5000)}).to_string();
@@ -270,58 +386,86 @@ async fn oversize_prompts_bodies_and_max_tokens_are_refused() {
     assert_eq!(r.status().as_u16(), 413);
     let v: Value = r.json_body().await;
     assert_eq!(v["error"]["code"], "body_too_large");
-    assert_eq!(s.fake.finished(), 1);
+    assert_eq!(s.fake().finished(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnect_mid_stream_cancels_and_frees_kv() {
     // Two tokens flow, the third waits on the gate: the stream is parked mid-generation.
-    let cfg = FakeConfig { burst: 1, free_tokens: Some(2), ..Default::default() };
+    let cfg = FakeConfig {
+        burst: 1,
+        free_tokens: Some(2),
+        ..Default::default()
+    };
     let s = start(cfg, limits()).await;
     let body = json!({"prompt": "hello world", "max_tokens": 50, "stream": true});
     let mut resp = s.post("/v1/completions", body.to_string()).await;
     assert_eq!(resp.status().as_u16(), 200);
     let first = resp.chunk().await.expect("chunk").expect("a first event");
     assert!(std::str::from_utf8(&first).unwrap().contains("hello"));
-    tokio::time::timeout(WAIT, s.fake.wait_until(|f| f.load().kv_used_tokens == 4)).await.expect("prompt 2 + 2 tokens in KV");
-    assert_eq!(s.fake.load().in_flight, 1);
+    tokio::time::timeout(WAIT, s.fake().wait_until(|f| f.load().kv_used_tokens == 4))
+        .await
+        .expect("prompt 2 + 2 tokens in KV");
+    assert_eq!(s.fake().load().in_flight, 1);
 
     drop(resp); // the client goes away mid-stream
 
-    tokio::time::timeout(WAIT, s.fake.wait_until(|f| f.cancelled() == 1 && f.load().in_flight == 0))
-        .await
-        .expect("the generator observes the cancellation");
-    assert_eq!(s.fake.load().kv_used_tokens, 0);
-    assert_eq!(s.fake.finished(), 0);
+    tokio::time::timeout(
+        WAIT,
+        s.fake()
+            .wait_until(|f| f.cancelled() == 1 && f.load().in_flight == 0),
+    )
+    .await
+    .expect("the generator observes the cancellation");
+    assert_eq!(s.fake().load().kv_used_tokens, 0);
+    assert_eq!(s.fake().finished(), 0);
     let (_, metrics) = s.get_text("/metrics").await;
-    assert!(metrics.contains("specsim_requests_total{endpoint=\"completions\",outcome=\"cancelled\"} 1"), "{metrics}");
+    assert!(
+        metrics
+            .contains("specsim_requests_total{endpoint=\"completions\",outcome=\"cancelled\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("specsim_kv_used_tokens 0"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_gets_429_and_recovers() {
     // Capacity 2, every token gated: two streams occupy the generator.
-    let cfg = FakeConfig { capacity: 2, free_tokens: Some(0), ..Default::default() };
+    let cfg = FakeConfig {
+        capacity: 2,
+        free_tokens: Some(0),
+        ..Default::default()
+    };
     let s = start(cfg, limits()).await;
     let body = json!({"prompt": "ab", "max_tokens": 2, "stream": true}).to_string();
     let a = s.post("/v1/completions", body.clone()).await;
     let b = s.post("/v1/completions", body.clone()).await;
     assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
-    assert_eq!(s.fake.load().in_flight, 2);
+    assert_eq!(s.fake().load().in_flight, 2);
 
-    let (status, v) = s.post_json("/v1/completions", json!({"prompt": "ab", "max_tokens": 2})).await;
+    let (status, v) = s
+        .post_json("/v1/completions", json!({"prompt": "ab", "max_tokens": 2}))
+        .await;
     assert_eq!(status, 429);
     assert_eq!(v["error"]["code"], "queue_full");
 
-    s.fake.release(4);
+    s.fake().release(4);
     assert_eq!(stream_text(&sse_events(a).await), "ab");
     assert_eq!(stream_text(&sse_events(b).await), "ab");
-    s.fake.release(2);
-    let (status, v) = s.post_json("/v1/completions", json!({"prompt": "ab", "max_tokens": 2})).await;
+    s.fake().release(2);
+    let (status, v) = s
+        .post_json("/v1/completions", json!({"prompt": "ab", "max_tokens": 2}))
+        .await;
     assert_eq!(status, 200, "{v}");
     let (_, metrics) = s.get_text("/metrics").await;
-    assert!(metrics.contains("specsim_requests_total{endpoint=\"completions\",outcome=\"rejected\"} 1"), "{metrics}");
-    assert!(metrics.contains("specsim_requests_total{endpoint=\"completions\",outcome=\"ok\"} 3"), "{metrics}");
+    assert!(
+        metrics.contains("specsim_requests_total{endpoint=\"completions\",outcome=\"rejected\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("specsim_requests_total{endpoint=\"completions\",outcome=\"ok\"} 3"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -335,11 +479,27 @@ async fn models_health_and_metrics_endpoints() {
 
     let (status, body) = s.get_text("/health").await;
     assert_eq!(status, 200);
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["status"], "ok");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["status"],
+        "ok"
+    );
 
-    let _ = s.post_json("/v1/completions", json!({"prompt": "hello world", "max_tokens": 4})).await;
-    let r = s.client.get(format!("{}/metrics", s.base)).send().await.unwrap();
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let _ = s
+        .post_json(
+            "/v1/completions",
+            json!({"prompt": "hello world", "max_tokens": 4}),
+        )
+        .await;
+    let r = s
+        .client
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let text = r.text().await.unwrap();
     for line in [
         "specsim_requests_total{endpoint=\"completions\",outcome=\"ok\"} 1",
@@ -349,6 +509,189 @@ async fn models_health_and_metrics_endpoints() {
         "specsim_time_per_output_token_seconds_count 1",
         "specsim_kv_used_tokens 0",
     ] {
-        assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in\n{text}"
+        );
     }
+}
+
+// ---- The real engine core behind the seam: engine thread + scripted echo backend ----
+
+use specsim_runtime::driver::echo::{EchoBackend, StepGate};
+use specsim_runtime::driver::{default_cost, parse_policy, spawn_engine, DriverConfig};
+use specsim_sim::engine::EngineConfig;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A server whose generator is the engine thread over `backend`, with fixture EOS ids 265 and 267.
+async fn start_engine(
+    policy: &str,
+    backend: EchoBackend,
+    max_in_flight: usize,
+) -> (Server, Arc<AtomicUsize>, Arc<Metrics>) {
+    let live = backend.live_sequences();
+    let config = DriverConfig {
+        engine: EngineConfig {
+            block_size: 16,
+            kv_blocks: Some(64),
+            max_num_seqs: 8,
+            ..EngineConfig::default()
+        },
+        policy: parse_policy(policy).expect("policy"),
+        max_in_flight,
+        eos_ids: vec![265, 267],
+    };
+    let metrics = Arc::new(Metrics::default());
+    let handle = spawn_engine(config, Arc::new(default_cost()), backend, metrics.clone())
+        .expect("engine thread");
+    let mut l = limits();
+    l.max_prompt_tokens = 64;
+    l.max_tokens = 4096;
+    (
+        serve_generator(Arc::new(handle), metrics.clone(), l).await,
+        live,
+        metrics,
+    )
+}
+
+/// Polls `cond` every 10 ms, at most `WAIT` in all; for conditions reached on another thread.
+async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..(WAIT.as_millis() / 10) {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cond()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_streams_concurrent_clients_with_speculation() {
+    let (s, live, _) = start_engine("static-3", EchoBackend::new(0.9), 16).await;
+    let s = Arc::new(s);
+    let mut tasks = Vec::new();
+    for i in 0..6u32 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = json!({"prompt": format!("k{i}z"), "max_tokens": 10, "stream": true, "stream_options": {"include_usage": true}});
+            let events = sse_events(s.post("/v1/completions", body.to_string()).await).await;
+            assert_eq!(stream_text(&events), format!("k{i}zk{i}zk{i}zk"));
+            let usage: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+            assert_eq!(usage["usage"]["completion_tokens"], 10);
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    assert!(eventually(|| s.generator.load().in_flight == 0).await);
+    let load = s.generator.load();
+    assert_eq!(
+        (load.running, load.kv_used_tokens, load.kv_capacity_tokens),
+        (0, 0, 64 * 16)
+    );
+    assert_eq!(live.load(Ordering::SeqCst), 0);
+    // Static k = 3 with every draft accepted: 10 tokens = 1 (prefill) + 4 + 4 + 1 → steps verify k = 3,
+    // 3, then 0 (one token left); acceptance is counted at positions 0..=2.
+    let (_, metrics) = s.get_text("/metrics").await;
+    assert!(
+        metrics.contains("specsim_chosen_k_total{k=\"3\"} 12"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("specsim_draft_accepted_total{position=\"2\"} 12"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("specsim_draft_tokens_total{position=\"2\"} 12"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_stops_at_eos_unless_ignore_eos() {
+    let (s, _, _) = start_engine("specserve", EchoBackend::new(0.9), 16).await;
+    // Prompt "hello<|im_end|>" = [259, 267]: the echo's second token is <|im_end|>, an EOS id.
+    let (status, v) = s
+        .post_json(
+            "/v1/completions",
+            json!({"prompt": "hello<|im_end|>", "max_tokens": 9}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["text"], "hello");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"]["completion_tokens"], 2);
+    let body = json!({"prompt": "hello<|im_end|>", "max_tokens": 5, "ignore_eos": true});
+    let (_, v) = s.post_json("/v1/completions", body).await;
+    assert_eq!(v["choices"][0]["text"], "hellohellohello");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+    assert_eq!(v["usage"]["completion_tokens"], 5);
+    // A request that can never fit in the KV cache (64 blocks of 16 tokens) is a 400, not a hang.
+    let (status, v) = s
+        .post_json(
+            "/v1/completions",
+            json!({"prompt": "a", "max_tokens": 2000}),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_disconnect_mid_stream_returns_kv_to_zero() {
+    // Two target forwards (prefill, one verify) run freely; then the engine waits at the gate.
+    let gate = StepGate::new(2);
+    let (s, live, metrics) =
+        start_engine("static-2", EchoBackend::gated(0.9, gate.clone()), 16).await;
+    let body =
+        json!({"prompt": "hello world", "max_tokens": 900, "stream": true, "ignore_eos": true});
+    let mut resp = s.post("/v1/completions", body.to_string()).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.chunk().await.expect("chunk").expect("a first event");
+    assert!(eventually(|| s.generator.load().kv_used_tokens > 0).await);
+    assert_eq!(s.generator.load().in_flight, 1);
+
+    drop(resp);
+    // The server drops its end of the stream once hyper sees the closed connection.
+    assert!(
+        eventually(|| metrics
+            .render(&Default::default())
+            .contains("outcome=\"cancelled\"} 1"))
+        .await
+    );
+    // One forward to finish the step in progress, one in which the engine stops the cancelled sequence.
+    // Without cancellation the request would need about 300 more forwards.
+    gate.release(2);
+    assert!(
+        eventually(|| s.generator.load().in_flight == 0).await,
+        "the engine retired the cancelled request"
+    );
+    let load = s.generator.load();
+    assert_eq!((load.running, load.kv_used_tokens), (0, 0));
+    assert_eq!(live.load(Ordering::SeqCst), 0);
+    gate.release(1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_queue_overflow_gets_429() {
+    let gate = StepGate::new(0);
+    let (s, _, _) = start_engine("none", EchoBackend::gated(0.9, gate.clone()), 2).await;
+    let body = json!({"prompt": "ab", "max_tokens": 2, "stream": true}).to_string();
+    let a = s.post("/v1/completions", body.clone()).await;
+    let b = s.post("/v1/completions", body.clone()).await;
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let (status, v) = s
+        .post_json("/v1/completions", json!({"prompt": "ab", "max_tokens": 2}))
+        .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (429, Some("queue_full"))
+    );
+    gate.release(1000);
+    assert_eq!(stream_text(&sse_events(a).await), "ab");
+    assert_eq!(stream_text(&sse_events(b).await), "ab");
+    assert!(eventually(|| s.generator.load().in_flight == 0).await);
+    let (status, _) = s
+        .post_json("/v1/completions", json!({"prompt": "ab", "max_tokens": 2}))
+        .await;
+    assert_eq!(status, 200);
 }

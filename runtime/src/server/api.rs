@@ -133,13 +133,34 @@ pub struct ApiError {
 
 impl ApiError {
     /// A 400 `invalid_request_error`.
-    pub fn invalid(code: &'static str, param: Option<&'static str>, message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, message: message.into(), kind: "invalid_request_error", code, param }
+    pub fn invalid(
+        code: &'static str,
+        param: Option<&'static str>,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            kind: "invalid_request_error",
+            code,
+            param,
+        }
     }
 
     /// Any status with a given type and code.
-    pub fn new(status: StatusCode, kind: &'static str, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError { status, message: message.into(), kind, code, param: None }
+    pub fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            kind,
+            code,
+            param: None,
+        }
     }
 
     /// The JSON body.

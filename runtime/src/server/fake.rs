@@ -10,7 +10,10 @@
 //! every further token waits for a permit from [`FakeGenerator::release`]. While waiting, the request
 //! watches for cancellation, so a client that disconnects is observed without any timing assumption.
 
-use super::infer::{generation_channel, FinishReason, GenEvent, GenerateRequest, Generation, GenerationSender, Generator, Load, SubmitError};
+use super::infer::{
+    generation_channel, FinishReason, GenEvent, GenerateRequest, Generation, GenerationSender,
+    Generator, Load, SubmitError,
+};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::sync::{Notify, Semaphore};
@@ -32,7 +35,13 @@ pub struct FakeConfig {
 
 impl Default for FakeConfig {
     fn default() -> Self {
-        FakeConfig { capacity: 64, burst: 3, eos_id: 0, eos_after: None, free_tokens: None }
+        FakeConfig {
+            capacity: 64,
+            burst: 3,
+            eos_id: 0,
+            eos_after: None,
+            free_tokens: None,
+        }
     }
 }
 
@@ -123,7 +132,11 @@ impl FakeGenerator {
                 }
             }
             let eos = !req.ignore_eos && shared.cfg.eos_after == Some(produced);
-            let tok = if eos { shared.cfg.eos_id } else { Self::echo_token(&req.prompt, produced) };
+            let tok = if eos {
+                shared.cfg.eos_id
+            } else {
+                Self::echo_token(&req.prompt, produced)
+            };
             batch.push(tok);
             produced += 1;
             held += 1;
@@ -140,7 +153,8 @@ impl FakeGenerator {
         };
         let delivered = match outcome {
             Some(reason) => {
-                (batch.is_empty() || tx.send(GenEvent::Tokens(batch))) && tx.send(GenEvent::Finished(reason))
+                (batch.is_empty() || tx.send(GenEvent::Tokens(batch)))
+                    && tx.send(GenEvent::Finished(reason))
             }
             None => false,
         };
@@ -163,12 +177,15 @@ impl Generator for FakeGenerator {
         let s = &self.shared;
         let admitted = s
             .in_flight
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < s.cfg.capacity).then_some(n + 1))
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < s.cfg.capacity).then_some(n + 1)
+            })
             .is_ok();
         if !admitted {
             return Err(SubmitError::QueueFull(s.cfg.capacity));
         }
-        s.kv_used.fetch_add(request.prompt.len() as u64, Ordering::SeqCst);
+        s.kv_used
+            .fetch_add(request.prompt.len() as u64, Ordering::SeqCst);
         s.changed.notify_waiters();
         let (tx, rx) = generation_channel();
         tokio::spawn(Self::run(self.shared.clone(), request, tx));

@@ -13,7 +13,9 @@ use std::sync::Mutex;
 /// Draft positions tracked individually; deeper positions are counted in the last bucket.
 pub const MAX_TRACKED_POSITIONS: usize = 16;
 
-const TTFT_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+const TTFT_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 const TPOT_BUCKETS: &[f64] = &[0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
 
@@ -27,7 +29,12 @@ struct Histogram {
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Self {
-        Histogram { bounds, counts: vec![0; bounds.len()], sum: 0.0, count: 0 }
+        Histogram {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
     }
 
     fn observe(&mut self, v: f64) {
@@ -133,7 +140,13 @@ impl Metrics {
     }
 
     /// Records a finished request's token counts and latencies (TPOT only with two or more tokens).
-    pub fn finished(&self, prompt_tokens: usize, completion_tokens: usize, ttft_s: Option<f64>, tpot_s: Option<f64>) {
+    pub fn finished(
+        &self,
+        prompt_tokens: usize,
+        completion_tokens: usize,
+        ttft_s: Option<f64>,
+        tpot_s: Option<f64>,
+    ) {
         self.with(|m| {
             m.prompt_tokens += prompt_tokens as u64;
             m.completion_tokens += completion_tokens as u64;
@@ -195,10 +208,26 @@ impl Metrics {
             }
         });
         let gauges = [
-            ("specsim_requests_in_flight", "Requests accepted and not finished.", load.in_flight as u64),
-            ("specsim_requests_running", "Requests in the running batch.", load.running as u64),
-            ("specsim_kv_used_tokens", "KV cache in use, in tokens.", load.kv_used_tokens),
-            ("specsim_kv_capacity_tokens", "KV cache capacity, in tokens.", load.kv_capacity_tokens),
+            (
+                "specsim_requests_in_flight",
+                "Requests accepted and not finished.",
+                load.in_flight as u64,
+            ),
+            (
+                "specsim_requests_running",
+                "Requests in the running batch.",
+                load.running as u64,
+            ),
+            (
+                "specsim_kv_used_tokens",
+                "KV cache in use, in tokens.",
+                load.kv_used_tokens,
+            ),
+            (
+                "specsim_kv_capacity_tokens",
+                "KV cache capacity, in tokens.",
+                load.kv_capacity_tokens,
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
@@ -240,7 +269,10 @@ mod tests {
             "specsim_batch_size_bucket{le=\"4\"} 1",
             "specsim_steps_total 1",
         ] {
-            assert!(text.lines().any(|l| l == line), "missing `{line}` in\n{text}");
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing `{line}` in\n{text}"
+            );
         }
         assert!(!text.contains("specsim_draft_accepted_total{position=\"2\"}"));
     }

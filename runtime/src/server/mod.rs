@@ -22,7 +22,10 @@ pub mod infer;
 pub mod metrics;
 pub mod routes;
 
-pub use infer::{FinishReason, GenEvent, GenerateRequest, Generation, GenerationSender, Generator, Load, SamplingParams, SubmitError};
+pub use infer::{
+    FinishReason, GenEvent, GenerateRequest, Generation, GenerationSender, Generator, Load,
+    SamplingParams, SubmitError,
+};
 pub use metrics::Metrics;
 pub use routes::{router, AppState, ServerLimits};
 
@@ -75,8 +78,8 @@ pub struct ServeArgs {
     /// Model name reported by /v1/models and in responses (default: the target file's stem).
     #[arg(long)]
     pub model_name: Option<String>,
-    /// Serve a scripted generator that echoes the prompt instead of running models (for testing clients
-    /// and replays); uses the target's tokenizer if --target is given, else a tiny built-in byte tokenizer.
+    /// Run the real engine over a scripted backend that echoes the prompt instead of models (for testing
+    /// clients and replays); uses the target's tokenizer if --target is given, else a tiny byte tokenizer.
     #[arg(long)]
     pub fake: bool,
 }
@@ -99,11 +102,15 @@ pub async fn serve_on(
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 fn fixture_tokenizer() -> anyhow::Result<crate::tokenizer::GgufTokenizer> {
-    let md: std::collections::HashMap<_, _> = crate::tokenizer::fixture::metadata("qwen2", None).into_iter().collect();
+    let md: std::collections::HashMap<_, _> = crate::tokenizer::fixture::metadata("qwen2", None)
+        .into_iter()
+        .collect();
     Ok(crate::tokenizer::GgufTokenizer::from_metadata(&md)?)
 }
 
@@ -112,7 +119,8 @@ fn fixture_tokenizer() -> anyhow::Result<crate::tokenizer::GgufTokenizer> {
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     let tokenizer = match &args.target {
-        Some(t) => crate::tokenizer::GgufTokenizer::from_gguf_file(t).with_context(|| format!("loading the tokenizer of {}", t.display()))?,
+        Some(t) => crate::tokenizer::GgufTokenizer::from_gguf_file(t)
+            .with_context(|| format!("loading the tokenizer of {}", t.display()))?,
         None if args.fake => fixture_tokenizer()?,
         None => anyhow::bail!("--target is required (or --fake to serve the scripted generator)"),
     };
@@ -120,20 +128,32 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         args.target
             .as_ref()
             .and_then(|t| t.file_stem())
-            .map_or_else(|| "specsim-fake".to_string(), |s| s.to_string_lossy().into_owned())
+            .map_or_else(
+                || "specsim-fake".to_string(),
+                |s| s.to_string_lossy().into_owned(),
+            )
     });
     let metrics = Arc::new(Metrics::default());
     let tokenizer = Arc::new(tokenizer);
     let generator: Arc<dyn Generator> = if args.fake {
-        Arc::new(fake::FakeGenerator::new(fake::FakeConfig {
-            capacity: args.max_queue,
-            eos_id: tokenizer.eos_ids().first().copied().unwrap_or(0),
-            ..Default::default()
-        }))
+        let backend = crate::driver::echo::EchoBackend::new(0.8);
+        let config = crate::driver::driver_config(&args, tokenizer.eos_ids().to_vec())?;
+        Arc::new(crate::driver::spawn_engine(
+            config,
+            Arc::new(crate::driver::default_cost()),
+            backend,
+            metrics.clone(),
+        )?)
     } else {
         crate::driver::start_live(&args, tokenizer.clone(), metrics.clone())?
     };
-    let state = Arc::new(AppState::new(generator, tokenizer, args.limits(), model_name, metrics));
+    let state = Arc::new(AppState::new(
+        generator,
+        tokenizer,
+        args.limits(),
+        model_name,
+        metrics,
+    ));
     let app = router(state);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -142,7 +162,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     rt.block_on(async move {
         let addr = format!("{}:{}", args.host, args.port);
-        let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
         eprintln!("specsim serve: listening on http://{local} (Ctrl-C to stop)");
         serve_on(listener, app, async {

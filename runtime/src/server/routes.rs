@@ -1,7 +1,11 @@
 //! Route handlers: validate and tokenize, submit to the [`Generator`], answer as JSON or as an SSE stream.
 
-use super::api::{ApiError, ChatRequest, CommonParams, CompletionRequest, MessageContent, PromptInput};
-use super::infer::{FinishReason, GenEvent, GenerateRequest, Generation, Generator, SamplingParams, SubmitError};
+use super::api::{
+    ApiError, ChatRequest, CommonParams, CompletionRequest, MessageContent, PromptInput,
+};
+use super::infer::{
+    FinishReason, GenEvent, GenerateRequest, Generation, Generator, SamplingParams, SubmitError,
+};
 use super::metrics::{Metrics, Outcome};
 use crate::chat::ChatMessage;
 use crate::tokenizer::{GgufTokenizer, IncrementalDecoder};
@@ -34,7 +38,12 @@ pub struct ServerLimits {
 
 impl Default for ServerLimits {
     fn default() -> Self {
-        ServerLimits { max_body_bytes: 1 << 20, max_prompt_tokens: 4096, max_tokens: 4096, default_max_tokens: 256 }
+        ServerLimits {
+            max_body_bytes: 1 << 20,
+            max_prompt_tokens: 4096,
+            max_tokens: 4096,
+            default_max_tokens: 256,
+        }
     }
 }
 
@@ -71,7 +80,9 @@ impl AppState {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The application: OpenAI-compatible routes plus `/health` and `/metrics`.
@@ -89,7 +100,12 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "invalid_request_error", "not_found", "no such route")
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "not_found",
+        "no such route",
+    )
 }
 
 async fn models(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
@@ -107,7 +123,14 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
     let text = st.metrics.render(&st.generator.load());
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 /// Which endpoint a request came through; decides the response shape.
@@ -134,19 +157,30 @@ struct Job {
     model: String,
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+fn parse_json<T: serde::de::DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
     let bytes = body.map_err(|r| {
-        let code = if r.status() == StatusCode::PAYLOAD_TOO_LARGE { "body_too_large" } else { "bad_body" };
+        let code = if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            "body_too_large"
+        } else {
+            "bad_body"
+        };
         ApiError::new(r.status(), "invalid_request_error", code, r.body_text())
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| ApiError::invalid("invalid_json", None, format!("invalid request body: {e}")))
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::invalid("invalid_json", None, format!("invalid request body: {e}")))
 }
 
 impl AppState {
     /// Checks the shared fields and builds the generation request for `prompt`.
     fn build(&self, kind: Kind, c: &CommonParams, prompt: Vec<u32>) -> Result<Job, ApiError> {
         if c.n.is_some_and(|n| n != 1) {
-            return Err(ApiError::invalid("unsupported", Some("n"), "only n = 1 is supported"));
+            return Err(ApiError::invalid(
+                "unsupported",
+                Some("n"),
+                "only n = 1 is supported",
+            ));
         }
         let stop_set = match &c.stop {
             None | Some(serde_json::Value::Null) => false,
@@ -155,55 +189,107 @@ impl AppState {
             Some(_) => true,
         };
         if stop_set {
-            return Err(ApiError::invalid("unsupported", Some("stop"), "stop sequences are not supported"));
+            return Err(ApiError::invalid(
+                "unsupported",
+                Some("stop"),
+                "stop sequences are not supported",
+            ));
         }
         if matches!(&c.logprobs, Some(v) if !v.is_null() && *v != json!(false)) {
-            return Err(ApiError::invalid("unsupported", Some("logprobs"), "logprobs are not supported"));
+            return Err(ApiError::invalid(
+                "unsupported",
+                Some("logprobs"),
+                "logprobs are not supported",
+            ));
         }
         let temperature = c.temperature.unwrap_or(1.0);
         if !temperature.is_finite() || temperature < 0.0 {
-            return Err(ApiError::invalid("invalid_value", Some("temperature"), "temperature must be a number >= 0"));
+            return Err(ApiError::invalid(
+                "invalid_value",
+                Some("temperature"),
+                "temperature must be a number >= 0",
+            ));
         }
         let top_p = c.top_p.unwrap_or(1.0);
         if !(top_p > 0.0 && top_p <= 1.0) {
-            return Err(ApiError::invalid("invalid_value", Some("top_p"), "top_p must be in (0, 1]"));
+            return Err(ApiError::invalid(
+                "invalid_value",
+                Some("top_p"),
+                "top_p must be in (0, 1]",
+            ));
         }
         let top_k = match c.top_k {
             None | Some(-1) | Some(0) => 0,
             Some(k) if k > 0 => u32::try_from(k).unwrap_or(u32::MAX),
-            Some(_) => return Err(ApiError::invalid("invalid_value", Some("top_k"), "top_k must be -1, 0 or positive")),
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    "invalid_value",
+                    Some("top_k"),
+                    "top_k must be -1, 0 or positive",
+                ))
+            }
         };
-        let max_tokens = c.max_tokens.unwrap_or(self.limits.default_max_tokens.min(self.limits.max_tokens));
+        let max_tokens = c
+            .max_tokens
+            .unwrap_or(self.limits.default_max_tokens.min(self.limits.max_tokens));
         if max_tokens == 0 {
-            return Err(ApiError::invalid("invalid_value", Some("max_tokens"), "max_tokens must be at least 1"));
+            return Err(ApiError::invalid(
+                "invalid_value",
+                Some("max_tokens"),
+                "max_tokens must be at least 1",
+            ));
         }
         if max_tokens > self.limits.max_tokens {
             return Err(ApiError::invalid(
                 "max_tokens_too_large",
                 Some("max_tokens"),
-                format!("max_tokens is {max_tokens}; this server allows at most {}", self.limits.max_tokens),
+                format!(
+                    "max_tokens is {max_tokens}; this server allows at most {}",
+                    self.limits.max_tokens
+                ),
             ));
         }
         if prompt.is_empty() {
-            return Err(ApiError::invalid("empty_prompt", Some("prompt"), "the prompt is empty"));
+            return Err(ApiError::invalid(
+                "empty_prompt",
+                Some("prompt"),
+                "the prompt is empty",
+            ));
         }
         if prompt.len() > self.limits.max_prompt_tokens {
             return Err(ApiError::invalid(
                 "context_length_exceeded",
-                Some(if kind == Kind::Chat { "messages" } else { "prompt" }),
-                format!("the prompt has {} tokens; this server allows at most {}", prompt.len(), self.limits.max_prompt_tokens),
+                Some(if kind == Kind::Chat {
+                    "messages"
+                } else {
+                    "prompt"
+                }),
+                format!(
+                    "the prompt has {} tokens; this server allows at most {}",
+                    prompt.len(),
+                    self.limits.max_prompt_tokens
+                ),
             ));
         }
         let vocab = self.tokenizer.vocab_size();
         if let Some(bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
-            return Err(ApiError::invalid("invalid_value", Some("prompt"), format!("token id {bad} is outside the vocabulary of {vocab}")));
+            return Err(ApiError::invalid(
+                "invalid_value",
+                Some("prompt"),
+                format!("token id {bad} is outside the vocabulary of {vocab}"),
+            ));
         }
         Ok(Job {
             request: GenerateRequest {
                 prompt,
                 max_tokens,
                 ignore_eos: c.ignore_eos,
-                sampling: SamplingParams { temperature, top_p, top_k, seed: c.seed },
+                sampling: SamplingParams {
+                    temperature,
+                    top_p,
+                    top_k,
+                    seed: c.seed,
+                },
             },
             stream: c.stream,
             include_usage: c.stream_options.as_ref().is_some_and(|o| o.include_usage),
@@ -218,7 +304,11 @@ impl AppState {
             return Err(ApiError::invalid(
                 "context_length_exceeded",
                 Some("prompt"),
-                format!("the prompt ({} bytes) exceeds the limit of {} tokens", text.len(), self.limits.max_prompt_tokens),
+                format!(
+                    "the prompt ({} bytes) exceeds the limit of {} tokens",
+                    text.len(),
+                    self.limits.max_prompt_tokens
+                ),
             ));
         }
         self.tokenizer
@@ -229,13 +319,21 @@ impl AppState {
     fn completion_job(&self, body: Result<Bytes, BytesRejection>) -> Result<Job, ApiError> {
         let req: CompletionRequest = parse_json(body)?;
         if req.echo {
-            return Err(ApiError::invalid("unsupported", Some("echo"), "echo is not supported"));
+            return Err(ApiError::invalid(
+                "unsupported",
+                Some("echo"),
+                "echo is not supported",
+            ));
         }
         let one = |n: usize| {
             if n == 1 {
                 Ok(())
             } else {
-                Err(ApiError::invalid("unsupported", Some("prompt"), format!("one prompt per request is supported, got {n}")))
+                Err(ApiError::invalid(
+                    "unsupported",
+                    Some("prompt"),
+                    format!("one prompt per request is supported, got {n}"),
+                ))
             }
         };
         let prompt = match req.prompt {
@@ -266,14 +364,21 @@ impl AppState {
                         match (p.kind.as_str(), p.text) {
                             ("text", Some(t)) => s.push_str(&t),
                             (k, _) => {
-                                return Err(ApiError::invalid("unsupported", Some("messages"), format!("content part type `{k}` is not supported")))
+                                return Err(ApiError::invalid(
+                                    "unsupported",
+                                    Some("messages"),
+                                    format!("content part type `{k}` is not supported"),
+                                ))
                             }
                         }
                     }
                     s
                 }
             };
-            messages.push(ChatMessage { role: m.role, content });
+            messages.push(ChatMessage {
+                role: m.role,
+                content,
+            });
         }
         let text = self
             .tokenizer
@@ -288,20 +393,38 @@ impl AppState {
     }
 
     fn submit(&self, job: &Job) -> Result<Generation, ApiError> {
-        self.generator.submit(job.request.clone()).map_err(|e| match e {
-            SubmitError::QueueFull(_) => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "server_overloaded", "queue_full", e.to_string()),
-            SubmitError::Unavailable => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "server_error", "unavailable", e.to_string()),
-            SubmitError::Invalid(m) => ApiError::invalid("invalid_request", None, m),
-        })
+        self.generator
+            .submit(job.request.clone())
+            .map_err(|e| match e {
+                SubmitError::QueueFull(_) => ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "server_overloaded",
+                    "queue_full",
+                    e.to_string(),
+                ),
+                SubmitError::Unavailable => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "server_error",
+                    "unavailable",
+                    e.to_string(),
+                ),
+                SubmitError::Invalid(m) => ApiError::invalid("invalid_request", None, m),
+            })
     }
 }
 
-async fn completions(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn completions(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let job = st.completion_job(body);
     respond(st, Kind::Completion, job).await
 }
 
-async fn chat_completions(State(st): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
+async fn chat_completions(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let job = st.chat_job(body);
     respond(st, Kind::Chat, job).await
 }
@@ -339,7 +462,9 @@ impl Timing {
     fn record(&self, metrics: &Metrics, prompt_tokens: usize) {
         let ttft = self.first.map(|f| (f - self.start).as_secs_f64());
         let tpot = match (self.first, self.last) {
-            (Some(f), Some(l)) if self.tokens > 1 => Some((l - f).as_secs_f64() / (self.tokens - 1) as f64),
+            (Some(f), Some(l)) if self.tokens > 1 => {
+                Some((l - f).as_secs_f64() / (self.tokens - 1) as f64)
+            }
             _ => None,
         };
         metrics.finished(prompt_tokens, self.tokens, ttft, tpot);
@@ -359,19 +484,42 @@ async fn respond(st: Arc<AppState>, kind: Kind, job: Result<Job, ApiError>) -> R
     let generation = match st.submit(&job) {
         Ok(g) => g,
         Err(e) => {
-            let outcome = if e.status == StatusCode::TOO_MANY_REQUESTS { Outcome::Rejected } else { Outcome::Error };
+            let outcome = if e.status == StatusCode::TOO_MANY_REQUESTS {
+                Outcome::Rejected
+            } else {
+                Outcome::Error
+            };
             st.metrics.request(ep, outcome);
             return e.into_response();
         }
     };
-    let guard = RequestGuard { metrics: st.metrics.clone(), endpoint: ep, outcome: Outcome::Cancelled };
-    let timing = Timing { start, first: None, last: None, tokens: 0 };
+    let guard = RequestGuard {
+        metrics: st.metrics.clone(),
+        endpoint: ep,
+        outcome: Outcome::Cancelled,
+    };
+    let timing = Timing {
+        start,
+        first: None,
+        last: None,
+        tokens: 0,
+    };
     let id = format!(
         "{}-{}",
-        if kind == Kind::Chat { "chatcmpl" } else { "cmpl" },
+        if kind == Kind::Chat {
+            "chatcmpl"
+        } else {
+            "cmpl"
+        },
         st.next_id.fetch_add(1, Ordering::Relaxed)
     );
-    let ctx = ResponseCtx { id, created: unix_now(), model: job.model.clone(), kind, prompt_tokens: job.request.prompt.len() };
+    let ctx = ResponseCtx {
+        id,
+        created: unix_now(),
+        model: job.model.clone(),
+        kind,
+        prompt_tokens: job.request.prompt.len(),
+    };
     if job.stream {
         stream_response(st, ctx, generation, guard, timing, job.include_usage)
     } else {
@@ -417,13 +565,22 @@ impl ResponseCtx {
     }
 
     fn usage_chunk(&self, completion: usize) -> serde_json::Value {
-        let object = if self.kind == Kind::Chat { "chat.completion.chunk" } else { "text_completion" };
+        let object = if self.kind == Kind::Chat {
+            "chat.completion.chunk"
+        } else {
+            "text_completion"
+        };
         json!({"id": self.id, "object": object, "created": self.created, "model": self.model, "choices": [], "usage": self.usage(completion)})
     }
 }
 
 fn generator_failed(msg: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "generation_failed", msg)
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "server_error",
+        "generation_failed",
+        msg,
+    )
 }
 
 async fn full_response(
@@ -539,7 +696,11 @@ impl StreamState {
                         };
                         self.guard.outcome = Outcome::Ok;
                         self.timing.record(&self.st.metrics, self.ctx.prompt_tokens);
-                        self.phase = if self.include_usage { Phase::Usage } else { Phase::Done };
+                        self.phase = if self.include_usage {
+                            Phase::Usage
+                        } else {
+                            Phase::Done
+                        };
                         return Some(self.text_chunk(&text, Some(reason)));
                     }
                     Some(GenEvent::Failed(m)) => return Some(self.fail(m)),
@@ -582,5 +743,7 @@ fn stream_response(
         let ev = s.next_event().await?;
         Some((Ok::<Event, Infallible>(ev), s))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default()).into_response()
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }

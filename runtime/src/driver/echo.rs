@@ -1,0 +1,194 @@
+//! A scripted backend: no model, the real engine. Output token `i` of a sequence is
+//! `prompt[i mod prompt.len()]`, every draft token is accepted with a fixed confidence, and a token in the
+//! sequence's stop ids ends it. It lets the server, the engine thread and the engine core be tested end to
+//! end (and `specsim serve --fake` be driven by replays) without loading weights.
+
+use super::{SeqParams, TokenStreams};
+use specsim_sim::engine::{
+    Backend, DraftItem, DraftResult, SeqId, TargetItem, TargetOutcome, TargetResult, TargetWork,
+};
+use specsim_sim::SimError;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+
+/// Nominal duration reported for each forward (the driver runs on the wall clock regardless).
+const FORWARD_NS: u64 = 1_000_000;
+
+#[derive(Debug)]
+struct EchoSeq {
+    prompt: Vec<u32>,
+    params: SeqParams,
+    generated: u32,
+    pending: Vec<u32>,
+}
+
+impl EchoSeq {
+    fn token(&self, i: u32) -> u32 {
+        self.prompt[i as usize % self.prompt.len()]
+    }
+
+    /// Emits up to `n` tokens, stopping after a stop id; returns (emitted, stopped).
+    fn emit(&mut self, n: u32) -> (u32, bool) {
+        let n = n.min(self.params.max_tokens.saturating_sub(self.generated));
+        for j in 0..n {
+            let t = self.token(self.generated);
+            self.generated += 1;
+            self.pending.push(t);
+            if self.params.stop_ids.contains(&t) {
+                return (j + 1, true);
+            }
+        }
+        (n, false)
+    }
+}
+
+/// Lets a test hold the engine between target forwards: each forward takes one permit, waiting for it.
+#[derive(Debug, Default)]
+pub struct StepGate {
+    permits: Mutex<u64>,
+    cv: Condvar,
+}
+
+impl StepGate {
+    /// A gate that lets `permits` forwards through.
+    pub fn new(permits: u64) -> Arc<Self> {
+        Arc::new(StepGate {
+            permits: Mutex::new(permits),
+            cv: Condvar::new(),
+        })
+    }
+
+    /// Lets `n` more forwards through.
+    pub fn release(&self, n: u64) {
+        let mut p = self.permits.lock().unwrap_or_else(|e| e.into_inner());
+        *p += n;
+        self.cv.notify_all();
+    }
+
+    fn acquire(&self) {
+        let mut p = self.permits.lock().unwrap_or_else(|e| e.into_inner());
+        while *p == 0 {
+            p = self.cv.wait(p).unwrap_or_else(|e| e.into_inner());
+        }
+        *p -= 1;
+    }
+}
+
+/// The scripted backend. `live_sequences()` counts sequences registered and not yet removed.
+#[derive(Debug)]
+pub struct EchoBackend {
+    seqs: HashMap<SeqId, EchoSeq>,
+    confidence: f32,
+    live: Arc<AtomicUsize>,
+    gate: Option<Arc<StepGate>>,
+}
+
+impl EchoBackend {
+    /// A backend whose drafts all report `confidence` (and are all accepted).
+    pub fn new(confidence: f32) -> Self {
+        EchoBackend {
+            seqs: HashMap::new(),
+            confidence,
+            live: Arc::new(AtomicUsize::new(0)),
+            gate: None,
+        }
+    }
+
+    /// The same, with every target forward waiting for a permit from `gate`.
+    pub fn gated(confidence: f32, gate: Arc<StepGate>) -> Self {
+        EchoBackend {
+            gate: Some(gate),
+            ..Self::new(confidence)
+        }
+    }
+
+    /// A counter of registered, not yet removed sequences, readable from other threads.
+    pub fn live_sequences(&self) -> Arc<AtomicUsize> {
+        self.live.clone()
+    }
+
+    fn seq(&mut self, id: SeqId) -> Result<&mut EchoSeq, SimError> {
+        self.seqs
+            .get_mut(&id)
+            .ok_or_else(|| SimError::Config(format!("echo backend: unknown sequence {id}")))
+    }
+}
+
+impl Backend for EchoBackend {
+    fn draft(&mut self, items: &[DraftItem]) -> Result<DraftResult, SimError> {
+        for it in items {
+            self.seq(it.seq)?;
+        }
+        Ok(DraftResult {
+            confidences: vec![self.confidence; items.len()],
+            elapsed_ns: FORWARD_NS,
+        })
+    }
+
+    fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, SimError> {
+        if let Some(g) = &self.gate {
+            g.acquire();
+        }
+        let mut outcomes = Vec::with_capacity(items.len());
+        for it in items {
+            let seq = self.seq(it.seq)?;
+            let out = match it.work {
+                TargetWork::Prefill { last: false, .. } => TargetOutcome::default(),
+                TargetWork::Prefill { last: true, .. } => {
+                    let (emitted, stop) = seq.emit(1);
+                    TargetOutcome {
+                        accepted: 0,
+                        emitted,
+                        stop,
+                    }
+                }
+                TargetWork::Verify { drafted } => {
+                    let (emitted, stop) = seq.emit(drafted + 1);
+                    TargetOutcome {
+                        accepted: emitted.saturating_sub(1),
+                        emitted,
+                        stop,
+                    }
+                }
+            };
+            outcomes.push(out);
+        }
+        Ok(TargetResult {
+            outcomes,
+            elapsed_ns: FORWARD_NS,
+        })
+    }
+
+    fn release(&mut self, _seq: SeqId) {}
+}
+
+impl TokenStreams for EchoBackend {
+    fn insert(&mut self, seq: SeqId, prompt: &[u32], params: &SeqParams) -> crate::Result<()> {
+        if prompt.is_empty() {
+            return Err(crate::RuntimeError::InvalidInput("empty prompt".into()));
+        }
+        let s = EchoSeq {
+            prompt: prompt.to_vec(),
+            params: params.clone(),
+            generated: 0,
+            pending: Vec::new(),
+        };
+        if self.seqs.insert(seq, s).is_none() {
+            self.live.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    fn drain_emitted(&mut self, seq: SeqId, out: &mut Vec<u32>) {
+        if let Some(s) = self.seqs.get_mut(&seq) {
+            out.append(&mut s.pending);
+        }
+    }
+
+    fn remove(&mut self, seq: SeqId) {
+        if self.seqs.remove(&seq).is_some() {
+            self.live.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}

@@ -1,0 +1,574 @@
+//! The engine thread: the synchronous engine core behind the server's async [`Generator`] seam.
+//!
+//! `specsim_sim::engine::Engine` is synchronous and deterministic (the simulator steps it on a virtual
+//! clock), so the live server does not turn it into async actors. One dedicated thread owns the engine and
+//! the backend and loops:
+//!
+//! 1. **intake** — take new requests from a channel (blocking only when the engine is idle), register each
+//!    request's prompt ids and settings with the backend ([`TokenStreams::insert`]) and queue it in the
+//!    engine with its arrival time on the wall clock;
+//! 2. **cancellation** — a request whose client went away ([`GenerationSender::is_cancelled`]) is ended
+//!    through the backend seam: its next target outcome carries `stop`, so the engine retires it and frees
+//!    its KV exactly as for an end-of-sequence token (the engine core has no abort call);
+//! 3. **step** — one `Engine::step` at the wall-clock time;
+//! 4. **stream** — forward each sequence's newly emitted ids ([`TokenStreams::drain_emitted`]) to its
+//!    client, then report finished requests and forget them ([`TokenStreams::remove`]).
+//!
+//! The backend is any [`Backend`] that also implements [`TokenStreams`]: the live candle backend, or
+//! [`echo::EchoBackend`] (scripted, no model) for tests and `serve --fake`. Verification steps are
+//! recorded into the server's [`Metrics`] (batch size, k per sequence, acceptance per draft position) by
+//! wrapping the backend, so the engine needs no metrics hooks either.
+
+pub mod echo;
+
+use crate::server::{
+    FinishReason, GenEvent, GenerateRequest, Generation, GenerationSender, Generator, Load,
+    Metrics, SubmitError,
+};
+use specsim_sim::cost::CostModel;
+use specsim_sim::engine::{
+    Backend, DraftItem, DraftResult, Engine, EngineConfig, SeqId, TargetItem, TargetResult,
+    TargetWork,
+};
+use specsim_sim::policy::PolicyConfig;
+use specsim_sim::time::Nanos;
+use specsim_sim::workload::RequestSpec;
+use specsim_sim::SimError;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Instant;
+
+/// Per-sequence settings the backend needs to produce tokens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeqParams {
+    /// How the sequence samples (temperature 0 = greedy).
+    pub sampling: crate::sampling::SamplingParams,
+    /// Ids that end the sequence (empty when the request sets `ignore_eos`). The backend sets `stop` on
+    /// the outcome that emits one, and the id is the last one emitted.
+    pub stop_ids: Vec<u32>,
+    /// Most tokens the sequence generates (the engine's `output_tokens`).
+    pub max_tokens: u32,
+}
+
+/// What the engine thread needs from a backend beyond [`Backend`]: the token ids behind the engine's
+/// counts. Text never crosses this seam; the server detokenizes.
+///
+/// [`Backend::release`] (the engine dropped the sequence's KV, possibly to preempt and recompute it later)
+/// must keep the sequence's token history; [`TokenStreams::remove`] forgets the sequence entirely.
+pub trait TokenStreams {
+    /// Registers a sequence before the engine schedules it.
+    fn insert(&mut self, seq: SeqId, prompt: &[u32], params: &SeqParams) -> crate::Result<()>;
+    /// Appends the ids emitted for `seq` since the last call to `out` (nothing for an unknown sequence).
+    fn drain_emitted(&mut self, seq: SeqId, out: &mut Vec<u32>);
+    /// Forgets a sequence (finished or cancelled), after the engine released it.
+    fn remove(&mut self, seq: SeqId);
+}
+
+/// Why the engine thread could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// `--policy` is not a known policy.
+    #[error("unknown policy `{0}` (expected none, static-K, threshold, smartspec, specserve)")]
+    BadPolicy(String),
+    /// The engine refused its configuration.
+    #[error("engine: {0}")]
+    Engine(#[from] SimError),
+    /// The live backend could not be built.
+    #[error("{0}")]
+    Backend(String),
+    /// The OS refused to start the thread.
+    #[error("starting the engine thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Parses a `--policy` value: `none`, `static-K` (`static-4`), `threshold`, `smartspec`, `specserve`, or
+/// `NAME-K` for the adaptive ones to cap k (`specserve-6`).
+pub fn parse_policy(s: &str) -> Result<PolicyConfig, DriverError> {
+    let bad = || DriverError::BadPolicy(s.to_string());
+    let (name, k) = match s.rsplit_once('-') {
+        Some((n, k)) => (n, Some(k.parse::<u32>().map_err(|_| bad())?)),
+        None => (s, None),
+    };
+    let k_max = k.unwrap_or(8);
+    let p = match name {
+        "none" if k.is_none() => PolicyConfig::None,
+        "static" => PolicyConfig::Static {
+            k: k.ok_or_else(bad)?,
+        },
+        "threshold" => PolicyConfig::Threshold {
+            confidence: 0.6,
+            k_max,
+        },
+        "smartspec" => PolicyConfig::Smartspec {
+            k_max,
+            alpha0: 0.7,
+            bias: 1.1,
+        },
+        "specserve" => PolicyConfig::Specserve {
+            k_max,
+            elimination: true,
+            slo_aware: true,
+        },
+        _ => return Err(bad()),
+    };
+    p.validate().map_err(|_| bad())?;
+    Ok(p)
+}
+
+/// Settings of the engine thread.
+#[derive(Debug, Clone)]
+pub struct DriverConfig {
+    /// Scheduler limits (`kv_blocks` must be set).
+    pub engine: EngineConfig,
+    /// The speculation policy.
+    pub policy: PolicyConfig,
+    /// Most requests accepted at once (running plus waiting); more are refused with 429.
+    pub max_in_flight: usize,
+    /// Ids that end a sequence unless the request sets `ignore_eos`.
+    pub eos_ids: Vec<u32>,
+}
+
+/// Occupancy shared between the engine thread and request handlers.
+#[derive(Debug, Default)]
+struct Shared {
+    in_flight: AtomicUsize,
+    running: AtomicUsize,
+    kv_used_tokens: AtomicU64,
+    kv_capacity_tokens: AtomicU64,
+    alive: AtomicBool,
+    next_id: AtomicU64,
+}
+
+struct Submission {
+    id: SeqId,
+    request: GenerateRequest,
+    events: GenerationSender,
+}
+
+/// The server's handle on the engine thread; implements [`Generator`].
+pub struct EngineHandle {
+    tx: mpsc::Sender<Submission>,
+    shared: Arc<Shared>,
+    max_in_flight: usize,
+    block_size: u32,
+    kv_blocks: u32,
+}
+
+impl Generator for EngineHandle {
+    fn submit(&self, request: GenerateRequest) -> Result<Generation, SubmitError> {
+        if !self.shared.alive.load(Ordering::SeqCst) {
+            return Err(SubmitError::Unavailable);
+        }
+        let need = (request.prompt.len() as u64 + request.max_tokens as u64)
+            .div_ceil(self.block_size as u64);
+        if need > self.kv_blocks as u64 {
+            return Err(SubmitError::Invalid(format!(
+                "prompt plus max_tokens is {} tokens; the KV cache holds {}",
+                request.prompt.len() as u64 + request.max_tokens as u64,
+                self.kv_blocks as u64 * self.block_size as u64
+            )));
+        }
+        let max = self.max_in_flight;
+        if self
+            .shared
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_err()
+        {
+            return Err(SubmitError::QueueFull(max));
+        }
+        let (events, generation) = crate::server::infer::generation_channel();
+        let id = self.shared.next_id.fetch_add(1, Ordering::SeqCst);
+        if self
+            .tx
+            .send(Submission {
+                id,
+                request,
+                events,
+            })
+            .is_err()
+        {
+            self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return Err(SubmitError::Unavailable);
+        }
+        Ok(generation)
+    }
+
+    fn load(&self) -> Load {
+        Load {
+            in_flight: self.shared.in_flight.load(Ordering::SeqCst),
+            running: self.shared.running.load(Ordering::SeqCst),
+            kv_used_tokens: self.shared.kv_used_tokens.load(Ordering::SeqCst),
+            kv_capacity_tokens: self.shared.kv_capacity_tokens.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Starts the engine thread over `backend` and returns the server's handle. The thread ends when the
+/// handle is dropped and the engine has drained.
+pub fn spawn_engine<B>(
+    config: DriverConfig,
+    predictor: Arc<dyn CostModel>,
+    backend: B,
+    metrics: Arc<Metrics>,
+) -> Result<EngineHandle, DriverError>
+where
+    B: Backend + TokenStreams + Send + 'static,
+{
+    let engine = Engine::new(config.engine.clone(), config.policy.build(), predictor)?;
+    let block_size = config.engine.block_size;
+    let kv_blocks = engine.kv_total();
+    let shared = Arc::new(Shared::default());
+    shared.alive.store(true, Ordering::SeqCst);
+    shared
+        .kv_capacity_tokens
+        .store(kv_blocks as u64 * block_size as u64, Ordering::SeqCst);
+    let (tx, rx) = mpsc::channel();
+    let thread_shared = shared.clone();
+    let eos_ids = config.eos_ids.clone();
+    std::thread::Builder::new()
+        .name("specsim-engine".into())
+        .spawn(move || {
+            let mut lp = EngineLoop {
+                engine,
+                backend,
+                rx,
+                shared: thread_shared,
+                metrics,
+                eos_ids,
+                live: HashMap::new(),
+                cancelled: HashSet::new(),
+                start: Instant::now(),
+                buf: Vec::new(),
+            };
+            lp.run();
+        })
+        .map_err(DriverError::Thread)?;
+    Ok(EngineHandle {
+        tx,
+        shared,
+        max_in_flight: config.max_in_flight,
+        block_size,
+        kv_blocks,
+    })
+}
+
+/// A request the engine thread is serving.
+struct LiveRequest {
+    events: GenerationSender,
+    stop_ids: Vec<u32>,
+    max_tokens: u32,
+    sent: u32,
+    last: Option<u32>,
+}
+
+struct EngineLoop<B> {
+    engine: Engine,
+    backend: B,
+    rx: mpsc::Receiver<Submission>,
+    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
+    eos_ids: Vec<u32>,
+    live: HashMap<SeqId, LiveRequest>,
+    cancelled: HashSet<SeqId>,
+    start: Instant,
+    buf: Vec<u32>,
+}
+
+impl<B: Backend + TokenStreams> EngineLoop<B> {
+    fn now(&self) -> Nanos {
+        self.start.elapsed().as_nanos() as Nanos
+    }
+
+    fn run(&mut self) {
+        loop {
+            if !self.intake() {
+                break;
+            }
+            self.mark_cancelled();
+            if self.engine.has_work() {
+                let now = self.now();
+                let mut hooked = Hooked {
+                    inner: &mut self.backend,
+                    cancelled: &self.cancelled,
+                    metrics: &self.metrics,
+                };
+                if let Err(e) = self.engine.step(now, &mut hooked) {
+                    self.fail_all(&format!("engine step failed: {e}"));
+                    break;
+                }
+            }
+            self.stream_tokens();
+            self.retire();
+            self.publish();
+        }
+        self.shared.alive.store(false, Ordering::SeqCst);
+        self.publish();
+    }
+
+    /// Takes new requests; blocks only while the engine is idle. Returns false when the server is gone
+    /// and nothing is left to do.
+    fn intake(&mut self) -> bool {
+        let mut first = if self.engine.has_work() {
+            None
+        } else {
+            match self.rx.recv() {
+                Ok(s) => Some(s),
+                Err(_) => return false,
+            }
+        };
+        loop {
+            let sub = match first.take() {
+                Some(s) => s,
+                None => match self.rx.try_recv() {
+                    Ok(s) => s,
+                    Err(_) => return true,
+                },
+            };
+            self.admit(sub);
+        }
+    }
+
+    fn admit(&mut self, sub: Submission) {
+        let Submission {
+            id,
+            request,
+            events,
+        } = sub;
+        if events.is_cancelled() {
+            self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return;
+        }
+        let stop_ids = if request.ignore_eos {
+            Vec::new()
+        } else {
+            self.eos_ids.clone()
+        };
+        let s = request.sampling;
+        let sampling = crate::sampling::SamplingParams {
+            temperature: s.temperature,
+            top_k: (s.top_k > 0).then_some(s.top_k as usize),
+            top_p: s.top_p,
+            seed: s.seed.unwrap_or(id),
+        };
+        let params = SeqParams {
+            sampling,
+            stop_ids: stop_ids.clone(),
+            max_tokens: request.max_tokens,
+        };
+        let spec = RequestSpec {
+            id,
+            arrival_ns: self.now(),
+            prompt_tokens: request.prompt.len() as u32,
+            output_tokens: request.max_tokens,
+            category: None,
+        };
+        let added = self
+            .backend
+            .insert(id, &request.prompt, &params)
+            .map_err(|e| e.to_string())
+            .and_then(|()| self.engine.add_request(spec).map_err(|e| e.to_string()));
+        match added {
+            Ok(()) => {
+                self.live.insert(
+                    id,
+                    LiveRequest {
+                        events,
+                        stop_ids,
+                        max_tokens: request.max_tokens,
+                        sent: 0,
+                        last: None,
+                    },
+                );
+            }
+            Err(e) => {
+                self.backend.remove(id);
+                events.send(GenEvent::Failed(e));
+                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn mark_cancelled(&mut self) {
+        for (id, r) in &self.live {
+            if r.events.is_cancelled() {
+                self.cancelled.insert(*id);
+            }
+        }
+    }
+
+    fn stream_tokens(&mut self) {
+        for (id, r) in self.live.iter_mut() {
+            self.buf.clear();
+            self.backend.drain_emitted(*id, &mut self.buf);
+            let room = r.max_tokens.saturating_sub(r.sent) as usize;
+            self.buf.truncate(room);
+            if self.buf.is_empty() {
+                continue;
+            }
+            r.sent += self.buf.len() as u32;
+            r.last = self.buf.last().copied();
+            r.events.send(GenEvent::Tokens(self.buf.clone()));
+        }
+    }
+
+    fn retire(&mut self) {
+        for f in self.engine.drain_finished() {
+            let id = f.spec.id;
+            self.backend.remove(id);
+            self.cancelled.remove(&id);
+            if let Some(r) = self.live.remove(&id) {
+                let reason = match r.last {
+                    Some(t) if r.stop_ids.contains(&t) => FinishReason::Stop,
+                    _ => FinishReason::Length,
+                };
+                r.events.send(GenEvent::Finished(reason));
+                self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+    }
+
+    fn fail_all(&mut self, msg: &str) {
+        for (id, r) in self.live.drain() {
+            self.backend.remove(id);
+            r.events.send(GenEvent::Failed(msg.to_string()));
+            self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn publish(&self) {
+        let block = self.shared.kv_capacity_tokens.load(Ordering::SeqCst)
+            / self.engine.kv_total().max(1) as u64;
+        self.shared
+            .running
+            .store(self.engine.running_len(), Ordering::SeqCst);
+        self.shared
+            .kv_used_tokens
+            .store(self.engine.kv_used() as u64 * block, Ordering::SeqCst);
+    }
+}
+
+/// The backend as the engine sees it from the driver: cancelled sequences get `stop` on their outcomes,
+/// and every verification step is recorded into the metrics.
+struct Hooked<'a, B> {
+    inner: &'a mut B,
+    cancelled: &'a HashSet<SeqId>,
+    metrics: &'a Metrics,
+}
+
+impl<B: Backend> Backend for Hooked<'_, B> {
+    fn draft(&mut self, items: &[DraftItem]) -> Result<DraftResult, SimError> {
+        self.inner.draft(items)
+    }
+
+    fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, SimError> {
+        let mut res = self.inner.target(items)?;
+        let mut verified = Vec::with_capacity(items.len());
+        for (item, out) in items.iter().zip(res.outcomes.iter_mut()) {
+            if let TargetWork::Verify { drafted } = item.work {
+                verified.push((drafted, out.accepted.min(drafted)));
+            }
+            if self.cancelled.contains(&item.seq) {
+                out.stop = true;
+            }
+        }
+        self.metrics.verify_step(&verified);
+        Ok(res)
+    }
+
+    fn release(&mut self, seq: SeqId) {
+        self.inner.release(seq)
+    }
+
+    fn lookahead(&mut self, items: &[DraftItem], k_max: u32) -> Option<Vec<u32>> {
+        self.inner.lookahead(items, k_max)
+    }
+}
+
+/// Step-time model the policies use until a calibrated profile is supplied: rough CPU figures for the
+/// Qwen2.5-Coder 0.5B/1.5B pair (target ≈ 80 ms + 12 ms per token, draft ≈ 25 ms + 3 ms per token).
+pub fn default_cost() -> specsim_sim::cost::linear::LinearCost {
+    use specsim_sim::cost::linear::{LinearCoefficients, LinearCost};
+    LinearCost {
+        draft: LinearCoefficients {
+            a: 25e6,
+            b: 3e6,
+            c: 0.0,
+            d: 0.0,
+        },
+        target: LinearCoefficients {
+            a: 80e6,
+            b: 12e6,
+            c: 0.0,
+            d: 0.0,
+        },
+        prefill: None,
+    }
+}
+
+/// The engine thread settings `serve`'s flags describe.
+pub fn driver_config(
+    args: &crate::server::ServeArgs,
+    eos_ids: Vec<u32>,
+) -> Result<DriverConfig, DriverError> {
+    let block_size = 16u32;
+    let kv_blocks = u32::try_from(args.kv_tokens.div_ceil(block_size as u64)).unwrap_or(u32::MAX);
+    Ok(DriverConfig {
+        engine: EngineConfig {
+            block_size,
+            kv_blocks: Some(kv_blocks),
+            max_num_seqs: u32::try_from(args.max_num_seqs).unwrap_or(u32::MAX),
+            ..EngineConfig::default()
+        },
+        policy: parse_policy(&args.policy)?,
+        max_in_flight: args.max_queue,
+        eos_ids,
+    })
+}
+
+/// Starts the engine thread for `serve` with the live candle backend.
+pub fn start_live(
+    _args: &crate::server::ServeArgs,
+    _tokenizer: Arc<crate::tokenizer::GgufTokenizer>,
+    _metrics: Arc<Metrics>,
+) -> Result<Arc<dyn Generator>, DriverError> {
+    Err(DriverError::Backend(
+        "the live candle backend is not wired into `serve` yet; use --fake to serve the scripted engine".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_names_parse() {
+        assert_eq!(parse_policy("none").unwrap(), PolicyConfig::None);
+        assert_eq!(
+            parse_policy("static-4").unwrap(),
+            PolicyConfig::Static { k: 4 }
+        );
+        assert_eq!(
+            parse_policy("specserve").unwrap(),
+            PolicyConfig::Specserve {
+                k_max: 8,
+                elimination: true,
+                slo_aware: true
+            }
+        );
+        assert_eq!(
+            parse_policy("smartspec-5").unwrap(),
+            PolicyConfig::Smartspec {
+                k_max: 5,
+                alpha0: 0.7,
+                bias: 1.1
+            }
+        );
+        for bad in ["static", "static-x", "none-3", "magic", "static-1000"] {
+            assert!(parse_policy(bad).is_err(), "{bad}");
+        }
+    }
+}
