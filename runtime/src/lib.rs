@@ -14,12 +14,16 @@
 //!    per-request seeded generator.
 //! 3. [`verify`] — greedy acceptance and exact rejection sampling.
 //! 4. [`drafter`] — what proposes draft tokens: a draft model, or n-gram lookup in the sequence itself.
+//! 5. [`live`] — the engine core's `Backend` on real models: token histories, draft catch-up, one
+//!    ragged verification forward per step, KV rollback of rejected drafts, end-of-sequence, wall clock.
 //!
 //! Errors are [`RuntimeError`]; nothing panics on bad input.
 
 pub mod chat;
 pub mod driver;
+pub mod drafter;
 mod error;
+pub mod live;
 pub mod model;
 pub mod sampling;
 pub mod server;
