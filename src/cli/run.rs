@@ -36,7 +36,8 @@ pub struct RunArgs {
 /// Loads the scenario's workload (any trace format, after the scenario's transformations) and prints
 /// what was read, skipped, repaired or clipped.
 pub fn load_workload(sc: &Scenario, quiet: bool) -> Result<Workload> {
-    let loaded = specsim_traces::load_workload(&sc.file.trace, &sc.base_dir, sc.file.seed)?;
+    let loaded = specsim_traces::load_workload(&sc.file.trace, &sc.base_dir, sc.file.seed)
+        .with_context(|| sc.path.display().to_string())?;
     if !quiet {
         eprintln!("{}", loaded.report);
     }

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 pub enum TraceError {
     /// A file could not be opened, read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     Io {
         /// The file.
         path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (in the message, not chained, so it prints once).
+        error: std::io::Error,
     },
     /// A row is malformed: a bad timestamp, a negative or non-numeric length, a missing field, bad JSON.
     #[error("{}:{line}: {msg}", path.display())]
@@ -82,7 +82,7 @@ impl TraceError {
     pub fn io(path: &Path, source: std::io::Error) -> Self {
         TraceError::Io {
             path: path.to_path_buf(),
-            source,
+            error: source,
         }
     }
 
