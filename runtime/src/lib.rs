@@ -25,6 +25,7 @@ pub mod drafter;
 mod error;
 pub mod live;
 pub mod model;
+pub mod requantize;
 pub mod sampling;
 pub mod server;
 pub mod tokenizer;
