@@ -30,7 +30,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use specsim_sim::engine::{Backend, DraftItem, DraftResult, SeqId, TargetItem, TargetOutcome, TargetResult, TargetWork};
+use specsim_sim::engine::{
+    Backend, DraftItem, DraftResult, SeqId, TargetItem, TargetOutcome, TargetResult, TargetWork,
+};
 use specsim_sim::time::Nanos;
 use specsim_sim::SimError;
 
@@ -39,7 +41,7 @@ use crate::drafter::ngram::NgramDrafter;
 use crate::drafter::DraftToken;
 use crate::error::{Result, RuntimeError};
 use crate::model::{ForwardItem, KvCache, LogitRows, Logits, Model};
-use crate::sampling::{SamplingParams, Sampler};
+use crate::sampling::{Sampler, SamplingParams};
 use crate::verify::{verify_greedy, verify_rejection, DraftDist, Verdict};
 
 /// Where draft tokens come from.
@@ -102,7 +104,12 @@ impl LiveBackend {
             }
         }
         let eos = target.config().eos_token_id;
-        Ok(Self { target, draft, eos, seqs: HashMap::new() })
+        Ok(Self {
+            target,
+            draft,
+            eos,
+            seqs: HashMap::new(),
+        })
     }
 
     /// Sets (or clears) the end-of-sequence token.
@@ -116,16 +123,26 @@ impl LiveBackend {
     }
 
     /// Registers a request before it is added to the engine under the same id.
-    pub fn register(&mut self, seq: SeqId, prompt: Vec<u32>, sampling: SamplingParams, ignore_eos: bool) -> Result<()> {
+    pub fn register(
+        &mut self,
+        seq: SeqId,
+        prompt: Vec<u32>,
+        sampling: SamplingParams,
+        ignore_eos: bool,
+    ) -> Result<()> {
         if prompt.is_empty() {
             return Err(RuntimeError::InvalidInput("empty prompt".into()));
         }
         let vocab = self.target.config().vocab;
         if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
-            return Err(RuntimeError::InvalidInput(format!("prompt token {bad} outside the vocabulary of {vocab}")));
+            return Err(RuntimeError::InvalidInput(format!(
+                "prompt token {bad} outside the vocabulary of {vocab}"
+            )));
         }
         if self.seqs.contains_key(&seq) {
-            return Err(RuntimeError::InvalidInput(format!("sequence {seq} is already registered")));
+            return Err(RuntimeError::InvalidInput(format!(
+                "sequence {seq} is already registered"
+            )));
         }
         let state = SeqState {
             prompt_len: prompt.len(),
@@ -170,7 +187,9 @@ impl LiveBackend {
 
     /// Forgets a sequence entirely and returns its output tokens.
     pub fn remove(&mut self, seq: SeqId) -> Option<Vec<u32>> {
-        self.seqs.remove(&seq).map(|s| s.tokens[s.prompt_len..].to_vec())
+        self.seqs
+            .remove(&seq)
+            .map(|s| s.tokens[s.prompt_len..].to_vec())
     }
 
     /// Sequences registered and not removed.
@@ -185,7 +204,11 @@ impl LiveBackend {
 
     /// Tokens held in target KV caches, over all sequences.
     pub fn target_kv_tokens(&self) -> usize {
-        self.seqs.values().filter_map(|s| s.target_kv.as_ref()).map(KvCache::len).sum()
+        self.seqs
+            .values()
+            .filter_map(|s| s.target_kv.as_ref())
+            .map(KvCache::len)
+            .sum()
     }
 
     /// Bytes allocated by all KV caches, target and draft.
@@ -206,7 +229,9 @@ impl LiveBackend {
                 Some(s) => out.push((id, s)),
                 None => {
                     self.put_back(out);
-                    return Err(RuntimeError::InvalidInput(format!("sequence {id} is not registered (or appears twice)")));
+                    return Err(RuntimeError::InvalidInput(format!(
+                        "sequence {id} is not registered (or appears twice)"
+                    )));
                 }
             }
         }
@@ -217,7 +242,11 @@ impl LiveBackend {
         self.seqs.extend(states);
     }
 
-    fn draft_impl(&self, items: &[DraftItem], states: &mut [(SeqId, SeqState)]) -> Result<Vec<f32>> {
+    fn draft_impl(
+        &self,
+        items: &[DraftItem],
+        states: &mut [(SeqId, SeqState)],
+    ) -> Result<Vec<f32>> {
         for (item, (_, st)) in items.iter().zip(states.iter_mut()) {
             if item.position == 0 {
                 st.drafts.clear();
@@ -239,7 +268,9 @@ impl LiveBackend {
             }
         }
         let proposals: Vec<DraftToken> = match &self.draft {
-            DraftSource::None => return Err(RuntimeError::InvalidInput("no drafter configured".into())),
+            DraftSource::None => {
+                return Err(RuntimeError::InvalidInput("no drafter configured".into()))
+            }
             DraftSource::Ngram(d) => states
                 .iter()
                 .map(|(_, st)| {
@@ -249,7 +280,11 @@ impl LiveBackend {
                     // No earlier occurrence: propose repeating the last token with confidence 0, which
                     // every confidence-aware policy reads as "stop drafting".
                     let (token, confidence) = d.propose(&ctx).unwrap_or((last, 0.0));
-                    DraftToken { token, confidence, dist: None }
+                    DraftToken {
+                        token,
+                        confidence,
+                        dist: None,
+                    }
                 })
                 .collect(),
             DraftSource::Model(d) => {
@@ -275,8 +310,14 @@ impl LiveBackend {
                     .iter_mut()
                     .zip(&feeds)
                     .filter_map(|((_, st), feed)| {
-                        let SeqState { draft_kv, sampler, .. } = st;
-                        draft_kv.as_mut().map(|cache| DraftInput { cache, feed, sampler })
+                        let SeqState {
+                            draft_kv, sampler, ..
+                        } = st;
+                        draft_kv.as_mut().map(|cache| DraftInput {
+                            cache,
+                            feed,
+                            sampler,
+                        })
                     })
                     .collect();
                 d.propose(&mut inputs)?
@@ -290,7 +331,11 @@ impl LiveBackend {
         Ok(confidences)
     }
 
-    fn target_impl(&self, items: &[TargetItem], states: &mut [(SeqId, SeqState)]) -> Result<Vec<TargetOutcome>> {
+    fn target_impl(
+        &self,
+        items: &[TargetItem],
+        states: &mut [(SeqId, SeqState)],
+    ) -> Result<Vec<TargetOutcome>> {
         // What each item feeds.
         let mut feeds: Vec<Vec<u32>> = Vec::with_capacity(items.len());
         let mut wants: Vec<LogitRows> = Vec::with_capacity(items.len());
@@ -311,7 +356,11 @@ impl LiveBackend {
                         )));
                     }
                     feeds.push(st.tokens[start..start + len].to_vec());
-                    wants.push(if last { LogitRows::Last } else { LogitRows::None });
+                    wants.push(if last {
+                        LogitRows::Last
+                    } else {
+                        LogitRows::None
+                    });
                 }
                 TargetWork::Verify { drafted } => {
                     let ctx = item.context_tokens as usize;
@@ -336,7 +385,11 @@ impl LiveBackend {
                 .iter_mut()
                 .zip(feeds.iter().zip(&wants))
                 .filter_map(|((_, st), (feed, &logits))| {
-                    st.target_kv.as_mut().map(|cache| ForwardItem { cache, tokens: feed, logits })
+                    st.target_kv.as_mut().map(|cache| ForwardItem {
+                        cache,
+                        tokens: feed,
+                        logits,
+                    })
                 })
                 .collect();
             self.target.forward(&mut fwd)?
@@ -346,7 +399,9 @@ impl LiveBackend {
             let outcome = match item.work {
                 TargetWork::Prefill { last: false, .. } => TargetOutcome::default(),
                 TargetWork::Prefill { last: true, .. } => {
-                    let row = logits.last(i).ok_or_else(|| RuntimeError::InvalidInput("no prefill row".into()))?;
+                    let row = logits
+                        .last(i)
+                        .ok_or_else(|| RuntimeError::InvalidInput("no prefill row".into()))?;
                     let next = st.sampler.next(row)?;
                     self.emit(st, &[next], 0)
                 }
@@ -384,7 +439,11 @@ impl LiveBackend {
         st.tokens.extend_from_slice(&emitted[..n]);
         // An end-of-sequence token among the accepted drafts counts as the step's "+1" token.
         let accepted = accepted.min(n - 1);
-        TargetOutcome { accepted: accepted as u32, emitted: n as u32, stop: eos_at.is_some() || st.cancelled }
+        TargetOutcome {
+            accepted: accepted as u32,
+            emitted: n as u32,
+            stop: eos_at.is_some() || st.cancelled,
+        }
     }
 }
 
@@ -392,13 +451,19 @@ impl LiveBackend {
 fn verify(st: &mut SeqState, logits: &Logits, i: usize, k: usize) -> Result<Verdict> {
     let rows: Vec<&[f32]> = (0..=k).filter_map(|j| logits.row(i, j)).collect();
     if rows.len() != k + 1 {
-        return Err(RuntimeError::InvalidInput(format!("verification of {k} drafts got {} rows", rows.len())));
+        return Err(RuntimeError::InvalidInput(format!(
+            "verification of {k} drafts got {} rows",
+            rows.len()
+        )));
     }
     let drafts: Vec<u32> = st.drafts[..k].iter().map(|d| d.token).collect();
     if st.sampler.params().is_greedy() {
         return verify_greedy(&drafts, &rows);
     }
-    let p: Vec<Vec<f32>> = rows.iter().map(|r| st.sampler.distribution(r)).collect::<Result<_>>()?;
+    let p: Vec<Vec<f32>> = rows
+        .iter()
+        .map(|r| st.sampler.distribution(r))
+        .collect::<Result<_>>()?;
     let p_refs: Vec<&[f32]> = p.iter().map(Vec::as_slice).collect();
     let q: Vec<DraftDist> = st.drafts[..k].iter().map(DraftToken::draft_dist).collect();
     verify_rejection(&drafts, &q, &p_refs, st.sampler.rng())
@@ -407,18 +472,28 @@ fn verify(st: &mut SeqState, logits: &Logits, i: usize, k: usize) -> Result<Verd
 impl Backend for LiveBackend {
     fn draft(&mut self, items: &[DraftItem]) -> std::result::Result<DraftResult, SimError> {
         let start = Instant::now();
-        let mut states = self.take(items.iter().map(|i| i.seq)).map_err(backend_err)?;
+        let mut states = self
+            .take(items.iter().map(|i| i.seq))
+            .map_err(backend_err)?;
         let res = self.draft_impl(items, &mut states);
         self.put_back(states);
-        Ok(DraftResult { confidences: res.map_err(backend_err)?, elapsed_ns: elapsed_ns(start) })
+        Ok(DraftResult {
+            confidences: res.map_err(backend_err)?,
+            elapsed_ns: elapsed_ns(start),
+        })
     }
 
     fn target(&mut self, items: &[TargetItem]) -> std::result::Result<TargetResult, SimError> {
         let start = Instant::now();
-        let mut states = self.take(items.iter().map(|i| i.seq)).map_err(backend_err)?;
+        let mut states = self
+            .take(items.iter().map(|i| i.seq))
+            .map_err(backend_err)?;
         let res = self.target_impl(items, &mut states);
         self.put_back(states);
-        Ok(TargetResult { outcomes: res.map_err(backend_err)?, elapsed_ns: elapsed_ns(start) })
+        Ok(TargetResult {
+            outcomes: res.map_err(backend_err)?,
+            elapsed_ns: elapsed_ns(start),
+        })
     }
 
     fn release(&mut self, seq: SeqId) {

@@ -39,12 +39,22 @@ impl Default for SamplingParams {
 impl SamplingParams {
     /// Greedy decoding.
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, top_k: None, top_p: 1.0, seed: 0 }
+        Self {
+            temperature: 0.0,
+            top_k: None,
+            top_p: 1.0,
+            seed: 0,
+        }
     }
 
     /// Plain sampling at `temperature` with `seed`.
     pub fn with_temperature(temperature: f32, seed: u64) -> Self {
-        Self { temperature, top_k: None, top_p: 1.0, seed }
+        Self {
+            temperature,
+            top_k: None,
+            top_p: 1.0,
+            seed,
+        }
     }
 
     /// Whether this is greedy decoding.
@@ -55,13 +65,21 @@ impl SamplingParams {
     /// Checks ranges: temperature finite and ≥ 0, top_k ≥ 1, 0 < top_p ≤ 1.
     pub fn validate(&self) -> Result<()> {
         if !self.temperature.is_finite() || self.temperature < 0.0 {
-            return Err(RuntimeError::InvalidInput(format!("temperature {} must be finite and >= 0", self.temperature)));
+            return Err(RuntimeError::InvalidInput(format!(
+                "temperature {} must be finite and >= 0",
+                self.temperature
+            )));
         }
         if self.top_k == Some(0) {
-            return Err(RuntimeError::InvalidInput("top_k must be at least 1".into()));
+            return Err(RuntimeError::InvalidInput(
+                "top_k must be at least 1".into(),
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            return Err(RuntimeError::InvalidInput(format!("top_p {} must be in (0, 1]", self.top_p)));
+            return Err(RuntimeError::InvalidInput(format!(
+                "top_p {} must be in (0, 1]",
+                self.top_p
+            )));
         }
         Ok(())
     }
@@ -84,9 +102,21 @@ pub fn argmax(logits: &[f32]) -> Option<u32> {
 /// Softmax of `logits / temperature` (temperature > 0), computed stably in f64.
 pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
     let t = temperature as f64;
-    let max = logits.iter().copied().filter(|x| !x.is_nan()).fold(f32::NEG_INFINITY, f32::max) as f64;
-    let exps: Vec<f64> =
-        logits.iter().map(|&x| if x.is_nan() { 0.0 } else { ((x as f64 - max) / t).exp() }).collect();
+    let max = logits
+        .iter()
+        .copied()
+        .filter(|x| !x.is_nan())
+        .fold(f32::NEG_INFINITY, f32::max) as f64;
+    let exps: Vec<f64> = logits
+        .iter()
+        .map(|&x| {
+            if x.is_nan() {
+                0.0
+            } else {
+                ((x as f64 - max) / t).exp()
+            }
+        })
+        .collect();
     let sum: f64 = exps.iter().sum();
     exps.into_iter().map(|e| (e / sum) as f32).collect()
 }
@@ -94,7 +124,9 @@ pub fn softmax(logits: &[f32], temperature: f32) -> Vec<f32> {
 /// The warped distribution of `params` over the vocabulary (see the module docs).
 pub fn distribution(logits: &[f32], params: &SamplingParams) -> Result<Vec<f32>> {
     let Some(best) = argmax(logits) else {
-        return Err(RuntimeError::InvalidInput("no finite logit to sample from".into()));
+        return Err(RuntimeError::InvalidInput(
+            "no finite logit to sample from".into(),
+        ));
     };
     let mut p = vec![0.0f32; logits.len()];
     if params.is_greedy() {
@@ -103,7 +135,8 @@ pub fn distribution(logits: &[f32], params: &SamplingParams) -> Result<Vec<f32>>
     }
     let mut probs = softmax(logits, params.temperature);
     // Candidate order: most likely first, lower token id first among ties.
-    let by_prob = |a: &usize, b: &usize, probs: &[f32]| probs[*b].total_cmp(&probs[*a]).then(a.cmp(b));
+    let by_prob =
+        |a: &usize, b: &usize, probs: &[f32]| probs[*b].total_cmp(&probs[*a]).then(a.cmp(b));
     let mut keep: Vec<usize> = (0..probs.len()).collect();
     if let Some(k) = params.top_k.filter(|&k| k < probs.len()) {
         keep.select_nth_unstable_by(k - 1, |a, b| by_prob(a, b, &probs));
@@ -168,7 +201,10 @@ impl Sampler {
     /// A sampler seeded from `params.seed`. Fails on out-of-range parameters.
     pub fn new(params: SamplingParams) -> Result<Self> {
         params.validate()?;
-        Ok(Self { params, rng: StdRng::seed_from_u64(params.seed) })
+        Ok(Self {
+            params,
+            rng: StdRng::seed_from_u64(params.seed),
+        })
     }
 
     /// The parameters.
@@ -189,10 +225,12 @@ impl Sampler {
     /// Picks the next token from logits: the argmax when greedy, else a draw from the warped distribution.
     pub fn next(&mut self, logits: &[f32]) -> Result<u32> {
         if self.params.is_greedy() {
-            return argmax(logits).ok_or_else(|| RuntimeError::InvalidInput("no finite logit".into()));
+            return argmax(logits)
+                .ok_or_else(|| RuntimeError::InvalidInput("no finite logit".into()));
         }
         let p = self.distribution(logits)?;
-        sample(&p, &mut self.rng).ok_or_else(|| RuntimeError::InvalidInput("empty distribution".into()))
+        sample(&p, &mut self.rng)
+            .ok_or_else(|| RuntimeError::InvalidInput("empty distribution".into()))
     }
 }
 
@@ -219,7 +257,10 @@ mod tests {
     #[test]
     fn top_k_keeps_k_most_likely_renormalised() {
         let logits = [0.0f32, 3.0, 1.0, 2.0];
-        let params = SamplingParams { top_k: Some(2), ..SamplingParams::with_temperature(1.0, 0) };
+        let params = SamplingParams {
+            top_k: Some(2),
+            ..SamplingParams::with_temperature(1.0, 0)
+        };
         let p = distribution(&logits, &params).unwrap();
         let (e3, e2) = (3.0f64.exp(), 2.0f64.exp());
         assert_eq!((p[0], p[2]), (0.0, 0.0));
@@ -231,16 +272,31 @@ mod tests {
     fn top_p_keeps_smallest_prefix_reaching_p() {
         // probabilities 0.5, 0.3, 0.2 (logits are their logs): top_p 0.7 keeps 0.5 and 0.3.
         let logits = [0.5f32.ln(), 0.3f32.ln(), 0.2f32.ln()];
-        let params = SamplingParams { top_p: 0.7, ..SamplingParams::with_temperature(1.0, 0) };
+        let params = SamplingParams {
+            top_p: 0.7,
+            ..SamplingParams::with_temperature(1.0, 0)
+        };
         let p = distribution(&logits, &params).unwrap();
         assert!((p[0] - 0.625).abs() < 1e-6 && (p[1] - 0.375).abs() < 1e-6 && p[2] == 0.0);
     }
 
     #[test]
     fn bad_parameters_are_errors() {
-        assert!(Sampler::new(SamplingParams { top_p: 0.0, ..SamplingParams::greedy() }).is_err());
-        assert!(Sampler::new(SamplingParams { temperature: -1.0, ..SamplingParams::greedy() }).is_err());
-        assert!(Sampler::new(SamplingParams { top_k: Some(0), ..SamplingParams::greedy() }).is_err());
+        assert!(Sampler::new(SamplingParams {
+            top_p: 0.0,
+            ..SamplingParams::greedy()
+        })
+        .is_err());
+        assert!(Sampler::new(SamplingParams {
+            temperature: -1.0,
+            ..SamplingParams::greedy()
+        })
+        .is_err());
+        assert!(Sampler::new(SamplingParams {
+            top_k: Some(0),
+            ..SamplingParams::greedy()
+        })
+        .is_err());
         assert!(distribution(&[], &SamplingParams::greedy()).is_err());
     }
 
@@ -249,7 +305,9 @@ mod tests {
         let logits = [0.1f32, 0.2, 0.3, 0.4, 0.5];
         let draw = |seed| {
             let mut s = Sampler::new(SamplingParams::with_temperature(1.0, seed)).unwrap();
-            (0..20).map(|_| s.next(&logits).unwrap()).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| s.next(&logits).unwrap())
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(7), draw(7));
         assert_ne!(draw(7), draw(8));

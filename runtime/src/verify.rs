@@ -41,7 +41,10 @@ pub enum DraftDist<'a> {
 
 fn check_rows(drafts: usize, rows: usize) -> Result<()> {
     if rows != drafts + 1 {
-        return Err(RuntimeError::InvalidInput(format!("{drafts} drafts need {} target rows, got {rows}", drafts + 1)));
+        return Err(RuntimeError::InvalidInput(format!(
+            "{drafts} drafts need {} target rows, got {rows}",
+            drafts + 1
+        )));
     }
     Ok(())
 }
@@ -50,9 +53,13 @@ fn check_rows(drafts: usize, rows: usize) -> Result<()> {
 pub fn verify_greedy(drafts: &[u32], target_logits: &[&[f32]]) -> Result<Verdict> {
     check_rows(drafts.len(), target_logits.len())?;
     for (i, row) in target_logits.iter().enumerate() {
-        let best = argmax(row).ok_or_else(|| RuntimeError::InvalidInput("target row has no finite logit".into()))?;
+        let best = argmax(row)
+            .ok_or_else(|| RuntimeError::InvalidInput("target row has no finite logit".into()))?;
         if drafts.get(i) != Some(&best) {
-            return Ok(Verdict { accepted: i, next: best });
+            return Ok(Verdict {
+                accepted: i,
+                next: best,
+            });
         }
     }
     // Unreachable: the last row has no draft to match, so the loop returns there.
@@ -69,13 +76,20 @@ pub fn verify_rejection(
 ) -> Result<Verdict> {
     check_rows(drafts.len(), target_probs.len())?;
     if draft_dists.len() != drafts.len() {
-        return Err(RuntimeError::InvalidInput(format!("{} drafts but {} draft distributions", drafts.len(), draft_dists.len())));
+        return Err(RuntimeError::InvalidInput(format!(
+            "{} drafts but {} draft distributions",
+            drafts.len(),
+            draft_dists.len()
+        )));
     }
     for (i, (&d, q)) in drafts.iter().zip(draft_dists).enumerate() {
         let p = target_probs[i];
         let x = d as usize;
         if x >= p.len() {
-            return Err(RuntimeError::InvalidInput(format!("draft token {d} outside the vocabulary of {}", p.len())));
+            return Err(RuntimeError::InvalidInput(format!(
+                "draft token {d} outside the vocabulary of {}",
+                p.len()
+            )));
         }
         let qx = match q {
             DraftDist::OneHot => 1.0,
@@ -84,23 +98,40 @@ pub fn verify_rejection(
         let px = p[x];
         // Accept with probability min(1, px / qx); a token the draft could not have drawn (qx = 0) is
         // accepted exactly when the target can produce it.
-        let accept = if qx <= 0.0 { px > 0.0 } else { px >= qx || (rng.random::<f64>() * qx as f64) < px as f64 };
+        let accept = if qx <= 0.0 {
+            px > 0.0
+        } else {
+            px >= qx || (rng.random::<f64>() * qx as f64) < px as f64
+        };
         if accept {
             continue;
         }
         let residual: Vec<f32> = match q {
-            DraftDist::OneHot => p.iter().enumerate().map(|(j, &pj)| if j == x { 0.0 } else { pj }).collect(),
-            DraftDist::Probs(q) => p.iter().zip(q.iter()).map(|(&pj, &qj)| (pj - qj).max(0.0)).collect(),
+            DraftDist::OneHot => p
+                .iter()
+                .enumerate()
+                .map(|(j, &pj)| if j == x { 0.0 } else { pj })
+                .collect(),
+            DraftDist::Probs(q) => p
+                .iter()
+                .zip(q.iter())
+                .map(|(&pj, &qj)| (pj - qj).max(0.0))
+                .collect(),
         };
         // The residual is empty only if p ≤ q everywhere, i.e. p = q, where rejection cannot happen;
         // fall back to p against rounding.
         let next = sample(&residual, rng).or_else(|| sample(p, rng));
-        let next = next.ok_or_else(|| RuntimeError::InvalidInput("target distribution is empty".into()))?;
+        let next =
+            next.ok_or_else(|| RuntimeError::InvalidInput("target distribution is empty".into()))?;
         return Ok(Verdict { accepted: i, next });
     }
     let p = target_probs[drafts.len()];
-    let next = sample(p, rng).ok_or_else(|| RuntimeError::InvalidInput("target distribution is empty".into()))?;
-    Ok(Verdict { accepted: drafts.len(), next })
+    let next = sample(p, rng)
+        .ok_or_else(|| RuntimeError::InvalidInput("target distribution is empty".into()))?;
+    Ok(Verdict {
+        accepted: drafts.len(),
+        next,
+    })
 }
 
 #[cfg(test)]
@@ -112,11 +143,40 @@ mod tests {
 
     #[test]
     fn greedy_accepts_matching_prefix_and_corrects() {
-        let rows: [&[f32]; 4] = [&[0.0, 1.0, 0.0], &[2.0, 0.0, 0.0], &[0.0, 0.0, 5.0], &[1.0, 0.0, 0.0]];
-        assert_eq!(verify_greedy(&[1, 0, 1], &rows).unwrap(), Verdict { accepted: 2, next: 2 });
-        assert_eq!(verify_greedy(&[1, 0, 2], &rows).unwrap(), Verdict { accepted: 3, next: 0 });
-        assert_eq!(verify_greedy(&[2, 0, 2], &rows).unwrap(), Verdict { accepted: 0, next: 1 });
-        assert_eq!(verify_greedy(&[], &rows[..1]).unwrap(), Verdict { accepted: 0, next: 1 });
+        let rows: [&[f32]; 4] = [
+            &[0.0, 1.0, 0.0],
+            &[2.0, 0.0, 0.0],
+            &[0.0, 0.0, 5.0],
+            &[1.0, 0.0, 0.0],
+        ];
+        assert_eq!(
+            verify_greedy(&[1, 0, 1], &rows).unwrap(),
+            Verdict {
+                accepted: 2,
+                next: 2
+            }
+        );
+        assert_eq!(
+            verify_greedy(&[1, 0, 2], &rows).unwrap(),
+            Verdict {
+                accepted: 3,
+                next: 0
+            }
+        );
+        assert_eq!(
+            verify_greedy(&[2, 0, 2], &rows).unwrap(),
+            Verdict {
+                accepted: 0,
+                next: 1
+            }
+        );
+        assert_eq!(
+            verify_greedy(&[], &rows[..1]).unwrap(),
+            Verdict {
+                accepted: 0,
+                next: 1
+            }
+        );
         assert!(verify_greedy(&[1], &rows[..1]).is_err());
     }
 
@@ -136,7 +196,9 @@ mod tests {
             stat += (c as f64 - e).powi(2) / e;
             cells += 1;
         }
-        let q = ChiSquared::new((cells - 1) as f64).unwrap().inverse_cdf(0.999);
+        let q = ChiSquared::new((cells - 1) as f64)
+            .unwrap()
+            .inverse_cdf(0.999);
         (stat, q)
     }
 
@@ -176,8 +238,9 @@ mod tests {
     /// token after a full acceptance) and k = 2 (exercises acceptance of two drafts in a row).
     #[test]
     fn rejection_sampling_reproduces_target_distribution() {
-        let expected: Vec<f64> =
-            (0..V * V).map(|c| P[0][c / V] as f64 * P[1][c % V] as f64).collect();
+        let expected: Vec<f64> = (0..V * V)
+            .map(|c| P[0][c / V] as f64 * P[1][c % V] as f64)
+            .collect();
         for k in [1, 2] {
             let mut rng = StdRng::seed_from_u64(20261129 + k as u64);
             let mut counts = vec![0u64; V * V];
@@ -186,7 +249,10 @@ mod tests {
                 counts[a * V + b] += 1;
             }
             let (stat, q999) = chi_square(&counts, &expected);
-            assert!(stat < q999, "k = {k}: chi-square {stat:.1} above the 99.9% quantile {q999:.1}");
+            assert!(
+                stat < q999,
+                "k = {k}: chi-square {stat:.1} above the 99.9% quantile {q999:.1}"
+            );
         }
     }
 
@@ -212,13 +278,18 @@ mod tests {
             let mut counts = vec![0u64; V];
             for i in 0..50_000u32 {
                 let draft = i % V as u32; // every token proposed in turn, including impossible ones
-                let v = verify_rejection(&[draft], &[DraftDist::OneHot], &[&P[pos], &P[2]], &mut rng).unwrap();
+                let v =
+                    verify_rejection(&[draft], &[DraftDist::OneHot], &[&P[pos], &P[2]], &mut rng)
+                        .unwrap();
                 let first = if v.accepted == 1 { draft } else { v.next };
                 counts[first as usize] += 1;
             }
             let expected: Vec<f64> = P[pos].iter().map(|&p| p as f64).collect();
             let (stat, q999) = chi_square(&counts, &expected);
-            assert!(stat < q999, "position {pos}: chi-square {stat:.1} above {q999:.1}");
+            assert!(
+                stat < q999,
+                "position {pos}: chi-square {stat:.1} above {q999:.1}"
+            );
         }
     }
 

@@ -29,13 +29,24 @@ fn random_tokens(rng: &mut StdRng, n: usize, vocab: usize) -> Vec<u32> {
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 /// Feeds `tokens` to `cache` in one forward and returns every logit row.
 fn feed_all(model: &Model, cache: &mut KvCache, tokens: &[u32]) -> Vec<Vec<f32>> {
-    let logits = model.forward(&mut [ForwardItem { cache, tokens, logits: LogitRows::All }]).unwrap();
-    (0..logits.rows(0)).map(|j| logits.row(0, j).unwrap().to_vec()).collect()
+    let logits = model
+        .forward(&mut [ForwardItem {
+            cache,
+            tokens,
+            logits: LogitRows::All,
+        }])
+        .unwrap();
+    (0..logits.rows(0))
+        .map(|j| logits.row(0, j).unwrap().to_vec())
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -54,10 +65,24 @@ impl Naive {
         let content = gguf_file::Content::read(&mut r).unwrap();
         let mut w = std::collections::HashMap::new();
         for name in content.tensor_infos.keys() {
-            let t = content.tensor(&mut r, name, &Device::Cpu).unwrap().dequantize(&Device::Cpu).unwrap();
-            w.insert(name.clone(), (t.dims().to_vec(), t.flatten_all().unwrap().to_vec1::<f32>().unwrap()));
+            let t = content
+                .tensor(&mut r, name, &Device::Cpu)
+                .unwrap()
+                .dequantize(&Device::Cpu)
+                .unwrap();
+            w.insert(
+                name.clone(),
+                (
+                    t.dims().to_vec(),
+                    t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                ),
+            );
         }
-        Self { w, arch: spec.arch, spec: spec.clone() }
+        Self {
+            w,
+            arch: spec.arch,
+            spec: spec.clone(),
+        }
     }
 
     fn get(&self, name: &str) -> &[f32] {
@@ -79,7 +104,10 @@ impl Naive {
     fn rms_norm(&self, name: &str, x: &[f32]) -> Vec<f32> {
         let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
         let s = 1.0 / (ms + 1e-6).sqrt();
-        x.iter().zip(self.get(name)).map(|(v, g)| v * s * g).collect()
+        x.iter()
+            .zip(self.get(name))
+            .map(|(v, g)| v * s * g)
+            .collect()
     }
 
     /// Rotates one head vector in place at position `pos`.
@@ -103,15 +131,32 @@ impl Naive {
         let (h, nh, nkv) = (s.hidden, s.n_head, s.n_kv_head);
         let d = h / nh;
         let embd = self.get("token_embd.weight");
-        let mut xs: Vec<Vec<f32>> = tokens.iter().map(|&t| embd[t as usize * h..(t as usize + 1) * h].to_vec()).collect();
-        let bias = |l: usize, w: &str| (self.arch == TinyArch::Qwen2).then(|| format!("blk.{l}.attn_{w}.bias"));
+        let mut xs: Vec<Vec<f32>> = tokens
+            .iter()
+            .map(|&t| embd[t as usize * h..(t as usize + 1) * h].to_vec())
+            .collect();
+        let bias = |l: usize, w: &str| {
+            (self.arch == TinyArch::Qwen2).then(|| format!("blk.{l}.attn_{w}.bias"))
+        };
         for l in 0..s.n_layer {
             let (mut qs, mut ks, mut vs) = (vec![], vec![], vec![]);
             for (pos, x) in xs.iter().enumerate() {
                 let hn = self.rms_norm(&format!("blk.{l}.attn_norm.weight"), x);
-                let mut q = self.linear(&format!("blk.{l}.attn_q.weight"), &hn, bias(l, "q").as_deref());
-                let mut k = self.linear(&format!("blk.{l}.attn_k.weight"), &hn, bias(l, "k").as_deref());
-                let v = self.linear(&format!("blk.{l}.attn_v.weight"), &hn, bias(l, "v").as_deref());
+                let mut q = self.linear(
+                    &format!("blk.{l}.attn_q.weight"),
+                    &hn,
+                    bias(l, "q").as_deref(),
+                );
+                let mut k = self.linear(
+                    &format!("blk.{l}.attn_k.weight"),
+                    &hn,
+                    bias(l, "k").as_deref(),
+                );
+                let v = self.linear(
+                    &format!("blk.{l}.attn_v.weight"),
+                    &hn,
+                    bias(l, "v").as_deref(),
+                );
                 q.chunks_mut(d).for_each(|c| self.rope(c, pos));
                 k.chunks_mut(d).for_each(|c| self.rope(c, pos));
                 qs.push(q);
@@ -124,7 +169,13 @@ impl Naive {
                     let kvh = head / (nh / nkv);
                     let q = &qs[i][head * d..(head + 1) * d];
                     let scores: Vec<f32> = (0..=i)
-                        .map(|j| q.iter().zip(&ks[j][kvh * d..(kvh + 1) * d]).map(|(a, b)| a * b).sum::<f32>() / (d as f32).sqrt())
+                        .map(|j| {
+                            q.iter()
+                                .zip(&ks[j][kvh * d..(kvh + 1) * d])
+                                .map(|(a, b)| a * b)
+                                .sum::<f32>()
+                                / (d as f32).sqrt()
+                        })
                         .collect();
                     let m = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     let e: Vec<f32> = scores.iter().map(|s| (s - m).exp()).collect();
@@ -140,20 +191,33 @@ impl Naive {
                 let hn = self.rms_norm(&format!("blk.{l}.ffn_norm.weight"), &xs[i]);
                 let g = self.linear(&format!("blk.{l}.ffn_gate.weight"), &hn, None);
                 let u = self.linear(&format!("blk.{l}.ffn_up.weight"), &hn, None);
-                let m: Vec<f32> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
+                let m: Vec<f32> = g
+                    .iter()
+                    .zip(&u)
+                    .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                    .collect();
                 let down = self.linear(&format!("blk.{l}.ffn_down.weight"), &m, None);
                 xs[i].iter_mut().zip(down).for_each(|(x, o)| *x += o);
             }
         }
-        let out = if self.w.contains_key("output.weight") { "output.weight" } else { "token_embd.weight" };
-        xs.iter().map(|x| self.linear(out, &self.rms_norm("output_norm.weight", x), None)).collect()
+        let out = if self.w.contains_key("output.weight") {
+            "output.weight"
+        } else {
+            "token_embd.weight"
+        };
+        xs.iter()
+            .map(|x| self.linear(out, &self.rms_norm("output_norm.weight", x), None))
+            .collect()
     }
 }
 
 #[test]
 fn forward_matches_naive_reference_for_both_architectures() {
     for arch in [TinyArch::Qwen2, TinyArch::Llama] {
-        let spec = TinySpec { quantized: false, ..TinySpec::new(arch, 3) };
+        let spec = TinySpec {
+            quantized: false,
+            ..TinySpec::new(arch, 3)
+        };
         let model = spec.build(&Device::Cpu).unwrap();
         let naive = Naive::new(&spec);
         let tokens = random_tokens(&mut StdRng::seed_from_u64(5), 12, spec.vocab);
@@ -162,8 +226,12 @@ fn forward_matches_naive_reference_for_both_architectures() {
         let mut cache = model.new_cache();
         let mut got = feed_all(&model, &mut cache, &tokens[..7]);
         got.extend(feed_all(&model, &mut cache, &tokens[7..]));
-        let spread = want.iter().flatten().map(|x| x * x).sum::<f32>() / (want.len() * spec.vocab) as f32;
-        assert!(spread.sqrt() > 1.0, "{arch:?}: logits too flat for a meaningful comparison");
+        let spread =
+            want.iter().flatten().map(|x| x * x).sum::<f32>() / (want.len() * spec.vocab) as f32;
+        assert!(
+            spread.sqrt() > 1.0,
+            "{arch:?}: logits too flat for a meaningful comparison"
+        );
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             let d = max_abs_diff(g, w);
             assert!(d < 1e-3, "{arch:?} position {i}: max |Δlogit| = {d}");
@@ -182,7 +250,12 @@ fn ragged_batch_matches_each_sequence_alone() {
         let shapes = [(0usize, 6usize), (9, 1), (5, 5), (17, 3)];
         let seqs: Vec<(Vec<u32>, Vec<u32>)> = shapes
             .iter()
-            .map(|&(p, n)| (random_tokens(&mut rng, p, spec.vocab), random_tokens(&mut rng, n, spec.vocab)))
+            .map(|&(p, n)| {
+                (
+                    random_tokens(&mut rng, p, spec.vocab),
+                    random_tokens(&mut rng, n, spec.vocab),
+                )
+            })
             .collect();
 
         // Alone: each sequence's past, then its new tokens.
@@ -202,14 +275,22 @@ fn ragged_batch_matches_each_sequence_alone() {
                 .iter_mut()
                 .zip(&seqs)
                 .filter(|(_, (past, _))| !past.is_empty())
-                .map(|(cache, (past, _))| ForwardItem { cache, tokens: past, logits: LogitRows::None })
+                .map(|(cache, (past, _))| ForwardItem {
+                    cache,
+                    tokens: past,
+                    logits: LogitRows::None,
+                })
                 .collect();
             model.forward(&mut items).unwrap();
         }
         let mut items: Vec<ForwardItem> = caches
             .iter_mut()
             .zip(&seqs)
-            .map(|(cache, (_, new))| ForwardItem { cache, tokens: new, logits: LogitRows::All })
+            .map(|(cache, (_, new))| ForwardItem {
+                cache,
+                tokens: new,
+                logits: LogitRows::All,
+            })
             .collect();
         let logits = model.forward(&mut items).unwrap();
         let mut worst = 0f32;
@@ -219,7 +300,10 @@ fn ragged_batch_matches_each_sequence_alone() {
                 worst = worst.max(max_abs_diff(logits.row(i, j).unwrap(), row));
             }
         }
-        assert!(worst <= RAGGED_TOL, "{arch:?}: ragged vs alone max |Δlogit| = {worst}");
+        assert!(
+            worst <= RAGGED_TOL,
+            "{arch:?}: ragged vs alone max |Δlogit| = {worst}"
+        );
         for (c, &(p, n)) in caches.iter().zip(&shapes) {
             assert_eq!(c.len(), p + n);
         }
@@ -265,15 +349,24 @@ fn kv_rollback_leaves_cache_as_if_rejected_tokens_were_never_fed() {
 
         assert_eq!(rolled.len(), fresh.len());
         for l in 0..model.config().n_layer {
-            for (a, b) in [(rolled.keys(l), fresh.keys(l)), (rolled.values(l), fresh.values(l))] {
+            for (a, b) in [
+                (rolled.keys(l), fresh.keys(l)),
+                (rolled.values(l), fresh.values(l)),
+            ] {
                 let a = a.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
                 let b = b.unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-                assert_eq!(a, b, "{arch:?} layer {l}: cached keys/values differ after rollback");
+                assert_eq!(
+                    a, b,
+                    "{arch:?} layer {l}: cached keys/values differ after rollback"
+                );
             }
         }
         let after_rollback = feed_all(&model, &mut rolled, &next);
         let after_fresh = feed_all(&model, &mut fresh, &next);
-        assert_eq!(after_rollback, after_fresh, "{arch:?}: next-token logits differ after rollback");
+        assert_eq!(
+            after_rollback, after_fresh,
+            "{arch:?}: next-token logits differ after rollback"
+        );
     }
 }
 
@@ -284,11 +377,31 @@ fn bad_inputs_are_errors_not_panics() {
     let mut c = model.new_cache();
     let vocab = spec.vocab as u32;
     assert!(model.forward(&mut []).is_err());
-    assert!(model.forward(&mut [ForwardItem { cache: &mut c, tokens: &[], logits: LogitRows::All }]).is_err());
-    assert!(model.forward(&mut [ForwardItem { cache: &mut c, tokens: &[vocab], logits: LogitRows::All }]).is_err());
+    assert!(model
+        .forward(&mut [ForwardItem {
+            cache: &mut c,
+            tokens: &[],
+            logits: LogitRows::All
+        }])
+        .is_err());
+    assert!(model
+        .forward(&mut [ForwardItem {
+            cache: &mut c,
+            tokens: &[vocab],
+            logits: LogitRows::All
+        }])
+        .is_err());
     let long = vec![0u32; spec.context + 1];
-    assert!(model.forward(&mut [ForwardItem { cache: &mut c, tokens: &long, logits: LogitRows::Last }]).is_err());
+    assert!(model
+        .forward(&mut [ForwardItem {
+            cache: &mut c,
+            tokens: &long,
+            logits: LogitRows::Last
+        }])
+        .is_err());
     assert_eq!(c.len(), 0, "a failed forward must not change the cache");
     assert!(c.truncate(1).is_err());
-    assert!(Model::from_reader(&mut Cursor::new(b"not a gguf".to_vec()), &Device::Cpu, None).is_err());
+    assert!(
+        Model::from_reader(&mut Cursor::new(b"not a gguf".to_vec()), &Device::Cpu, None).is_err()
+    );
 }

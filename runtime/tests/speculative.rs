@@ -28,7 +28,13 @@ fn greedy_reference(model: &Model, prompt: &[u32], n: usize, eos: Option<u32>) -
     let mut out = Vec::new();
     let mut feed = prompt.to_vec();
     while out.len() < n {
-        let logits = model.forward(&mut [ForwardItem { cache: &mut cache, tokens: &feed, logits: LogitRows::Last }]).unwrap();
+        let logits = model
+            .forward(&mut [ForwardItem {
+                cache: &mut cache,
+                tokens: &feed,
+                logits: LogitRows::Last,
+            }])
+            .unwrap();
         let t = argmax(logits.last(0).unwrap()).unwrap();
         out.push(t);
         if Some(t) == eos {
@@ -49,7 +55,9 @@ fn workload(vocab: usize, n: usize, seed: u64) -> Workload {
     let prompts = (0..n)
         .map(|_| {
             let len = rng.random_range(3..24);
-            (0..len).map(|_| rng.random_range(0..vocab as u32)).collect()
+            (0..len)
+                .map(|_| rng.random_range(0..vocab as u32))
+                .collect()
         })
         .collect();
     let outputs = (0..n).map(|_| rng.random_range(10..40)).collect();
@@ -71,23 +79,50 @@ struct Requests {
     eos: Option<u32>,
 }
 
-const GREEDY: Requests = Requests { params: |_| SamplingParams::greedy(), ignore_eos: true, eos: None };
+const GREEDY: Requests = Requests {
+    params: |_| SamplingParams::greedy(),
+    ignore_eos: true,
+    eos: None,
+};
 
-fn run_engine(target: Arc<Model>, draft: DraftSource, policy: &PolicyConfig, config: EngineConfig, w: &Workload, r: &Requests) -> Run {
-    let cost = Arc::new(FixedCost { draft_base: 1_000_000, draft_per_seq: 100_000, target_base: 10_000_000, target_per_token: 500_000 });
+fn run_engine(
+    target: Arc<Model>,
+    draft: DraftSource,
+    policy: &PolicyConfig,
+    config: EngineConfig,
+    w: &Workload,
+    r: &Requests,
+) -> Run {
+    let cost = Arc::new(FixedCost {
+        draft_base: 1_000_000,
+        draft_per_seq: 100_000,
+        target_base: 10_000_000,
+        target_per_token: 500_000,
+    });
     let mut engine = Engine::new(config, policy.build(), cost).unwrap();
     let mut backend = LiveBackend::new(target, draft).unwrap();
     backend.set_eos(r.eos);
     for (i, (prompt, &out)) in w.prompts.iter().zip(&w.outputs).enumerate() {
-        backend.register(i as u64, prompt.clone(), (r.params)(i), r.ignore_eos).unwrap();
-        let spec = RequestSpec { id: i as u64, arrival_ns: 0, prompt_tokens: prompt.len() as u32, output_tokens: out, category: None };
+        backend
+            .register(i as u64, prompt.clone(), (r.params)(i), r.ignore_eos)
+            .unwrap();
+        let spec = RequestSpec {
+            id: i as u64,
+            arrival_ns: 0,
+            prompt_tokens: prompt.len() as u32,
+            output_tokens: out,
+            category: None,
+        };
         engine.add_request(spec).unwrap();
     }
     let mut now = 0;
     let mut finished = HashMap::new();
     let mut guard = 0;
     while engine.has_work() {
-        let report = engine.step(now, &mut backend).unwrap().expect("work remains");
+        let report = engine
+            .step(now, &mut backend)
+            .unwrap()
+            .expect("work remains");
         now = report.end_ns;
         for f in engine.drain_finished() {
             finished.insert(f.spec.id, f);
@@ -95,11 +130,21 @@ fn run_engine(target: Arc<Model>, draft: DraftSource, policy: &PolicyConfig, con
         guard += 1;
         assert!(guard < 10_000, "engine does not finish");
     }
-    let outputs: Vec<Vec<u32>> = (0..w.prompts.len() as u64).map(|i| backend.remove(i).unwrap()).collect();
+    let outputs: Vec<Vec<u32>> = (0..w.prompts.len() as u64)
+        .map(|i| backend.remove(i).unwrap())
+        .collect();
     for (i, o) in outputs.iter().enumerate() {
-        assert_eq!(finished[&(i as u64)].output_tokens as usize, o.len(), "request {i}: engine and backend disagree on length");
+        assert_eq!(
+            finished[&(i as u64)].output_tokens as usize,
+            o.len(),
+            "request {i}: engine and backend disagree on length"
+        );
     }
-    assert_eq!(backend.kv_allocated_bytes(), 0, "KV caches outlive their sequences");
+    assert_eq!(
+        backend.kv_allocated_bytes(),
+        0,
+        "KV caches outlive their sequences"
+    );
     Run {
         outputs,
         drafted: finished.values().map(|f| f.drafted).sum(),
@@ -112,15 +157,35 @@ fn policies() -> Vec<PolicyConfig> {
     vec![
         PolicyConfig::None,
         PolicyConfig::Static { k: 4 },
-        PolicyConfig::BatchTable { table: vec![[2, 5], [4, 3], [8, 1]] },
-        PolicyConfig::Threshold { confidence: 0.6, k_max: 6 },
-        PolicyConfig::Smartspec { k_max: 6, alpha0: 0.7, bias: 1.1 },
-        PolicyConfig::Specserve { k_max: 6, elimination: true, slo_aware: true },
+        PolicyConfig::BatchTable {
+            table: vec![[2, 5], [4, 3], [8, 1]],
+        },
+        PolicyConfig::Threshold {
+            confidence: 0.6,
+            k_max: 6,
+        },
+        PolicyConfig::Smartspec {
+            k_max: 6,
+            alpha0: 0.7,
+            bias: 1.1,
+        },
+        PolicyConfig::Specserve {
+            k_max: 6,
+            elimination: true,
+            slo_aware: true,
+        },
     ]
 }
 
 fn engine_config(kv_blocks: u32, max_num_seqs: u32, chunked_prefill: bool) -> EngineConfig {
-    EngineConfig { block_size: 16, kv_blocks: Some(kv_blocks), max_num_seqs, max_batched_tokens: 64, chunked_prefill, ..EngineConfig::default() }
+    EngineConfig {
+        block_size: 16,
+        kv_blocks: Some(kv_blocks),
+        max_num_seqs,
+        max_batched_tokens: 64,
+        chunked_prefill,
+        ..EngineConfig::default()
+    }
 }
 
 /// Every policy, a draft model, both architectures: output identical to target-only greedy decoding.
@@ -133,21 +198,43 @@ fn greedy_speculative_output_equals_target_only_for_every_policy() {
         let noise = if arch == TinyArch::Llama { 1.0 } else { 0.15 };
         let draft = Arc::new(spec.perturbed(77, noise).build(&Device::Cpu).unwrap());
         let w = workload(spec.vocab, 6, 5);
-        let want: Vec<Vec<u32>> =
-            w.prompts.iter().zip(&w.outputs).map(|(p, &n)| greedy_reference(&target, p, n as usize, None)).collect();
+        let want: Vec<Vec<u32>> = w
+            .prompts
+            .iter()
+            .zip(&w.outputs)
+            .map(|(p, &n)| greedy_reference(&target, p, n as usize, None))
+            .collect();
         for policy in policies() {
             let source = DraftSource::Model(ModelDrafter::new(draft.clone()));
-            let run = run_engine(target.clone(), source, &policy, engine_config(64, 4, false), &w, &GREEDY);
+            let run = run_engine(
+                target.clone(),
+                source,
+                &policy,
+                engine_config(64, 4, false),
+                &w,
+                &GREEDY,
+            );
             for (i, (got, want)) in run.outputs.iter().zip(&want).enumerate() {
-                assert_eq!(got, want, "{arch:?} {policy:?}: request {i} differs from target-only greedy output");
+                assert_eq!(
+                    got, want,
+                    "{arch:?} {policy:?}: request {i} differs from target-only greedy output"
+                );
             }
             if policy != PolicyConfig::None {
                 assert!(run.drafted > 0, "{arch:?} {policy:?}: nothing was drafted");
             }
             if matches!(policy, PolicyConfig::Static { .. }) {
                 // The perturbed draft must produce both outcomes, or the test proves little.
-                assert!(run.accepted > 0 && run.accepted < run.drafted, "{arch:?}: accepted {} of {}", run.accepted, run.drafted);
-                eprintln!("{arch:?} static: accepted {} of {} drafts", run.accepted, run.drafted);
+                assert!(
+                    run.accepted > 0 && run.accepted < run.drafted,
+                    "{arch:?}: accepted {} of {}",
+                    run.accepted,
+                    run.drafted
+                );
+                eprintln!(
+                    "{arch:?} static: accepted {} of {} drafts",
+                    run.accepted, run.drafted
+                );
             }
         }
     }
@@ -161,18 +248,42 @@ fn chunked_prefill_and_preemption_keep_output_exact() {
     let target = Arc::new(spec.build(&Device::Cpu).unwrap());
     let draft = Arc::new(spec.perturbed(3, 0.5).build(&Device::Cpu).unwrap());
     let w = workload(spec.vocab, 8, 17);
-    let want: Vec<Vec<u32>> =
-        w.prompts.iter().zip(&w.outputs).map(|(p, &n)| greedy_reference(&target, p, n as usize, None)).collect();
+    let want: Vec<Vec<u32>> = w
+        .prompts
+        .iter()
+        .zip(&w.outputs)
+        .map(|(p, &n)| greedy_reference(&target, p, n as usize, None))
+        .collect();
     let mut preemptions = 0;
     for (blocks, chunked) in [(64, true), (6, false), (6, true)] {
-        for policy in [PolicyConfig::Static { k: 3 }, PolicyConfig::Specserve { k_max: 6, elimination: true, slo_aware: true }] {
+        for policy in [
+            PolicyConfig::Static { k: 3 },
+            PolicyConfig::Specserve {
+                k_max: 6,
+                elimination: true,
+                slo_aware: true,
+            },
+        ] {
             let source = DraftSource::Model(ModelDrafter::new(draft.clone()));
-            let run = run_engine(target.clone(), source, &policy, engine_config(blocks, 8, chunked), &w, &GREEDY);
-            assert_eq!(run.outputs, want, "{policy:?} kv_blocks={blocks} chunked={chunked}");
+            let run = run_engine(
+                target.clone(),
+                source,
+                &policy,
+                engine_config(blocks, 8, chunked),
+                &w,
+                &GREEDY,
+            );
+            assert_eq!(
+                run.outputs, want,
+                "{policy:?} kv_blocks={blocks} chunked={chunked}"
+            );
             preemptions += run.preemptions;
         }
     }
-    assert!(preemptions > 0, "the small KV budget should force preemptions");
+    assert!(
+        preemptions > 0,
+        "the small KV budget should force preemptions"
+    );
 }
 
 /// N-gram lookup as the drafter: same exactness.
@@ -186,10 +297,27 @@ fn ngram_drafter_output_equals_target_only() {
         let copy = p.clone();
         p.extend_from_slice(&copy);
     }
-    let want: Vec<Vec<u32>> =
-        w.prompts.iter().zip(&w.outputs).map(|(p, &n)| greedy_reference(&target, p, n as usize, None)).collect();
-    for policy in [PolicyConfig::Static { k: 3 }, PolicyConfig::Threshold { confidence: 0.5, k_max: 4 }] {
-        let run = run_engine(target.clone(), DraftSource::Ngram(NgramDrafter::default()), &policy, engine_config(64, 4, false), &w, &GREEDY);
+    let want: Vec<Vec<u32>> = w
+        .prompts
+        .iter()
+        .zip(&w.outputs)
+        .map(|(p, &n)| greedy_reference(&target, p, n as usize, None))
+        .collect();
+    for policy in [
+        PolicyConfig::Static { k: 3 },
+        PolicyConfig::Threshold {
+            confidence: 0.5,
+            k_max: 4,
+        },
+    ] {
+        let run = run_engine(
+            target.clone(),
+            DraftSource::Ngram(NgramDrafter::default()),
+            &policy,
+            engine_config(64, 4, false),
+            &w,
+            &GREEDY,
+        );
         assert_eq!(run.outputs, want, "{policy:?}");
     }
 }
@@ -204,13 +332,28 @@ fn eos_stops_unless_ignored() {
     // Take as EOS a token that the first request emits in the middle of its output.
     let full = greedy_reference(&target, &w.prompts[0], w.outputs[0] as usize, None);
     let eos = full[full.len() / 2];
-    let want: Vec<Vec<u32>> =
-        w.prompts.iter().zip(&w.outputs).map(|(p, &n)| greedy_reference(&target, p, n as usize, Some(eos))).collect();
+    let want: Vec<Vec<u32>> = w
+        .prompts
+        .iter()
+        .zip(&w.outputs)
+        .map(|(p, &n)| greedy_reference(&target, p, n as usize, Some(eos)))
+        .collect();
     assert!(want[0].len() < full.len());
     for ignore_eos in [false, true] {
         let source = DraftSource::Model(ModelDrafter::new(draft.clone()));
-        let r = Requests { params: |_| SamplingParams::greedy(), ignore_eos, eos: Some(eos) };
-        let run = run_engine(target.clone(), source, &PolicyConfig::Static { k: 4 }, engine_config(64, 4, false), &w, &r);
+        let r = Requests {
+            params: |_| SamplingParams::greedy(),
+            ignore_eos,
+            eos: Some(eos),
+        };
+        let run = run_engine(
+            target.clone(),
+            source,
+            &PolicyConfig::Static { k: 4 },
+            engine_config(64, 4, false),
+            &w,
+            &r,
+        );
         if ignore_eos {
             assert_eq!(run.outputs[0], full);
         } else {
@@ -228,13 +371,26 @@ fn sampled_requests_are_seeded_and_complete() {
     let draft = Arc::new(spec.perturbed(5, 0.5).build(&Device::Cpu).unwrap());
     let w = workload(spec.vocab, 3, 1);
     let r = Requests {
-        params: |i| SamplingParams { temperature: 0.8, top_k: Some(20), top_p: 0.95, seed: i as u64 },
+        params: |i| SamplingParams {
+            temperature: 0.8,
+            top_k: Some(20),
+            top_p: 0.95,
+            seed: i as u64,
+        },
         ignore_eos: true,
         eos: None,
     };
     let run = || {
         let source = DraftSource::Model(ModelDrafter::new(draft.clone()));
-        run_engine(target.clone(), source, &PolicyConfig::Static { k: 3 }, engine_config(64, 4, false), &w, &r).outputs
+        run_engine(
+            target.clone(),
+            source,
+            &PolicyConfig::Static { k: 3 },
+            engine_config(64, 4, false),
+            &w,
+            &r,
+        )
+        .outputs
     };
     let a = run();
     for (o, &n) in a.iter().zip(&w.outputs) {
@@ -248,10 +404,24 @@ fn bad_registrations_are_errors() {
     let spec = TinySpec::new(TinyArch::Llama, 1);
     let target = Arc::new(spec.build(&Device::Cpu).unwrap());
     let mut b = LiveBackend::new(target.clone(), DraftSource::None).unwrap();
-    assert!(b.register(1, vec![], SamplingParams::greedy(), false).is_err());
-    assert!(b.register(1, vec![spec.vocab as u32], SamplingParams::greedy(), false).is_err());
-    b.register(1, vec![1, 2], SamplingParams::greedy(), false).unwrap();
-    assert!(b.register(1, vec![1, 2], SamplingParams::greedy(), false).is_err());
-    let other = Arc::new(TinySpec { vocab: 64, ..spec.clone() }.build(&Device::Cpu).unwrap());
+    assert!(b
+        .register(1, vec![], SamplingParams::greedy(), false)
+        .is_err());
+    assert!(b
+        .register(1, vec![spec.vocab as u32], SamplingParams::greedy(), false)
+        .is_err());
+    b.register(1, vec![1, 2], SamplingParams::greedy(), false)
+        .unwrap();
+    assert!(b
+        .register(1, vec![1, 2], SamplingParams::greedy(), false)
+        .is_err());
+    let other = Arc::new(
+        TinySpec {
+            vocab: 64,
+            ..spec.clone()
+        }
+        .build(&Device::Cpu)
+        .unwrap(),
+    );
     assert!(LiveBackend::new(target, DraftSource::Model(ModelDrafter::new(other))).is_err());
 }

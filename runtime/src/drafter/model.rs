@@ -45,13 +45,19 @@ impl ModelDrafter {
         let logits = {
             let mut items: Vec<ForwardItem> = inputs
                 .iter_mut()
-                .map(|i| ForwardItem { cache: &mut *i.cache, tokens: i.feed, logits: LogitRows::Last })
+                .map(|i| ForwardItem {
+                    cache: &mut *i.cache,
+                    tokens: i.feed,
+                    logits: LogitRows::Last,
+                })
                 .collect();
             self.model.forward(&mut items)?
         };
         let mut out = Vec::with_capacity(inputs.len());
         for (i, input) in inputs.iter_mut().enumerate() {
-            let row = logits.last(i).ok_or_else(|| RuntimeError::InvalidInput("draft forward returned no row".into()))?;
+            let row = logits.last(i).ok_or_else(|| {
+                RuntimeError::InvalidInput("draft forward returned no row".into())
+            })?;
             out.push(choose(row, input.sampler)?);
         }
         Ok(out)
@@ -61,14 +67,28 @@ impl ModelDrafter {
 /// Picks a draft token from draft logits with the request's sampler.
 pub fn choose(row: &[f32], sampler: &mut Sampler) -> Result<DraftToken> {
     if sampler.params().is_greedy() {
-        let token = argmax(row).ok_or_else(|| RuntimeError::InvalidInput("draft row has no finite logit".into()))?;
+        let token = argmax(row)
+            .ok_or_else(|| RuntimeError::InvalidInput("draft row has no finite logit".into()))?;
         // softmax(row)[token] = 1 / Σ exp(row − row[token]) when token is the argmax.
         let top = row[token as usize] as f64;
-        let z: f64 = row.iter().filter(|x| !x.is_nan()).map(|&x| (x as f64 - top).exp()).sum();
+        let z: f64 = row
+            .iter()
+            .filter(|x| !x.is_nan())
+            .map(|&x| (x as f64 - top).exp())
+            .sum();
         let confidence = (1.0 / z) as f32;
-        return Ok(DraftToken { token, confidence, dist: None });
+        return Ok(DraftToken {
+            token,
+            confidence,
+            dist: None,
+        });
     }
     let q = sampler.distribution(row)?;
-    let token = sample(&q, sampler.rng()).ok_or_else(|| RuntimeError::InvalidInput("empty draft distribution".into()))?;
-    Ok(DraftToken { token, confidence: q[token as usize], dist: Some(q) })
+    let token = sample(&q, sampler.rng())
+        .ok_or_else(|| RuntimeError::InvalidInput("empty draft distribution".into()))?;
+    Ok(DraftToken {
+        token,
+        confidence: q[token as usize],
+        dist: Some(q),
+    })
 }

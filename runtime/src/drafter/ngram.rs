@@ -45,7 +45,8 @@ impl NgramDrafter {
                 }
             }
             if total > 0 {
-                let (&token, &(count, _)) = counts.iter().max_by_key(|(_, &(c, last))| (c, last))?;
+                let (&token, &(count, _)) =
+                    counts.iter().max_by_key(|(_, &(c, last))| (c, last))?;
                 return Some((token, count as f32 / total as f32));
             }
         }

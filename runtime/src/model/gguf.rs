@@ -16,7 +16,10 @@ pub(crate) struct Gguf<'r, R> {
 
 impl<R: Read + Seek> Gguf<'_, R> {
     fn value(&self, key: &str) -> Result<&gguf_file::Value> {
-        self.content.metadata.get(key).ok_or_else(|| RuntimeError::Gguf(format!("missing metadata key {key}")))
+        self.content
+            .metadata
+            .get(key)
+            .ok_or_else(|| RuntimeError::Gguf(format!("missing metadata key {key}")))
     }
 
     /// A required integer metadata value.
@@ -30,14 +33,20 @@ impl<R: Read + Seek> Gguf<'_, R> {
 
     /// An optional integer metadata value.
     pub fn u32_opt(&self, key: &str) -> Option<u32> {
-        self.content.metadata.contains_key(key).then(|| self.u32(key).ok()).flatten()
+        self.content
+            .metadata
+            .contains_key(key)
+            .then(|| self.u32(key).ok())
+            .flatten()
     }
 
     /// A float metadata value, or `default` when absent.
     pub fn f32_or(&self, key: &str, default: f32) -> Result<f32> {
         match self.content.metadata.get(key) {
             None => Ok(default),
-            Some(v) => v.to_f32().map_err(|_| RuntimeError::Gguf(format!("metadata key {key} is not a float"))),
+            Some(v) => v
+                .to_f32()
+                .map_err(|_| RuntimeError::Gguf(format!("metadata key {key} is not a float"))),
         }
     }
 

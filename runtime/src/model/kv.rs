@@ -39,7 +39,13 @@ pub struct KvCache {
 
 impl KvCache {
     /// An empty cache for a model with these dimensions; nothing is allocated until the first forward.
-    pub fn new(n_layer: usize, n_kv_head: usize, head_dim: usize, dtype: DType, device: &Device) -> Self {
+    pub fn new(
+        n_layer: usize,
+        n_kv_head: usize,
+        head_dim: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Self {
         Self {
             layers: vec![None; n_layer],
             len: 0,
@@ -68,7 +74,11 @@ impl KvCache {
 
     /// Bytes allocated for keys and values over all layers.
     pub fn allocated_bytes(&self) -> usize {
-        2 * self.layers.len() * self.capacity * self.n_kv_head * self.head_dim * self.dtype.size_in_bytes()
+        2 * self.layers.len()
+            * self.capacity
+            * self.n_kv_head
+            * self.head_dim
+            * self.dtype.size_in_bytes()
     }
 
     /// Keeps the first `len` tokens and forgets the rest (rollback of rejected draft tokens).
@@ -138,15 +148,21 @@ impl KvCache {
     /// Keys and values of `layer` for rows `0..upto`.
     pub(crate) fn view(&self, layer: usize, upto: usize) -> Result<(Tensor, Tensor)> {
         if upto > self.capacity {
-            return Err(RuntimeError::InvalidInput(format!("KV view of {upto} rows past capacity {}", self.capacity)));
+            return Err(RuntimeError::InvalidInput(format!(
+                "KV view of {upto} rows past capacity {}",
+                self.capacity
+            )));
         }
         match self.layers.get(layer) {
             Some(Some(kv)) => Ok((kv.k.narrow(0, 0, upto)?, kv.v.narrow(0, 0, upto)?)),
             Some(None) if upto == 0 => {
-                let empty = Tensor::zeros((0, self.n_kv_head, self.head_dim), self.dtype, &self.device)?;
+                let empty =
+                    Tensor::zeros((0, self.n_kv_head, self.head_dim), self.dtype, &self.device)?;
                 Ok((empty.clone(), empty))
             }
-            _ => Err(RuntimeError::InvalidInput(format!("KV cache has no layer {layer}"))),
+            _ => Err(RuntimeError::InvalidInput(format!(
+                "KV cache has no layer {layer}"
+            ))),
         }
     }
 
@@ -158,7 +174,9 @@ impl KvCache {
     fn layer(&mut self, layer: usize) -> Result<&mut LayerKv> {
         match self.layers.get_mut(layer) {
             Some(Some(kv)) => Ok(kv),
-            _ => Err(RuntimeError::InvalidInput(format!("KV cache has no allocated layer {layer}"))),
+            _ => Err(RuntimeError::InvalidInput(format!(
+                "KV cache has no allocated layer {layer}"
+            ))),
         }
     }
 

@@ -103,20 +103,30 @@ pub(crate) struct RaggedBatch {
 impl RaggedBatch {
     /// Validates the items against the vocabulary and position limit, reserves KV rows for the new
     /// tokens, and builds the index tensors.
-    pub fn new(items: &mut [ForwardItem], vocab: usize, max_positions: usize, device: &Device) -> Result<Self> {
+    pub fn new(
+        items: &mut [ForwardItem],
+        vocab: usize,
+        max_positions: usize,
+        device: &Device,
+    ) -> Result<Self> {
         if items.is_empty() {
             return Err(RuntimeError::InvalidInput("empty forward batch".into()));
         }
-        let (mut ids, mut positions, mut lq, mut lk) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut ids, mut positions, mut lq, mut lk) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut spans, mut rows, mut counts) = (Vec::new(), Vec::new(), Vec::new());
         for (i, item) in items.iter_mut().enumerate() {
             let n = item.tokens.len();
             let past = item.cache.len();
             if n == 0 {
-                return Err(RuntimeError::InvalidInput(format!("batch item {i} has no new token")));
+                return Err(RuntimeError::InvalidInput(format!(
+                    "batch item {i} has no new token"
+                )));
             }
             if let Some(&bad) = item.tokens.iter().find(|&&t| t as usize >= vocab) {
-                return Err(RuntimeError::InvalidInput(format!("token id {bad} outside the vocabulary of {vocab}")));
+                return Err(RuntimeError::InvalidInput(format!(
+                    "token id {bad} outside the vocabulary of {vocab}"
+                )));
             }
             if past + n > max_positions {
                 return Err(RuntimeError::InvalidInput(format!(
@@ -140,7 +150,11 @@ impl RaggedBatch {
             rows.extend(wanted.map(|r| r as u32));
         }
         let total = ids.len();
-        let logit_rows = if rows.is_empty() { None } else { Some(Tensor::new(rows.as_slice(), device)?) };
+        let logit_rows = if rows.is_empty() {
+            None
+        } else {
+            Some(Tensor::new(rows.as_slice(), device)?)
+        };
         Ok(Self {
             token_ids: Tensor::new(ids.as_slice(), device)?,
             positions: Tensor::new(positions.as_slice(), device)?,
@@ -163,7 +177,13 @@ impl RaggedBatch {
     }
 
     /// Final norm, output projection of the wanted rows, and the copy to host memory.
-    pub fn logits(&self, hidden: &Tensor, norm: &RmsNorm, output: &QMatMul, vocab: usize) -> Result<Logits> {
+    pub fn logits(
+        &self,
+        hidden: &Tensor,
+        norm: &RmsNorm,
+        output: &QMatMul,
+        vocab: usize,
+    ) -> Result<Logits> {
         let mut starts = Vec::with_capacity(self.logit_counts.len() + 1);
         starts.push(0);
         for c in &self.logit_counts {
@@ -173,10 +193,18 @@ impl RaggedBatch {
             None => Vec::new(),
             Some(rows) => {
                 let x = norm.forward(&hidden.index_select(rows, 0)?)?;
-                output.forward(&x)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?
+                output
+                    .forward(&x)?
+                    .to_dtype(DType::F32)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?
             }
         };
-        Ok(Logits { data, vocab, starts })
+        Ok(Logits {
+            data,
+            vocab,
+            starts,
+        })
     }
 }
 
@@ -194,7 +222,11 @@ impl RmsNorm {
 
     /// `x`: `[rows, hidden]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)?)
+        Ok(candle_nn::ops::rms_norm(
+            &x.contiguous()?,
+            &self.weight,
+            self.eps,
+        )?)
     }
 }
 
@@ -254,13 +286,28 @@ pub(crate) struct Rope {
 }
 
 impl Rope {
-    pub fn new(head_dim: usize, base: f32, max_positions: usize, style: RopeStyle, device: &Device) -> Result<Self> {
-        let inv_freq: Vec<f32> = (0..head_dim).step_by(2).map(|i| 1.0 / base.powf(i as f32 / head_dim as f32)).collect();
+    pub fn new(
+        head_dim: usize,
+        base: f32,
+        max_positions: usize,
+        style: RopeStyle,
+        device: &Device,
+    ) -> Result<Self> {
+        let inv_freq: Vec<f32> = (0..head_dim)
+            .step_by(2)
+            .map(|i| 1.0 / base.powf(i as f32 / head_dim as f32))
+            .collect();
         let half = inv_freq.len();
         let inv_freq = Tensor::from_vec(inv_freq, (1, half), device)?;
-        let t = Tensor::arange(0u32, max_positions as u32, device)?.to_dtype(DType::F32)?.reshape((max_positions, 1))?;
+        let t = Tensor::arange(0u32, max_positions as u32, device)?
+            .to_dtype(DType::F32)?
+            .reshape((max_positions, 1))?;
         let angles = t.matmul(&inv_freq)?;
-        Ok(Self { cos: angles.cos()?, sin: angles.sin()?, style })
+        Ok(Self {
+            cos: angles.cos()?,
+            sin: angles.sin()?,
+            style,
+        })
     }
 
     /// Rotates `x` (`[total, heads, head_dim]`) with each row at its own position (`positions`, `[total]`).
@@ -270,8 +317,14 @@ impl Rope {
     pub fn apply(&self, x: &Tensor, positions: &Tensor) -> Result<Tensor> {
         let (total, heads, dim) = x.dims3()?;
         let x = x.contiguous()?.reshape((total, heads, 1, dim))?;
-        let cos = self.cos.index_select(positions, 0)?.reshape((total, 1, dim / 2))?;
-        let sin = self.sin.index_select(positions, 0)?.reshape((total, 1, dim / 2))?;
+        let cos = self
+            .cos
+            .index_select(positions, 0)?
+            .reshape((total, 1, dim / 2))?;
+        let sin = self
+            .sin
+            .index_select(positions, 0)?
+            .reshape((total, 1, dim / 2))?;
         let y = match self.style {
             RopeStyle::Halves => candle_nn::rotary_emb::rope(&x, &cos, &sin)?,
             RopeStyle::Interleaved => candle_nn::rotary_emb::rope_i(&x, &cos, &sin)?,
@@ -299,7 +352,12 @@ pub(crate) fn ragged_attention(
     let mut keys = Vec::with_capacity(items.len());
     let mut values = Vec::with_capacity(items.len());
     for (item, &(first, n, past)) in items.iter_mut().zip(&batch.spans) {
-        item.cache.write(layer, past, &k.narrow(0, first, n)?, &v.narrow(0, first, n)?)?;
+        item.cache.write(
+            layer,
+            past,
+            &k.narrow(0, first, n)?,
+            &v.narrow(0, first, n)?,
+        )?;
         let (kc, vc) = item.cache.view(layer, past + n)?;
         keys.push(kc);
         values.push(vc);

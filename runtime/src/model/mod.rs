@@ -85,18 +85,28 @@ impl ModelConfig {
         context: usize,
         max_positions: Option<usize>,
     ) -> Result<Self> {
-        if n_head == 0 || n_kv_head == 0 || hidden % n_head != 0 || n_head % n_kv_head != 0 {
+        if n_head == 0
+            || n_kv_head == 0
+            || !hidden.is_multiple_of(n_head)
+            || !n_head.is_multiple_of(n_kv_head)
+        {
             return Err(RuntimeError::Gguf(format!(
                 "inconsistent attention shape: hidden {hidden}, {n_head} heads, {n_kv_head} KV heads"
             )));
         }
         let head_dim = hidden / n_head;
-        if head_dim % 2 != 0 {
-            return Err(RuntimeError::Gguf(format!("head dimension {head_dim} is odd")));
+        if !head_dim.is_multiple_of(2) {
+            return Err(RuntimeError::Gguf(format!(
+                "head dimension {head_dim} is odd"
+            )));
         }
         let vocab = match g.content.tensor_infos.get("token_embd.weight") {
             Some(info) => info.shape.dims().first().copied().unwrap_or(0),
-            None => return Err(RuntimeError::Gguf("missing tensor token_embd.weight".into())),
+            None => {
+                return Err(RuntimeError::Gguf(
+                    "missing tensor token_embd.weight".into(),
+                ))
+            }
         };
         Ok(Self {
             architecture: architecture.to_string(),
@@ -113,7 +123,13 @@ impl ModelConfig {
 
     /// An empty KV cache for one sequence of this model.
     pub fn new_cache(&self, device: &Device) -> KvCache {
-        KvCache::new(self.n_layer, self.n_kv_head, self.head_dim, DType::F32, device)
+        KvCache::new(
+            self.n_layer,
+            self.n_kv_head,
+            self.head_dim,
+            DType::F32,
+            device,
+        )
     }
 
     /// KV bytes per cached token (all layers, keys and values, f32).
@@ -134,21 +150,43 @@ pub enum Model {
 impl Model {
     /// Loads a GGUF file. `max_positions` caps the context (and the rotary tables) below the file's
     /// `context_length`.
-    pub fn load(path: impl AsRef<Path>, device: &Device, max_positions: Option<usize>) -> Result<Self> {
+    pub fn load(
+        path: impl AsRef<Path>,
+        device: &Device,
+        max_positions: Option<usize>,
+    ) -> Result<Self> {
         let path = path.as_ref();
-        let io = |source| RuntimeError::Io { path: path.display().to_string(), source };
+        let io = |source| RuntimeError::Io {
+            path: path.display().to_string(),
+            source,
+        };
         let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
         Self::from_reader(&mut file, device, max_positions)
     }
 
     /// Loads a GGUF image from any reader (a file, or bytes in memory).
-    pub fn from_reader<R: Read + Seek>(reader: &mut R, device: &Device, max_positions: Option<usize>) -> Result<Self> {
+    pub fn from_reader<R: Read + Seek>(
+        reader: &mut R,
+        device: &Device,
+        max_positions: Option<usize>,
+    ) -> Result<Self> {
         let content = gguf_file::Content::read(reader)?;
         let arch = match content.metadata.get("general.architecture") {
-            Some(v) => v.to_string().map_err(|_| RuntimeError::Gguf("general.architecture is not a string".into()))?.clone(),
-            None => return Err(RuntimeError::Gguf("missing metadata key general.architecture".into())),
+            Some(v) => v
+                .to_string()
+                .map_err(|_| RuntimeError::Gguf("general.architecture is not a string".into()))?
+                .clone(),
+            None => {
+                return Err(RuntimeError::Gguf(
+                    "missing metadata key general.architecture".into(),
+                ))
+            }
         };
-        let g = Gguf { content, reader, device: device.clone() };
+        let g = Gguf {
+            content,
+            reader,
+            device: device.clone(),
+        };
         match arch.as_str() {
             "qwen2" => Ok(Model::Qwen2(qwen2::Qwen2::load(g, max_positions)?)),
             "llama" => Ok(Model::Llama(llama::Llama::load(g, max_positions)?)),

@@ -18,7 +18,9 @@ use candle_core::Device;
 
 use super::gguf::Gguf;
 use super::kv::KvCache;
-use super::layers::{ragged_attention, ForwardItem, Linear, Logits, Mlp, RaggedBatch, RmsNorm, Rope, RopeStyle};
+use super::layers::{
+    ragged_attention, ForwardItem, Linear, Logits, Mlp, RaggedBatch, RmsNorm, Rope, RopeStyle,
+};
 use super::ModelConfig;
 use crate::error::Result;
 
@@ -48,7 +50,10 @@ pub struct Qwen2 {
 
 impl Qwen2 {
     /// Reads the weights from a parsed GGUF file.
-    pub(crate) fn load<R: Read + Seek>(mut g: Gguf<'_, R>, max_positions: Option<usize>) -> Result<Self> {
+    pub(crate) fn load<R: Read + Seek>(
+        mut g: Gguf<'_, R>,
+        max_positions: Option<usize>,
+    ) -> Result<Self> {
         let n_head = g.u32("qwen2.attention.head_count")? as usize;
         let n_kv_head = g.u32("qwen2.attention.head_count_kv")? as usize;
         let hidden = g.u32("qwen2.embedding_length")? as usize;
@@ -56,20 +61,42 @@ impl Qwen2 {
         let context = g.u32("qwen2.context_length")? as usize;
         let eps = g.f32_or("qwen2.attention.layer_norm_rms_epsilon", 1e-6)?;
         let rope_base = g.f32_or("qwen2.rope.freq_base", 1_000_000.0)?;
-        let config = ModelConfig::new(&g, "qwen2", n_layer, n_head, n_kv_head, hidden, context, max_positions)?;
+        let config = ModelConfig::new(
+            &g,
+            "qwen2",
+            n_layer,
+            n_head,
+            n_kv_head,
+            hidden,
+            context,
+            max_positions,
+        )?;
 
         let embed_q = std::sync::Arc::new(g.qtensor("token_embd.weight")?);
         let embed = QMatMul::from_arc(embed_q.clone())?;
-        let output = if g.has("output.weight") { g.matmul("output.weight")? } else { QMatMul::from_arc(embed_q)? };
+        let output = if g.has("output.weight") {
+            g.matmul("output.weight")?
+        } else {
+            QMatMul::from_arc(embed_q)?
+        };
         let norm = RmsNorm::new(g.dense("output_norm.weight")?, eps);
         let mut blocks = Vec::with_capacity(n_layer);
         for i in 0..n_layer {
             let p = format!("blk.{i}");
             blocks.push(Block {
                 attn_norm: RmsNorm::new(g.dense(&format!("{p}.attn_norm.weight"))?, eps),
-                q: Linear::new(g.matmul(&format!("{p}.attn_q.weight"))?, Some(g.dense(&format!("{p}.attn_q.bias"))?)),
-                k: Linear::new(g.matmul(&format!("{p}.attn_k.weight"))?, Some(g.dense(&format!("{p}.attn_k.bias"))?)),
-                v: Linear::new(g.matmul(&format!("{p}.attn_v.weight"))?, Some(g.dense(&format!("{p}.attn_v.bias"))?)),
+                q: Linear::new(
+                    g.matmul(&format!("{p}.attn_q.weight"))?,
+                    Some(g.dense(&format!("{p}.attn_q.bias"))?),
+                ),
+                k: Linear::new(
+                    g.matmul(&format!("{p}.attn_k.weight"))?,
+                    Some(g.dense(&format!("{p}.attn_k.bias"))?),
+                ),
+                v: Linear::new(
+                    g.matmul(&format!("{p}.attn_v.weight"))?,
+                    Some(g.dense(&format!("{p}.attn_v.bias"))?),
+                ),
                 o: Linear::new(g.matmul(&format!("{p}.attn_output.weight"))?, None),
                 ffn_norm: RmsNorm::new(g.dense(&format!("{p}.ffn_norm.weight"))?, eps),
                 mlp: Mlp {
@@ -79,8 +106,22 @@ impl Qwen2 {
                 },
             });
         }
-        let rope = Rope::new(config.head_dim, rope_base, config.max_positions, RopeStyle::Halves, &g.device)?;
-        Ok(Self { config, embed, blocks, norm, output, rope, device: g.device.clone() })
+        let rope = Rope::new(
+            config.head_dim,
+            rope_base,
+            config.max_positions,
+            RopeStyle::Halves,
+            &g.device,
+        )?;
+        Ok(Self {
+            config,
+            embed,
+            blocks,
+            norm,
+            output,
+            rope,
+            device: g.device.clone(),
+        })
     }
 
     /// The model's dimensions.
@@ -99,7 +140,10 @@ impl Qwen2 {
             let h = b.attn_norm.forward(&x)?;
             let q = b.q.forward(&h)?.reshape((total, c.n_head, c.head_dim))?;
             let k = b.k.forward(&h)?.reshape((total, c.n_kv_head, c.head_dim))?;
-            let v = b.v.forward(&h)?.reshape((total, c.n_kv_head, c.head_dim))?.contiguous()?;
+            let v =
+                b.v.forward(&h)?
+                    .reshape((total, c.n_kv_head, c.head_dim))?
+                    .contiguous()?;
             let q = self.rope.apply(&q, &batch.positions)?;
             let k = self.rope.apply(&k, &batch.positions)?;
             let attn = ragged_attention(l, &q, &k, &v, &batch, items)?;

@@ -61,12 +61,28 @@ pub struct TinySpec {
 impl TinySpec {
     /// A 2-layer model: vocab 96, hidden 64, 4 query heads over 2 KV heads, FFN 128, context 512.
     pub fn new(arch: TinyArch, seed: u64) -> Self {
-        Self { arch, vocab: 96, hidden: 64, ffn: 128, n_layer: 2, n_head: 4, n_kv_head: 2, context: 512, eos: None, seed, noise: None, quantized: true }
+        Self {
+            arch,
+            vocab: 96,
+            hidden: 64,
+            ffn: 128,
+            n_layer: 2,
+            n_head: 4,
+            n_kv_head: 2,
+            context: 512,
+            eos: None,
+            seed,
+            noise: None,
+            quantized: true,
+        }
     }
 
     /// The same model with independent noise of relative size `scale` added to every weight.
     pub fn perturbed(&self, noise_seed: u64, scale: f32) -> Self {
-        Self { noise: Some((noise_seed, scale)), ..self.clone() }
+        Self {
+            noise: Some((noise_seed, scale)),
+            ..self.clone()
+        }
     }
 
     /// The GGUF file's bytes.
@@ -76,51 +92,96 @@ impl TinySpec {
             TinyArch::Llama => "llama",
         };
         let mut w = Weights::new(self);
-        let matrix_dtype = if self.quantized { GgmlDType::Q8_0 } else { GgmlDType::F32 };
+        let matrix_dtype = if self.quantized {
+            GgmlDType::Q8_0
+        } else {
+            GgmlDType::F32
+        };
         let (h, f, v) = (self.hidden, self.ffn, self.vocab);
         let kv = self.n_kv_head * (h / self.n_head);
         // Uniform(-a, a) has variance a²/3: a = gain·sqrt(3/fan_in) gives outputs of standard deviation
         // ≈ gain for unit-variance inputs.
         let logit_gain = 4.0;
-        let mut tensors = vec![("token_embd.weight".to_string(), w.matrix(matrix_dtype, v, h, 0.5, 1)?)];
+        let mut tensors = vec![(
+            "token_embd.weight".to_string(),
+            w.matrix(matrix_dtype, v, h, 0.5, 1)?,
+        )];
         if self.arch == TinyArch::Qwen2 {
-            tensors.push(("output.weight".into(), w.matrix(matrix_dtype, v, h, logit_gain, h)?));
+            tensors.push((
+                "output.weight".into(),
+                w.matrix(matrix_dtype, v, h, logit_gain, h)?,
+            ));
         }
         tensors.push(("output_norm.weight".into(), w.norm(h)?));
         for l in 0..self.n_layer {
             let p = format!("blk.{l}");
             tensors.push((format!("{p}.attn_norm.weight"), w.norm(h)?));
-            tensors.push((format!("{p}.attn_q.weight"), w.matrix(matrix_dtype, h, h, 1.0, h)?));
-            tensors.push((format!("{p}.attn_k.weight"), w.matrix(matrix_dtype, kv, h, 1.0, h)?));
-            tensors.push((format!("{p}.attn_v.weight"), w.matrix(matrix_dtype, kv, h, 1.0, h)?));
+            tensors.push((
+                format!("{p}.attn_q.weight"),
+                w.matrix(matrix_dtype, h, h, 1.0, h)?,
+            ));
+            tensors.push((
+                format!("{p}.attn_k.weight"),
+                w.matrix(matrix_dtype, kv, h, 1.0, h)?,
+            ));
+            tensors.push((
+                format!("{p}.attn_v.weight"),
+                w.matrix(matrix_dtype, kv, h, 1.0, h)?,
+            ));
             if self.arch == TinyArch::Qwen2 {
                 tensors.push((format!("{p}.attn_q.bias"), w.vector(h, 0.1)?));
                 tensors.push((format!("{p}.attn_k.bias"), w.vector(kv, 0.1)?));
                 tensors.push((format!("{p}.attn_v.bias"), w.vector(kv, 0.1)?));
             }
-            tensors.push((format!("{p}.attn_output.weight"), w.matrix(matrix_dtype, h, h, 0.5, h)?));
+            tensors.push((
+                format!("{p}.attn_output.weight"),
+                w.matrix(matrix_dtype, h, h, 0.5, h)?,
+            ));
             tensors.push((format!("{p}.ffn_norm.weight"), w.norm(h)?));
-            tensors.push((format!("{p}.ffn_gate.weight"), w.matrix(matrix_dtype, f, h, 1.0, h)?));
-            tensors.push((format!("{p}.ffn_up.weight"), w.matrix(matrix_dtype, f, h, 1.0, h)?));
-            tensors.push((format!("{p}.ffn_down.weight"), w.matrix(matrix_dtype, h, f, 0.5, f)?));
+            tensors.push((
+                format!("{p}.ffn_gate.weight"),
+                w.matrix(matrix_dtype, f, h, 1.0, h)?,
+            ));
+            tensors.push((
+                format!("{p}.ffn_up.weight"),
+                w.matrix(matrix_dtype, f, h, 1.0, h)?,
+            ));
+            tensors.push((
+                format!("{p}.ffn_down.weight"),
+                w.matrix(matrix_dtype, h, f, 0.5, f)?,
+            ));
         }
         let u = |x: usize| gguf_file::Value::U32(x as u32);
         let mut meta = vec![
-            ("general.architecture".to_string(), gguf_file::Value::String(arch.into())),
+            (
+                "general.architecture".to_string(),
+                gguf_file::Value::String(arch.into()),
+            ),
             (format!("{arch}.block_count"), u(self.n_layer)),
             (format!("{arch}.embedding_length"), u(h)),
             (format!("{arch}.feed_forward_length"), u(f)),
             (format!("{arch}.attention.head_count"), u(self.n_head)),
             (format!("{arch}.attention.head_count_kv"), u(self.n_kv_head)),
             (format!("{arch}.context_length"), u(self.context)),
-            (format!("{arch}.attention.layer_norm_rms_epsilon"), gguf_file::Value::F32(1e-6)),
-            (format!("{arch}.rope.freq_base"), gguf_file::Value::F32(10_000.0)),
+            (
+                format!("{arch}.attention.layer_norm_rms_epsilon"),
+                gguf_file::Value::F32(1e-6),
+            ),
+            (
+                format!("{arch}.rope.freq_base"),
+                gguf_file::Value::F32(10_000.0),
+            ),
         ];
         if let Some(eos) = self.eos {
-            meta.push(("tokenizer.ggml.eos_token_id".into(), gguf_file::Value::U32(eos)));
+            meta.push((
+                "tokenizer.ggml.eos_token_id".into(),
+                gguf_file::Value::U32(eos),
+            ));
         }
-        let meta_refs: Vec<(&str, &gguf_file::Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+        let meta_refs: Vec<(&str, &gguf_file::Value)> =
+            meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let tensor_refs: Vec<(&str, &QTensor)> =
+            tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
         let mut out = Cursor::new(Vec::new());
         gguf_file::write(&mut out, &meta_refs, &tensor_refs)?;
         Ok(out.into_inner())
@@ -129,8 +190,10 @@ impl TinySpec {
     /// Writes the GGUF file to `path`.
     pub fn write(&self, path: &std::path::Path) -> Result<()> {
         let bytes = self.gguf_bytes()?;
-        std::fs::write(path, bytes)
-            .map_err(|source| crate::error::RuntimeError::Io { path: path.display().to_string(), source })
+        std::fs::write(path, bytes).map_err(|source| crate::error::RuntimeError::Io {
+            path: path.display().to_string(),
+            source,
+        })
     }
 
     /// Builds the model directly (through the GGUF loader).
@@ -149,13 +212,17 @@ impl Weights {
     fn new(spec: &TinySpec) -> Self {
         Self {
             rng: StdRng::seed_from_u64(spec.seed),
-            noise: spec.noise.map(|(seed, scale)| (StdRng::seed_from_u64(seed), scale)),
+            noise: spec
+                .noise
+                .map(|(seed, scale)| (StdRng::seed_from_u64(seed), scale)),
         }
     }
 
     /// `n` values uniform in `(-a, a)`, plus noise of relative size `scale` if set.
     fn values(&mut self, n: usize, a: f32) -> Vec<f32> {
-        let mut v: Vec<f32> = (0..n).map(|_| a * (2.0 * self.rng.random::<f32>() - 1.0)).collect();
+        let mut v: Vec<f32> = (0..n)
+            .map(|_| a * (2.0 * self.rng.random::<f32>() - 1.0))
+            .collect();
         if let Some((rng, scale)) = self.noise.as_mut() {
             for x in v.iter_mut() {
                 *x += *scale * a * (2.0 * rng.random::<f32>() - 1.0);
@@ -164,7 +231,14 @@ impl Weights {
         v
     }
 
-    fn matrix(&mut self, dtype: GgmlDType, rows: usize, cols: usize, gain: f32, fan_in: usize) -> Result<QTensor> {
+    fn matrix(
+        &mut self,
+        dtype: GgmlDType,
+        rows: usize,
+        cols: usize,
+        gain: f32,
+        fan_in: usize,
+    ) -> Result<QTensor> {
         let a = gain * (3.0 / fan_in as f32).sqrt();
         let t = Tensor::from_vec(self.values(rows * cols, a), (rows, cols), &Device::Cpu)?;
         Ok(QTensor::quantize(&t, dtype)?)
