@@ -20,6 +20,9 @@
 //! wrapping the backend, so the engine needs no metrics hooks either.
 
 pub mod echo;
+mod live;
+
+pub use live::start_live;
 
 use crate::server::{
     FinishReason, GenEvent, GenerateRequest, Generation, GenerationSender, Generator, Load,
@@ -400,12 +403,23 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
         }
     }
 
+    /// Forwards new ids to clients. Nothing is sent past `max_tokens` or past a stop id; a sequence that
+    /// emitted a stop id its backend did not stop on is ended through the cancellation path.
     fn stream_tokens(&mut self) {
         for (id, r) in self.live.iter_mut() {
             self.buf.clear();
             self.backend.drain_emitted(*id, &mut self.buf);
-            let room = r.max_tokens.saturating_sub(r.sent) as usize;
+            let ended = r.last.is_some_and(|t| r.stop_ids.contains(&t));
+            let room = if ended {
+                0
+            } else {
+                r.max_tokens.saturating_sub(r.sent) as usize
+            };
             self.buf.truncate(room);
+            if let Some(p) = self.buf.iter().position(|t| r.stop_ids.contains(t)) {
+                self.buf.truncate(p + 1);
+                self.cancelled.insert(*id);
+            }
             if self.buf.is_empty() {
                 continue;
             }
@@ -527,17 +541,6 @@ pub fn driver_config(
         max_in_flight: args.max_queue,
         eos_ids,
     })
-}
-
-/// Starts the engine thread for `serve` with the live candle backend.
-pub fn start_live(
-    _args: &crate::server::ServeArgs,
-    _tokenizer: Arc<crate::tokenizer::GgufTokenizer>,
-    _metrics: Arc<Metrics>,
-) -> Result<Arc<dyn Generator>, DriverError> {
-    Err(DriverError::Backend(
-        "the live candle backend is not wired into `serve` yet; use --fake to serve the scripted engine".into(),
-    ))
 }
 
 #[cfg(test)]

@@ -60,6 +60,9 @@ pub struct ServeArgs {
     /// KV cache budget in tokens, shared by all sequences.
     #[arg(long, default_value_t = 32768)]
     pub kv_tokens: u64,
+    /// Draft by n-gram lookup in each sequence's own tokens instead of a draft model.
+    #[arg(long)]
+    pub ngram: bool,
     /// Compute threads for the model forwards (default: physical cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -118,6 +121,12 @@ fn fixture_tokenizer() -> anyhow::Result<crate::tokenizer::GgufTokenizer> {
 /// Ctrl-C.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     use anyhow::Context;
+    if let Some(n) = args.threads {
+        anyhow::ensure!(n > 0, "--threads must be at least 1");
+        // candle's matmuls run on rayon's global pool, sized from this variable on first use; nothing
+        // has started a thread yet at this point.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
     let tokenizer = match &args.target {
         Some(t) => crate::tokenizer::GgufTokenizer::from_gguf_file(t)
             .with_context(|| format!("loading the tokenizer of {}", t.display()))?,
