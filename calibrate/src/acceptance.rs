@@ -1,0 +1,559 @@
+//! Acceptance measurement on a prompt set, and the fit of the simulator's calibrated acceptance model.
+//!
+//! **Measuring.** Prompts run through the runtime's live backend ([`LiveBackend`], the same object the
+//! engine drives in `specsim serve`): prefill, then steps of `k` draft positions (one batched draft
+//! forward each) and one batched verification, greedy or by rejection sampling. For every step and
+//! sequence the draft's confidences and the number accepted are recorded. Like the simulator's
+//! acceptance draws, a draft position counts as *verified* only when every earlier position of the step
+//! was accepted: positions `0..accepted` are accepted, position `accepted` (if `< k`) is rejected, and
+//! later ones were never really judged and are not recorded.
+//!
+//! **Fitting** (per category with enough records, and over all of them as the default):
+//!
+//! - the confidence's decay with draft position: a geometric fit `μ_j ≈ μ_0·δ^j` of the mean confidence
+//!   at each position (δ clamped to [0.5, 1]);
+//! - the confidence distribution: Beta by moments of the confidences divided by `δ^j`;
+//! - the calibration curve `P(accept | confidence)`: acceptance rate in bins of equal count over the
+//!   observed confidence, one point per bin at the bin's mean confidence.
+//!
+//! That is exactly the simulator's `kind = "calibrated"` model: confidence `x·δ^j` with `x ~ Beta`,
+//! accepted with probability `curve(x·δ^j)`. The mean accepted length the fitted model predicts for
+//! the measured steps is computed with the simulator's own model and draws, so that it can be set
+//! against the measured one.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use serde::Serialize;
+use specsim_runtime::drafter::model::ModelDrafter;
+use specsim_runtime::live::{DraftSource, LiveBackend};
+use specsim_runtime::model::Model;
+use specsim_runtime::sampling::SamplingParams;
+use specsim_sim::acceptance::{AcceptanceConfig, CategoryAcceptanceConfig};
+use specsim_sim::engine::{Backend, DraftItem, TargetItem, TargetWork};
+
+use crate::error::{CalibrateError, Result};
+use crate::stats::beta_by_moments;
+
+/// How prompts are run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct AcceptanceOptions {
+    /// Draft tokens per step (static speculation length).
+    pub k: u32,
+    /// Output tokens per prompt (fewer when the model ends the answer).
+    pub max_new_tokens: u32,
+    /// Longest prompt in tokens (longer prompts keep their end).
+    pub max_prompt_tokens: usize,
+    /// Sequences decoded together.
+    pub batch: usize,
+    /// None for greedy decoding; else the sampling temperature (rejection sampling).
+    pub temperature: Option<f32>,
+    /// Seed of the per-request samplers.
+    pub seed: u64,
+}
+
+/// One verified draft position.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DraftRecord {
+    /// Index into [`AcceptanceMeasurement::categories`].
+    pub category: usize,
+    /// Draft position within the step, 0-based.
+    pub position: u32,
+    /// The draft's probability of its token.
+    pub confidence: f32,
+    /// Whether the target accepted it.
+    pub accepted: bool,
+}
+
+/// Everything measured over a prompt set in one decoding mode.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AcceptanceMeasurement {
+    /// Category names.
+    pub categories: Vec<String>,
+    /// Verified draft positions.
+    pub records: Vec<DraftRecord>,
+    /// Verification steps per category.
+    pub steps: Vec<u64>,
+    /// Draft tokens accepted per category.
+    pub accepted: Vec<u64>,
+    /// Prompts run.
+    pub prompts: usize,
+    /// Draft tokens per step.
+    pub k: u32,
+}
+
+impl AcceptanceMeasurement {
+    /// Mean tokens emitted per verification step, `(accepted + steps) / steps` (the simulator's
+    /// `mean_accepted_length`), over all categories or one.
+    pub fn mean_accepted_length(&self, category: Option<usize>) -> f64 {
+        let (s, a) = match category {
+            Some(c) => (
+                self.steps.get(c).copied().unwrap_or(0),
+                self.accepted.get(c).copied().unwrap_or(0),
+            ),
+            None => (self.steps.iter().sum(), self.accepted.iter().sum()),
+        };
+        if s == 0 {
+            0.0
+        } else {
+            (a + s) as f64 / s as f64
+        }
+    }
+
+    /// Acceptance rate by draft position (given every earlier position accepted), with record counts.
+    pub fn per_position(&self, category: Option<usize>) -> Vec<(f64, usize)> {
+        let mut acc = vec![(0usize, 0usize); self.k as usize];
+        for r in self.records(category) {
+            if let Some(e) = acc.get_mut(r.position as usize) {
+                e.0 += usize::from(r.accepted);
+                e.1 += 1;
+            }
+        }
+        acc.into_iter()
+            .map(|(a, n)| (if n > 0 { a as f64 / n as f64 } else { f64::NAN }, n))
+            .collect()
+    }
+
+    fn records(&self, category: Option<usize>) -> impl Iterator<Item = &DraftRecord> {
+        self.records
+            .iter()
+            .filter(move |r| category.is_none_or(|c| r.category == c))
+    }
+}
+
+/// One prompt ready to run: its category and token ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedPrompt {
+    /// Category name.
+    pub category: String,
+    /// Token ids (chat-rendered).
+    pub tokens: Vec<u32>,
+}
+
+struct Running {
+    id: u64,
+    category: usize,
+    context: u32,
+    generated: u32,
+}
+
+/// Runs every prompt through the live backend; `tick` is called once per finished prompt.
+pub fn measure_acceptance(
+    target: Arc<Model>,
+    draft: Arc<Model>,
+    prompts: &[EncodedPrompt],
+    opts: &AcceptanceOptions,
+    tick: &mut dyn FnMut(),
+) -> Result<AcceptanceMeasurement> {
+    if opts.k == 0 || opts.batch == 0 || opts.max_new_tokens == 0 {
+        return Err(CalibrateError::Config(
+            "acceptance: k, batch and max_new_tokens must be at least 1".into(),
+        ));
+    }
+    let limit = target
+        .config()
+        .max_positions
+        .min(draft.config().max_positions);
+    let longest = prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
+    if longest + opts.max_new_tokens as usize + opts.k as usize + 2 > limit {
+        return Err(CalibrateError::Config(format!(
+            "a prompt of {longest} tokens plus {} new tokens and {} drafts exceeds the models' {limit} positions",
+            opts.max_new_tokens, opts.k
+        )));
+    }
+    let mut backend = LiveBackend::new(target, DraftSource::Model(ModelDrafter::new(draft)))?;
+    let mut m = AcceptanceMeasurement {
+        k: opts.k,
+        prompts: prompts.len(),
+        ..Default::default()
+    };
+    let mut queue: VecDeque<(u64, &EncodedPrompt)> = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (i as u64, p))
+        .collect();
+    let mut running: Vec<Running> = Vec::new();
+    loop {
+        // Admit new prompts up to the batch size: register and prefill each.
+        while running.len() < opts.batch {
+            let Some((id, p)) = queue.pop_front() else {
+                break;
+            };
+            if p.tokens.is_empty() {
+                tick();
+                continue;
+            }
+            let params = match opts.temperature {
+                None => SamplingParams::greedy(),
+                Some(t) => SamplingParams::with_temperature(t, opts.seed.wrapping_add(id)),
+            };
+            backend.register(id, p.tokens.clone(), params, false)?;
+            let n = p.tokens.len() as u32;
+            let res = Backend::target(
+                &mut backend,
+                &[TargetItem {
+                    seq: id,
+                    context_tokens: 0,
+                    work: TargetWork::Prefill {
+                        start: 0,
+                        len: n,
+                        last: true,
+                    },
+                    category: None,
+                }],
+            )?;
+            let category = match m.categories.iter().position(|c| *c == p.category) {
+                Some(i) => i,
+                None => {
+                    m.categories.push(p.category.clone());
+                    m.steps.push(0);
+                    m.accepted.push(0);
+                    m.categories.len() - 1
+                }
+            };
+            if res.outcomes.first().is_some_and(|o| o.stop) || opts.max_new_tokens <= 1 {
+                backend.remove(id);
+                tick();
+                continue;
+            }
+            running.push(Running {
+                id,
+                category,
+                context: n,
+                generated: 1,
+            });
+        }
+        if running.is_empty() {
+            break;
+        }
+        // One speculative step for every running sequence.
+        let mut conf: Vec<Vec<f32>> = vec![Vec::new(); running.len()];
+        for pos in 0..opts.k {
+            let items: Vec<DraftItem> = running
+                .iter()
+                .map(|r| DraftItem {
+                    seq: r.id,
+                    context_tokens: r.context,
+                    position: pos,
+                    category: None,
+                })
+                .collect();
+            let res = Backend::draft(&mut backend, &items)?;
+            for (c, x) in conf.iter_mut().zip(res.confidences) {
+                c.push(x);
+            }
+        }
+        let items: Vec<TargetItem> = running
+            .iter()
+            .map(|r| TargetItem {
+                seq: r.id,
+                context_tokens: r.context,
+                work: TargetWork::Verify { drafted: opts.k },
+                category: None,
+            })
+            .collect();
+        let res = Backend::target(&mut backend, &items)?;
+        let mut done = Vec::new();
+        for (i, (r, o)) in running.iter_mut().zip(&res.outcomes).enumerate() {
+            let a = o.accepted;
+            m.steps[r.category] += 1;
+            m.accepted[r.category] += a as u64;
+            // An end-of-sequence cut leaves the position after the accepted ones unjudged.
+            let judged = if o.stop { a } else { (a + 1).min(opts.k) };
+            for j in 0..judged {
+                m.records.push(DraftRecord {
+                    category: r.category,
+                    position: j,
+                    confidence: conf[i].get(j as usize).copied().unwrap_or(0.0),
+                    accepted: j < a,
+                });
+            }
+            r.context += o.emitted;
+            r.generated += o.emitted;
+            if o.stop || r.generated >= opts.max_new_tokens {
+                done.push(r.id);
+            }
+        }
+        for id in done {
+            backend.remove(id);
+            running.retain(|r| r.id != id);
+            tick();
+        }
+    }
+    Ok(m)
+}
+
+/// What the fit found for one category (or overall), for the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CategoryFit {
+    /// Category name ("all" for the default).
+    pub name: String,
+    /// Verified draft positions used.
+    pub records: usize,
+    /// Beta(a, b) of the (decay-corrected) confidence.
+    pub confidence_beta: [f64; 2],
+    /// Confidence decay per position.
+    pub position_decay: f64,
+    /// Calibration curve points `[confidence, P(accept)]`.
+    pub curve: Vec<[f64; 2]>,
+    /// Measured acceptance rate by position.
+    pub per_position: Vec<f64>,
+    /// Measured mean accepted length (tokens per step).
+    pub measured_mean_accepted_length: f64,
+    /// Mean accepted length the fitted model predicts for the same steps.
+    pub predicted_mean_accepted_length: f64,
+}
+
+/// The fitted acceptance model plus what went into it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AcceptanceFit {
+    /// The profile's `[acceptance]` table.
+    #[serde(skip)]
+    pub config: AcceptanceConfig,
+    /// Overall fit.
+    pub overall: CategoryFit,
+    /// Per-category fits (categories with at least `min_records` records).
+    pub categories: Vec<CategoryFit>,
+    /// Mean accepted length the full model (with categories) predicts, weighted by measured steps.
+    pub predicted_mean_accepted_length: f64,
+    /// Measured mean accepted length over every step.
+    pub measured_mean_accepted_length: f64,
+}
+
+/// Bins of equal count over the confidence; one curve point per bin.
+fn calibration_curve(recs: &[&DraftRecord], max_bins: usize) -> Vec<[f64; 2]> {
+    let mut v: Vec<(f64, bool)> = recs
+        .iter()
+        .map(|r| ((r.confidence as f64).clamp(0.0, 1.0), r.accepted))
+        .collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let bins = max_bins.min(v.len() / 30).max(1);
+    let mut pts: Vec<[f64; 2]> = Vec::new();
+    for b in 0..bins {
+        let (lo, hi) = (b * v.len() / bins, (b + 1) * v.len() / bins);
+        let chunk = &v[lo..hi];
+        if chunk.is_empty() {
+            continue;
+        }
+        let x = chunk.iter().map(|c| c.0).sum::<f64>() / chunk.len() as f64;
+        let y = chunk.iter().filter(|c| c.1).count() as f64 / chunk.len() as f64;
+        match pts.last_mut() {
+            // Equal confidences (e.g. many exact 1.0s) merge into the previous point.
+            Some(last) if x <= last[0] + 1e-9 => last[1] = (last[1] + y) / 2.0,
+            _ => pts.push([x, y]),
+        }
+    }
+    if pts.is_empty() {
+        pts.push([0.5, 0.5]);
+    }
+    pts
+}
+
+/// Geometric decay of the mean confidence with position (positions with at least 20 records).
+fn position_decay(recs: &[&DraftRecord], k: u32) -> f64 {
+    let mut sum = vec![(0.0f64, 0usize); k as usize];
+    for r in recs {
+        if let Some(e) = sum.get_mut(r.position as usize) {
+            e.0 += r.confidence as f64;
+            e.1 += 1;
+        }
+    }
+    let pts: Vec<(f64, f64, f64)> = sum
+        .iter()
+        .enumerate()
+        .filter(|(_, (s, n))| *n >= 20 && *s > 0.0)
+        .map(|(j, (s, n))| (j as f64, (s / *n as f64).ln(), *n as f64))
+        .collect();
+    if pts.len() < 2 {
+        return 1.0;
+    }
+    // Weighted least-squares slope of ln(mean confidence) on position.
+    let w: f64 = pts.iter().map(|p| p.2).sum();
+    let mx = pts.iter().map(|p| p.0 * p.2).sum::<f64>() / w;
+    let my = pts.iter().map(|p| p.1 * p.2).sum::<f64>() / w;
+    let sxx: f64 = pts.iter().map(|p| p.2 * (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = pts.iter().map(|p| p.2 * (p.0 - mx) * (p.1 - my)).sum();
+    if sxx <= 0.0 {
+        return 1.0;
+    }
+    (sxy / sxx).exp().clamp(0.5, 1.0)
+}
+
+fn fit_one(name: &str, recs: &[&DraftRecord], k: u32) -> CategoryAcceptanceConfig {
+    let decay = position_decay(recs, k);
+    let xs: Vec<f64> = recs
+        .iter()
+        .map(|r| (r.confidence as f64 / decay.powi(r.position as i32)).min(1.0))
+        .collect();
+    let _ = name;
+    CategoryAcceptanceConfig {
+        confidence_beta: beta_by_moments(&xs).unwrap_or([1.0, 1.0]),
+        curve: Some(calibration_curve(recs, 12)),
+        position_decay: decay,
+    }
+}
+
+/// Mean tokens per step with `k` drafts under a built acceptance model, by the simulator's own draws.
+fn predicted_length(
+    model: &dyn specsim_sim::acceptance::AcceptanceModel,
+    category: Option<specsim_sim::workload::CategoryId>,
+    k: u32,
+    draws: usize,
+    seed: u64,
+) -> f64 {
+    let mut rng = specsim_sim::rng::stream(
+        seed,
+        "calibrate-acceptance",
+        category.map_or(0, |c| c as u64 + 1),
+    );
+    let mut total = 0u64;
+    for _ in 0..draws {
+        let mut run = 0;
+        while run < k && model.draw(run, category, &mut rng).accepted {
+            run += 1;
+        }
+        total += run as u64 + 1;
+    }
+    total as f64 / draws.max(1) as f64
+}
+
+/// Fits the calibrated acceptance model (see the module docs). Categories with fewer than
+/// `min_records` verified positions fall back to the overall fit.
+pub fn fit_acceptance(m: &AcceptanceMeasurement, min_records: usize) -> Result<AcceptanceFit> {
+    let all: Vec<&DraftRecord> = m.records.iter().collect();
+    if all.is_empty() {
+        return Err(CalibrateError::Fit {
+            what: "acceptance".into(),
+            msg: "no draft token was verified (prompts ended at once?)".into(),
+        });
+    }
+    let overall = fit_one("all", &all, m.k);
+    let mut cats = BTreeMap::new();
+    for (ci, name) in m.categories.iter().enumerate() {
+        let recs: Vec<&DraftRecord> = m.records(Some(ci)).collect();
+        if recs.len() >= min_records {
+            cats.insert(name.clone(), fit_one(name, &recs, m.k));
+        }
+    }
+    let config = AcceptanceConfig::Calibrated {
+        confidence_beta: overall.confidence_beta,
+        curve: overall.curve.clone(),
+        position_decay: overall.position_decay,
+        categories: cats.clone(),
+    };
+    let built = config
+        .build(&m.categories)
+        .map_err(|msg| CalibrateError::Fit {
+            what: "acceptance".into(),
+            msg,
+        })?;
+    let default_only = AcceptanceConfig::Calibrated {
+        confidence_beta: overall.confidence_beta,
+        curve: overall.curve.clone(),
+        position_decay: overall.position_decay,
+        categories: BTreeMap::new(),
+    }
+    .build(&[])
+    .map_err(|msg| CalibrateError::Fit {
+        what: "acceptance".into(),
+        msg,
+    })?;
+    let draws = 40_000;
+    let report =
+        |name: &str, c: &CategoryAcceptanceConfig, cat: Option<usize>, pred: f64| CategoryFit {
+            name: name.to_string(),
+            records: m.records(cat).count(),
+            confidence_beta: c.confidence_beta,
+            position_decay: c.position_decay,
+            curve: c.curve.clone().unwrap_or_default(),
+            per_position: m.per_position(cat).into_iter().map(|x| x.0).collect(),
+            measured_mean_accepted_length: m.mean_accepted_length(cat),
+            predicted_mean_accepted_length: pred,
+        };
+    let mut categories = Vec::new();
+    let mut weighted = 0.0;
+    let total_steps: u64 = m.steps.iter().sum();
+    for (ci, name) in m.categories.iter().enumerate() {
+        let pred = predicted_length(
+            built.as_ref(),
+            Some(ci as specsim_sim::workload::CategoryId),
+            m.k,
+            draws,
+            7,
+        );
+        weighted += pred * m.steps[ci] as f64;
+        if let Some(c) = cats.get(name) {
+            categories.push(report(name, c, Some(ci), pred));
+        }
+    }
+    let overall_pred = predicted_length(default_only.as_ref(), None, m.k, draws, 7);
+    Ok(AcceptanceFit {
+        config,
+        overall: report("all", &overall, None, overall_pred),
+        categories,
+        predicted_mean_accepted_length: if total_steps > 0 {
+            weighted / total_steps as f64
+        } else {
+            overall_pred
+        },
+        measured_mean_accepted_length: m.mean_accepted_length(None),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records drawn from a known model: confidence uniform on a grid, accepted iff confidence > 0.5,
+    /// so the fitted curve must step from 0 to 1 around 0.5.
+    #[test]
+    fn curve_and_lengths_from_synthetic_records() {
+        let mut m = AcceptanceMeasurement {
+            categories: vec!["a".into()],
+            steps: vec![0],
+            accepted: vec![0],
+            k: 1,
+            prompts: 1,
+            ..Default::default()
+        };
+        for i in 0..1000 {
+            let c = (i as f32 + 0.5) / 1000.0;
+            let acc = c > 0.5;
+            m.records.push(DraftRecord {
+                category: 0,
+                position: 0,
+                confidence: c,
+                accepted: acc,
+            });
+            m.steps[0] += 1;
+            m.accepted[0] += u64::from(acc);
+        }
+        // k = 1: half the steps accept their one draft → 1.5 tokens per step.
+        assert!((m.mean_accepted_length(None) - 1.5).abs() < 1e-12);
+        let fit = fit_acceptance(&m, 100).unwrap();
+        let curve = &fit.overall.curve;
+        assert!(curve.first().unwrap()[1] < 0.01 && curve.last().unwrap()[1] > 0.99);
+        // Uniform(0, 1) confidences: Beta(1, 1) by moments.
+        let [a, b] = fit.overall.confidence_beta;
+        assert!((a - 1.0).abs() < 0.05 && (b - 1.0).abs() < 0.05, "{a} {b}");
+        // The model reproduces the measured length (curve is a step at 0.5, Beta(1,1) → P = 0.5).
+        assert!((fit.predicted_mean_accepted_length - 1.5).abs() < 0.03);
+    }
+
+    #[test]
+    fn decay_follows_geometric_means() {
+        // Mean confidence 0.8 at position 0 and 0.8·0.9^j after: δ = 0.9.
+        let recs: Vec<DraftRecord> = (0..3)
+            .flat_map(|j| {
+                (0..50).map(move |_| DraftRecord {
+                    category: 0,
+                    position: j,
+                    confidence: 0.8 * 0.9f32.powi(j as i32),
+                    accepted: true,
+                })
+            })
+            .collect();
+        let refs: Vec<&DraftRecord> = recs.iter().collect();
+        assert!((position_decay(&refs, 3) - 0.9).abs() < 1e-4);
+    }
+}

@@ -1,0 +1,545 @@
+//! One calibration from model files to a profile file: checks, timings, fits, acceptance, writing.
+//!
+//! The profile is written to `<out>.partial` with `complete = false` after every phase (unmeasured
+//! cells are `nan`), and renamed to `<out>` only once everything is measured and the file validates.
+//! An interrupted run therefore leaves `<out>` untouched (an earlier profile stays usable) and a
+//! partial file that the simulator refuses to load. A JSON report with every timing, fit and
+//! acceptance statistic is written next to the profile as `<out stem>.report.json`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use candle_core::Device;
+use serde::Serialize;
+use specsim_runtime::model::Model;
+use specsim_runtime::tokenizer::GgufTokenizer;
+use specsim_sim::cost::profile::{Fits, Overhead, Profile, ProfileCost, Table1, Table2, Table3};
+use specsim_sim::cost::CostModel;
+
+use crate::acceptance::{
+    fit_acceptance, measure_acceptance, AcceptanceFit, AcceptanceOptions, EncodedPrompt,
+};
+use crate::error::{CalibrateError, Result};
+use crate::fit::{fit_with_report, FitPoint, FitReport, Terms};
+use crate::latency::{
+    draft_shape, scheduling_overhead, time_draft, time_prefill, time_verify, verify_shape,
+    CachePool, Grid, Timing,
+};
+use crate::prompts::{read_prompts, stratified, Encoder};
+use crate::stats::{median, Summary};
+
+/// Everything a calibration needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CalibrateOptions {
+    /// Draft model (GGUF).
+    pub draft: PathBuf,
+    /// Target model (GGUF).
+    pub target: PathBuf,
+    /// Profile to write.
+    pub out: PathBuf,
+    /// Prompt set (JSON lines; see [`crate::prompts`]).
+    pub prompts: PathBuf,
+    /// Latency grid.
+    pub grid: Grid,
+    /// Compute threads (recorded in the provenance; the caller configures the thread pool).
+    pub threads: usize,
+    /// How acceptance is measured (greedy; the sampled run uses the same settings).
+    pub acceptance: AcceptanceOptions,
+    /// Also measure sampled decoding at this temperature (reported, not written to the profile).
+    pub sampled_temperature: Option<f32>,
+    /// Prompts used (round-robin over categories).
+    pub max_prompts: usize,
+    /// Off-grid points timed to check the profile's predictions.
+    pub held_out: usize,
+}
+
+/// A progress update: `done` of `total` work units, in `phase`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgressUpdate {
+    /// What is being measured.
+    pub phase: String,
+    /// Units done.
+    pub done: u64,
+    /// Units in the whole calibration.
+    pub total: u64,
+}
+
+/// One timed grid point of the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PointReport {
+    /// `draft`, `verify` or `prefill`.
+    pub kind: &'static str,
+    /// Sequences.
+    pub batch: u32,
+    /// New tokens per sequence.
+    pub tokens_per_seq: u32,
+    /// KV length after the step.
+    pub context: u32,
+    /// Timing (nanoseconds).
+    pub timing: Timing,
+}
+
+/// An off-grid point: measured against the profile's prediction.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HeldOutReport {
+    /// The point.
+    pub point: PointReport,
+    /// What the profile (tables, linear fit outside them) predicts, nanoseconds.
+    pub predicted_ns: f64,
+    /// What the linear fit alone predicts, nanoseconds.
+    pub fit_ns: f64,
+    /// |predicted − measured| / measured.
+    pub abs_error: f64,
+}
+
+/// Everything a calibration measured and fitted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CalibrationReport {
+    /// The profile's provenance.
+    pub provenance: BTreeMap<String, String>,
+    /// The grid measured.
+    pub grid: Grid,
+    /// Every grid point.
+    pub points: Vec<PointReport>,
+    /// Engine scheduling time per iteration (nanoseconds).
+    pub scheduling: Summary,
+    /// Linear fits: draft, verify, prefill.
+    pub fits: BTreeMap<String, FitReport>,
+    /// Off-grid checks.
+    pub held_out: Vec<HeldOutReport>,
+    /// Median of the off-grid points' absolute relative error (NaN without points).
+    pub held_out_median_abs_error: f64,
+    /// Greedy acceptance (the profile's `[acceptance]`).
+    pub acceptance_greedy: AcceptanceFit,
+    /// Sampled acceptance, if measured.
+    pub acceptance_sampled: Option<AcceptanceFit>,
+    /// Median sampling/verification share of the draft and verify grid points (nanoseconds).
+    pub sampling_median_ns: BTreeMap<String, f64>,
+    /// Wall time of the calibration, seconds.
+    pub elapsed_s: f64,
+}
+
+/// The temp file a calibration writes as it goes.
+pub fn partial_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".partial");
+    PathBuf::from(s)
+}
+
+/// Where the JSON report goes.
+pub fn report_path(out: &Path) -> PathBuf {
+    out.with_extension("report.json")
+}
+
+fn load_model(role: &'static str, path: &Path, max_positions: usize) -> Result<Arc<Model>> {
+    let err = |msg: String| CalibrateError::ModelFile {
+        role,
+        path: path.display().to_string(),
+        msg,
+    };
+    if !path.is_file() {
+        return Err(err(
+            "not found (run scripts/fetch-models.sh for the Qwen pair)".into(),
+        ));
+    }
+    Model::load(path, &Device::Cpu, Some(max_positions))
+        .map(Arc::new)
+        .map_err(|e| err(e.to_string()))
+}
+
+/// Picks the prompt encoder: the shared tokenizer when both files carry the same one, bytes when
+/// neither has one; a mismatch is an error.
+fn encoder(draft: &Path, target: &Path, vocab: usize) -> Result<Encoder> {
+    let mismatch = |msg: String| CalibrateError::Mismatch {
+        draft: draft.display().to_string(),
+        target: target.display().to_string(),
+        msg,
+    };
+    match (
+        GgufTokenizer::from_gguf_file(draft),
+        GgufTokenizer::from_gguf_file(target),
+    ) {
+        (Ok(d), Ok(t)) => {
+            let probe = "def f(x):\n    return x * 2  # größer 数字 <|im_end|>";
+            let same = d.vocab_size() == t.vocab_size()
+                && d.eos_ids() == t.eos_ids()
+                && d.encode(probe).ok() == t.encode(probe).ok();
+            if !same {
+                return Err(mismatch(
+                    "their tokenizers differ (vocabulary, end-of-sequence ids or encodings)".into(),
+                ));
+            }
+            Ok(Encoder::Gguf(Box::new(t)))
+        }
+        (Err(_), Err(_)) => Ok(Encoder::Bytes { vocab }),
+        (Ok(_), Err(e)) => Err(mismatch(format!(
+            "the target has no usable tokenizer ({e})"
+        ))),
+        (Err(e), Ok(_)) => Err(mismatch(format!("the draft has no usable tokenizer ({e})"))),
+    }
+}
+
+fn nan2(a: usize, b: usize) -> Vec<Vec<f64>> {
+    vec![vec![f64::NAN; b]; a]
+}
+
+fn write_profile(path: &Path, p: &Profile) -> Result<()> {
+    std::fs::write(path, p.to_toml()).map_err(|e| CalibrateError::io(path, e))
+}
+
+/// Runs a whole calibration; see the module docs. `progress` is called after every unit of work.
+pub fn calibrate(
+    opts: &CalibrateOptions,
+    progress: &mut dyn FnMut(ProgressUpdate),
+) -> Result<CalibrationReport> {
+    let started = Instant::now();
+    let g = &opts.grid;
+    // Cheap checks first: model files, prompt set, grid.
+    for (role, p) in [("draft", &opts.draft), ("target", &opts.target)] {
+        if !p.is_file() {
+            return Err(CalibrateError::ModelFile {
+                role,
+                path: p.display().to_string(),
+                msg: "not found (run scripts/fetch-models.sh for the Qwen pair)".into(),
+            });
+        }
+    }
+    let all_prompts = read_prompts(&opts.prompts)?;
+    let prompts = stratified(&all_prompts, opts.max_prompts);
+    let a = &opts.acceptance;
+    let needed = a.max_prompt_tokens + a.max_new_tokens as usize + a.k as usize + 2;
+    let grid_max = g
+        .draft_context
+        .iter()
+        .chain(&g.verify_context)
+        .chain(&g.prefill_tokens)
+        .copied()
+        .max()
+        .unwrap_or(0) as usize;
+    let max_positions = needed.max(grid_max).max(64);
+    let target = load_model("target", &opts.target, max_positions)?;
+    let draft = load_model("draft", &opts.draft, max_positions)?;
+    let (tv, dv) = (target.config().vocab, draft.config().vocab);
+    if tv != dv {
+        return Err(CalibrateError::Mismatch {
+            draft: opts.draft.display().to_string(),
+            target: opts.target.display().to_string(),
+            msg: format!("draft vocabulary {dv} differs from target vocabulary {tv}"),
+        });
+    }
+    let enc = encoder(&opts.draft, &opts.target, tv)?;
+    let limit = target
+        .config()
+        .max_positions
+        .min(draft.config().max_positions);
+    g.validate(limit)?;
+    let encoded: Vec<EncodedPrompt> = prompts
+        .iter()
+        .map(|p| {
+            Ok(EncodedPrompt {
+                category: p.category.clone(),
+                tokens: enc.encode(&p.text, a.max_prompt_tokens)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+
+    let mut provenance = crate::provenance::collect(&opts.draft, &opts.target, opts.threads)?;
+    let mut profile = Profile {
+        version: 1,
+        provenance: provenance.clone(),
+        draft: Table2 {
+            batch: g.draft_batch.iter().map(|&x| x as f64).collect(),
+            context: g.draft_context.iter().map(|&x| x as f64).collect(),
+            ns: nan2(g.draft_batch.len(), g.draft_context.len()),
+        },
+        verify: Table3 {
+            batch: g.verify_batch.iter().map(|&x| x as f64).collect(),
+            tokens_per_seq: g.tokens_per_seq.iter().map(|&x| x as f64).collect(),
+            context: g.verify_context.iter().map(|&x| x as f64).collect(),
+            ns: vec![nan2(g.tokens_per_seq.len(), g.verify_context.len()); g.verify_batch.len()],
+        },
+        prefill: Table1 {
+            tokens: g.prefill_tokens.iter().map(|&x| x as f64).collect(),
+            ns: vec![f64::NAN; g.prefill_tokens.len()],
+        },
+        overhead: Overhead::default(),
+        fit: Fits::default(),
+        acceptance: None,
+        complete: false,
+    };
+    let partial = partial_path(&opts.out);
+    write_profile(&partial, &profile)?;
+
+    let (held_draft, held_verify) = g.held_out(opts.held_out);
+    let sampled_runs = usize::from(opts.sampled_temperature.is_some());
+    let total = (g.points() + held_draft.len() + held_verify.len() + 1) as u64
+        + (encoded.len() * (1 + sampled_runs)) as u64;
+    let mut done = 0u64;
+    let mut tick = |phase: &str| {
+        done += 1;
+        progress(ProgressUpdate {
+            phase: phase.to_string(),
+            done,
+            total,
+        });
+    };
+    let mut points = Vec::new();
+
+    // Draft table, context by context (caches are filled once per level).
+    let mut dpool = CachePool::new(
+        Arc::clone(&draft),
+        *g.draft_batch.last().unwrap_or(&1) as usize,
+    );
+    for (ci, &c) in g.draft_context.iter().enumerate() {
+        for (bi, &b) in g.draft_batch.iter().enumerate() {
+            let t = time_draft(&mut dpool, b, c, g)?;
+            profile.draft.ns[bi][ci] = t.total.median;
+            points.push(PointReport {
+                kind: "draft",
+                batch: b,
+                tokens_per_seq: 1,
+                context: c,
+                timing: t,
+            });
+            tick("draft forwards");
+        }
+    }
+    write_profile(&partial, &profile)?;
+    // Verify table.
+    let mut tpool = CachePool::new(
+        Arc::clone(&target),
+        *g.verify_batch.last().unwrap_or(&1) as usize,
+    );
+    for (ci, &c) in g.verify_context.iter().enumerate() {
+        for (bi, &b) in g.verify_batch.iter().enumerate() {
+            for (ti, &t) in g.tokens_per_seq.iter().enumerate() {
+                let tm = time_verify(&mut tpool, b, t, c, g)?;
+                profile.verify.ns[bi][ti][ci] = tm.total.median;
+                points.push(PointReport {
+                    kind: "verify",
+                    batch: b,
+                    tokens_per_seq: t,
+                    context: c,
+                    timing: tm,
+                });
+                tick("verify forwards");
+            }
+        }
+        write_profile(&partial, &profile)?;
+    }
+    // Prefill table.
+    for (i, &n) in g.prefill_tokens.iter().enumerate() {
+        let t = time_prefill(&target, n, g)?;
+        profile.prefill.ns[i] = t.total.median;
+        points.push(PointReport {
+            kind: "prefill",
+            batch: 1,
+            tokens_per_seq: n,
+            context: n,
+            timing: t,
+        });
+        tick("prefill");
+    }
+    // Engine scheduling outside the backend.
+    let k_mid = g
+        .tokens_per_seq
+        .last()
+        .copied()
+        .unwrap_or(1)
+        .saturating_sub(1);
+    let scheduling = scheduling_overhead(*g.verify_batch.last().unwrap_or(&1), k_mid, 200)?;
+    profile.overhead.step_ns = scheduling.median;
+    tick("engine overhead");
+    write_profile(&partial, &profile)?;
+
+    // Fits.
+    let pts = |kind: &str| -> Vec<FitPoint> {
+        points
+            .iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| {
+                let shape = match p.kind {
+                    "draft" => draft_shape(p.batch, p.context),
+                    "verify" => verify_shape(p.batch, p.tokens_per_seq, p.context),
+                    _ => specsim_sim::cost::BatchShape::prefill(p.tokens_per_seq),
+                };
+                FitPoint::from_shape(&shape, p.timing.total.median)
+            })
+            .collect()
+    };
+    let mut fits = BTreeMap::new();
+    let df = fit_with_report(&pts("draft"), Terms::DRAFT, "draft").ok();
+    let vf = fit_with_report(&pts("verify"), Terms::VERIFY, "verify").ok();
+    let pf = fit_with_report(&pts("prefill"), Terms::PREFILL, "prefill").ok();
+    profile.fit = Fits {
+        draft: df.map(|f| f.coefficients),
+        verify: vf.map(|f| f.coefficients),
+        prefill: pf.map(|f| f.coefficients),
+    };
+    for (name, f) in [("draft", df), ("verify", vf), ("prefill", pf)] {
+        if let Some(f) = f {
+            fits.insert(name.to_string(), f);
+        }
+    }
+
+    // Off-grid checks against the profile's own predictions (overhead excluded: it is not in the
+    // timed region).
+    let mut check_profile = profile.clone();
+    check_profile.complete = true;
+    check_profile.overhead.step_ns = 0.0;
+    let cost = ProfileCost {
+        profile: check_profile,
+    };
+    let mut held_out = Vec::new();
+    for &(b, c) in &held_draft {
+        let t = time_draft(&mut dpool, b, c, g)?;
+        let shape = draft_shape(b, c);
+        let pred = cost.draft_step(&shape) as f64;
+        let fit_ns = profile.fit.draft.map_or(f64::NAN, |f| f.eval(&shape));
+        held_out.push(HeldOutReport {
+            abs_error: (pred - t.total.median).abs() / t.total.median,
+            point: PointReport {
+                kind: "draft",
+                batch: b,
+                tokens_per_seq: 1,
+                context: c,
+                timing: t,
+            },
+            predicted_ns: pred,
+            fit_ns,
+        });
+        tick("held-out points");
+    }
+    drop(dpool);
+    for &(b, tk, c) in &held_verify {
+        let t = time_verify(&mut tpool, b, tk, c, g)?;
+        let shape = verify_shape(b, tk, c);
+        let pred = cost.target_step(&shape) as f64;
+        let fit_ns = profile.fit.verify.map_or(f64::NAN, |f| f.eval(&shape));
+        held_out.push(HeldOutReport {
+            abs_error: (pred - t.total.median).abs() / t.total.median,
+            point: PointReport {
+                kind: "verify",
+                batch: b,
+                tokens_per_seq: tk,
+                context: c,
+                timing: t,
+            },
+            predicted_ns: pred,
+            fit_ns,
+        });
+        tick("held-out points");
+    }
+    drop(tpool);
+    let held_out_median_abs_error =
+        median(&held_out.iter().map(|h| h.abs_error).collect::<Vec<_>>());
+
+    // Acceptance, greedy (→ profile) and optionally sampled (→ report).
+    let greedy = measure_acceptance(
+        Arc::clone(&target),
+        Arc::clone(&draft),
+        &encoded,
+        a,
+        &mut || tick("acceptance (greedy)"),
+    )?;
+    let acceptance_greedy = fit_acceptance(&greedy, 200)?;
+    profile.acceptance = Some(acceptance_greedy.config.clone());
+    write_profile(&partial, &profile)?;
+    let acceptance_sampled = match opts.sampled_temperature {
+        Some(t) => {
+            let so = AcceptanceOptions {
+                temperature: Some(t),
+                ..*a
+            };
+            let m = measure_acceptance(
+                Arc::clone(&target),
+                Arc::clone(&draft),
+                &encoded,
+                &so,
+                &mut || tick("acceptance (sampled)"),
+            )?;
+            Some(fit_acceptance(&m, 200)?)
+        }
+        None => None,
+    };
+
+    // Provenance of the method and its quality, then the final write and rename.
+    let fmt_fit = |f: Option<&FitReport>| {
+        f.map_or("not fitted".to_string(), |f| {
+            format!(
+                "R2 {:.4}, leave-one-out MAPE {:.1}%",
+                f.r2,
+                100.0 * f.holdout_mape
+            )
+        })
+    };
+    provenance.insert(
+        "method".into(),
+        format!(
+            "runtime forwards incl. sampling/verification; warm-up {}, {} reps, medians; overhead = engine scheduling per step",
+            g.warmup, g.reps
+        ),
+    );
+    provenance.insert("fit_draft".into(), fmt_fit(fits.get("draft")));
+    provenance.insert("fit_verify".into(), fmt_fit(fits.get("verify")));
+    provenance.insert("fit_prefill".into(), fmt_fit(fits.get("prefill")));
+    provenance.insert(
+        "held_out".into(),
+        format!(
+            "{} off-grid points, median abs error {:.1}%",
+            held_out.len(),
+            100.0 * held_out_median_abs_error
+        ),
+    );
+    provenance.insert(
+        "acceptance".into(),
+        format!(
+            "greedy, k = {}, {} prompts of {}, {} new tokens max; mean accepted length measured {:.3}, model {:.3}",
+            a.k,
+            encoded.len(),
+            opts.prompts.display(),
+            a.max_new_tokens,
+            acceptance_greedy.measured_mean_accepted_length,
+            acceptance_greedy.predicted_mean_accepted_length
+        ),
+    );
+    provenance.insert(
+        "load_average_at_end".into(),
+        crate::provenance::load_average(),
+    );
+    profile.provenance = provenance.clone();
+    profile.complete = true;
+    profile
+        .validate()
+        .map_err(|msg| CalibrateError::Config(format!("measured profile is invalid: {msg}")))?;
+    let mut sampling_median_ns = BTreeMap::new();
+    for kind in ["draft", "verify", "prefill"] {
+        let v: Vec<f64> = points
+            .iter()
+            .filter(|p| p.kind == kind)
+            .map(|p| p.timing.sampling_median)
+            .collect();
+        sampling_median_ns.insert(kind.to_string(), median(&v));
+    }
+    let report = CalibrationReport {
+        provenance,
+        grid: g.clone(),
+        points,
+        scheduling,
+        fits,
+        held_out,
+        held_out_median_abs_error,
+        acceptance_greedy,
+        acceptance_sampled,
+        sampling_median_ns,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    };
+    let rp = report_path(&opts.out);
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    std::fs::write(&rp, json).map_err(|e| CalibrateError::io(&rp, e))?;
+    write_profile(&partial, &profile)?;
+    std::fs::rename(&partial, &opts.out).map_err(|e| CalibrateError::io(&opts.out, e))?;
+    Ok(report)
+}
