@@ -63,6 +63,10 @@ pub struct RequestRecord {
     pub replica: u32,
     /// Policy name.
     pub policy: String,
+    /// Why the request failed (replay only; `None` for every simulated request). Failed rows keep
+    /// whatever was measured (NaN elsewhere) and are left out of [`Summary::from_records`]' statistics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl RequestRecord {
@@ -92,6 +96,7 @@ impl RequestRecord {
             slo_met: slo.met(ttft, tpot, e2e),
             replica,
             policy: policy.to_string(),
+            error: None,
         }
     }
 }
@@ -99,10 +104,15 @@ impl RequestRecord {
 /// Header of `requests.csv`.
 pub const REQUESTS_HEADER: &str = "id,arrival_s,prompt_tokens,output_tokens,first_token_s,finish_s,ttft_s,tpot_s,e2e_s,drafted,accepted,steps,slo_met,replica,policy";
 
-/// Renders `requests.csv` (rows sorted by id; times with nanosecond precision).
+/// Renders `requests.csv` (rows sorted by id; times with nanosecond precision). When any row has an
+/// `error`, a trailing `error` column is added (commas and line breaks in messages become `;`).
 pub fn requests_csv(rows: &[RequestRecord]) -> String {
     let mut s = String::with_capacity(rows.len() * 96 + 128);
     s.push_str(REQUESTS_HEADER);
+    let with_error = rows.iter().any(|r| r.error.is_some());
+    if with_error {
+        s.push_str(",error");
+    }
     s.push('\n');
     for r in rows {
         let _ = writeln!(
@@ -124,11 +134,17 @@ pub fn requests_csv(rows: &[RequestRecord]) -> String {
             r.replica,
             r.policy
         );
+        if with_error {
+            s.pop();
+            let e = r.error.as_deref().unwrap_or("");
+            let _ = writeln!(s, ",{}", e.replace([',', '\n', '\r'], ";"));
+        }
     }
     s
 }
 
-/// Parses `requests.csv` (as written by [`requests_csv`]); errors name the line.
+/// Parses `requests.csv` (as written by [`requests_csv`]; the `error` column is optional); errors
+/// name the line.
 pub fn parse_requests_csv(text: &str, origin: &str) -> Result<Vec<RequestRecord>, SimError> {
     let mut lines = text.lines().enumerate();
     let Some((_, header)) = lines.next() else {
@@ -152,6 +168,7 @@ pub fn parse_requests_csv(text: &str, origin: &str) -> Result<Vec<RequestRecord>
                 })
         })
         .collect::<Result<_, _>>()?;
+    let error_col = cols.iter().position(|c| c.trim() == "error");
     let mut out = Vec::new();
     for (n, line) in lines {
         if line.trim().is_empty() {
@@ -195,6 +212,11 @@ pub fn parse_requests_csv(text: &str, origin: &str) -> Result<Vec<RequestRecord>
             slo_met: num!(12),
             replica: num!(13),
             policy: get(14)?.to_string(),
+            error: error_col
+                .and_then(|i| f.get(i))
+                .map(|e| e.trim())
+                .filter(|e| !e.is_empty())
+                .map(str::to_string),
         });
     }
     Ok(out)
@@ -305,6 +327,14 @@ impl Summary {
         preemptions: u64,
         slo: &SloConfig,
     ) -> Self {
+        // Failed rows (replay) have no complete latencies: `failed` counts them.
+        let finished: Vec<RequestRecord>;
+        let rows = if rows.iter().any(|r| r.error.is_some()) {
+            finished = rows.iter().filter(|r| r.error.is_none()).cloned().collect();
+            &finished[..]
+        } else {
+            rows
+        };
         let start = rows
             .iter()
             .map(|r| r.arrival_s)
@@ -477,10 +507,25 @@ mod tests {
             slo_met: true,
             replica: 1,
             policy: "static-3".into(),
+            error: None,
         };
         let text = requests_csv(std::slice::from_ref(&r));
+        assert!(!text.contains("error"));
         let back = parse_requests_csv(&text, "x").unwrap();
-        assert_eq!(back, vec![r]);
+        assert_eq!(back, vec![r.clone()]);
+        // A failed row (replay) adds the error column; the message loses its commas.
+        let failed = RequestRecord {
+            id: 4,
+            error: Some("http 503: busy, retry".into()),
+            ..r.clone()
+        };
+        let text = requests_csv(&[r.clone(), failed]);
+        let back = parse_requests_csv(&text, "x").unwrap();
+        assert_eq!(back[0], r);
+        assert_eq!(back[1].error.as_deref(), Some("http 503: busy; retry"));
+        let s = Summary::from_records("p", &back, 2, 1, 0, 0, &SloConfig::default());
+        assert_eq!((s.finished, s.failed), (1, 1));
+        assert_eq!(s.ttft.max, 0.25);
         assert!(parse_requests_csv("id,arrival_s\n1,2\n", "y")
             .unwrap_err()
             .to_string()
