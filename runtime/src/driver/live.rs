@@ -1,6 +1,6 @@
 //! The live candle backend as the engine thread's [`TokenStreams`], and `serve`'s model loading.
 
-use super::{default_cost, driver_config, spawn_engine, DriverError, SeqParams, TokenStreams};
+use super::{cost_model, driver_config, spawn_engine, DriverError, SeqParams, TokenStreams};
 use crate::drafter::model::ModelDrafter;
 use crate::drafter::ngram::NgramDrafter;
 use crate::live::{DraftSource, LiveBackend};
@@ -69,6 +69,6 @@ pub fn start_live(
     if let Some(&eos) = tokenizer.eos_ids().first() {
         backend.set_eos(Some(eos));
     }
-    let handle = spawn_engine(config, Arc::new(default_cost()), backend, metrics)?;
+    let handle = spawn_engine(config, cost_model(args)?, backend, metrics)?;
     Ok(Arc::new(handle))
 }

@@ -523,6 +523,16 @@ pub fn default_cost() -> specsim_sim::cost::linear::LinearCost {
     }
 }
 
+/// The step-time model policies consult: the `--profile` file if given, else [`default_cost`].
+pub fn cost_model(args: &crate::server::ServeArgs) -> Result<Arc<dyn CostModel>, DriverError> {
+    Ok(match &args.profile {
+        Some(p) => Arc::new(specsim_sim::cost::profile::ProfileCost {
+            profile: specsim_sim::cost::profile::Profile::load(p)?,
+        }),
+        None => Arc::new(default_cost()),
+    })
+}
+
 /// The engine thread settings `serve`'s flags describe.
 pub fn driver_config(
     args: &crate::server::ServeArgs,

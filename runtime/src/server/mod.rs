@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// KV cache budget in tokens, shared by all sequences.
     #[arg(long, default_value_t = 32768)]
     pub kv_tokens: u64,
+    /// Calibrated profile (`specsim calibrate --out P.toml`) from which policies predict step times;
+    /// without it they use rough built-in CPU figures for the Qwen pair.
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
     /// Draft by n-gram lookup in each sequence's own tokens instead of a draft model.
     #[arg(long)]
     pub ngram: bool,
@@ -149,7 +153,7 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let config = crate::driver::driver_config(&args, tokenizer.eos_ids().to_vec())?;
         Arc::new(crate::driver::spawn_engine(
             config,
-            Arc::new(crate::driver::default_cost()),
+            crate::driver::cost_model(&args)?,
             backend,
             metrics.clone(),
         )?)
@@ -182,4 +186,32 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .context("serving HTTP")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn serve_flags_default_to_a_local_server() {
+        Cli::command().debug_assert();
+        let c =
+            Cli::try_parse_from(["specsim", "--target", "t.gguf", "--draft", "d.gguf"]).unwrap();
+        assert_eq!(c.serve.host, "127.0.0.1");
+        assert_eq!(c.serve.port, 8000);
+        assert_eq!(c.serve.policy, "specserve");
+        let l = c.serve.limits();
+        assert_eq!(
+            (l.max_body_bytes, l.max_prompt_tokens, l.max_tokens),
+            (1 << 20, 4096, 4096)
+        );
+        assert!(Cli::try_parse_from(["specsim", "--port", "http"]).is_err());
+    }
 }
