@@ -695,3 +695,85 @@ async fn engine_queue_overflow_gets_429() {
         .await;
     assert_eq!(status, 200);
 }
+
+/// A backend whose target forward always fails, to see the engine thread fail requests and stop.
+struct FailingBackend;
+
+impl specsim_sim::engine::Backend for FailingBackend {
+    fn draft(
+        &mut self,
+        items: &[specsim_sim::engine::DraftItem],
+    ) -> Result<specsim_sim::engine::DraftResult, specsim_sim::SimError> {
+        Ok(specsim_sim::engine::DraftResult {
+            confidences: vec![0.5; items.len()],
+            elapsed_ns: 1,
+        })
+    }
+    fn target(
+        &mut self,
+        _items: &[specsim_sim::engine::TargetItem],
+    ) -> Result<specsim_sim::engine::TargetResult, specsim_sim::SimError> {
+        Err(specsim_sim::SimError::Backend(
+            "the device fell over".into(),
+        ))
+    }
+    fn release(&mut self, _seq: u64) {}
+}
+
+impl specsim_runtime::driver::TokenStreams for FailingBackend {
+    fn insert(
+        &mut self,
+        _seq: u64,
+        _prompt: &[u32],
+        _params: &specsim_runtime::driver::SeqParams,
+    ) -> specsim_runtime::Result<()> {
+        Ok(())
+    }
+    fn drain_emitted(&mut self, _seq: u64, _out: &mut Vec<u32>) {}
+    fn remove(&mut self, _seq: u64) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_failure_fails_requests_and_health_turns_503() {
+    let config = DriverConfig {
+        engine: EngineConfig {
+            block_size: 16,
+            kv_blocks: Some(64),
+            ..EngineConfig::default()
+        },
+        policy: parse_policy("none").unwrap(),
+        max_in_flight: 4,
+        eos_ids: vec![],
+    };
+    let metrics = Arc::new(Metrics::default());
+    let handle = spawn_engine(
+        config,
+        Arc::new(default_cost()),
+        FailingBackend,
+        metrics.clone(),
+    )
+    .unwrap();
+    let s = serve_generator(Arc::new(handle), metrics, limits()).await;
+    assert_eq!(s.get_text("/health").await.0, 200);
+    let (status, v) = s
+        .post_json("/v1/completions", json!({"prompt": "ab", "max_tokens": 2}))
+        .await;
+    assert_eq!(status, 500, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("the device fell over"),
+        "{v}"
+    );
+    assert!(eventually(|| !s.generator.healthy()).await);
+    let (status, body) = s.get_text("/health").await;
+    assert_eq!(status, 503, "{body}");
+    let (status, v) = s
+        .post_json("/v1/completions", json!({"prompt": "ab", "max_tokens": 2}))
+        .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (503, Some("unavailable"))
+    );
+}

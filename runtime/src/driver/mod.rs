@@ -200,6 +200,10 @@ impl Generator for EngineHandle {
         Ok(generation)
     }
 
+    fn healthy(&self) -> bool {
+        self.shared.alive.load(Ordering::SeqCst)
+    }
+
     fn load(&self) -> Load {
         Load {
             in_flight: self.shared.in_flight.load(Ordering::SeqCst),

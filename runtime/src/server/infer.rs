@@ -113,6 +113,10 @@ pub trait Generator: Send + Sync + 'static {
     fn submit(&self, request: GenerateRequest) -> Result<Generation, SubmitError>;
     /// Current occupancy.
     fn load(&self) -> Load;
+    /// False once the generator can no longer serve (its engine thread stopped); `/health` turns 503.
+    fn healthy(&self) -> bool {
+        true
+    }
 }
 
 /// The server's end of one request: events arrive in order; dropping it cancels the request.

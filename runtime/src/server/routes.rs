@@ -117,8 +117,18 @@ async fn models(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {
     let load = st.generator.load();
-    Json(json!({"status": "ok", "in_flight": load.in_flight, "running": load.running, "kv_used_tokens": load.kv_used_tokens}))
-        .into_response()
+    let (status, word) = if st.generator.healthy() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    };
+    let body = json!({
+        "status": word,
+        "in_flight": load.in_flight,
+        "running": load.running,
+        "kv_used_tokens": load.kv_used_tokens
+    });
+    (status, Json(body)).into_response()
 }
 
 async fn metrics(State(st): State<Arc<AppState>>) -> Response {
