@@ -1,5 +1,6 @@
 //! Subcommand dispatch.
 
+mod calibrate;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -18,6 +19,8 @@ enum Command {
     Run(run::RunArgs),
     /// Trace tools: statistics, format conversion, synthesis.
     Trace(specsim_traces::TraceArgs),
+    /// Profile a real draft/target pair on this machine and fit the simulator's cost and acceptance models.
+    Calibrate(calibrate::CalibrateArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -26,5 +29,6 @@ pub fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(a) => run::run(a),
         Command::Trace(a) => specsim_traces::run_trace_command(a.command),
+        Command::Calibrate(a) => calibrate::run(a),
     }
 }

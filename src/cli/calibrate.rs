@@ -1,0 +1,145 @@
+//! `specsim calibrate --draft D.gguf --target T.gguf --out P.toml`: profile a real pair, fit the models.
+
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use specsim_calibrate::acceptance::AcceptanceOptions;
+use specsim_calibrate::latency::Grid;
+use specsim_calibrate::{calibrate, CalibrateOptions, CalibrationReport};
+use std::path::PathBuf;
+
+/// Arguments of `specsim calibrate`.
+#[derive(Args)]
+pub struct CalibrateArgs {
+    /// Draft model (GGUF).
+    #[arg(long)]
+    pub draft: PathBuf,
+    /// Target model (GGUF); must share the draft's vocabulary and tokenizer.
+    #[arg(long)]
+    pub target: PathBuf,
+    /// Profile to write (written as OUT.partial with complete = false until the end).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Small grid and prompt subset (minutes instead of an hour on two cores).
+    #[arg(long)]
+    pub quick: bool,
+    /// Prompt set, JSON lines [default: prompts/spec-bench.jsonl in the shared data folder].
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Compute threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Longest speculation length profiled (verify tokens per sequence 1..=k_max+1) and the k of the
+    /// acceptance measurement.
+    #[arg(long, default_value_t = 4)]
+    pub k_max: u32,
+    /// Prompts used for acceptance, round-robin over categories [default: 26 with --quick, else 130].
+    #[arg(long)]
+    pub max_prompts: Option<usize>,
+    /// Output tokens per prompt [default: 48 with --quick, else 128].
+    #[arg(long)]
+    pub max_new_tokens: Option<u32>,
+    /// Temperature of the sampled acceptance run (0 skips it).
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f32,
+}
+
+/// Runs `specsim calibrate`.
+pub fn run(a: CalibrateArgs) -> Result<()> {
+    let threads = match a.threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    // candle's matmuls run on rayon's global pool, sized from this variable when first used.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    let prompts = match a.prompts {
+        Some(p) => p,
+        None => {
+            let cwd = std::env::current_dir().context("current directory")?;
+            specsim_traces::paths::shared_dir(&cwd)
+                .map(|d| d.join("prompts").join("spec-bench.jsonl"))
+                .context("no shared data folder found for the default prompt set: pass --prompts FILE or set SPECSIM_SHARED")?
+        }
+    };
+    let opts = CalibrateOptions {
+        draft: a.draft,
+        target: a.target,
+        out: a.out.clone(),
+        prompts,
+        grid: if a.quick {
+            Grid::quick(a.k_max)
+        } else {
+            Grid::full(a.k_max)
+        },
+        threads,
+        acceptance: AcceptanceOptions {
+            k: a.k_max.max(1),
+            max_new_tokens: a.max_new_tokens.unwrap_or(if a.quick { 48 } else { 128 }),
+            max_prompt_tokens: 384,
+            batch: 4,
+            temperature: None,
+            seed: 1,
+        },
+        sampled_temperature: (a.temperature > 0.0).then_some(a.temperature),
+        max_prompts: a.max_prompts.unwrap_or(if a.quick { 26 } else { 130 }),
+        held_out: 12,
+    };
+    let bar = ProgressBar::new(1);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:>22} [{bar:30}] {pos}/{len}  {elapsed_precise} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let report = calibrate(&opts, &mut |u| {
+        bar.set_length(u.total);
+        bar.set_position(u.done);
+        bar.set_message(u.phase);
+    });
+    bar.finish_and_clear();
+    let report = report?;
+    print_summary(&report, &a.out);
+    Ok(())
+}
+
+fn print_summary(r: &CalibrationReport, out: &std::path::Path) {
+    println!("wrote {} ({:.0} s)", out.display(), r.elapsed_s);
+    for (name, f) in &r.fits {
+        println!(
+            "fit {name:<8} R2 {:.4}  leave-one-out MAPE {:5.1}%  ({} points)",
+            f.r2,
+            100.0 * f.holdout_mape,
+            f.points
+        );
+    }
+    println!(
+        "held-out off-grid points: {}, median abs error of the profile {:.1}%",
+        r.held_out.len(),
+        100.0 * r.held_out_median_abs_error
+    );
+    println!(
+        "engine scheduling {:.0} us/step; sampling+verification median: draft {:.0} us, verify {:.0} us",
+        r.scheduling.median / 1e3,
+        r.sampling_median_ns.get("draft").copied().unwrap_or(f64::NAN) / 1e3,
+        r.sampling_median_ns.get("verify").copied().unwrap_or(f64::NAN) / 1e3
+    );
+    let g = &r.acceptance_greedy;
+    println!(
+        "acceptance (greedy): mean accepted length measured {:.3}, model {:.3}; by position {:?}",
+        g.measured_mean_accepted_length,
+        g.predicted_mean_accepted_length,
+        g.overall
+            .per_position
+            .iter()
+            .map(|x| (x * 1000.0).round() / 1000.0)
+            .collect::<Vec<_>>()
+    );
+    if let Some(s) = &r.acceptance_sampled {
+        println!(
+            "acceptance (sampled): mean accepted length measured {:.3}, model {:.3}",
+            s.measured_mean_accepted_length, s.predicted_mean_accepted_length
+        );
+    }
+}
