@@ -43,6 +43,11 @@ use specsim_sim::workload::RequestSpec;
 use crate::error::{CalibrateError, Result};
 use crate::stats::Summary;
 
+/// A draft grid point: `(batch, context)`.
+pub type DraftPoint = (u32, u32);
+/// A verification grid point: `(batch, tokens_per_seq, context)`.
+pub type VerifyPoint = (u32, u32, u32);
+
 /// The measurement grid and repetition counts.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Grid {
@@ -152,7 +157,7 @@ impl Grid {
     /// Off-grid points to check the profile's predictions on: every combination of grid values and
     /// midpoints between them that is not itself a grid point, thinned evenly to at most `max`. Returned
     /// as `(batch, context)` for drafts and `(batch, tokens_per_seq, context)` for verification.
-    pub fn held_out(&self, max: usize) -> (Vec<(u32, u32)>, Vec<(u32, u32, u32)>) {
+    pub fn held_out(&self, max: usize) -> (Vec<DraftPoint>, Vec<VerifyPoint>) {
         let with_mids = |a: &[u32]| -> Vec<u32> {
             let mut v = a.to_vec();
             v.extend(

@@ -112,16 +112,15 @@ fn tiny_calibration_writes_a_profile_that_a_scenario_simulates() {
     assert!(report.acceptance_sampled.is_some());
 
     // A scenario that takes cost and acceptance from the profile loads and simulates.
-    let scenario = format!(
-        r#"
+    let scenario = r#"
 name = "tiny-profile"
 seed = 3
 [trace.synthetic]
 requests = 20
 rate = 5.0
-arrival = {{ kind = "poisson" }}
-prompt = {{ kind = "fixed", value = 24 }}
-output = {{ kind = "fixed", value = 16 }}
+arrival = { kind = "poisson" }
+prompt = { kind = "fixed", value = 24 }
+output = { kind = "fixed", value = 16 }
 [engine]
 kv_blocks = 64
 [cost]
@@ -133,8 +132,7 @@ path = "tiny.toml"
 [[policies]]
 kind = "static"
 k = 2
-"#
-    );
+"#;
     let sp = dir.path().join("s.toml");
     std::fs::write(&sp, scenario).unwrap();
     let sc = Scenario::load(&sp, &[]).unwrap();
