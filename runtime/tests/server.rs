@@ -319,7 +319,11 @@ async fn malformed_requests_get_openai_shaped_400s() {
         (json!({"prompt": "a", "temperature": -1.0}), "invalid_value"),
         (json!({"prompt": "a", "top_p": 0.0}), "invalid_value"),
         (json!({"prompt": "a", "n": 2}), "unsupported"),
-        (json!({"prompt": "a", "stop": ["\n"]}), "unsupported"),
+        (json!({"prompt": "a", "stop": [1]}), "invalid_value"),
+        (
+            json!({"prompt": "a", "stop": ["a", "b", "c", "d", "e"]}),
+            "invalid_value",
+        ),
         (json!({"prompt": ["a", "b"]}), "unsupported"),
         (json!({"prompt": ""}), "empty_prompt"),
         (json!({"prompt": [100000]}), "invalid_value"),
@@ -776,4 +780,67 @@ async fn engine_failure_fails_requests_and_health_turns_503() {
         (status, v["error"]["code"].as_str()),
         (503, Some("unavailable"))
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_sequences_end_generation_and_are_not_returned() {
+    let s = start(FakeConfig::default(), limits()).await;
+    // Echo text "hello worldhello world…"; the stop "dhe" spans the end of " world" and the next
+    // "hello". The fake's first burst [hello, world, hello] already contains it.
+    let body = json!({"prompt": "hello world", "max_tokens": 9, "stop": ["zzz", "dhe"]});
+    let (status, v) = s.post_json("/v1/completions", body).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["choices"][0]["text"], "hello worl");
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    assert_eq!(v["usage"]["completion_tokens"], 3);
+    // The rest of the generation was cancelled, and its KV freed.
+    tokio::time::timeout(
+        WAIT,
+        s.fake()
+            .wait_until(|f| f.cancelled() == 1 && f.load().in_flight == 0),
+    )
+    .await
+    .expect("the stop sequence cancels generation");
+    assert_eq!(s.fake().load().kv_used_tokens, 0);
+
+    // A stop sequence that never occurs changes nothing.
+    let body = json!({"prompt": "hello world", "max_tokens": 3, "stop": "xyz"});
+    let (_, v) = s.post_json("/v1/completions", body).await;
+    assert_eq!(v["choices"][0]["text"], "hello worldhello");
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streamed_text_holds_back_possible_stop_prefixes() {
+    let s = start(
+        FakeConfig {
+            burst: 1,
+            ..Default::default()
+        },
+        limits(),
+    )
+    .await;
+    let body = json!({"prompt": "hello world", "max_tokens": 9, "stop": "dhe", "stream": true});
+    let events = sse_events(s.post("/v1/completions", body.to_string()).await).await;
+    // One token per event; the last two bytes stay held while they could start "dhe":
+    // "hello" → "hel"; " world" → "lo wor"; "hello" → stop found → "l".
+    let texts: Vec<String> = events[..events.len() - 1]
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<Value>(e).unwrap()["choices"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(texts, vec!["hel", "lo wor", "l"]);
+    let last: Value = serde_json::from_str(&events[events.len() - 2]).unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    tokio::time::timeout(
+        WAIT,
+        s.fake()
+            .wait_until(|f| f.cancelled() == 1 && f.load().in_flight == 0),
+    )
+    .await
+    .expect("the stop sequence cancels generation");
 }

@@ -1,7 +1,7 @@
 //! OpenAI-compatible request bodies and the error shape.
 //!
 //! Unknown fields are ignored, as OpenAI-compatible servers do (clients send `user`, `presence_penalty`
-//! and the like). Fields that would change the output and that this server cannot honour (`n > 1`, `stop`,
+//! and the like). Fields that would change the output and that this server cannot honour (`n > 1`,
 //! `logprobs`, `echo`) are refused with a 400 instead of being silently dropped.
 
 use axum::http::StatusCode;
@@ -56,7 +56,7 @@ pub struct CommonParams {
     pub ignore_eos: bool,
     /// Number of choices; only 1 is supported.
     pub n: Option<u32>,
-    /// Stop sequences; not supported (refused when non-empty).
+    /// Stop sequences: a string or up to four strings; the text ends before the first match.
     pub stop: Option<serde_json::Value>,
     /// Log probabilities; not supported (refused when set).
     pub logprobs: Option<serde_json::Value>,

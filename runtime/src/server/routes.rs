@@ -162,6 +162,7 @@ impl Kind {
 /// A validated, tokenized request ready to submit.
 struct Job {
     request: GenerateRequest,
+    stop: Vec<String>,
     stream: bool,
     include_usage: bool,
     model: String,
@@ -182,6 +183,101 @@ fn parse_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::invalid("invalid_json", None, format!("invalid request body: {e}")))
 }
 
+/// Most stop sequences per request, and the longest one in bytes.
+const MAX_STOPS: usize = 4;
+const MAX_STOP_BYTES: usize = 256;
+
+/// `stop`: absent, null, one string or a list of strings; empty strings are ignored.
+fn parse_stop(v: Option<&serde_json::Value>) -> Result<Vec<String>, ApiError> {
+    let bad = |m: String| ApiError::invalid("invalid_value", Some("stop"), m);
+    let list: Vec<String> = match v {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .map(|x| x.as_str().map(str::to_string))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| bad("stop must be a string or a list of strings".into()))?,
+        Some(_) => return Err(bad("stop must be a string or a list of strings".into())),
+    };
+    let list: Vec<String> = list.into_iter().filter(|s| !s.is_empty()).collect();
+    if list.len() > MAX_STOPS {
+        return Err(bad(format!(
+            "at most {MAX_STOPS} stop sequences are allowed"
+        )));
+    }
+    if list.iter().any(|s| s.len() > MAX_STOP_BYTES) {
+        return Err(bad(format!(
+            "stop sequences are limited to {MAX_STOP_BYTES} bytes"
+        )));
+    }
+    Ok(list)
+}
+
+/// Turns a request's token ids into the text a client sees: incremental detokenization, then stop
+/// sequences. Text that could be the start of a stop sequence is held back until it cannot; the stop
+/// sequence itself is not returned.
+struct TextOut {
+    decoder: IncrementalDecoder,
+    stops: Vec<String>,
+    held: String,
+}
+
+impl TextOut {
+    fn new(stops: Vec<String>) -> Self {
+        TextOut {
+            decoder: IncrementalDecoder::new(true),
+            stops,
+            held: String::new(),
+        }
+    }
+
+    /// Releasable text, and whether a stop sequence was found (then generation should end).
+    fn release(&mut self, at_end: bool) -> (String, bool) {
+        let hit = self
+            .stops
+            .iter()
+            .filter_map(|s| self.held.find(s.as_str()))
+            .min();
+        if let Some(pos) = hit {
+            let out = self.held[..pos].to_string();
+            self.held.clear();
+            return (out, true);
+        }
+        let keep = if at_end {
+            0
+        } else {
+            self.stops
+                .iter()
+                .map(String::len)
+                .max()
+                .unwrap_or(0)
+                .saturating_sub(1)
+        };
+        let mut cut = self.held.len().saturating_sub(keep);
+        while !self.held.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let out: String = self.held.drain(..cut).collect();
+        (out, false)
+    }
+
+    fn push(&mut self, tok: &GgufTokenizer, ids: &[u32]) -> Result<(String, bool), String> {
+        for &id in ids {
+            if let Some(t) = self.decoder.push(tok, id).map_err(|e| e.to_string())? {
+                self.held.push_str(&t);
+            }
+        }
+        Ok(self.release(false))
+    }
+
+    fn finish(&mut self, tok: &GgufTokenizer) -> Result<(String, bool), String> {
+        let t = self.decoder.flush(tok).map_err(|e| e.to_string())?;
+        self.held.push_str(&t);
+        Ok(self.release(true))
+    }
+}
+
 impl AppState {
     /// Checks the shared fields and builds the generation request for `prompt`.
     fn build(&self, kind: Kind, c: &CommonParams, prompt: Vec<u32>) -> Result<Job, ApiError> {
@@ -192,19 +288,7 @@ impl AppState {
                 "only n = 1 is supported",
             ));
         }
-        let stop_set = match &c.stop {
-            None | Some(serde_json::Value::Null) => false,
-            Some(serde_json::Value::String(s)) => !s.is_empty(),
-            Some(serde_json::Value::Array(a)) => !a.is_empty(),
-            Some(_) => true,
-        };
-        if stop_set {
-            return Err(ApiError::invalid(
-                "unsupported",
-                Some("stop"),
-                "stop sequences are not supported",
-            ));
-        }
+        let stop = parse_stop(c.stop.as_ref())?;
         if matches!(&c.logprobs, Some(v) if !v.is_null() && *v != json!(false)) {
             return Err(ApiError::invalid(
                 "unsupported",
@@ -290,6 +374,7 @@ impl AppState {
             ));
         }
         Ok(Job {
+            stop,
             request: GenerateRequest {
                 prompt,
                 max_tokens,
@@ -531,9 +616,17 @@ async fn respond(st: Arc<AppState>, kind: Kind, job: Result<Job, ApiError>) -> R
         prompt_tokens: job.request.prompt.len(),
     };
     if job.stream {
-        stream_response(st, ctx, generation, guard, timing, job.include_usage)
+        stream_response(
+            st,
+            ctx,
+            generation,
+            guard,
+            timing,
+            job.include_usage,
+            job.stop,
+        )
     } else {
-        full_response(st, ctx, generation, guard, timing).await
+        full_response(st, ctx, generation, guard, timing, job.stop).await
     }
 }
 
@@ -599,45 +692,57 @@ async fn full_response(
     mut generation: Generation,
     mut guard: RequestGuard,
     mut timing: Timing,
+    stops: Vec<String>,
 ) -> Response {
-    let mut ids = Vec::new();
-    let finish = loop {
+    let mut out = TextOut::new(stops);
+    let mut text = String::new();
+    let step = loop {
         match generation.next().await {
             Some(GenEvent::Tokens(t)) => {
                 timing.tokens(t.len());
-                ids.extend(t);
+                match out.push(&st.tokenizer, &t) {
+                    Ok((s, false)) => text.push_str(&s),
+                    Ok((s, true)) => {
+                        text.push_str(&s);
+                        break Ok(FinishReason::Stop);
+                    }
+                    Err(e) => break Err(e),
+                }
             }
-            Some(GenEvent::Finished(r)) => break r,
-            Some(GenEvent::Failed(m)) => {
-                guard.outcome = Outcome::Error;
-                return generator_failed(m).into_response();
-            }
-            None => {
-                guard.outcome = Outcome::Error;
-                return generator_failed("the generator stopped").into_response();
-            }
+            Some(GenEvent::Finished(r)) => match out.finish(&st.tokenizer) {
+                Ok((s, hit)) => {
+                    text.push_str(&s);
+                    break Ok(if hit { FinishReason::Stop } else { r });
+                }
+                Err(e) => break Err(e),
+            },
+            Some(GenEvent::Failed(m)) => break Err(m),
+            None => break Err("the generator stopped".into()),
         }
     };
-    let text = match st.tokenizer.decode(&ids, true) {
-        Ok(t) => t,
-        Err(e) => {
+    // Dropping the generation here cancels it if a stop sequence ended it early.
+    drop(generation);
+    let finish = match step {
+        Ok(f) => f,
+        Err(m) => {
             guard.outcome = Outcome::Error;
-            return generator_failed(e.to_string()).into_response();
+            return generator_failed(m).into_response();
         }
     };
     guard.outcome = Outcome::Ok;
     timing.record(&st.metrics, ctx.prompt_tokens);
     let finish = finish.as_str();
+    let n = timing.tokens;
     let body = match ctx.kind {
         Kind::Completion => json!({
             "id": ctx.id, "object": "text_completion", "created": ctx.created, "model": ctx.model,
             "choices": [{"index": 0, "text": text, "logprobs": null, "finish_reason": finish}],
-            "usage": ctx.usage(ids.len()),
+            "usage": ctx.usage(n),
         }),
         Kind::Chat => json!({
             "id": ctx.id, "object": "chat.completion", "created": ctx.created, "model": ctx.model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": null, "finish_reason": finish}],
-            "usage": ctx.usage(ids.len()),
+            "usage": ctx.usage(n),
         }),
     };
     Json(body).into_response()
@@ -655,10 +760,11 @@ enum Phase {
 struct StreamState {
     st: Arc<AppState>,
     ctx: ResponseCtx,
-    generation: Generation,
+    /// `None` once a stop sequence ended the request (dropping it cancelled generation).
+    generation: Option<Generation>,
     guard: RequestGuard,
     timing: Timing,
-    decoder: IncrementalDecoder,
+    out: TextOut,
     include_usage: bool,
     first_chunk: bool,
     phase: Phase,
@@ -675,6 +781,18 @@ impl StreamState {
         Self::data(&generator_failed(msg).body())
     }
 
+    /// The last text chunk, with its finish reason; what follows is usage (if asked for) and `[DONE]`.
+    fn finish(&mut self, text: &str, reason: FinishReason) -> Event {
+        self.guard.outcome = Outcome::Ok;
+        self.timing.record(&self.st.metrics, self.ctx.prompt_tokens);
+        self.phase = if self.include_usage {
+            Phase::Usage
+        } else {
+            Phase::Done
+        };
+        self.text_chunk(text, Some(reason))
+    }
+
     fn text_chunk(&mut self, text: &str, finish: Option<FinishReason>) -> Event {
         let ev = Self::data(&self.ctx.chunk(text, self.first_chunk, finish));
         self.first_chunk = false;
@@ -684,38 +802,37 @@ impl StreamState {
     async fn next_event(&mut self) -> Option<Event> {
         loop {
             match self.phase {
-                Phase::Running => match self.generation.next().await {
-                    Some(GenEvent::Tokens(ids)) => {
-                        self.timing.tokens(ids.len());
-                        let mut text = String::new();
-                        for id in ids {
-                            match self.decoder.push(&self.st.tokenizer, id) {
-                                Ok(Some(t)) => text.push_str(&t),
-                                Ok(None) => {}
-                                Err(e) => return Some(self.fail(e.to_string())),
+                Phase::Running => {
+                    let event = match self.generation.as_mut() {
+                        Some(g) => g.next().await,
+                        None => None,
+                    };
+                    match event {
+                        Some(GenEvent::Tokens(ids)) => {
+                            self.timing.tokens(ids.len());
+                            match self.out.push(&self.st.tokenizer, &ids) {
+                                Ok((text, true)) => {
+                                    self.generation = None;
+                                    return Some(self.finish(&text, FinishReason::Stop));
+                                }
+                                Ok((text, false)) if !text.is_empty() => {
+                                    return Some(self.text_chunk(&text, None))
+                                }
+                                Ok(_) => {}
+                                Err(e) => return Some(self.fail(e)),
                             }
                         }
-                        if !text.is_empty() {
-                            return Some(self.text_chunk(&text, None));
+                        Some(GenEvent::Finished(reason)) => {
+                            return Some(match self.out.finish(&self.st.tokenizer) {
+                                Ok((text, hit)) => self
+                                    .finish(&text, if hit { FinishReason::Stop } else { reason }),
+                                Err(e) => self.fail(e),
+                            });
                         }
+                        Some(GenEvent::Failed(m)) => return Some(self.fail(m)),
+                        None => return Some(self.fail("the generator stopped".into())),
                     }
-                    Some(GenEvent::Finished(reason)) => {
-                        let text = match self.decoder.flush(&self.st.tokenizer) {
-                            Ok(t) => t,
-                            Err(e) => return Some(self.fail(e.to_string())),
-                        };
-                        self.guard.outcome = Outcome::Ok;
-                        self.timing.record(&self.st.metrics, self.ctx.prompt_tokens);
-                        self.phase = if self.include_usage {
-                            Phase::Usage
-                        } else {
-                            Phase::Done
-                        };
-                        return Some(self.text_chunk(&text, Some(reason)));
-                    }
-                    Some(GenEvent::Failed(m)) => return Some(self.fail(m)),
-                    None => return Some(self.fail("the generator stopped".into())),
-                },
+                }
                 Phase::Usage => {
                     self.phase = Phase::Done;
                     return Some(Self::data(&self.ctx.usage_chunk(self.timing.tokens)));
@@ -737,14 +854,15 @@ fn stream_response(
     guard: RequestGuard,
     timing: Timing,
     include_usage: bool,
+    stops: Vec<String>,
 ) -> Response {
     let state = StreamState {
         st,
         ctx,
-        generation,
+        generation: Some(generation),
         guard,
         timing,
-        decoder: IncrementalDecoder::new(true),
+        out: TextOut::new(stops),
         include_usage,
         first_chunk: true,
         phase: Phase::Running,
