@@ -844,3 +844,33 @@ async fn streamed_text_holds_back_possible_stop_prefixes() {
     .await
     .expect("the stop sequence cancels generation");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_during_a_non_streaming_request_cancels_it() {
+    let cfg = FakeConfig {
+        burst: 1,
+        free_tokens: Some(2),
+        ..Default::default()
+    };
+    let s = Arc::new(start(cfg, limits()).await);
+    let s2 = s.clone();
+    let client = tokio::spawn(async move {
+        s2.post_json(
+            "/v1/completions",
+            json!({"prompt": "hello world", "max_tokens": 50}),
+        )
+        .await
+    });
+    tokio::time::timeout(WAIT, s.fake().wait_until(|f| f.load().kv_used_tokens == 4))
+        .await
+        .expect("the request is parked mid-generation");
+    client.abort(); // the client goes away before any response byte
+    tokio::time::timeout(
+        WAIT,
+        s.fake()
+            .wait_until(|f| f.cancelled() == 1 && f.load().in_flight == 0),
+    )
+    .await
+    .expect("the generator observes the cancellation");
+    assert_eq!(s.fake().load().kv_used_tokens, 0);
+}

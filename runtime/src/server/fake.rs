@@ -98,7 +98,7 @@ impl FakeGenerator {
         self.shared.finished.load(Ordering::SeqCst)
     }
 
-    /// Waits until `pred(self)` holds, re-checking whenever a request starts or ends.
+    /// Waits until `pred(self)` holds, re-checking whenever a request starts, emits a token or ends.
     pub async fn wait_until(&self, pred: impl Fn(&FakeGenerator) -> bool) {
         loop {
             let notified = self.shared.changed.notified();
@@ -141,6 +141,7 @@ impl FakeGenerator {
             produced += 1;
             held += 1;
             shared.kv_used.fetch_add(1, Ordering::SeqCst);
+            shared.changed.notify_waiters();
             if eos {
                 break Some(FinishReason::Stop);
             }
