@@ -874,3 +874,102 @@ async fn disconnect_during_a_non_streaming_request_cancels_it() {
     .expect("the generator observes the cancellation");
     assert_eq!(s.fake().load().kv_used_tokens, 0);
 }
+
+/// Where real model files live: `$SPECSIM_MODELS`, else `models/` at the workspace root.
+fn models_dir() -> std::path::PathBuf {
+    std::env::var_os("SPECSIM_MODELS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"))
+}
+
+#[derive(clap::Parser)]
+struct ServeCli {
+    #[command(flatten)]
+    serve: specsim_runtime::server::ServeArgs,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_qwen_pair_serves_a_chat_completion() {
+    let (target, draft) = (
+        models_dir().join("target.gguf"),
+        models_dir().join("draft.gguf"),
+    );
+    if !target.exists() || !draft.exists() {
+        eprintln!(
+            "SKIP real_qwen_pair_serves_a_chat_completion: {} or {} not found (run scripts/fetch-models.sh)",
+            target.display(),
+            draft.display()
+        );
+        return;
+    }
+    use clap::Parser;
+    let (t, d) = (target.display().to_string(), draft.display().to_string());
+    let args = ServeCli::parse_from([
+        "specsim", "--target", &t, "--draft", &d, "--policy", "static-4",
+    ])
+    .serve;
+    let tokenizer = Arc::new(GgufTokenizer::from_gguf_file(&target).expect("tokenizer"));
+    let metrics = Arc::new(Metrics::default());
+    let generator = tokio::task::spawn_blocking({
+        let (tokenizer, metrics) = (tokenizer.clone(), metrics.clone());
+        move || specsim_runtime::driver::start_live(&args, tokenizer, metrics)
+    })
+    .await
+    .unwrap()
+    .expect("models load");
+    let state = AppState::new(
+        generator,
+        tokenizer,
+        ServerLimits::default(),
+        "qwen",
+        metrics,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router(Arc::new(state))).await;
+    });
+    let body = json!({
+        "messages": [{"role": "user", "content": "Write a Python function that adds two numbers."}],
+        "max_tokens": 16, "temperature": 0
+    });
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/chat/completions"))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let v: Value = r.json_body().await;
+    let text = v["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(v["usage"]["completion_tokens"], 16);
+    assert!(
+        text.contains("def ") || text.contains("python"),
+        "unexpected output {text:?}"
+    );
+    let metrics = reqwest::get(format!("{base}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let (drafted, accepted) = (
+        count("specsim_draft_tokens_total"),
+        count("specsim_draft_accepted_total"),
+    );
+    assert!(drafted > 0);
+    eprintln!(
+        "real Qwen pair via HTTP (static-4): {text:?}; acceptance {accepted}/{drafted} = {:.2}",
+        accepted as f64 / drafted as f64
+    );
+}
