@@ -129,6 +129,9 @@ impl CalibrationCurve {
     /// `P(accept | confidence)`, clamped at the ends.
     pub fn eval(&self, x: f64) -> f64 {
         let pts = &self.points;
+        if pts.len() == 2 && pts[0] == (0.0, 0.0) && pts[1] == (1.0, 1.0) {
+            return x.clamp(0.0, 1.0); // identity: the common, perfectly calibrated case
+        }
         if x <= pts[0].0 {
             return pts[0].1;
         }
@@ -255,7 +258,10 @@ impl CalibratedAcceptance {
 impl AcceptanceModel for CalibratedAcceptance {
     fn draw(&self, p: u32, c: Option<CategoryId>, rng: &mut SimRng) -> DraftDraw {
         let cat = self.for_category(c);
-        let conf = cat.confidence.sample_u(rng.random::<f64>()) * cat.position_decay.powi(p as i32);
+        let mut conf = cat.confidence.sample_u(rng.random::<f64>());
+        if cat.position_decay != 1.0 {
+            conf *= cat.position_decay.powi(p as i32);
+        }
         DraftDraw {
             confidence: conf as f32,
             accepted: rng.random::<f64>() < cat.curve.eval(conf),
