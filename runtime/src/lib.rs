@@ -16,6 +16,13 @@
 //! 4. [`drafter`] — what proposes draft tokens: a draft model, or n-gram lookup in the sequence itself.
 //! 5. [`live`] — the engine core's `Backend` on real models: token histories, draft catch-up, one
 //!    ragged verification forward per step, KV rollback of rejected drafts, end-of-sequence, wall clock.
+//! 6. [`driver`] — the engine thread: owns the engine core and a backend (`Backend` + [`driver::TokenStreams`]),
+//!    takes requests over a channel, streams each sequence's new token ids back, and turns a client's
+//!    disconnect into `stop` on the sequence's next outcome so its KV is freed.
+//! 7. [`server`] — the OpenAI-compatible HTTP server (`specsim serve`) behind one seam,
+//!    [`server::Generator`]: request in, token-id stream out, dropping the stream cancels.
+//!    [`tokenizer`] and [`chat`] rebuild the tokenizer and chat template from GGUF metadata.
+//!    [`requantize`] converts the shipped draft's Q5_0 tensors to Q8_0 (`scripts/fetch-models.sh`).
 //!
 //! Errors are [`RuntimeError`]; nothing panics on bad input.
 
