@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p specsim-calibrate --example calibrate_pair -- \
-//!     DRAFT.gguf TARGET.gguf OUT.toml PROMPTS.jsonl [quick|full] [threads] [max_prompts] [max_new_tokens]
+//!     DRAFT.gguf TARGET.gguf OUT.toml PROMPTS.jsonl [quick|full] [threads] [max_prompts] [max_new_tokens] [temperature] [max_prompt_tokens]
 //! ```
 
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use specsim_calibrate::{calibrate, CalibrateOptions};
 fn main() {
     let a: Vec<String> = std::env::args().skip(1).collect();
     if a.len() < 4 {
-        eprintln!("usage: calibrate_pair DRAFT TARGET OUT PROMPTS [quick|full] [threads] [max_prompts] [max_new_tokens]");
+        eprintln!("usage: calibrate_pair DRAFT TARGET OUT PROMPTS [quick|full] [threads] [max_prompts] [max_new_tokens] [temperature] [max_prompt_tokens]");
         std::process::exit(2);
     }
     let quick = a.get(4).is_none_or(|m| m != "full");
@@ -37,12 +37,16 @@ fn main() {
         acceptance: AcceptanceOptions {
             k: k_max,
             max_new_tokens: a.get(7).and_then(|t| t.parse().ok()).unwrap_or(48),
-            max_prompt_tokens: 384,
+            max_prompt_tokens: a.get(9).and_then(|t| t.parse().ok()).unwrap_or(384),
             batch: 4,
             temperature: None,
             seed: 1,
         },
-        sampled_temperature: Some(1.0),
+        sampled_temperature: a
+            .get(8)
+            .and_then(|t| t.parse::<f32>().ok())
+            .or(Some(1.0))
+            .filter(|t| *t > 0.0),
         max_prompts: a.get(6).and_then(|t| t.parse().ok()).unwrap_or(26),
         held_out: 12,
     };
