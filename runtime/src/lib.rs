@@ -16,6 +16,7 @@
 //! 4. [`drafter`] — what proposes draft tokens: a draft model, or n-gram lookup in the sequence itself.
 //! 5. [`live`] — the engine core's `Backend` on real models: token histories, draft catch-up, one
 //!    ragged verification forward per step, KV rollback of rejected drafts, end-of-sequence, wall clock.
+//!    [`offline`] runs a fixed set of requests through engine and backend (tests, benchmark, calibration).
 //! 6. [`driver`] — the engine thread: owns the engine core and a backend (`Backend` + [`driver::TokenStreams`]),
 //!    takes requests over a channel, streams each sequence's new token ids back, and turns a client's
 //!    disconnect into `stop` on the sequence's next outcome so its KV is freed.
@@ -32,6 +33,7 @@ pub mod drafter;
 mod error;
 pub mod live;
 pub mod model;
+pub mod offline;
 pub mod requantize;
 pub mod sampling;
 pub mod server;

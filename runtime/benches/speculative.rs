@@ -1,0 +1,181 @@
+//! Speculative decoding on the real Qwen2.5-Coder pair: tokens/s of target-only, static k=4 and
+//! `specserve` at several concurrencies, on Spec-Bench coding and writing prompts, greedy; and the cost of
+//! verifying k+1 tokens relative to one decode step.
+//!
+//! ```text
+//! scripts/fetch-models.sh                      # once: models/draft.gguf, models/target.gguf
+//! cargo bench -p specsim-runtime --bench speculative
+//! ```
+//!
+//! Environment: `SPECSIM_MODELS` (model directory, default `models/`), `SPECSIM_PROMPTS` (Spec-Bench
+//! JSONL, default `../shared/prompts/spec-bench.jsonl`), `SPECSIM_BENCH_TOKENS` (output tokens per
+//! request, default 128), `SPECSIM_BENCH_CONCURRENCY` (comma-separated, default `1,4,16`),
+//! `SPECSIM_BENCH_POLICIES` (comma-separated subset of `none,static-4,specserve`), `RAYON_NUM_THREADS`.
+//! Each concurrency level runs one wave of `concurrency` requests (prompts cycle through the coding and
+//! writing categories), so every policy sees the same requests. Without the models it prints why and
+//! exits successfully.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use candle_core::Device;
+use specsim_runtime::chat::ChatMessage;
+use specsim_runtime::drafter::model::ModelDrafter;
+use specsim_runtime::live::{DraftSource, LiveBackend};
+use specsim_runtime::model::Model;
+use specsim_runtime::offline::{measure_linear_cost, run_offline, time_forward, OfflineRequest};
+use specsim_runtime::sampling::SamplingParams;
+use specsim_runtime::tokenizer::GgufTokenizer;
+use specsim_sim::engine::{Engine, EngineConfig};
+use specsim_sim::policy::PolicyConfig;
+
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key).unwrap_or_else(|_| default.to_string())
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = std::env::var_os("SPECSIM_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("models"));
+    let (tp, dp) = (dir.join("target.gguf"), dir.join("draft.gguf"));
+    if !tp.is_file() || !dp.is_file() {
+        eprintln!(
+            "speculative bench skipped: {} and {} not found (run scripts/fetch-models.sh)",
+            tp.display(),
+            dp.display()
+        );
+        return;
+    }
+    let prompts_path = std::env::var_os("SPECSIM_PROMPTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("../shared/prompts/spec-bench.jsonl"));
+    let tokens: u32 = env_or("SPECSIM_BENCH_TOKENS", "128")
+        .parse()
+        .expect("SPECSIM_BENCH_TOKENS");
+    let levels: Vec<usize> = env_or("SPECSIM_BENCH_CONCURRENCY", "1,4,16")
+        .split(',')
+        .map(|s| s.trim().parse().expect("SPECSIM_BENCH_CONCURRENCY"))
+        .collect();
+    let wanted: Vec<String> = env_or("SPECSIM_BENCH_POLICIES", "none,static-4,specserve")
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .collect();
+
+    let device = Device::Cpu;
+    let target = Arc::new(Model::load(&tp, &device, Some(4096)).expect("target"));
+    let draft = Arc::new(Model::load(&dp, &device, Some(4096)).expect("draft"));
+    let tok = GgufTokenizer::from_gguf_file(&tp).expect("tokenizer");
+
+    // Spec-Bench first turns of the coding and writing categories, interleaved.
+    let text = std::fs::read_to_string(&prompts_path)
+        .unwrap_or_else(|e| panic!("{}: {e}", prompts_path.display()));
+    let (mut coding, mut writing) = (Vec::new(), Vec::new());
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("spec-bench line");
+        let turn = v["turns"][0].as_str().unwrap_or_default().to_string();
+        match v["category"].as_str() {
+            Some("coding") => coding.push(turn),
+            Some("writing") => writing.push(turn),
+            _ => {}
+        }
+    }
+    let prompts: Vec<Vec<u32>> = coding
+        .iter()
+        .zip(&writing)
+        .flat_map(|(c, w)| [c, w])
+        .map(|p| {
+            let text = tok
+                .chat_template()
+                .render(&[ChatMessage::user(p.as_str())], true)
+                .expect("template");
+            tok.encode(&text).expect("encode")
+        })
+        .collect();
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".into());
+    println!(
+        "# speculative bench: {} prompts (coding+writing), {tokens} tokens each, threads {threads}",
+        prompts.len()
+    );
+
+    // Verification cost relative to one decode step, at a context of 256 tokens.
+    let reps = 5;
+    let one = time_forward(&target, 1, 256, 1, reps).expect("forward");
+    for k in [1usize, 2, 4, 8] {
+        let t = time_forward(&target, 1, 256, k + 1, reps).expect("forward");
+        println!(
+            "verify k={k}: {:.1} ms = {:.2} x one decode step ({:.1} ms)",
+            t as f64 / 1e6,
+            t as f64 / one as f64,
+            one as f64 / 1e6
+        );
+    }
+    let d1 = time_forward(&draft, 1, 256, 1, reps).expect("forward");
+    println!(
+        "draft decode step: {:.1} ms ({:.2} of a target step)",
+        d1 as f64 / 1e6,
+        d1 as f64 / one as f64
+    );
+
+    let cost = Arc::new(measure_linear_cost(&target, Some(&draft), 256, reps).expect("cost"));
+    println!("linear cost for policies: {cost:?}");
+
+    let policies: Vec<(&str, PolicyConfig)> = vec![
+        ("none", PolicyConfig::None),
+        ("static-4", PolicyConfig::Static { k: 4 }),
+        (
+            "specserve",
+            PolicyConfig::Specserve {
+                k_max: 8,
+                elimination: true,
+                slo_aware: true,
+            },
+        ),
+    ];
+    println!("| concurrency | policy | tokens/s | vs none | acceptance | tokens/verify | wall s |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut next_id = 0;
+    for &c in &levels {
+        let reqs: Vec<OfflineRequest> = (0..c)
+            .map(|i| OfflineRequest {
+                prompt: prompts[i % prompts.len()].clone(),
+                max_tokens: tokens,
+                sampling: SamplingParams::greedy(),
+                ignore_eos: true,
+            })
+            .collect();
+        let mut base = None;
+        for (name, policy) in policies
+            .iter()
+            .filter(|(n, _)| wanted.iter().any(|w| w == n))
+        {
+            let config = EngineConfig {
+                kv_blocks: Some(4096),
+                max_num_seqs: c as u32,
+                max_batched_tokens: 8192,
+                ..EngineConfig::default()
+            };
+            let mut engine = Engine::new(config, policy.build(), cost.clone()).expect("engine");
+            let source = DraftSource::Model(ModelDrafter::new(draft.clone()));
+            let mut backend = LiveBackend::new(target.clone(), source).expect("backend");
+            let run = run_offline(&mut engine, &mut backend, &reqs, next_id).expect("run");
+            next_id += reqs.len() as u64;
+            let tps = run.tokens_per_s();
+            let rel = match base {
+                None => {
+                    if *name == "none" {
+                        base = Some(tps);
+                    }
+                    "—".to_string()
+                }
+                Some(b) => format!("{:.2}x", tps / b),
+            };
+            println!(
+                "| {c} | {name} | {tps:.2} | {rel} | {:.1}% | {:.2} | {:.1} |",
+                100.0 * run.acceptance(),
+                run.tokens_per_verify(),
+                run.wall_ns as f64 / 1e9
+            );
+        }
+    }
+}
