@@ -250,6 +250,7 @@ where
                 cancelled: HashSet::new(),
                 start: Instant::now(),
                 buf: Vec::new(),
+                idle_wait: false,
             };
             lp.run();
         })
@@ -283,6 +284,8 @@ struct EngineLoop<B> {
     cancelled: HashSet<SeqId>,
     start: Instant,
     buf: Vec<u32>,
+    /// The last step found nothing to run although requests are queued.
+    idle_wait: bool,
 }
 
 impl<B: Backend + TokenStreams> EngineLoop<B> {
@@ -303,9 +306,14 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
                     cancelled: &self.cancelled,
                     metrics: &self.metrics,
                 };
-                if let Err(e) = self.engine.step(now, &mut hooked) {
-                    self.fail_all(&format!("engine step failed: {e}"));
-                    break;
+                match self.engine.step(now, &mut hooked) {
+                    Ok(Some(_)) => {}
+                    // Work the engine cannot schedule yet: wait briefly for news rather than spin.
+                    Ok(None) => self.idle_wait = true,
+                    Err(e) => {
+                        self.fail_all(&format!("engine step failed: {e}"));
+                        break;
+                    }
                 }
             }
             self.stream_tokens();
@@ -320,7 +328,15 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
     /// and nothing is left to do.
     fn intake(&mut self) -> bool {
         let mut first = if self.engine.has_work() {
-            None
+            if std::mem::take(&mut self.idle_wait) {
+                match self.rx.recv_timeout(std::time::Duration::from_millis(1)) {
+                    Ok(s) => Some(s),
+                    Err(mpsc::RecvTimeoutError::Timeout) => None,
+                    Err(mpsc::RecvTimeoutError::Disconnected) => None,
+                }
+            } else {
+                None
+            }
         } else {
             match self.rx.recv() {
                 Ok(s) => Some(s),

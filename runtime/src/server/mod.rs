@@ -180,11 +180,18 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .with_context(|| format!("binding {addr}"))?;
         let local = listener.local_addr()?;
         eprintln!("specsim serve: listening on http://{local} (Ctrl-C to stop)");
-        serve_on(listener, app, async {
+        let server = serve_on(listener, app, async {
             let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .context("serving HTTP")
+            eprintln!("specsim serve: finishing requests in flight (Ctrl-C again to quit now)");
+        });
+        let second_interrupt = async {
+            let _ = tokio::signal::ctrl_c().await;
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        tokio::select! {
+            r = server => r.context("serving HTTP"),
+            _ = second_interrupt => Ok(()),
+        }
     })
 }
 
