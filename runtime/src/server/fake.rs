@@ -1,5 +1,5 @@
-//! A scripted [`Generator`] for server tests and for exercising clients (`specsim serve --fake`) without
-//! models.
+//! A scripted [`Generator`] for server tests: no engine at all, so tests can hold requests at exact
+//! points. (`specsim serve --fake` instead runs the real engine over [`crate::driver::echo::EchoBackend`].)
 //!
 //! It echoes the prompt: output token `i` is `prompt[i % prompt.len()]`, sent in bursts of `burst`
 //! tokens (as a speculative step emits several tokens at once). With `eos_after = Some(n)` and
