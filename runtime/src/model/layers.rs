@@ -84,10 +84,6 @@ pub(crate) struct RaggedBatch {
     pub token_ids: Tensor,
     /// Absolute position of each packed token: `[total]` u32.
     pub positions: Tensor,
-    /// New tokens per sequence: `[batch]` u32.
-    pub seqlens_q: Tensor,
-    /// Past + new tokens per sequence: `[batch]` u32.
-    pub seqlens_k: Tensor,
     /// Per sequence: (first packed row, new tokens, past length).
     pub spans: Vec<(usize, usize, usize)>,
     /// Packed rows whose logits are wanted, in order: `[rows]` u32 (None when no row is wanted).
@@ -96,8 +92,6 @@ pub(crate) struct RaggedBatch {
     pub logit_counts: Vec<usize>,
     /// Packed tokens.
     pub total: usize,
-    pub max_q: usize,
-    pub max_k: usize,
 }
 
 impl RaggedBatch {
@@ -112,8 +106,7 @@ impl RaggedBatch {
         if items.is_empty() {
             return Err(RuntimeError::InvalidInput("empty forward batch".into()));
         }
-        let (mut ids, mut positions, mut lq, mut lk) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut ids, mut positions) = (Vec::new(), Vec::new());
         let (mut spans, mut rows, mut counts) = (Vec::new(), Vec::new(), Vec::new());
         for (i, item) in items.iter_mut().enumerate() {
             let n = item.tokens.len();
@@ -138,8 +131,6 @@ impl RaggedBatch {
             let first = ids.len();
             ids.extend_from_slice(item.tokens);
             positions.extend((past..past + n).map(|p| p as u32));
-            lq.push(n as u32);
-            lk.push((past + n) as u32);
             spans.push((first, n, past));
             let wanted = match item.logits {
                 LogitRows::All => first..first + n,
@@ -158,10 +149,6 @@ impl RaggedBatch {
         Ok(Self {
             token_ids: Tensor::new(ids.as_slice(), device)?,
             positions: Tensor::new(positions.as_slice(), device)?,
-            max_q: lq.iter().copied().max().unwrap_or(0) as usize,
-            max_k: lk.iter().copied().max().unwrap_or(0) as usize,
-            seqlens_q: Tensor::new(lq.as_slice(), device)?,
-            seqlens_k: Tensor::new(lk.as_slice(), device)?,
             spans,
             logit_rows,
             logit_counts: counts,
@@ -336,9 +323,11 @@ impl Rope {
 /// Causal attention of every sequence's new queries against its own cached plus new keys.
 ///
 /// Writes this layer's new keys/values (`k`, `v`: `[total, n_kv_head, head_dim]`) into each sequence's
-/// cache after its past, packs the caches' valid rows into one `[Σ(past+new), n_kv_head, head_dim]`
-/// tensor, and runs candle's variable-length attention, whose causal mask is aligned to each sequence's
-/// end (query `j` of a sequence with `past` cached tokens sees keys `0..=past + j`). Returns
+/// cache after its past, then runs candle's variable-length attention once per sequence on a view of that
+/// sequence's cache (no copy: the valid rows of a cache are a contiguous prefix of its buffer). The causal
+/// mask is aligned to the sequence's end: query `j` of a sequence with `past` cached tokens sees keys
+/// `0..=past + j`. Calling once per sequence instead of packing every cache into one tensor avoids copying
+/// all contexts every layer, which at high concurrency costs more than the per-call overhead. Returns
 /// `[total, n_head * head_dim]`.
 pub(crate) fn ragged_attention(
     layer: usize,
@@ -349,8 +338,9 @@ pub(crate) fn ragged_attention(
     items: &mut [ForwardItem],
 ) -> Result<Tensor> {
     let (total, n_head, head_dim) = q.dims3()?;
-    let mut keys = Vec::with_capacity(items.len());
-    let mut values = Vec::with_capacity(items.len());
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let device = q.device();
+    let mut outs = Vec::with_capacity(items.len());
     for (item, &(first, n, past)) in items.iter_mut().zip(&batch.spans) {
         item.cache.write(
             layer,
@@ -359,46 +349,33 @@ pub(crate) fn ragged_attention(
             &v.narrow(0, first, n)?,
         )?;
         let (kc, vc) = item.cache.view(layer, past + n)?;
-        keys.push(kc);
-        values.push(vc);
+        let qs = q.narrow(0, first, n)?.contiguous()?;
+        let lq = Tensor::new(&[n as u32], device)?;
+        let lk = Tensor::new(&[(past + n) as u32], device)?;
+        let attn = if device.is_cpu() {
+            candle_nn::attention::flash_attn_varlen_cpu
+        } else {
+            candle_nn::attention::flash_attn_varlen_unfused
+        };
+        outs.push(attn(
+            &qs,
+            &kc,
+            &vc,
+            None,
+            &lq,
+            &lk,
+            n,
+            past + n,
+            scale,
+            true,
+            None,
+            None,
+        )?);
     }
-    let (k_all, v_all) = if keys.len() == 1 {
-        (keys.swap_remove(0), values.swap_remove(0))
+    let out = if outs.len() == 1 {
+        outs.swap_remove(0)
     } else {
-        (Tensor::cat(&keys, 0)?, Tensor::cat(&values, 0)?)
-    };
-    let scale = 1.0 / (head_dim as f32).sqrt();
-    let q = q.contiguous()?;
-    let out = if q.device().is_cpu() {
-        candle_nn::attention::flash_attn_varlen_cpu(
-            &q,
-            &k_all,
-            &v_all,
-            None,
-            &batch.seqlens_q,
-            &batch.seqlens_k,
-            batch.max_q,
-            batch.max_k,
-            scale,
-            true,
-            None,
-            None,
-        )?
-    } else {
-        candle_nn::attention::flash_attn_varlen_unfused(
-            &q,
-            &k_all,
-            &v_all,
-            None,
-            &batch.seqlens_q,
-            &batch.seqlens_k,
-            batch.max_q,
-            batch.max_k,
-            scale,
-            true,
-            None,
-            None,
-        )?
+        Tensor::cat(&outs, 0)?
     };
     Ok(out.reshape((total, n_head * head_dim))?)
 }
