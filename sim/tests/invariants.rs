@@ -225,3 +225,45 @@ fn replicas_share_load_and_every_router_conserves_requests() {
         assert!(per.iter().all(|&n| n > 80), "{router}: {per:?}");
     }
 }
+
+#[test]
+fn abort_removes_waiting_and_running_requests_and_returns_their_kv() {
+    use specsim_sim::workload::RequestSpec;
+    let cfg = EngineConfig {
+        kv_blocks: Some(100),
+        max_num_seqs: 1,
+        ..Default::default()
+    };
+    let cost = Arc::new(COST);
+    let mut engine = Engine::new(cfg, PolicyConfig::Static { k: 2 }.build(), cost.clone()).unwrap();
+    let mut backend = SimBackend::new(
+        cost,
+        Arc::new(ConstantAcceptance { alpha: 0.5 }),
+        stream(1, "acceptance", 0),
+        true,
+    );
+    for id in 0..2 {
+        engine
+            .add_request(RequestSpec {
+                id,
+                arrival_ns: 0,
+                prompt_tokens: 40,
+                output_tokens: 50,
+                category: None,
+            })
+            .unwrap();
+    }
+    engine.step(0, &mut backend).unwrap(); // request 0 admitted and prefilled; 1 waits (max_num_seqs 1)
+    assert_eq!((engine.running_len(), engine.waiting_len()), (1, 1));
+    assert!(engine.kv_used() > 0);
+    assert!(engine.abort(1, &mut backend), "waiting request");
+    assert!(engine.abort(0, &mut backend), "running request");
+    assert!(!engine.abort(7, &mut backend), "unknown request");
+    assert!(!engine.has_work());
+    assert_eq!(engine.kv_used(), 0);
+    engine.check_kv_invariant().unwrap();
+    assert!(
+        engine.drain_finished().is_empty(),
+        "aborted requests are not reported as finished"
+    );
+}

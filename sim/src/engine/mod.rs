@@ -298,6 +298,24 @@ impl Engine {
         Ok(())
     }
 
+    /// Drops a request wherever it is (waiting, or running between steps), releasing its KV blocks and
+    /// its backend state. It is not reported as finished. Returns whether the request was found. Used by
+    /// live serving when a client disconnects, so a cancelled request is never prefilled.
+    pub fn abort<B: Backend + ?Sized>(&mut self, id: SeqId, backend: &mut B) -> bool {
+        if let Some(i) = self.waiting.iter().position(|s| s.spec.id == id) {
+            let mut seq = self.waiting.remove(i).expect("index is valid");
+            self.kv.release(&mut seq.blocks);
+            return true;
+        }
+        if let Some(i) = self.running.iter().position(|s| s.spec.id == id) {
+            let mut seq = self.running.remove(i);
+            self.kv.release(&mut seq.blocks);
+            backend.release(id);
+            return true;
+        }
+        false
+    }
+
     /// Whether any request is waiting or running.
     pub fn has_work(&self) -> bool {
         !self.waiting.is_empty() || !self.running.is_empty()
