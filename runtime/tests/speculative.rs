@@ -425,3 +425,62 @@ fn bad_registrations_are_errors() {
     );
     assert!(LiveBackend::new(target, DraftSource::Model(ModelDrafter::new(other))).is_err());
 }
+
+/// Cancelling a running request ends it at its next step: the engine retires it and frees its KV, the
+/// others finish normally.
+#[test]
+fn cancel_ends_a_request_and_frees_its_kv() {
+    let spec = TinySpec::new(TinyArch::Qwen2, 21);
+    let target = Arc::new(spec.build(&Device::Cpu).unwrap());
+    let draft = Arc::new(spec.perturbed(77, 0.15).build(&Device::Cpu).unwrap());
+    let cost = Arc::new(FixedCost {
+        draft_base: 1,
+        draft_per_seq: 1,
+        target_base: 10,
+        target_per_token: 1,
+    });
+    let mut engine = Engine::new(
+        engine_config(64, 4, false),
+        PolicyConfig::Static { k: 3 }.build(),
+        cost,
+    )
+    .unwrap();
+    let mut backend =
+        LiveBackend::new(target, DraftSource::Model(ModelDrafter::new(draft))).unwrap();
+    for id in 0..2u64 {
+        backend
+            .register(id, vec![1, 2, 3, 4], SamplingParams::greedy(), true)
+            .unwrap();
+        engine
+            .add_request(RequestSpec {
+                id,
+                arrival_ns: 0,
+                prompt_tokens: 4,
+                output_tokens: 200,
+                category: None,
+            })
+            .unwrap();
+    }
+    let mut now = 0;
+    for _ in 0..3 {
+        now = engine.step(now, &mut backend).unwrap().unwrap().end_ns;
+    }
+    let before = backend.output(0).unwrap().len();
+    backend.cancel(0);
+    now = engine.step(now, &mut backend).unwrap().unwrap().end_ns;
+    let finished = engine.drain_finished();
+    assert_eq!(finished.len(), 1);
+    assert_eq!(finished[0].spec.id, 0);
+    assert!((finished[0].output_tokens as usize) < 60);
+    assert!(
+        backend.output(0).unwrap().len() > before,
+        "the cancelling step still emits its tokens"
+    );
+    assert!(backend.remove(0).is_some());
+    while engine.has_work() {
+        now = engine.step(now, &mut backend).unwrap().unwrap().end_ns;
+    }
+    assert_eq!(backend.remove(1).unwrap().len(), 60);
+    assert_eq!(engine.kv_used(), 0);
+    assert_eq!(backend.kv_allocated_bytes(), 0);
+}
