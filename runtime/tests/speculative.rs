@@ -456,7 +456,7 @@ fn cancel_ends_a_request_and_frees_its_kv() {
                 id,
                 arrival_ns: 0,
                 prompt_tokens: 4,
-                output_tokens: 200,
+                output_tokens: 60,
                 category: None,
             })
             .unwrap();
