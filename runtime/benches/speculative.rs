@@ -98,23 +98,34 @@ fn main() {
         prompts.len()
     );
 
-    // Verification cost relative to one decode step, at a context of 256 tokens.
+    // Verification cost relative to one decode step, at a context of 256 tokens. One- and (k+1)-token
+    // forwards alternate and the ratio is taken per pair, so that load drifting during the run (these
+    // machines are shared) affects both sides of each ratio alike; medians over the pairs.
     let reps = 5;
-    let one = time_forward(&target, 1, 256, 1, reps).expect("forward");
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let mut one_ms = Vec::new();
     for k in [1usize, 2, 4, 8] {
-        let t = time_forward(&target, 1, 256, k + 1, reps).expect("forward");
+        let mut ratios = Vec::new();
+        for _ in 0..reps {
+            let t1 = time_forward(&target, 1, 256, 1, 1).expect("forward") as f64;
+            let tk = time_forward(&target, 1, 256, k + 1, 1).expect("forward") as f64;
+            ratios.push(tk / t1);
+            one_ms.push(t1 / 1e6);
+        }
         println!(
-            "verify k={k}: {:.1} ms = {:.2} x one decode step ({:.1} ms)",
-            t as f64 / 1e6,
-            t as f64 / one as f64,
-            one as f64 / 1e6
+            "verify k={k}: {:.2} x one decode step (median of {reps} alternating pairs)",
+            median(ratios)
         );
     }
-    let d1 = time_forward(&draft, 1, 256, 1, reps).expect("forward");
+    let one = median(one_ms);
+    println!("target decode step: {one:.1} ms (median)");
+    let d1 = time_forward(&draft, 1, 256, 1, reps).expect("forward") as f64 / 1e6;
     println!(
-        "draft decode step: {:.1} ms ({:.2} of a target step)",
-        d1 as f64 / 1e6,
-        d1 as f64 / one as f64
+        "draft decode step: {d1:.1} ms ({:.2} of a target step)",
+        d1 / one
     );
 
     let cost = Arc::new(measure_linear_cost(&target, Some(&draft), 256, reps).expect("cost"));
