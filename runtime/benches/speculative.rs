@@ -23,7 +23,9 @@ use specsim_runtime::chat::ChatMessage;
 use specsim_runtime::drafter::model::ModelDrafter;
 use specsim_runtime::live::{DraftSource, LiveBackend};
 use specsim_runtime::model::Model;
-use specsim_runtime::offline::{measure_linear_cost, run_offline, time_forward, OfflineRequest};
+use specsim_runtime::offline::{
+    measure_linear_cost, run_offline, time_forward, ContextTimer, OfflineRequest,
+};
 use specsim_runtime::sampling::SamplingParams;
 use specsim_runtime::tokenizer::GgufTokenizer;
 use specsim_sim::engine::{Engine, EngineConfig};
@@ -107,11 +109,13 @@ fn main() {
         v[v.len() / 2]
     };
     let mut one_ms = Vec::new();
+    let mut timer = ContextTimer::new(&target, 256).expect("prefill");
+    timer.time(1).expect("warm-up");
     for k in [1usize, 2, 4, 8] {
         let mut ratios = Vec::new();
         for _ in 0..reps {
-            let t1 = time_forward(&target, 1, 256, 1, 1).expect("forward") as f64;
-            let tk = time_forward(&target, 1, 256, k + 1, 1).expect("forward") as f64;
+            let t1 = timer.time(1).expect("forward") as f64;
+            let tk = timer.time(k + 1).expect("forward") as f64;
             ratios.push(tk / t1);
             one_ms.push(t1 / 1e6);
         }

@@ -188,8 +188,16 @@ pub fn measure_linear_cost(
     context: usize,
     reps: usize,
 ) -> crate::Result<specsim_sim::cost::FixedCost> {
-    let t1 = time_forward(target, 1, context, 1, reps)?;
-    let t5 = time_forward(target, 1, context, 5, reps)?;
+    let mut timer = ContextTimer::new(target, context)?;
+    timer.time(1)?;
+    let (mut t1s, mut t5s) = (Vec::new(), Vec::new());
+    for _ in 0..reps.max(1) {
+        t1s.push(timer.time(1)?);
+        t5s.push(timer.time(5)?);
+    }
+    t1s.sort_unstable();
+    t5s.sort_unstable();
+    let (t1, t5) = (t1s[t1s.len() / 2], t5s[t5s.len() / 2]);
     let per_token = t5.saturating_sub(t1) / 4;
     let (draft_base, draft_per_seq) = match draft {
         Some(d) => {
@@ -206,4 +214,56 @@ pub fn measure_linear_cost(
         target_base: t1.saturating_sub(per_token),
         target_per_token: per_token,
     })
+}
+
+/// Times forwards of a few new tokens on one sequence whose context is prefilled once, so that many
+/// timings (e.g. alternating 1- and (k+1)-token forwards) do not each pay for a prefill.
+pub struct ContextTimer<'m> {
+    model: &'m crate::model::Model,
+    cache: crate::model::KvCache,
+    context: usize,
+    tokens: Vec<u32>,
+}
+
+impl<'m> ContextTimer<'m> {
+    /// Prefills `context` synthetic tokens.
+    pub fn new(model: &'m crate::model::Model, context: usize) -> crate::Result<Self> {
+        use crate::model::{ForwardItem, LogitRows};
+        let vocab = model.config().vocab as u32;
+        let tokens: Vec<u32> = (0..context.max(64) as u32)
+            .map(|i| (i * 7919 + 13) % vocab)
+            .collect();
+        let mut cache = model.new_cache();
+        if context > 0 {
+            let item = ForwardItem {
+                cache: &mut cache,
+                tokens: &tokens[..context],
+                logits: LogitRows::None,
+            };
+            model.forward(&mut [item])?;
+        }
+        Ok(Self {
+            model,
+            cache,
+            context,
+            tokens,
+        })
+    }
+
+    /// Wall time of one forward of `new` tokens (logits at every one), after which the cache is rolled
+    /// back to the context.
+    pub fn time(&mut self, new: usize) -> crate::Result<u64> {
+        use crate::model::{ForwardItem, LogitRows};
+        let new = new.clamp(1, self.tokens.len());
+        let t = Instant::now();
+        let item = ForwardItem {
+            cache: &mut self.cache,
+            tokens: &self.tokens[..new],
+            logits: LogitRows::All,
+        };
+        self.model.forward(&mut [item])?;
+        let ns = t.elapsed().as_nanos() as u64;
+        self.cache.truncate(self.context)?;
+        Ok(ns)
+    }
 }
