@@ -60,9 +60,12 @@ pub struct ScenarioFile {
     pub acceptance: AcceptanceConfig,
     /// Policies to compare on the same trace and seed.
     pub policies: Vec<PolicyConfig>,
-    /// Sweep grid (used by `specsim sweep`).
+    /// Sweep grid (used by `specsim sweep`; see [`crate::sweep`]).
     #[serde(default)]
     pub sweep: Option<toml::Table>,
+    /// Capacity-planning search space and prices (used by `specsim plan`; see [`crate::plan`]).
+    #[serde(default)]
+    pub plan: Option<toml::Table>,
 }
 
 /// `[cluster]`.
@@ -645,6 +648,21 @@ impl Scenario {
         record_steps: bool,
         progress: Option<&(dyn Fn(usize, usize) + Sync)>,
     ) -> Result<PolicyRun, SimError> {
+        self.run_policy_until(workload, policy, record_steps, progress, None)
+            .map(|(run, _)| run)
+    }
+
+    /// [`Scenario::run_policy`] with an early stop: the run ends once `stop_after_misses` finished
+    /// requests have missed an SLO, and the flag returned says whether it did (the summary then covers
+    /// the requests finished so far, and attainment counts the rest as misses).
+    pub fn run_policy_until(
+        &self,
+        workload: &Workload,
+        policy: &PolicyConfig,
+        record_steps: bool,
+        progress: Option<&(dyn Fn(usize, usize) + Sync)>,
+        stop_after_misses: Option<usize>,
+    ) -> Result<(PolicyRun, bool), SimError> {
         let acceptance = self.acceptance(&workload.categories)?;
         let name = policy.build().name();
         let mut replicas = Vec::new();
@@ -673,6 +691,7 @@ impl Scenario {
             record_steps,
             progress,
             seed: self.file.seed,
+            stop_after_misses,
         };
         let out = simulate(
             replicas,
@@ -691,13 +710,16 @@ impl Scenario {
             out.preemptions,
             &self.file.slo,
         );
-        Ok(PolicyRun {
-            name,
-            records: out.records,
-            steps: out.steps,
-            summary,
-            events: out.events,
-        })
+        Ok((
+            PolicyRun {
+                name,
+                records: out.records,
+                steps: out.steps,
+                summary,
+                events: out.events,
+            },
+            out.stopped_early,
+        ))
     }
 }
 

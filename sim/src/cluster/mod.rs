@@ -45,6 +45,10 @@ pub struct SimOptions<'a> {
     pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
     /// Seed of the routing stream.
     pub seed: u64,
+    /// Early stop: end the simulation as soon as this many finished requests have missed an SLO
+    /// ([`SimOutput::stopped_early`] is then set and the records are partial). Capacity planning uses
+    /// it to abandon a run once its attainment target is out of reach. None runs to completion.
+    pub stop_after_misses: Option<usize>,
 }
 
 /// What a simulation produced.
@@ -59,6 +63,8 @@ pub struct SimOutput {
     pub preemptions: u64,
     /// Events processed (arrivals, step ends, schedule decisions).
     pub events: u64,
+    /// Whether [`SimOptions::stop_after_misses`] ended the run before every request finished.
+    pub stopped_early: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -103,7 +109,9 @@ pub fn simulate(
         decode_steps: 0,
         preemptions: 0,
         events: 0,
+        stopped_early: false,
     };
+    let mut misses = 0usize;
     let mut next_arrival = 0usize;
     let mut now: Nanos = 0;
     let mut done = 0usize;
@@ -164,6 +172,7 @@ pub fn simulate(
                     out.decode_steps += f.verify_steps as u64;
                     let id = f.spec.id as usize;
                     let rec = RequestRecord::from_finished(&f, r as u32, policy, slo);
+                    misses += usize::from(!rec.slo_met);
                     match records.get_mut(id) {
                         Some(slot @ None) => *slot = Some(rec),
                         _ => {
@@ -187,6 +196,11 @@ pub fn simulate(
                     });
                 }
                 push(&mut heap, report.end_ns, EventClass::StepEnd, r);
+                if opts.stop_after_misses.is_some_and(|m| misses >= m) {
+                    out.stopped_early = true;
+                    out.records = records.into_iter().flatten().collect();
+                    return Ok(out);
+                }
             }
             EventClass::Arrival => unreachable!("arrivals are not queued"),
         }
