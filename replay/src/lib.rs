@@ -13,7 +13,8 @@
 //!   and Pearson correlation, and predicted versus measured SLO attainment in percentage points.
 //!
 //! Reading guide: [`endpoint`] (the seam: one request in, timed token arrivals out), [`driver`]
-//! (when requests are sent and how a run is bounded), [`http`] (the OpenAI-compatible client),
+//! (when requests are sent and how a run is bounded), [`results`] (what was measured, as rows),
+//! [`http`] (the OpenAI-compatible client),
 //! [`prompts`] (text for a trace that only has lengths), [`compare`].
 //!
 //! Design choices:
@@ -21,8 +22,10 @@
 //! - **Latency is measured from the scheduled arrival**, as the simulator measures it, so client lag
 //!   would count against the engine; the lag is reported (`replay.json`, `send_lag`) to show it is
 //!   negligible.
-//! - **The endpoint is a trait** ([`Endpoint`]) so the same driver can run the runtime's engine in
-//!   process, without HTTP, once its live backend exists; only the HTTP client is implemented here.
+//! - **The endpoint is a trait** ([`Endpoint`]) so the same driver runs an OpenAI-compatible server
+//!   over HTTP ([`HttpEndpoint`]) or, with the `runtime` feature, the runtime's engine in process
+//!   (`inprocess::InProcessEndpoint`, over the runtime's `Generator` seam: exact tokens per step,
+//!   no HTTP in the measurement).
 //! - **No TLS**: engines under test are on loopback or a private network, and a TLS stack would
 //!   double this crate's build cost.
 
@@ -31,16 +34,20 @@ pub mod driver;
 pub mod endpoint;
 mod error;
 pub mod http;
+#[cfg(feature = "runtime")]
+pub mod inprocess;
 pub mod output;
 pub mod prompts;
+pub mod results;
 
 pub use compare::{compare_dirs, write_comparison, Comparison};
-pub use driver::{replay, Progress, ReplayConfig, ReplayOutcome, ReplayStats};
+pub use driver::{replay, Progress, ReplayConfig, ReplayOutcome};
 pub use endpoint::{Chunk, Endpoint, EndpointRequest, Failure, Observation};
 pub use error::ReplayError;
 pub use http::HttpEndpoint;
 pub use output::write_replay_dir;
 pub use prompts::{Prompt, PromptMode, PromptSet};
+pub use results::{ReplayStats, RequestResult};
 
 /// Runs a future on a fresh multi-threaded tokio runtime (two worker threads: one drives the
 /// timers and sends, one reads responses), for callers without a runtime of their own (the CLI).
