@@ -1,6 +1,8 @@
 //! Subcommand dispatch.
 
 mod calibrate;
+mod compare;
+mod replay;
 mod run;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +21,10 @@ enum Command {
     Run(run::RunArgs),
     /// Trace tools: statistics, format conversion, synthesis.
     Trace(specsim_traces::TraceArgs),
+    /// Measure a live engine (OpenAI-compatible endpoint) on a scenario's workload, open loop.
+    Replay(replay::ReplayArgs),
+    /// Predicted vs measured: relative errors, MAPE, correlation and SLO attainment per policy.
+    Compare(compare::CompareArgs),
     /// Profile a real draft/target pair on this machine and fit the simulator's cost and acceptance models.
     Calibrate(calibrate::CalibrateArgs),
 }
@@ -29,6 +35,8 @@ pub fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(a) => run::run(a),
         Command::Trace(a) => specsim_traces::run_trace_command(a.command),
+        Command::Replay(a) => replay::run(a),
+        Command::Compare(a) => compare::run(a),
         Command::Calibrate(a) => calibrate::run(a),
     }
 }

@@ -1,0 +1,278 @@
+//! `specsim replay SCENARIO.toml --endpoint URL`: measure a live engine on the scenario's workload.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use specsim_replay::prompts::{PromptMode, PromptSet, DEFAULT_CHARS_PER_TOKEN};
+use specsim_replay::{Endpoint, HttpEndpoint, ReplayConfig};
+use specsim_sim::scenario::Scenario;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Arguments of `specsim replay`.
+#[derive(Args)]
+pub struct ReplayArgs {
+    /// Scenario file (TOML): its workload (after its trace transformations) is replayed, and its
+    /// [slo] decides which requests meet their objectives.
+    pub scenario: PathBuf,
+    /// OpenAI-compatible server, e.g. http://127.0.0.1:8000 (`specsim serve`, vLLM, SGLang,
+    /// llama.cpp); requests go to /v1/completions, streaming.
+    #[arg(long)]
+    pub endpoint: String,
+    /// Output directory [default: out/<scenario name>-replay]; results go to DIR/<policy label>/.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Name of the measured policy: the subdirectory and the `policy` column. Use the predicted
+    /// policy's name so that `specsim compare PRED_DIR MEASURED_DIR` pairs them.
+    #[arg(long, default_value = "measured")]
+    pub policy_label: String,
+    /// Per-request timeout in seconds, from when the request is sent.
+    #[arg(long, default_value_t = 300.0)]
+    pub timeout: f64,
+    /// Deadline of the whole run in seconds [default: last arrival + timeout + 10].
+    #[arg(long)]
+    pub deadline: Option<f64>,
+    /// Most requests in flight at once (later arrivals wait in the client, and the wait counts in
+    /// their TTFT) [default: unlimited].
+    #[arg(long)]
+    pub concurrency_limit: Option<usize>,
+    /// Abort the run after this many requests in a row fail to connect or lose their stream
+    /// (0: never).
+    #[arg(long, default_value_t = 10)]
+    pub abort_after: u32,
+    /// Model name sent with each request [default: the first model of GET /v1/models].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Sampling temperature sent with each request [default: the server's].
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Prompt set (JSON Lines with `category` and `turns`).
+    #[arg(long, default_value = "shared:prompts/spec-bench.jsonl")]
+    pub prompts: PathBuf,
+    /// Characters per token used to size text prompts [default: measured by one probe request
+    /// when the server reports usage, else 4].
+    #[arg(long)]
+    pub chars_per_token: Option<f64>,
+    /// Send prompts as token ids of exactly the trace's length instead of text (the server must
+    /// accept token-id prompts; acceptance rates on them are not those of real text).
+    #[arg(long)]
+    pub token_prompts: bool,
+    /// Replay only the first N requests of the workload.
+    #[arg(long)]
+    pub max_requests: Option<usize>,
+    /// Exit with status 0 even when requests failed (failures are in the results either way).
+    #[arg(long)]
+    pub allow_failures: bool,
+    /// Override a scenario key before validation (repeatable), as in `specsim run`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// No progress bar.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+fn secs(name: &str, v: f64) -> Result<Duration> {
+    if !(v.is_finite() && v > 0.0) {
+        bail!("--{name} must be a positive number of seconds (got {v})");
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// Where the prompt set is: a `shared:` path is looked up from the scenario's directory, then the
+/// working directory, then this checkout (the shared data lies beside the repository).
+fn prompt_set_path(p: &Path, scenario_dir: &Path) -> Result<PathBuf> {
+    if !p
+        .to_string_lossy()
+        .starts_with(specsim_traces::paths::SHARED_PREFIX)
+    {
+        return Ok(p.to_path_buf());
+    }
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    let bases = [
+        if scenario_dir.as_os_str().is_empty() {
+            cwd.clone()
+        } else {
+            scenario_dir.to_path_buf()
+        },
+        cwd,
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+    ];
+    let mut last = None;
+    for b in &bases {
+        match specsim_traces::paths::resolve(p, b) {
+            Ok(path) => return Ok(path),
+            Err(e) => last = Some(e),
+        }
+    }
+    match last {
+        Some(e) => Err(e)
+            .context("finding the prompt set (give one with --prompts, or use --token-prompts)"),
+        None => bail!("no prompt set"),
+    }
+}
+
+/// Text prompts from the prompt set, sized with a measured or given characters-per-token ratio.
+async fn text_prompts(
+    a: &ReplayArgs,
+    sc: &Scenario,
+    ep: &HttpEndpoint,
+    quiet: bool,
+) -> Result<PromptMode> {
+    let path = prompt_set_path(&a.prompts, &sc.base_dir)?;
+    let set = PromptSet::load(&path)
+        .context("reading the prompt set (give another with --prompts, or use --token-prompts)")?;
+    let chars_per_token = match a.chars_per_token {
+        Some(c) if c.is_finite() && c > 0.0 => c,
+        Some(c) => bail!("--chars-per-token must be positive (got {c})"),
+        None => {
+            let probe = set.text(0, None, ReplayConfig::probe_chars_per_token());
+            match ep.count_prompt_tokens(&probe).await {
+                Ok(n) if n > 0 => {
+                    let c = probe.chars().count() as f64 / n as f64;
+                    if !quiet {
+                        eprintln!("prompts: {} characters are {n} tokens on this server: {c:.2} characters per token", probe.chars().count());
+                    }
+                    c
+                }
+                other => {
+                    let why = match other {
+                        Ok(_) => "zero tokens".to_string(),
+                        Err(e) => e,
+                    };
+                    eprintln!("warning: could not measure characters per token ({why}); using {DEFAULT_CHARS_PER_TOKEN}");
+                    DEFAULT_CHARS_PER_TOKEN
+                }
+            }
+        }
+    };
+    Ok(PromptMode::Text {
+        set,
+        chars_per_token,
+    })
+}
+
+/// `specsim replay`.
+pub fn run(a: ReplayArgs) -> Result<()> {
+    let sc = Scenario::load(&a.scenario, &a.sets)?;
+    let mut w = super::run::load_workload(&sc, a.quiet)?;
+    if let Some(n) = a.max_requests {
+        w.requests.truncate(n);
+    }
+    if w.is_empty() {
+        bail!("{}: the workload has no requests", a.scenario.display());
+    }
+    let mut cfg = ReplayConfig::new(a.policy_label.clone(), sc.file.slo);
+    cfg.request_timeout = secs("timeout", a.timeout)?;
+    cfg.deadline = a.deadline.map(|d| secs("deadline", d)).transpose()?;
+    cfg.concurrency_limit = a.concurrency_limit;
+    cfg.abort_after = a.abort_after;
+    if a.policy_label.is_empty() || a.policy_label.contains(['/', '\\', ',']) {
+        bail!("--policy-label must be a non-empty name without '/', '\\' or ','");
+    }
+    let out_root = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("out").join(format!("{}-replay", sc.name())));
+    let out = out_root.join(&a.policy_label);
+    let quiet = a.quiet;
+    let outcome = specsim_replay::block_on(async {
+        let mut ep = HttpEndpoint::new(&a.endpoint, a.model.clone(), a.temperature)?;
+        match ep.discover_model().await {
+            Ok(m) if !quiet => eprintln!("endpoint {}: model {m}", a.endpoint),
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: no model name ({e}); sending requests without one"),
+        }
+        let prompts = if a.token_prompts {
+            PromptMode::TokenIds
+        } else {
+            text_prompts(&a, &sc, &ep, quiet).await?
+        };
+        if !quiet {
+            eprintln!(
+                "{}: replaying {} requests over {:.1} s against {}",
+                sc.name(),
+                w.len(),
+                w.span_ns() as f64 / 1e9,
+                ep.describe()
+            );
+        }
+        let bar = ProgressBar::new(w.len() as u64);
+        if quiet {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        bar.set_style(
+            ProgressStyle::with_template(
+                "[{bar:30}] {pos}/{len} requests  {msg}  {elapsed_precise}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        let tick = |p: &specsim_replay::Progress| {
+            bar.set_position(p.done as u64);
+            bar.set_message(format!(
+                "SLO met {:.1}%  failed {}",
+                p.attainment() * 100.0,
+                p.failed
+            ));
+        };
+        let outcome = specsim_replay::replay(Arc::new(ep), &w, &prompts, &cfg, &tick).await;
+        bar.finish();
+        anyhow::Ok(outcome)
+    })??;
+    specsim_replay::write_replay_dir(&out, &outcome)
+        .with_context(|| format!("writing {}", out.display()))?;
+    let s = &outcome.summary;
+    println!(
+        "{:<20} {:>8} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9}",
+        "policy", "finished", "failed", "SLO %", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99"
+    );
+    println!(
+        "{:<20} {:>8} {:>7} {:>7.2} {:>8.3}s {:>8.3}s {:>7.1}ms {:>7.1}ms",
+        s.policy,
+        s.finished,
+        s.failed,
+        s.slo_attainment * 100.0,
+        s.ttft.p50,
+        s.ttft.p99,
+        s.tpot.p50 * 1e3,
+        s.tpot.p99 * 1e3
+    );
+    if !quiet {
+        eprintln!("results in {}", out.display());
+    }
+    check_failures(&outcome.stats, &out, a.allow_failures)
+}
+
+/// The exit status: an error naming the failures unless there were none or they are allowed.
+fn check_failures(st: &specsim_replay::ReplayStats, out: &Path, allow: bool) -> Result<()> {
+    if st.failed == 0 {
+        return Ok(());
+    }
+    let kinds = st
+        .failures
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let msg = match &st.aborted {
+        Some(why) => format!(
+            "{why}; {} of {} requests failed ({kinds}); results in {}",
+            st.failed,
+            st.requests,
+            out.display()
+        ),
+        None => format!(
+            "{} of {} requests failed ({kinds}); results in {}",
+            st.failed,
+            st.requests,
+            out.display()
+        ),
+    };
+    if allow {
+        eprintln!("warning: {msg}");
+        Ok(())
+    } else {
+        bail!(msg)
+    }
+}
