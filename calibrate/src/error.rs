@@ -44,7 +44,7 @@ pub enum CalibrateError {
         msg: String,
     },
     /// A forward, sampling or verification in the runtime failed.
-    #[error("runtime: {0}")]
+    #[error("runtime: {}", first_line(&.0.to_string()))]
     Runtime(#[from] specsim_runtime::RuntimeError),
     /// The engine core refused a step (only when measuring the scheduling overhead).
     #[error("engine: {0}")]
@@ -57,6 +57,16 @@ pub enum CalibrateError {
         /// The underlying error.
         source: std::io::Error,
     },
+}
+
+/// The first line of a message: candle appends a backtrace to its errors when `RUST_BACKTRACE` is set,
+/// and errors here are one line.
+pub(crate) fn first_line(msg: &str) -> String {
+    msg.lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_string()
 }
 
 impl CalibrateError {

@@ -146,7 +146,7 @@ fn load_model(role: &'static str, path: &Path, max_positions: usize) -> Result<A
     }
     Model::load(path, &Device::Cpu, Some(max_positions))
         .map(Arc::new)
-        .map_err(|e| err(e.to_string()))
+        .map_err(|e| err(crate::error::first_line(&e.to_string())))
 }
 
 /// Picks the prompt encoder: the shared tokenizer when both files carry the same one, bytes when
@@ -177,7 +177,10 @@ fn encoder(draft: &Path, target: &Path, vocab: usize) -> Result<Encoder> {
         (Ok(_), Err(e)) => Err(mismatch(format!(
             "the target has no usable tokenizer ({e})"
         ))),
-        (Err(e), Ok(_)) => Err(mismatch(format!("the draft has no usable tokenizer ({e})"))),
+        (Err(e), Ok(_)) => Err(mismatch(format!(
+            "the draft has no usable tokenizer ({})",
+            crate::error::first_line(&e.to_string())
+        ))),
     }
 }
 
