@@ -175,7 +175,8 @@ fn encoder(draft: &Path, target: &Path, vocab: usize) -> Result<Encoder> {
         }
         (Err(_), Err(_)) => Ok(Encoder::Bytes { vocab }),
         (Ok(_), Err(e)) => Err(mismatch(format!(
-            "the target has no usable tokenizer ({e})"
+            "the target has no usable tokenizer ({})",
+            crate::error::first_line(&e.to_string())
         ))),
         (Err(e), Ok(_)) => Err(mismatch(format!(
             "the draft has no usable tokenizer ({})",
