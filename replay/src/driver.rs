@@ -71,9 +71,11 @@ impl ReplayConfig {
             .unwrap_or(span + self.request_timeout + Duration::from_secs(10))
     }
 
-    /// The probe text used to measure characters per token: about 2000 characters of the set.
+    /// Length of the probe text used to measure characters per token: 600 characters (about 150
+    /// tokens) of the prompt set, long enough to average over words and short enough that a slow
+    /// CPU engine prefills it in seconds.
     pub fn probe_chars_per_token() -> usize {
-        2000
+        600
     }
 }
 

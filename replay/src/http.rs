@@ -141,7 +141,7 @@ impl HttpEndpoint {
     pub async fn count_prompt_tokens(&self, text: &str) -> Result<u32, String> {
         let body = self.body(&Prompt::Text(text.to_string()), 1, false);
         let resp = tokio::time::timeout(
-            Duration::from_secs(60),
+            Duration::from_secs(180),
             self.client
                 .post(&self.completions)
                 .header("content-type", "application/json")
@@ -149,7 +149,7 @@ impl HttpEndpoint {
                 .send(),
         )
         .await
-        .map_err(|_| "no answer in 60 s".to_string())?
+        .map_err(|_| "no answer in 180 s".to_string())?
         .map_err(|e| error_line(&e))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| error_line(&e))?;
