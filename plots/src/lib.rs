@@ -125,6 +125,8 @@ pub struct Chart {
     pub y_range: Option<(f64, f64)>,
     /// Categorical x axis: point x = i is labelled `x_categories[i]`.
     pub x_categories: Option<Vec<String>>,
+    /// Put the legend in the lower right corner instead of the upper left.
+    pub legend_lower_right: bool,
 }
 
 /// A grid of panels written as one SVG and one PNG.
@@ -380,7 +382,11 @@ fn draw_chart<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, c: &Chart) -> R
                     .background_style(WHITE.mix(0.85))
                     .border_style(RGBColor(180, 180, 180))
                     .label_font(("sans-serif", 13))
-                    .position(SeriesLabelPosition::UpperLeft)
+                    .position(if c.legend_lower_right {
+                        SeriesLabelPosition::LowerRight
+                    } else {
+                        SeriesLabelPosition::UpperLeft
+                    })
                     .draw()
                     .map_err(e)?;
             }

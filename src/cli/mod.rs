@@ -2,8 +2,11 @@
 
 mod calibrate;
 mod compare;
+mod figures;
+mod plan;
 mod replay;
 mod run;
+mod sweep;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +28,14 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Predicted vs measured: relative errors, MAPE, correlation and SLO attainment per policy.
     Compare(compare::CompareArgs),
+    /// Run a scenario's [sweep] grid in parallel (optionally one shard of it) into one results table.
+    Sweep(sweep::SweepArgs),
+    /// Join `specsim sweep --shard` outputs into the table an unsharded sweep writes.
+    Merge(sweep::MergeArgs),
+    /// Capacity planning: the cheapest deployment meeting an SLO-attainment target.
+    Plan(plan::PlanArgs),
+    /// Regenerate the paper-style figures (SVG and PNG) from scenarios/paper/.
+    Figures(figures::FiguresArgs),
     /// Profile a real draft/target pair on this machine and fit the simulator's cost and acceptance models.
     Calibrate(calibrate::CalibrateArgs),
 }
@@ -37,6 +48,10 @@ pub fn run() -> anyhow::Result<()> {
         Command::Trace(a) => specsim_traces::run_trace_command(a.command),
         Command::Replay(a) => replay::run(a),
         Command::Compare(a) => compare::run(a),
+        Command::Sweep(a) => sweep::sweep(a),
+        Command::Merge(a) => sweep::merge(a),
+        Command::Plan(a) => plan::run(a),
+        Command::Figures(a) => figures::run(a),
         Command::Calibrate(a) => calibrate::run(a),
     }
 }

@@ -1,0 +1,210 @@
+//! End-to-end tests of `specsim sweep`, `merge`, `plan` and `figures`: shard outputs merge into the
+//! bytes of an unsharded sweep whatever the thread count, the planner writes its table and plot, and
+//! the figures command draws files from a tiny scenario.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn specsim(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_specsim"))
+        .args(args)
+        .output()
+        .expect("run specsim")
+}
+
+fn ok(o: &Output) {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+const SWEEP: &str = r#"
+seed = 5
+[trace.synthetic]
+requests = 120
+rate = 8.0
+prompt = { kind = "lognormal", mean = 128, std = 64, max = 1024 }
+output = { kind = "lognormal", mean = 64, std = 32, max = 256 }
+[slo]
+ttft_s = 1.0
+tpot_s = 0.05
+[models]
+target = "Vicuna-7B"
+draft = "Vicuna-68M"
+hardware = "A100-80G"
+[cost]
+kind = "roofline"
+[acceptance]
+kind = "calibrated"
+confidence_beta = [3.0, 2.0]
+[[policies]]
+kind = "none"
+[sweep]
+"trace.synthetic.rate" = [4.0, 30.0]
+policy = [{ kind = "none" }, { kind = "static", k = 3 }, { kind = "specserve" }]
+"#;
+
+#[test]
+fn sharded_sweeps_merge_into_the_unsharded_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = dir.path().join("s.toml");
+    std::fs::write(&sc, SWEEP).unwrap();
+    let p = |x: &str| dir.path().join(x).to_str().unwrap().to_string();
+    let sc = sc.to_str().unwrap();
+    ok(&specsim(&[
+        "sweep",
+        sc,
+        "-q",
+        "--threads",
+        "1",
+        "--out",
+        &p("full"),
+    ]));
+    ok(&specsim(&[
+        "sweep",
+        sc,
+        "-q",
+        "--threads",
+        "2",
+        "--out",
+        &p("full2"),
+    ]));
+    for i in 0..4 {
+        ok(&specsim(&[
+            "sweep",
+            sc,
+            "-q",
+            "--shard",
+            &format!("{i}/4"),
+            "--out",
+            &p(&format!("shard{i}")),
+        ]));
+    }
+    let merged = specsim(&[
+        "merge",
+        &p("shard3"),
+        &p("shard1"),
+        &p("shard0"),
+        &p("shard2"),
+        "--out",
+        &p("merged"),
+    ]);
+    ok(&merged);
+    let read = |d: &str| std::fs::read_to_string(Path::new(&p(d)).join("results.csv")).unwrap();
+    let full = read("full");
+    assert_eq!(full.lines().count(), 2 + 6, "{full}");
+    assert_eq!(full, read("full2"));
+    assert_eq!(full, read("merged"));
+    // A missing shard is an error naming the gap.
+    let partial = specsim(&["merge", &p("shard0"), "--out", &p("partial")]);
+    assert!(!partial.status.success());
+    assert!(String::from_utf8_lossy(&partial.stderr).contains("of 6 cells"));
+    let bad = specsim(&["sweep", sc, "--shard", "4/4"]);
+    assert!(!bad.status.success());
+}
+
+const PLAN: &str = r#"
+seed = 1
+[trace.synthetic]
+requests = 300
+rate = 50.0
+arrival = { kind = "uniform" }
+prompt = { kind = "fixed", value = 1 }
+output = { kind = "fixed", value = 1 }
+[slo]
+ttft_s = 0.015
+[engine]
+kv_blocks = 1000
+max_num_seqs = 1
+[cost]
+kind = "fixed"
+target_ms = 10.0
+[acceptance]
+kind = "constant"
+alpha = 0.5
+[[policies]]
+kind = "none"
+[plan]
+target = 1.0
+rate_scale = 3.0
+hardware = ["X"]
+replicas = [1, 2, 3]
+tolerance = 0.05
+[plan.prices]
+X = 2.0
+"#;
+
+#[test]
+fn plan_prints_the_pareto_table_and_writes_csv_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = dir.path().join("p.toml");
+    std::fs::write(&sc, PLAN).unwrap();
+    let out = dir.path().join("plan");
+    let o = specsim(&[
+        "plan",
+        sc.to_str().unwrap(),
+        "-q",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    ok(&o);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    // One replica carries about 2× the trace, two about 4×: the planned 3× needs two ($4/hour).
+    assert!(
+        stdout.contains("cheapest meeting the target: 2 ×"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("$4.00/hour"), "{stdout}");
+    let csv = std::fs::read_to_string(out.join("plan.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4);
+    for f in ["plan.svg", "plan.png"] {
+        assert!(std::fs::metadata(out.join(f)).unwrap().len() > 1000, "{f}");
+    }
+}
+
+#[test]
+fn figures_draws_svg_and_png_from_a_tiny_scenario() {
+    let dir = tempfile::tempdir().unwrap();
+    let scen = dir.path().join("paper");
+    std::fs::create_dir_all(&scen).unwrap();
+    let tiny = SWEEP.replace("requests = 120", "requests = 40");
+    std::fs::write(scen.join("fig3_load.toml"), &tiny).unwrap();
+    std::fs::write(
+        scen.join("fig1_efficiency.toml"),
+        tiny.split("[sweep]").next().unwrap(),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = specsim(&[
+        "figures",
+        "--scenarios",
+        scen.to_str().unwrap(),
+        "--only",
+        "1,3,7",
+        "--parity",
+        dir.path().join("none.csv").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fig7 skipped"));
+    for f in [
+        "fig1_efficiency.svg",
+        "fig1_efficiency.png",
+        "fig3_load.svg",
+        "fig3_load.png",
+    ] {
+        assert!(std::fs::metadata(out.join(f)).unwrap().len() > 1000, "{f}");
+    }
+    let svg = std::fs::read_to_string(out.join("fig3_load.svg")).unwrap();
+    assert!(svg.contains("request rate (req/s)") && svg.contains("specserve"));
+    // A figure whose scenario is missing is an error when asked for by number.
+    let missing = specsim(&[
+        "figures",
+        "--scenarios",
+        scen.to_str().unwrap(),
+        "--only",
+        "6",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!missing.status.success());
+}
