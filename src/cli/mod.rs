@@ -24,6 +24,8 @@ enum Command {
     Run(run::RunArgs),
     /// Trace tools: statistics, format conversion, synthesis.
     Trace(specsim_traces::TraceArgs),
+    /// Serve a draft/target GGUF pair with speculative decoding behind an OpenAI-compatible HTTP API.
+    Serve(specsim_runtime::server::ServeArgs),
     /// Measure a live engine (OpenAI-compatible endpoint) on a scenario's workload, open loop.
     Replay(replay::ReplayArgs),
     /// Predicted vs measured: relative errors, MAPE, correlation and SLO attainment per policy.
@@ -46,6 +48,7 @@ pub fn run() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(a) => run::run(a),
         Command::Trace(a) => specsim_traces::run_trace_command(a.command),
+        Command::Serve(a) => specsim_runtime::server::serve(a),
         Command::Replay(a) => replay::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Sweep(a) => sweep::sweep(a),
