@@ -625,6 +625,9 @@ fn fig6(sc: &Scenario, threads: Option<usize>) -> Result<Figure> {
     })
 }
 
+/// One request's (policy, predicted, measured) latency in `parity.csv`.
+type ParityPoint = (String, f64, f64);
+
 /// Figure 7: predicted vs measured latencies per request (from `specsim compare`'s parity.csv).
 fn fig7(path: &Path) -> Result<Figure> {
     let text =
@@ -643,7 +646,7 @@ fn fig7(path: &Path) -> Result<Figure> {
         col("measured_s")?,
         col("policy")?,
     );
-    let mut by_metric: Vec<(String, Vec<(String, f64, f64)>)> = Vec::new();
+    let mut by_metric: Vec<(String, Vec<ParityPoint>)> = Vec::new();
     for l in lines {
         let f: Vec<&str> = l.split(',').collect();
         let (Some(m), Some(p), Some(x), Some(pol)) =
@@ -754,6 +757,7 @@ fn fig8(sc: &Scenario) -> Result<Figure> {
                 y_label: "fraction of requests".into(),
                 series: ttft,
                 x_log: true,
+                legend_lower_right: true,
                 y_range: Some((0.0, 1.02)),
                 ..Chart::default()
             },
@@ -762,6 +766,7 @@ fn fig8(sc: &Scenario) -> Result<Figure> {
                 x_label: "time per output token (ms)".into(),
                 y_label: "fraction of requests".into(),
                 series: tpot,
+                legend_lower_right: true,
                 y_range: Some((0.0, 1.02)),
                 ..Chart::default()
             },
