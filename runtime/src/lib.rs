@@ -28,8 +28,8 @@
 //! Errors are [`RuntimeError`]; nothing panics on bad input.
 
 pub mod chat;
-pub mod driver;
 pub mod drafter;
+pub mod driver;
 mod error;
 pub mod live;
 pub mod model;
