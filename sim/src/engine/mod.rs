@@ -146,6 +146,17 @@ pub struct StepReport {
     pub kv_used: u32,
 }
 
+/// New tokens a target forward processes: prefill chunk lengths plus k + 1 per verification.
+fn forward_tokens(items: &[TargetItem]) -> u32 {
+    items
+        .iter()
+        .map(|t| match t.work {
+            TargetWork::Prefill { len, .. } => len,
+            TargetWork::Verify { drafted } => drafted + 1,
+        })
+        .sum()
+}
+
 /// A request inside the engine.
 #[derive(Debug, Clone)]
 struct Seq {
@@ -447,14 +458,7 @@ impl Engine {
         }
         let res = backend.target(&s.target_items)?;
         let end = now + res.elapsed_ns;
-        let tokens: u32 = s
-            .target_items
-            .iter()
-            .map(|t| match t.work {
-                TargetWork::Prefill { len, .. } => len,
-                TargetWork::Verify { drafted } => drafted + 1,
-            })
-            .sum();
+        let tokens = forward_tokens(&s.target_items);
         let batch = s.target_items.len() as u32;
         self.apply_target(&res, end, backend)?;
         let finished = self.retire(end, backend);
@@ -718,14 +722,7 @@ impl Engine {
         }
         let res = backend.target(&s.target_items)?;
         let end = now + draft_ns + res.elapsed_ns;
-        let target_tokens: u32 = s
-            .target_items
-            .iter()
-            .map(|t| match t.work {
-                TargetWork::Prefill { len, .. } => len,
-                TargetWork::Verify { drafted } => drafted + 1,
-            })
-            .sum();
+        let target_tokens = forward_tokens(&s.target_items);
         let batch = s.target_items.len() as u32;
         let (drafted, accepted) = self.apply_target(&res, end, backend)?;
         let k_step = self.scratch.k.iter().copied().max().unwrap_or(0);
