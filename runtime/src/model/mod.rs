@@ -30,6 +30,7 @@
 //! # Ok(()) }
 //! ```
 
+mod decoder;
 mod gguf;
 pub mod kv;
 mod layers;
@@ -188,8 +189,16 @@ impl Model {
             device: device.clone(),
         };
         match arch.as_str() {
-            "qwen2" => Ok(Model::Qwen2(qwen2::Qwen2::load(g, max_positions)?)),
-            "llama" => Ok(Model::Llama(llama::Llama::load(g, max_positions)?)),
+            "qwen2" => Ok(Model::Qwen2(decoder::Decoder::load(
+                g,
+                max_positions,
+                qwen2::ARCH,
+            )?)),
+            "llama" => Ok(Model::Llama(decoder::Decoder::load(
+                g,
+                max_positions,
+                llama::ARCH,
+            )?)),
             other => Err(RuntimeError::UnsupportedArchitecture(other.to_string())),
         }
     }
