@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 use specsim_runtime::drafter::model::choose;
-use specsim_runtime::model::{ForwardItem, KvCache, LogitRows, Model};
+use specsim_runtime::model::{ForwardItem, KvCache, LogitRows, Logits, Model};
 use specsim_runtime::sampling::{argmax, Sampler, SamplingParams};
 use specsim_runtime::verify::verify_greedy;
 use specsim_sim::cost::{BatchShape, FixedCost};
@@ -302,6 +302,25 @@ impl CachePool {
     }
 }
 
+/// One ragged forward feeding `feeds[i]` to `caches[i]` (as many sequences as there are feeds).
+fn forward_feeds(
+    model: &Model,
+    caches: &mut [KvCache],
+    feeds: &[Vec<u32>],
+    rows: LogitRows,
+) -> Result<Logits> {
+    let mut items: Vec<ForwardItem> = caches
+        .iter_mut()
+        .zip(feeds)
+        .map(|(cache, f)| ForwardItem {
+            cache,
+            tokens: f,
+            logits: rows,
+        })
+        .collect();
+    Ok(model.forward(&mut items)?)
+}
+
 /// Times one draft step of `batch` sequences at `context` (see the module docs).
 pub fn time_draft(pool: &mut CachePool, batch: u32, context: u32, grid: &Grid) -> Result<Timing> {
     let (b, c) = (batch as usize, context as usize);
@@ -312,19 +331,7 @@ pub fn time_draft(pool: &mut CachePool, batch: u32, context: u32, grid: &Grid) -
     let model = Arc::clone(&pool.model);
     measure(grid.warmup, grid.reps, || {
         let t0 = Instant::now();
-        let logits = {
-            let mut items: Vec<ForwardItem> = pool
-                .caches
-                .iter_mut()
-                .zip(&feeds)
-                .map(|(cache, f)| ForwardItem {
-                    cache,
-                    tokens: f,
-                    logits: LogitRows::Last,
-                })
-                .collect();
-            model.forward(&mut items)?
-        };
+        let logits = forward_feeds(&model, &mut pool.caches, &feeds, LogitRows::Last)?;
         let fwd = ns_since(t0);
         let t1 = Instant::now();
         for i in 0..b {
@@ -355,19 +362,7 @@ pub fn time_verify(
     let model = Arc::clone(&pool.model);
     measure(grid.warmup, grid.reps, || {
         let t0 = Instant::now();
-        let logits = {
-            let mut items: Vec<ForwardItem> = pool
-                .caches
-                .iter_mut()
-                .zip(&feeds)
-                .map(|(cache, f)| ForwardItem {
-                    cache,
-                    tokens: f,
-                    logits: LogitRows::All,
-                })
-                .collect();
-            model.forward(&mut items)?
-        };
+        let logits = forward_feeds(&model, &mut pool.caches, &feeds, LogitRows::All)?;
         let fwd = ns_since(t0);
         let t1 = Instant::now();
         for (i, feed) in feeds.iter().enumerate() {
