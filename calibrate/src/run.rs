@@ -144,7 +144,14 @@ fn load_model(role: &'static str, path: &Path, max_positions: usize) -> Result<A
             "not found (run scripts/fetch-models.sh for the Qwen pair)".into(),
         ));
     }
-    Model::load(path, &Device::Cpu, Some(max_positions))
+    // The draft is re-packed exactly as the runtime loads it (`Model::load_repacked`), so the profile
+    // times the kernels the live engine runs.
+    let loaded = if role == "draft" {
+        Model::load_repacked(path, &Device::Cpu, Some(max_positions))
+    } else {
+        Model::load(path, &Device::Cpu, Some(max_positions))
+    };
+    loaded
         .map(Arc::new)
         .map_err(|e| err(crate::error::first_line(&e.to_string())))
 }

@@ -10,10 +10,13 @@
 //! Environment: `SPECSIM_MODELS` (model directory, default `models/`), `SPECSIM_PROMPTS` (Spec-Bench
 //! JSONL, default `../shared/prompts/spec-bench.jsonl`), `SPECSIM_BENCH_TOKENS` (output tokens per
 //! request, default 128), `SPECSIM_BENCH_CONCURRENCY` (comma-separated, default `1,4,16`),
-//! `SPECSIM_BENCH_POLICIES` (comma-separated subset of `none,static-4,specserve`), `RAYON_NUM_THREADS`.
-//! Each concurrency level runs one wave of `concurrency` requests (prompts cycle through the coding and
-//! writing categories), so every policy sees the same requests. Without the models it prints why and
-//! exits successfully.
+//! `SPECSIM_BENCH_POLICIES` (comma-separated subset of `none,static-4,specserve`),
+//! `SPECSIM_BENCH_REQUESTS` (requests per concurrency level, at least the concurrency; default 4),
+//! `RAYON_NUM_THREADS`. Each concurrency level runs the same requests under every policy (prompts cycle
+//! through the coding and writing categories), at most `concurrency` at a time. SpecServe's prior mean
+//! draft confidence ᾱ is the acceptance static-4 measured at the same level (the paper's 0.6 when
+//! static-4 is not run), as `specsim serve` takes it from a calibrated profile. Without the models it
+//! prints why and exits successfully.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,6 +62,9 @@ fn main() {
         .split(',')
         .map(|s| s.trim().parse().expect("SPECSIM_BENCH_CONCURRENCY"))
         .collect();
+    let min_requests: usize = env_or("SPECSIM_BENCH_REQUESTS", "4")
+        .parse()
+        .expect("SPECSIM_BENCH_REQUESTS");
     let wanted: Vec<String> = env_or("SPECSIM_BENCH_POLICIES", "none,static-4,specserve")
         .split(',')
         .map(|s| s.trim().to_string())
@@ -66,7 +72,7 @@ fn main() {
 
     let device = Device::Cpu;
     let target = Arc::new(Model::load(&tp, &device, Some(4096)).expect("target"));
-    let draft = Arc::new(Model::load(&dp, &device, Some(4096)).expect("draft"));
+    let draft = Arc::new(Model::load_repacked(&dp, &device, Some(4096)).expect("draft"));
     let tok = GgufTokenizer::from_gguf_file(&tp).expect("tokenizer");
 
     // Spec-Bench first turns of the coding and writing categories, interleaved.
@@ -144,14 +150,19 @@ fn main() {
                 k_max: 8,
                 elimination: true,
                 slo_aware: true,
+                alpha0: None,
             },
         ),
     ];
+    println!(
+        "# each level: {} requests or the concurrency if more; specserve's prior ᾱ = static-4's acceptance",
+        min_requests
+    );
     println!("| concurrency | policy | tokens/s | vs none | acceptance | tokens/verify | wall s |");
     println!("|---|---|---|---|---|---|---|");
     let mut next_id = 0;
     for &c in &levels {
-        let reqs: Vec<OfflineRequest> = (0..c)
+        let reqs: Vec<OfflineRequest> = (0..c.max(min_requests))
             .map(|i| OfflineRequest {
                 prompt: prompts[i % prompts.len()].clone(),
                 max_tokens: tokens,
@@ -160,6 +171,7 @@ fn main() {
             })
             .collect();
         let mut base = None;
+        let mut prior = None;
         for (name, policy) in policies
             .iter()
             .filter(|(n, _)| wanted.iter().any(|w| w == n))
@@ -170,11 +182,15 @@ fn main() {
                 max_batched_tokens: 8192,
                 ..EngineConfig::default()
             };
+            let policy = policy.with_prior_confidence(prior);
             let mut engine = Engine::new(config, policy.build(), cost.clone()).expect("engine");
             let source = DraftSource::Model(ModelDrafter::new(draft.clone()));
             let mut backend = LiveBackend::new(target.clone(), source).expect("backend");
             let run = run_offline(&mut engine, &mut backend, &reqs, next_id).expect("run");
             next_id += reqs.len() as u64;
+            if *name == "static-4" {
+                prior = Some(run.acceptance());
+            }
             let tps = run.tokens_per_s();
             let rel = match base {
                 None => {

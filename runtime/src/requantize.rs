@@ -48,6 +48,12 @@ pub fn parse_dtype(s: &str) -> Result<GgmlDType, RequantizeError> {
         "q5_0" => GgmlDType::Q5_0,
         "q5_1" => GgmlDType::Q5_1,
         "q8_0" => GgmlDType::Q8_0,
+        "q2_k" | "q2k" => GgmlDType::Q2K,
+        "q3_k" | "q3k" => GgmlDType::Q3K,
+        "q4_k" | "q4k" => GgmlDType::Q4K,
+        "q5_k" | "q5k" => GgmlDType::Q5K,
+        "q6_k" | "q6k" => GgmlDType::Q6K,
+        "q8_k" | "q8k" => GgmlDType::Q8K,
         _ => return Err(RequantizeError::UnknownType(s.to_string())),
     })
 }
@@ -206,6 +212,8 @@ mod tests {
     fn type_names_parse_and_bad_ones_are_errors() {
         assert_eq!(parse_dtype("Q5_0").unwrap(), GgmlDType::Q5_0);
         assert_eq!(parse_dtype("q8_0").unwrap(), GgmlDType::Q8_0);
+        assert_eq!(parse_dtype("Q4_K").unwrap(), GgmlDType::Q4K);
+        assert_eq!(parse_dtype("q6k").unwrap(), GgmlDType::Q6K);
         assert!(matches!(
             parse_dtype("q9_9"),
             Err(RequantizeError::UnknownType(_))

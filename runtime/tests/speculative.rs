@@ -173,6 +173,7 @@ fn policies() -> Vec<PolicyConfig> {
             k_max: 6,
             elimination: true,
             slo_aware: true,
+            alpha0: None,
         },
     ]
 }
@@ -262,6 +263,7 @@ fn chunked_prefill_and_preemption_keep_output_exact() {
                 k_max: 6,
                 elimination: true,
                 slo_aware: true,
+                alpha0: None,
             },
         ] {
             let source = DraftSource::Model(ModelDrafter::new(draft.clone()));

@@ -586,7 +586,15 @@ impl Scenario {
 
     /// The acceptance model for a workload with these category names.
     pub fn acceptance(&self, categories: &[String]) -> Result<Arc<dyn AcceptanceModel>, SimError> {
-        let cfg = match &self.file.acceptance {
+        self.acceptance_config()?
+            .build(categories)
+            .map(Arc::from)
+            .map_err(|m| self.err(format!("acceptance: {m}")))
+    }
+
+    /// The acceptance model's configuration, with a `profile` acceptance read from its file.
+    pub fn acceptance_config(&self) -> Result<AcceptanceConfig, SimError> {
+        Ok(match &self.file.acceptance {
             AcceptanceConfig::Profile { path } => {
                 let p = Profile::load(&self.resolve(path))?;
                 p.acceptance.ok_or_else(|| {
@@ -597,10 +605,7 @@ impl Scenario {
                 })?
             }
             other => other.clone(),
-        };
-        cfg.build(categories)
-            .map(Arc::from)
-            .map_err(|m| self.err(format!("acceptance: {m}")))
+        })
     }
 
     /// The workload when the trace is built in (synthetic, or a native CSV). Other formats are read by
@@ -664,6 +669,7 @@ impl Scenario {
         stop_after_misses: Option<usize>,
     ) -> Result<(PolicyRun, bool), SimError> {
         let acceptance = self.acceptance(&workload.categories)?;
+        let policy = &policy.with_prior_confidence(self.acceptance_config()?.mean_confidence());
         let name = policy.build().name();
         let mut replicas = Vec::new();
         for (g, group) in self.groups().iter().enumerate() {

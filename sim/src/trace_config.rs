@@ -34,6 +34,11 @@ pub struct TraceConfig {
     pub limit: Option<usize>,
     /// Keep a seeded random fraction of the requests (exactly `round(sample × n)`, order kept).
     pub sample: Option<f64>,
+    /// Clip each prompt to at most this many tokens (clipped count reported). With `max_output`, scales a
+    /// production trace's lengths down to a small engine while keeping its arrivals.
+    pub max_prompt: Option<u32>,
+    /// Clip each output to at most this many tokens (clipped count reported).
+    pub max_output: Option<u32>,
     /// Clip prompt + output to this context length (clipped count reported).
     pub max_context: Option<u32>,
     /// Attach categories by a seeded mix: `{ coding = 0.5, writing = 0.5 }`.

@@ -123,6 +123,7 @@ fn invariants_hold_with_chunked_prefill_and_every_policy() {
             k_max: 8,
             elimination: true,
             slo_aware: true,
+            alpha0: None,
         },
         PolicyConfig::Oracle { k_max: 8 },
     ] {

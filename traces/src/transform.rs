@@ -7,9 +7,10 @@
 //! 3. **limit**: keep the first `limit` requests;
 //! 4. **rate scaling**: divide every arrival time by `rate_scale`, or by the factor that makes the mean
 //!    rate (requests ÷ span) equal `target_rate`;
-//! 5. **context clipping** `max_context`: a request whose prompt + output exceeds it keeps its prompt
+//! 5. **length clipping** `max_prompt`, `max_output`: each clipped on its own (counted);
+//! 6. **context clipping** `max_context`: a request whose prompt + output exceeds it keeps its prompt
 //!    up to `max_context − 1` tokens and its output up to what is left (counted);
-//! 6. **categories**: each request gets a category drawn from the normalised weights (stream
+//! 7. **categories**: each request gets a category drawn from the normalised weights (stream
 //!    `trace.categories`; names in sorted order, so the draw does not depend on how the TOML was written).
 //!
 //! Nothing is bent silently: inter-arrival gaps are never capped, and every dropped or changed request
@@ -27,7 +28,8 @@ use specsim_sim::trace_config::TraceConfig;
 pub struct TransformReport {
     /// One line per step that ran.
     pub steps: Vec<String>,
-    /// Requests whose lengths were clipped to `max_context`.
+    /// Length clips applied by `max_prompt`, `max_output` and `max_context` (a request clipped by two of
+    /// them counts twice).
     pub clipped: u64,
     /// Category names, indexed by `Row::category`, when a mix was attached.
     pub categories: Option<Vec<String>>,
@@ -64,12 +66,38 @@ pub fn apply(
         }
     }
     scale_rate(rows, cfg, &mut rep)?;
+    for (what, max) in [("max_prompt", cfg.max_prompt), ("max_output", cfg.max_output)] {
+        let Some(max) = max else { continue };
+        if max == 0 {
+            return Err(TraceError::Config(format!("{what} must be at least 1")));
+        }
+        let mut n = 0u64;
+        for r in rows.iter_mut() {
+            let len = if what == "max_prompt" {
+                &mut r.prompt
+            } else {
+                &mut r.output
+            };
+            if *len > max {
+                *len = max;
+                n += 1;
+            }
+        }
+        if n > 0 {
+            rep.clipped += n;
+            rep.steps.push(format!(
+                "{what} {max}: clipped {n} of {} requests",
+                rows.len()
+            ));
+        }
+    }
     if let Some(ctx) = cfg.max_context {
-        rep.clipped = clip(rows, ctx)?;
-        if rep.clipped > 0 {
+        let n = clip(rows, ctx)?;
+        rep.clipped += n;
+        if n > 0 {
             rep.steps.push(format!(
                 "max_context {ctx}: clipped {} of {} requests (prompt to at most {}, output to what is left)",
-                rep.clipped,
+                n,
                 rows.len(),
                 ctx.saturating_sub(1)
             ));
@@ -289,6 +317,29 @@ mod tests {
             r.iter().map(|r| r.t_ns).collect::<Vec<_>>(),
             vec![0, 1_000_000_000]
         );
+    }
+
+    #[test]
+    fn max_prompt_and_max_output_clip_each_length_on_its_own() {
+        // rows() gives every request output 50; prompts set by hand: 10 and 300.
+        let mut r = rows(&[0.0, 1.0]);
+        r[0].prompt = 10;
+        r[1].prompt = 300;
+        let cfg = TraceConfig {
+            max_prompt: Some(128),
+            max_output: Some(32),
+            ..Default::default()
+        };
+        let rep = apply(&mut r, &cfg, 0).unwrap();
+        assert_eq!((r[0].prompt, r[0].output), (10, 32));
+        assert_eq!((r[1].prompt, r[1].output), (128, 32));
+        // One prompt clip and two output clips.
+        assert_eq!(rep.clipped, 3);
+        let zero = TraceConfig {
+            max_output: Some(0),
+            ..Default::default()
+        };
+        assert!(apply(&mut r, &zero, 0).is_err());
     }
 
     #[test]

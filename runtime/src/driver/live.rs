@@ -47,16 +47,22 @@ pub fn start_live(
         .ok_or_else(|| DriverError::Backend("--target is required".into()))?;
     let device = candle_core::Device::Cpu;
     let max_positions = Some(args.max_prompt_tokens + args.max_tokens as usize);
-    let load = |p: &std::path::Path| {
-        Model::load(p, &device, max_positions)
-            .map(Arc::new)
+    // The draft is re-packed into types with fast CPU kernels (Model::load_repacked); the target is
+    // run as stored, since its exact weights decide what is emitted.
+    let load = |p: &std::path::Path, repack: bool| {
+        let m = if repack {
+            Model::load_repacked(p, &device, max_positions)
+        } else {
+            Model::load(p, &device, max_positions)
+        };
+        m.map(Arc::new)
             .map_err(|e| DriverError::Backend(format!("loading {}: {e}", p.display())))
     };
-    let target = load(target_path)?;
+    let target = load(target_path, false)?;
     let draft = match (&config.policy, &args.draft, args.ngram) {
         (PolicyConfig::None, _, _) => DraftSource::None,
         (_, _, true) => DraftSource::Ngram(NgramDrafter::default()),
-        (_, Some(p), false) => DraftSource::Model(ModelDrafter::new(load(p)?)),
+        (_, Some(p), false) => DraftSource::Model(ModelDrafter::new(load(p, true)?)),
         (_, None, false) => {
             return Err(DriverError::Backend(format!(
                 "policy `{}` drafts: give --draft D.gguf (or --ngram, or --policy none)",

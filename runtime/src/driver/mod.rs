@@ -112,6 +112,7 @@ pub fn parse_policy(s: &str) -> Result<PolicyConfig, DriverError> {
             k_max,
             elimination: true,
             slo_aware: true,
+            alpha0: None,
         },
         _ => return Err(bad()),
     };
@@ -559,6 +560,14 @@ pub fn driver_config(
     eos_ids: Vec<u32>,
 ) -> Result<DriverConfig, DriverError> {
     let block_size = 16u32;
+    // SpecServe starts its running mean confidence where the calibrated profile measured it, as the
+    // simulator does with the same profile.
+    let prior = match &args.profile {
+        Some(p) => specsim_sim::cost::profile::Profile::load(p)?
+            .acceptance
+            .and_then(|a| a.mean_confidence()),
+        None => None,
+    };
     let kv_blocks = u32::try_from(args.kv_tokens.div_ceil(block_size as u64)).unwrap_or(u32::MAX);
     Ok(DriverConfig {
         engine: EngineConfig {
@@ -567,7 +576,7 @@ pub fn driver_config(
             max_num_seqs: u32::try_from(args.max_num_seqs).unwrap_or(u32::MAX),
             ..EngineConfig::default()
         },
-        policy: parse_policy(&args.policy)?,
+        policy: parse_policy(&args.policy)?.with_prior_confidence(prior),
         max_in_flight: args.max_queue,
         eos_ids,
     })
@@ -589,7 +598,8 @@ mod tests {
             PolicyConfig::Specserve {
                 k_max: 8,
                 elimination: true,
-                slo_aware: true
+                slo_aware: true,
+                alpha0: None
             }
         );
         assert_eq!(

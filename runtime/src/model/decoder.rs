@@ -14,6 +14,8 @@
 use std::io::{Read, Seek};
 
 use candle_core::quantized::QMatMul;
+
+use super::weight::Weight;
 use candle_core::Device;
 
 use super::gguf::Gguf;
@@ -56,7 +58,7 @@ pub struct Decoder {
     embed: QMatMul,
     blocks: Vec<Block>,
     norm: RmsNorm,
-    output: QMatMul,
+    output: Weight,
     rope: Rope,
     device: Device,
 }
@@ -92,7 +94,7 @@ impl Decoder {
         let output = if g.has("output.weight") {
             g.matmul("output.weight")?
         } else {
-            QMatMul::from_arc(embed_q)?
+            g.weight(embed_q)?
         };
         let norm = RmsNorm::new(g.dense("output_norm.weight")?, eps);
         let bias = |g: &mut Gguf<'_, R>, name: &str| -> Result<_> {

@@ -2,9 +2,10 @@
 
 use std::io::{Read, Seek};
 
-use candle_core::quantized::{gguf_file, QMatMul, QTensor};
+use candle_core::quantized::{gguf_file, QTensor};
 use candle_core::{Device, Tensor};
 
+use super::weight::Weight;
 use crate::error::{Result, RuntimeError};
 
 /// A parsed GGUF header plus the reader its tensors come from.
@@ -12,6 +13,8 @@ pub(crate) struct Gguf<'r, R> {
     pub content: gguf_file::Content,
     pub reader: &'r mut R,
     pub device: Device,
+    /// Re-pack weight matrices of slow CPU types (see [`Weight`]).
+    pub repack: bool,
 }
 
 impl<R: Read + Seek> Gguf<'_, R> {
@@ -63,9 +66,15 @@ impl<R: Read + Seek> Gguf<'_, R> {
         Ok(self.content.tensor(self.reader, name, &self.device)?)
     }
 
-    /// A weight matrix for `x Wᵀ`, kept quantized.
-    pub fn matmul(&mut self, name: &str) -> Result<QMatMul> {
-        Ok(QMatMul::from_qtensor(self.qtensor(name)?)?)
+    /// A weight matrix for `x Wᵀ`, kept quantized (re-packed if the file is loaded with `repack`).
+    pub fn matmul(&mut self, name: &str) -> Result<Weight> {
+        let t = std::sync::Arc::new(self.qtensor(name)?);
+        self.weight(t)
+    }
+
+    /// A weight matrix from an already loaded tensor (a tied output projection).
+    pub fn weight(&self, t: std::sync::Arc<QTensor>) -> Result<Weight> {
+        Weight::new(t, self.repack, &self.device)
     }
 
     /// A small tensor (norm scale, bias) dequantized to f32.

@@ -7,10 +7,10 @@
 //! Linear layers therefore see one matrix of all new tokens, which is what lets a quantized weight block
 //! be reused across the k+1 tokens of a verification instead of being decoded once per token.
 
-use candle_core::quantized::QMatMul;
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 use super::kv::KvCache;
+use super::weight::Weight;
 use crate::error::{Result, RuntimeError};
 
 /// Which logit rows a sequence wants from a forward.
@@ -168,7 +168,7 @@ impl RaggedBatch {
         &self,
         hidden: &Tensor,
         norm: &RmsNorm,
-        output: &QMatMul,
+        output: &Weight,
         vocab: usize,
     ) -> Result<Logits> {
         let mut starts = Vec::with_capacity(self.logit_counts.len() + 1);
@@ -220,12 +220,12 @@ impl RmsNorm {
 /// A (quantized) linear layer `y = x Wᵀ + b`.
 #[derive(Debug, Clone)]
 pub(crate) struct Linear {
-    weight: QMatMul,
+    weight: Weight,
     bias: Option<Tensor>,
 }
 
 impl Linear {
-    pub fn new(weight: QMatMul, bias: Option<Tensor>) -> Self {
+    pub fn new(weight: Weight, bias: Option<Tensor>) -> Self {
         Self { weight, bias }
     }
 
@@ -242,9 +242,9 @@ impl Linear {
 /// The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`.
 #[derive(Debug, Clone)]
 pub(crate) struct Mlp {
-    pub gate: QMatMul,
-    pub up: QMatMul,
-    pub down: QMatMul,
+    pub gate: Weight,
+    pub up: Weight,
+    pub down: Weight,
 }
 
 impl Mlp {

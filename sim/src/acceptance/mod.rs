@@ -153,12 +153,33 @@ const QUANTILE_POINTS: usize = 4096;
 /// The inverse CDF of a distribution on [0, 1], tabulated, for fast sampling.
 #[derive(Debug, Clone)]
 pub struct QuantileTable {
-    q: Vec<f64>,
+    q: std::sync::Arc<[f64]>,
 }
 
+/// Beta quantile tables built so far, by the bits of (a, b): a sweep or a capacity search builds the
+/// same acceptance model for every run, and tabulating costs ~130k `powf`.
+type BetaTables = Vec<((u64, u64), std::sync::Arc<[f64]>)>;
+static BETA_TABLES: std::sync::Mutex<BetaTables> = std::sync::Mutex::new(Vec::new());
+
 impl QuantileTable {
-    /// Tabulates the quantile function of Beta(a, b) by integrating its density on a fine grid.
+    /// Tabulates the quantile function of Beta(a, b) by integrating its density on a fine grid
+    /// (memoised per process: tables are immutable and shared).
     pub fn beta(a: f64, b: f64) -> Self {
+        let key = (a.to_bits(), b.to_bits());
+        let cached = |t: &BetaTables| t.iter().find(|(k, _)| *k == key).map(|(_, q)| q.clone());
+        if let Some(q) = BETA_TABLES.lock().ok().as_deref().and_then(cached) {
+            return QuantileTable { q };
+        }
+        let q: std::sync::Arc<[f64]> = Self::tabulate_beta(a, b).into();
+        if let Ok(mut t) = BETA_TABLES.lock() {
+            if t.len() < 64 {
+                t.push((key, q.clone()));
+            }
+        }
+        QuantileTable { q }
+    }
+
+    fn tabulate_beta(a: f64, b: f64) -> Vec<f64> {
         let grid = 1 << 16;
         let mut cdf = Vec::with_capacity(grid + 1);
         cdf.push(0.0);
@@ -185,7 +206,7 @@ impl QuantileTable {
             };
             q.push((j as f64 + t) / grid as f64);
         }
-        QuantileTable { q }
+        q
     }
 
     /// Maps a uniform draw `u` in [0, 1) to a sample.
@@ -353,6 +374,19 @@ fn curve_of(points: &Option<Vec<[f64; 2]>>) -> Result<CalibrationCurve, String> 
 
 impl AcceptanceConfig {
     /// Builds the model; `categories` are the workload's category names (ids index them).
+    /// The mean draft confidence the model reports, where it says: the mean of the confidence Beta of
+    /// a calibrated model (the default category's). SpecServe starts its running mean ᾱ there.
+    pub fn mean_confidence(&self) -> Option<f64> {
+        match self {
+            AcceptanceConfig::Calibrated {
+                confidence_beta: [a, b],
+                ..
+            } if a + b > 0.0 => Some(a / (a + b)),
+            _ => None,
+        }
+    }
+
+    /// Builds the model for a workload with these category names.
     pub fn build(&self, categories: &[String]) -> Result<Box<dyn AcceptanceModel>, String> {
         let prob = |a: f64, what: &str| {
             if (0.0..=1.0).contains(&a) {

@@ -210,6 +210,12 @@ pub enum PolicyConfig {
         /// SLO-aware choice of k (default true).
         #[serde(default = "default_true")]
         slo_aware: bool,
+        /// Prior running mean draft confidence ᾱ, used before any token is drafted. Unset, it is the
+        /// acceptance model's mean draft confidence where that is known (a calibrated profile), else the
+        /// paper's 0.6: with too low a prior the policy can decide never to draft, and then never learns
+        /// better.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        alpha0: Option<f64>,
     },
     /// Knows the outcomes: an upper bound.
     Oracle {
@@ -256,9 +262,25 @@ impl PolicyConfig {
                 k_max,
                 elimination,
                 slo_aware,
-            } => Box::new(specserve::SpecServe::new(*k_max, *elimination, *slo_aware)),
+                alpha0,
+            } => Box::new(
+                specserve::SpecServe::new(*k_max, *elimination, *slo_aware)
+                    .with_alpha0(alpha0.unwrap_or(specserve::ALPHA_BAR_0)),
+            ),
             PolicyConfig::Oracle { k_max } => Box::new(oracle::Oracle::new(*k_max)),
         }
+    }
+
+    /// Fills an unset SpecServe prior ᾱ with `mean_confidence` (the acceptance model's mean draft
+    /// confidence, where known); every other policy is returned unchanged.
+    pub fn with_prior_confidence(&self, mean_confidence: Option<f64>) -> PolicyConfig {
+        let mut p = self.clone();
+        if let PolicyConfig::Specserve { alpha0, .. } = &mut p {
+            if alpha0.is_none() {
+                *alpha0 = mean_confidence;
+            }
+        }
+        p
     }
 
     /// Checks parameter ranges; the message names the field.
@@ -285,6 +307,11 @@ impl PolicyConfig {
                 Err(format!(
                     "smartspec: need 0 <= alpha0 < 1 and bias > 0 (got {alpha0}, {bias})"
                 ))
+            }
+            PolicyConfig::Specserve {
+                alpha0: Some(a), ..
+            } if !(0.0..=1.0).contains(a) => {
+                Err(format!("specserve: alpha0 = {a} is outside [0, 1]"))
             }
             _ => Ok(()),
         }

@@ -18,7 +18,7 @@ use crate::cost::BatchShape;
 use crate::time::Nanos;
 
 /// Starting running mean confidence, as in the paper.
-const ALPHA_BAR_0: f64 = 0.6;
+pub const ALPHA_BAR_0: f64 = 0.6;
 /// Weight of each new confidence in the running mean: follows drift over a few hundred tokens.
 const ALPHA_BAR_WEIGHT: f64 = 0.01;
 
@@ -64,6 +64,12 @@ impl SpecServe {
             alpha_bar: ALPHA_BAR_0,
             step: StepState::default(),
         }
+    }
+
+    /// Starts the running mean confidence at `alpha0` instead of the paper's 0.6.
+    pub fn with_alpha0(mut self, alpha0: f64) -> Self {
+        self.alpha_bar = alpha0;
+        self
     }
 
     /// The running mean confidence used to extrapolate undrafted positions.
@@ -315,6 +321,65 @@ mod tests {
         let mut keep = [true];
         SpecServe::new(8, true, true).draft_next(&v, &mut keep);
         assert!(!keep[0]);
+    }
+
+    #[test]
+    fn the_prior_confidence_decides_the_first_draft() {
+        // One sequence, draft 7 ms, target 10 + 0.5·tokens ms: k = 0 gives 1 / 10.5 ms = 0.0952/ms; k = 1
+        // gives (1 + ᾱ) / (7 + 11) ms, i.e. 0.0889 at the paper's ᾱ = 0.6 (no draft) and 0.1056 at a
+        // calibrated ᾱ = 0.9 (draft). Through the config: an unset alpha0 takes the acceptance model's mean
+        // confidence, Beta(9, 1) → 0.9; an explicit one is kept.
+        struct Mid;
+        impl CostModel for Mid {
+            fn draft_step(&self, _: &BatchShape) -> Nanos {
+                7_000_000
+            }
+            fn target_step(&self, s: &BatchShape) -> Nanos {
+                10_000_000 + 500_000 * s.new_tokens as Nanos
+            }
+            fn describe(&self) -> String {
+                "mid".into()
+            }
+        }
+        let s = seqs(1);
+        let c = vec![vec![]];
+        let v = DraftView {
+            now: 0,
+            position: 0,
+            seqs: &s,
+            confidences: &c,
+            active: &[true],
+            cost: &Mid,
+            lookahead: None,
+        };
+        let decide = |p: &crate::policy::PolicyConfig| {
+            let mut keep = [true];
+            p.build().draft_next(&v, &mut keep);
+            keep[0]
+        };
+        let unset = crate::policy::PolicyConfig::Specserve {
+            k_max: 8,
+            elimination: true,
+            slo_aware: true,
+            alpha0: None,
+        };
+        assert!(!decide(&unset));
+        let calibrated = crate::acceptance::AcceptanceConfig::Calibrated {
+            confidence_beta: [9.0, 1.0],
+            curve: None,
+            position_decay: 1.0,
+            categories: Default::default(),
+        };
+        let mean = calibrated.mean_confidence();
+        assert!((mean.unwrap() - 0.9).abs() < 1e-12);
+        assert!(decide(&unset.with_prior_confidence(mean)));
+        let explicit = crate::policy::PolicyConfig::Specserve {
+            k_max: 8,
+            elimination: true,
+            slo_aware: true,
+            alpha0: Some(0.6),
+        };
+        assert!(!decide(&explicit.with_prior_confidence(mean)));
     }
 
     #[test]
