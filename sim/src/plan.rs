@@ -38,6 +38,11 @@
 //!    (max batch, replicas): one with the replica count of an earlier one starts from its bracket, one
 //!    with more replicas from the earlier rate times the replica ratio; distinct
 //!    groups run in parallel (rayon).
+//! 4. **Reuse across max batch.** Each run records the largest batch an admission check saw with a
+//!    request waiting ([`crate::engine::Engine::admission_peak`]). When that is below the run's
+//!    `max_num_seqs` the limit never bound, so every configuration of the group with the same
+//!    replicas and a limit above the peak would simulate exactly the same run: its verdict is taken
+//!    from the cache instead. With warm starts the larger batch limits usually need no run at all.
 //!
 //! Results are deterministic: each run is a seeded simulation and the search order within a group is
 //! fixed, so thread counts do not change the answer.
@@ -46,7 +51,6 @@ use crate::policy::PolicyConfig;
 use crate::scenario::{set_key, Scenario, ScenarioFile};
 use crate::workload::Workload;
 use crate::SimError;
-use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -144,7 +148,8 @@ pub struct PlanRow {
     pub meets: bool,
     /// On the Pareto front of (cost ↓, max rate ↑).
     pub pareto: bool,
-    /// Simulations run for this configuration (coarse and full).
+    /// Simulations run for this configuration (coarse and full; verdicts reused from a run of the same
+    /// group at another max batch are not counted).
     pub runs: u32,
 }
 
@@ -382,18 +387,64 @@ pub fn config_scenario(base: &Scenario, c: &Config) -> Result<Scenario, SimError
     Ok(sc)
 }
 
-/// Whether `sc` meets `target` on `w` at rate scale `scale` (with the early stop).
-fn passes(sc: &Scenario, w: &Workload, scale: f64, target: f64) -> Result<bool, SimError> {
+/// One simulation the planner ran, kept for reuse by configurations of the same group.
+#[derive(Debug, Clone, Copy)]
+struct DoneRun {
+    /// `engine.max_num_seqs` it ran with.
+    max_batch: u32,
+    /// Its [`crate::scenario::PolicyRun::admission_peak`].
+    peak: u32,
+    /// Whether it met the target.
+    pass: bool,
+}
+
+/// The runs of one group (configurations that differ only in replicas and max batch), by (replicas,
+/// requests in the workload, rate scale). A run whose batch limit never bound (admission peak below
+/// it) is exactly the run of every larger limit, and of every smaller one still above the peak, so
+/// its verdict is reused instead of simulating again.
+#[derive(Debug, Default)]
+struct RunCache {
+    runs: BTreeMap<(u32, usize, u64), Vec<DoneRun>>,
+}
+
+impl RunCache {
+    fn get(&self, key: (u32, usize, u64), max_batch: u32) -> Option<bool> {
+        self.runs
+            .get(&key)?
+            .iter()
+            .find_map(|r| (r.peak < r.max_batch.min(max_batch)).then_some(r.pass))
+    }
+}
+
+/// Whether configuration `c` (scenario `sc`) meets `target` on `w` at rate scale `scale`: from the
+/// cache when an earlier run of the group decides it, else by a simulation with the early stop
+/// (counted in `runs`).
+fn passes(
+    sc: &Scenario,
+    c: &Config,
+    w: &Workload,
+    scale: f64,
+    target: f64,
+    cache: &mut RunCache,
+    runs: &mut u32,
+) -> Result<bool, SimError> {
+    let key = (c.replicas, w.len(), scale.to_bits());
+    if let Some(pass) = cache.get(key, c.max_batch) {
+        return Ok(pass);
+    }
     let ws = scale_arrivals(w, scale);
     let n = ws.len();
     let allowed = ((1.0 - target) * n as f64 + 1e-9).floor() as usize;
     let (run, stopped) =
         sc.run_policy_until(&ws, &sc.file.policies[0], false, None, Some(allowed + 1))?;
-    if stopped {
-        return Ok(false);
-    }
-    let met = run.records.iter().filter(|r| r.slo_met).count();
-    Ok(n - met <= allowed)
+    *runs += 1;
+    let pass = !stopped && n - run.records.iter().filter(|r| r.slo_met).count() <= allowed;
+    cache.runs.entry(key).or_default().push(DoneRun {
+        max_batch: c.max_batch,
+        peak: run.admission_peak,
+        pass,
+    });
+    Ok(pass)
 }
 
 /// Options of [`plan`].
@@ -453,31 +504,65 @@ pub fn plan(
         .map_err(|e| SimError::Config(format!("thread pool: {e}")))?;
     let done = std::sync::atomic::AtomicUsize::new(0);
     let total = configs.len();
-    let searched: Vec<Vec<(usize, PlanRow)>> = pool.install(|| {
-        groups
-            .par_iter()
-            .map(|g| -> Result<Vec<(usize, PlanRow)>, SimError> {
-                let mut out = Vec::new();
-                // (max batch, replicas, passing scale, failing scale) of the configurations done.
-                let mut seen: Vec<(u32, u32, f64, f64)> = Vec::new();
-                for &i in g {
-                    let c = &configs[i];
-                    let warm = warm_start(&seen, c, cfg.tolerance);
-                    let row =
-                        search_one(base, c, &cfg, workload, coarse.as_ref(), warm, base_rate)?;
-                    if row.infeasible.is_none() && row.max_scale > 0.0 {
-                        seen.push((c.max_batch, c.replicas, row.max_scale, row.fail_scale));
-                    }
-                    out.push((i, row));
-                    let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    if let Some(p) = opts.progress {
-                        p(n, total);
-                    }
+    let search_group = |g: &[usize]| -> Result<Vec<(usize, PlanRow)>, SimError> {
+        let mut out = Vec::new();
+        // (max batch, replicas, passing scale, failing scale) of the configurations done.
+        let mut seen: Vec<(u32, u32, f64, f64)> = Vec::new();
+        let mut cache = RunCache::default();
+        for &i in g {
+            let c = &configs[i];
+            let warm = warm_start(&seen, c, cfg.tolerance);
+            let row = search_one(
+                base,
+                c,
+                &cfg,
+                (workload, coarse.as_ref()),
+                warm,
+                base_rate,
+                &mut cache,
+            )?;
+            if row.infeasible.is_none() && row.max_scale > 0.0 {
+                seen.push((c.max_batch, c.replicas, row.max_scale, row.fail_scale));
+            }
+            out.push((i, row));
+            let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            if let Some(p) = opts.progress {
+                p(n, total);
+            }
+        }
+        Ok(out)
+    };
+    // Longest groups first, each worker taking the next group when it is free, so the last group to
+    // finish is a short one (speculative policies cost about twice as much per run as `none`).
+    let mut order: Vec<usize> = (0..groups.len()).collect();
+    order.sort_by_key(|&g| std::cmp::Reverse(group_weight(&configs[groups[g][0]])));
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: std::sync::Mutex<Vec<Option<GroupResult>>> =
+        std::sync::Mutex::new((0..groups.len()).map(|_| None).collect());
+    pool.scope(|s| {
+        for _ in 0..pool.current_num_threads() {
+            s.spawn(|_| loop {
+                let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&g) = order.get(k) else { break };
+                let r = search_group(&groups[g]);
+                let failed = r.is_err();
+                if let Ok(mut res) = results.lock() {
+                    res[g] = Some(r);
                 }
-                Ok(out)
-            })
-            .collect::<Result<Vec<_>, _>>()
-    })?;
+                if failed {
+                    // Stop handing out groups; the first error in group order is reported.
+                    next.store(order.len(), std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let results = results
+        .into_inner()
+        .map_err(|_| SimError::Config("plan: a worker panicked".into()))?;
+    let mut searched = Vec::new();
+    for r in results.into_iter().flatten() {
+        searched.push(r?);
+    }
     let mut rows: Vec<Option<PlanRow>> = vec![None; configs.len()];
     for (i, r) in searched.into_iter().flatten() {
         rows[i] = Some(r);
@@ -503,10 +588,25 @@ pub fn plan(
     })
 }
 
+/// The rows of one group's configurations, by configuration index.
+type GroupResult = Result<Vec<(usize, PlanRow)>, SimError>;
+
+/// Relative cost of searching a configuration's group: runs of a speculative policy draft and verify
+/// several tokens per step and take about twice as long as plain decoding.
+fn group_weight(c: &Config) -> u32 {
+    if c.policy.build().k_max() > 0 {
+        2
+    } else {
+        1
+    }
+}
+
 /// The starting bracket of a configuration from those already searched in its group (same hardware,
 /// TP and policy): the same replica count at another max batch gives its bracket as is (batch limits
 /// move the threshold little); a smaller replica count at the same max batch gives its rate times the
-/// replica ratio (routing across more replicas usually does a little better than linear).
+/// replica ratio and one tolerance step more, since routing across more replicas pools their queues
+/// and does a little better than linear (on the Azure conversation trace 2 replicas carry 2.2–2.6×
+/// what one carries). A guess that lands in the bracket costs one passing and one failing run.
 fn warm_start(seen: &[(u32, u32, f64, f64)], c: &Config, tol: f64) -> Option<(f64, f64)> {
     if let Some(&(_, _, lo, hi)) = seen.iter().rev().find(|x| x.1 == c.replicas) {
         return Some((lo, if hi.is_finite() { hi } else { lo * (1.0 + tol) }));
@@ -515,7 +615,7 @@ fn warm_start(seen: &[(u32, u32, f64, f64)], c: &Config, tol: f64) -> Option<(f6
         .rev()
         .find(|x| x.0 == c.max_batch && x.1 < c.replicas)
         .map(|&(_, r0, lo, _)| {
-            let g = lo * c.replicas as f64 / r0 as f64;
+            let g = lo * c.replicas as f64 / r0 as f64 * (1.0 + tol);
             (g, g * (1.0 + tol))
         })
 }
@@ -524,10 +624,10 @@ fn search_one(
     base: &Scenario,
     c: &Config,
     cfg: &PlanConfig,
-    full: &Workload,
-    coarse: Option<&Workload>,
+    (full, coarse): (&Workload, Option<&Workload>),
     warm: Option<(f64, f64)>,
     base_rate: f64,
+    cache: &mut RunCache,
 ) -> Result<PlanRow, SimError> {
     let gpus = c.replicas * c.tp;
     let price = cfg.prices.get(&c.hardware).copied().unwrap_or(0.0);
@@ -564,13 +664,12 @@ fn search_one(
         (Some(g), _) => (g, 1.0 + 2.0 * tol),
         (None, Some(cw)) => {
             let b = bisect_max(
-                |s| passes(&sc, cw, s, cfg.target),
+                |s| passes(&sc, c, cw, s, cfg.target, cache, &mut runs),
                 (cfg.rate_scale, cfg.rate_scale * 2.0),
                 range,
                 tol,
                 2.0,
             )?;
-            runs += b.evaluations;
             if b.lo > 0.0 {
                 ((b.lo, b.hi.min(cfg.max_rate_scale)), 1.0 + 2.0 * tol)
             } else {
@@ -580,13 +679,13 @@ fn search_one(
         (None, None) => ((cfg.rate_scale, cfg.rate_scale * 2.0), 2.0),
     };
     let b = bisect_max(
-        |s| passes(&sc, full, s, cfg.target),
+        |s| passes(&sc, c, full, s, cfg.target, cache, &mut runs),
         guess,
         range,
         tol,
         grow,
     )?;
-    row.runs = runs + b.evaluations;
+    row.runs = runs;
     row.max_scale = b.lo;
     row.fail_scale = b.hi;
     row.max_rate_rps = b.lo * base_rate;
@@ -743,6 +842,186 @@ mod tests {
             assert!(b.lo <= threshold && threshold < b.hi, "{threshold}: {b:?}");
             assert!(b.hi / b.lo <= 1.02 + 1e-12, "{threshold}: {b:?}");
         }
+    }
+
+    /// Bursty arrivals on one A100 with a small batch limit: overloaded runs queue (requests wait past
+    /// their TTFT SLO) and slow down (TPOT misses).
+    const SMALL: &str = r#"
+seed = 11
+[trace.synthetic]
+requests = 600
+rate = 30.0
+arrival = { kind = "gamma", cv = 3.0 }
+prompt = { kind = "lognormal", mean = 256, std = 128, max = 2048 }
+output = { kind = "lognormal", mean = 128, std = 64, max = 512 }
+[slo]
+ttft_s = 0.5
+tpot_s = 0.03
+[cluster]
+replicas = 2
+router = "least_outstanding"
+[engine]
+max_num_seqs = 24
+[models]
+target = "Vicuna-7B"
+draft = "Vicuna-68M"
+hardware = "A100-80G"
+[cost]
+kind = "roofline"
+[acceptance]
+kind = "calibrated"
+confidence_beta = [3.0, 2.0]
+[[policies]]
+kind = "specserve"
+"#;
+
+    fn small() -> (Scenario, Workload) {
+        let sc = Scenario::parse(
+            SMALL,
+            std::path::Path::new("small.toml"),
+            std::path::Path::new("."),
+            &[],
+        )
+        .unwrap();
+        let w = sc.builtin_workload().unwrap();
+        (sc, w)
+    }
+
+    fn config_of(sc: &Scenario) -> Config {
+        Config {
+            hardware: "A100-80G".into(),
+            tp: 1,
+            replicas: sc.file.cluster.replicas,
+            max_batch: sc.file.engine.max_num_seqs,
+            policy: sc.file.policies[0].clone(),
+        }
+    }
+
+    #[test]
+    fn early_stopped_verdicts_equal_those_of_full_runs() {
+        // The early stop (finished misses plus requests still waiting past their TTFT SLO) must give
+        // the verdict of the run to completion, on both sides of the threshold.
+        let (sc, w) = small();
+        let c = config_of(&sc);
+        let target = 0.9;
+        let allowed = ((1.0 - target) * w.len() as f64 + 1e-9).floor() as usize;
+        let (mut verdicts, mut stopped_by_waiting) = (Vec::new(), 0);
+        for scale in [0.5, 1.0, 1.2, 1.25, 1.3, 1.35, 1.4, 1.5, 2.0, 5.0] {
+            let mut runs = 0;
+            let early = passes(
+                &sc,
+                &c,
+                &w,
+                scale,
+                target,
+                &mut RunCache::default(),
+                &mut runs,
+            )
+            .unwrap();
+            assert_eq!(runs, 1);
+            let ws = scale_arrivals(&w, scale);
+            let full = sc.run_policy(&ws, &c.policy, false, None).unwrap();
+            let misses = full.records.iter().filter(|r| !r.slo_met).count();
+            assert_eq!(full.records.len(), w.len());
+            assert_eq!(early, misses <= allowed, "scale {scale}: {misses} misses");
+            let (part, stopped) = sc
+                .run_policy_until(&ws, &c.policy, false, None, Some(allowed + 1))
+                .unwrap();
+            let finished_misses = part.records.iter().filter(|r| !r.slo_met).count();
+            if stopped {
+                assert!(part.records.len() < w.len());
+                stopped_by_waiting += usize::from(finished_misses <= allowed);
+            }
+            verdicts.push(early);
+        }
+        assert!(
+            verdicts.contains(&true) && verdicts.contains(&false),
+            "{verdicts:?}"
+        );
+        assert!(
+            stopped_by_waiting > 0,
+            "no run was stopped by requests waiting past their TTFT SLO"
+        );
+    }
+
+    #[test]
+    fn a_batch_limit_above_the_admission_peak_gives_the_same_run() {
+        // What the run cache relies on: when `max_num_seqs` never bound, any limit above the peak the
+        // admission checks saw simulates exactly the same run.
+        let (mut sc, w) = small();
+        sc.file.engine.max_num_seqs = 256;
+        let ws = scale_arrivals(&w, 0.8);
+        let policy = sc.file.policies[0].clone();
+        let run = sc.run_policy(&ws, &policy, false, None).unwrap();
+        let peak = run.admission_peak;
+        assert!(peak > 1 && peak < 256, "peak {peak}");
+        let csv = crate::metrics::requests_csv(&run.records);
+        for limit in [peak + 1, peak + 7, 100_000] {
+            sc.file.engine.max_num_seqs = limit;
+            let again = sc.run_policy(&ws, &policy, false, None).unwrap();
+            assert_eq!(again.admission_peak, peak);
+            assert!(
+                crate::metrics::requests_csv(&again.records) == csv,
+                "limit {limit}"
+            );
+        }
+        // At the peak itself the limit binds (and the cache would not reuse the run).
+        sc.file.engine.max_num_seqs = peak;
+        let bound = sc.run_policy(&ws, &policy, false, None).unwrap();
+        assert!(bound.admission_peak >= peak);
+        // And the cache only hands out verdicts of runs whose limit did not bind.
+        let mut cache = RunCache::default();
+        let key = (2, w.len(), 0.8f64.to_bits());
+        cache.runs.insert(
+            key,
+            vec![DoneRun {
+                max_batch: 256,
+                peak,
+                pass: true,
+            }],
+        );
+        assert_eq!(cache.get(key, peak + 1), Some(true));
+        assert_eq!(cache.get(key, peak), None);
+        cache.runs.insert(
+            key,
+            vec![DoneRun {
+                max_batch: peak,
+                peak,
+                pass: false,
+            }],
+        );
+        assert_eq!(cache.get(key, 256), None);
+    }
+
+    #[test]
+    fn plans_are_identical_across_thread_counts() {
+        let (_, w) = small();
+        let text = format!(
+            "{SMALL}[plan]\ntarget = 0.9\nhardware = [\"A100-80G\", \"H100-SXM\"]\nreplicas = [1, 2]\nmax_batch = [16, 64]\npolicies = [{{ kind = \"none\" }}, {{ kind = \"static\", k = 3 }}]\ncoarse_requests = 200\n[plan.prices]\n\"A100-80G\" = 1.8\n\"H100-SXM\" = 2.9\n"
+        );
+        let sc2 = Scenario::parse(
+            &text,
+            std::path::Path::new("p.toml"),
+            std::path::Path::new("."),
+            &[],
+        )
+        .unwrap();
+        let run = |threads| {
+            plan(
+                &sc2,
+                &w,
+                &PlanOptions {
+                    threads: Some(threads),
+                    progress: None,
+                },
+            )
+            .unwrap()
+            .to_csv()
+        };
+        let one = run(1);
+        assert_eq!(one, run(2));
+        assert_eq!(one, run(3));
+        assert_eq!(one.lines().count(), 1 + 2 * 2 * 2 * 2);
     }
 
     #[test]

@@ -233,6 +233,9 @@ pub struct PolicyRun {
     pub summary: Summary,
     /// Events processed.
     pub events: u64,
+    /// The largest running batch an admission check saw with a request waiting (see
+    /// [`crate::engine::Engine::admission_peak`]).
+    pub admission_peak: u32,
 }
 
 /// Line (1-based) of a byte offset.
@@ -723,6 +726,7 @@ impl Scenario {
                 steps: out.steps,
                 summary,
                 events: out.events,
+                admission_peak: out.admission_peak,
             },
             out.stopped_early,
         ))

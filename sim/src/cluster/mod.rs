@@ -11,7 +11,7 @@ pub mod router;
 use crate::engine::{Backend, Engine};
 use crate::metrics::{RequestRecord, SloConfig, StepRow};
 use crate::rng::stream;
-use crate::time::Nanos;
+use crate::time::{ns_to_secs, Nanos};
 use crate::workload::Workload;
 use crate::SimError;
 use router::{ReplicaLoad, Router};
@@ -45,9 +45,11 @@ pub struct SimOptions<'a> {
     pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
     /// Seed of the routing stream.
     pub seed: u64,
-    /// Early stop: end the simulation as soon as this many finished requests have missed an SLO
-    /// ([`SimOutput::stopped_early`] is then set and the records are partial). Capacity planning uses
-    /// it to abandon a run once its attainment target is out of reach. None runs to completion.
+    /// Early stop: end the simulation as soon as this many requests are certain to miss an SLO
+    /// ([`SimOutput::stopped_early`] is then set and the records are partial): finished requests that
+    /// missed, plus requests still waiting for their first token when the TTFT (or end-to-end) SLO
+    /// has already passed. Capacity planning uses it to abandon a run once its attainment target is
+    /// out of reach; the verdict is the one the full run would give. None runs to completion.
     pub stop_after_misses: Option<usize>,
 }
 
@@ -65,6 +67,50 @@ pub struct SimOutput {
     pub events: u64,
     /// Whether [`SimOptions::stop_after_misses`] ended the run before every request finished.
     pub stopped_early: bool,
+    /// The largest [`Engine::admission_peak`] over the replicas. If it is below `max_num_seqs`, the
+    /// batch limit never bound and any `max_num_seqs` above it gives the same run.
+    pub admission_peak: u32,
+}
+
+/// Requests still waiting for their first token whose TTFT (or end-to-end) SLO has already passed at
+/// `now`, counted up to `limit`: each is certain to miss, since its first token comes at the end of a
+/// later step. Counts, in each replica's queue, the leading run of such requests (arrival order), so
+/// it may undercount but never counts a request that could still meet its SLOs.
+fn late_waiting(replicas: &[Replica], now: Nanos, slo: &SloConfig, limit: usize) -> usize {
+    let first_token_slo = match (slo.ttft_s, slo.e2e_s) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => return 0,
+    };
+    if replicas
+        .iter()
+        .map(|r| r.engine.waiting_len())
+        .sum::<usize>()
+        < limit
+    {
+        return 0;
+    }
+    let mut late = 0;
+    for r in replicas {
+        late += r
+            .engine
+            .waiting_unstarted_arrivals()
+            .take_while(|&a| ns_to_secs(now.saturating_sub(a)) > first_token_slo)
+            .take(limit - late)
+            .count();
+        if late >= limit {
+            break;
+        }
+    }
+    late
+}
+
+fn peak(replicas: &[Replica]) -> u32 {
+    replicas
+        .iter()
+        .map(|r| r.engine.admission_peak())
+        .max()
+        .unwrap_or(0)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -110,6 +156,7 @@ pub fn simulate(
         preemptions: 0,
         events: 0,
         stopped_early: false,
+        admission_peak: 0,
     };
     let mut misses = 0usize;
     let mut next_arrival = 0usize;
@@ -196,8 +243,11 @@ pub fn simulate(
                     });
                 }
                 push(&mut heap, report.end_ns, EventClass::StepEnd, r);
-                if opts.stop_after_misses.is_some_and(|m| misses >= m) {
+                if opts.stop_after_misses.is_some_and(|m| {
+                    misses >= m || misses + late_waiting(&replicas, now, slo, m - misses) >= m
+                }) {
                     out.stopped_early = true;
+                    out.admission_peak = peak(&replicas);
                     out.records = records.into_iter().flatten().collect();
                     return Ok(out);
                 }
@@ -210,6 +260,7 @@ pub fn simulate(
             "simulation stalled: replica {stuck} still has requests it cannot schedule"
         )));
     }
+    out.admission_peak = peak(&replicas);
     out.records = records.into_iter().flatten().collect();
     if out.records.len() != total {
         return Err(SimError::Backend(format!(

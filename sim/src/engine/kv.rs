@@ -47,6 +47,10 @@ impl BlockManager {
 
     /// Grows a holding of `held` blocks to cover `tokens` tokens; false (and no change) if not enough free.
     pub fn grow_to(&mut self, held: &mut u32, tokens: u32) -> bool {
+        // Most calls (one per decoded or drafted token) stay inside the blocks held: skip the division.
+        if tokens as u64 <= *held as u64 * self.block_size as u64 {
+            return true;
+        }
         let need = self.blocks_for(tokens);
         if need <= *held {
             return true;
@@ -62,6 +66,10 @@ impl BlockManager {
 
     /// Shrinks a holding to exactly cover `tokens` tokens, returning blocks to the pool.
     pub fn shrink_to(&mut self, held: &mut u32, tokens: u32) {
+        // Nothing to return unless the tokens fit in one block fewer (the common case).
+        if *held == 0 || tokens as u64 > (*held as u64 - 1) * self.block_size as u64 {
+            return;
+        }
         let need = self.blocks_for(tokens);
         if need < *held {
             self.free += *held - need;

@@ -241,6 +241,8 @@ pub struct Engine {
     running: Vec<Seq>,
     finished: Vec<FinishedRequest>,
     scratch: Scratch,
+    /// Largest running batch an admission check has seen with a request waiting.
+    admission_peak: u32,
 }
 
 impl Engine {
@@ -274,6 +276,7 @@ impl Engine {
             running: Vec::new(),
             finished: Vec::new(),
             scratch: Scratch::default(),
+            admission_peak: 0,
         })
     }
 
@@ -352,6 +355,24 @@ impl Engine {
         self.kv.total()
     }
 
+    /// The largest running batch that an admission check has seen while a request was waiting (0 if
+    /// no request ever waited for one). `max_num_seqs` has bound admission iff it is at most this.
+    /// When it has not, an engine with any `max_num_seqs` above this peak would have made exactly the
+    /// same decisions: capacity planning reuses one run for several batch limits that way.
+    pub fn admission_peak(&self) -> u32 {
+        self.admission_peak
+    }
+
+    /// Arrival times of the waiting requests that have not emitted a token yet, in queue order (FCFS:
+    /// ascending arrival, except that a request preempted during a chunked prefill returns to the
+    /// front).
+    pub fn waiting_unstarted_arrivals(&self) -> impl Iterator<Item = Nanos> + '_ {
+        self.waiting
+            .iter()
+            .filter(|s| s.first_token_ns.is_none())
+            .map(|s| s.spec.arrival_ns)
+    }
+
     /// The policy's name.
     pub fn policy_name(&self) -> String {
         self.policy.name()
@@ -408,6 +429,7 @@ impl Engine {
         let mut used = 0u32;
         let mut n = 0;
         while let Some(seq) = self.waiting.front() {
+            self.admission_peak = self.admission_peak.max(self.running.len() as u32);
             if self.running.len() as u32 >= self.config.max_num_seqs {
                 break;
             }

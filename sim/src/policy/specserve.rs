@@ -42,6 +42,10 @@ struct StepState {
     pending_draft_ns: Nanos,
     /// The request closest to its TPOT SLO (fixed for the step).
     tightest: Option<usize>,
+    /// The last verification shape predicted and its time (the next position usually asks again).
+    verify_memo: Option<(BatchShape, Nanos)>,
+    /// Scratch for elimination: each sequence's tail cumulative confidence.
+    tails: Vec<f64>,
 }
 
 /// The SpecServe adaptive policy.
@@ -126,6 +130,7 @@ impl SpecServe {
         });
         st.draft_ns = 0;
         st.pending_draft_ns = 0;
+        st.verify_memo = None;
         st.tightest = if self.slo_aware {
             Self::tightest(view)
         } else {
@@ -195,6 +200,11 @@ impl SpeculationPolicy for SpecServe {
             keep.fill(false);
             return;
         }
+        let verify_now = self.step.verify;
+        let t_verify_now = match self.step.verify_memo {
+            Some((shape, t)) if shape == verify_now => t,
+            _ => view.cost.target_step(&verify_now),
+        };
         let st = &self.step;
         let mut draft_shape = BatchShape::default();
         let mut verify_next = st.verify;
@@ -206,8 +216,9 @@ impl SpeculationPolicy for SpecServe {
             expected_next += st.cum[i] * self.alpha_bar;
         }
         let t_draft = view.cost.draft_step(&draft_shape);
-        let t_now = (st.draft_ns + view.cost.target_step(&st.verify)).max(1) as f64;
-        let t_next = (st.draft_ns + t_draft + view.cost.target_step(&verify_next)).max(1) as f64;
+        let t_verify_next = view.cost.target_step(&verify_next);
+        let t_now = (st.draft_ns + t_verify_now).max(1) as f64;
+        let t_next = (st.draft_ns + t_draft + t_verify_next).max(1) as f64;
         let mut go = expected_next / t_next > st.expected / t_now;
         if go {
             if let Some(i) = st.tightest {
@@ -225,6 +236,7 @@ impl SpeculationPolicy for SpecServe {
                 }
             }
         }
+        self.step.verify_memo = Some((verify_next, t_verify_next));
         if go {
             self.step.pending_draft_ns = t_draft;
         } else {
@@ -236,16 +248,33 @@ impl SpeculationPolicy for SpecServe {
         if !self.elimination {
             return;
         }
-        let draft_ns = view
-            .predict_step_ns(k)
-            .saturating_sub(view.predict_verify_ns(k)) as f64;
-        let mut e = self.expected_tokens(view, k);
+        // Predicted drafting time (fixed: already spent) and verification time of the plan.
+        let draft_ns = predict_draft_ns(view, k) as f64;
+        // Per sequence, the cumulative confidence of its tail token and Σ_j c_ij (k[i] <= drafted).
+        let tails = &mut self.step.tails;
+        tails.clear();
+        let mut e = 0.0;
+        for (i, &ki) in k.iter().enumerate() {
+            // As `expected_tokens` and `cumulative_confidence`, in one pass.
+            let conf = &view.confidences[i];
+            let (mut c, mut sum) = (1.0f64, 0.0f64);
+            for j in 0..ki as usize {
+                c *= conf.get(j).map_or(self.alpha_bar, |&p| p as f64);
+                sum += c;
+            }
+            tails.push(if ki as usize <= conf.len() {
+                c
+            } else {
+                view.cumulative_confidence(i, ki as usize)
+            });
+            e += 1.0 + sum;
+        }
         let mut eff = e / (draft_ns + view.predict_verify_ns(k) as f64).max(1.0);
         loop {
             // The least-confident tail token over all sequences.
             let Some((i, c)) = (0..k.len())
                 .filter(|&i| k[i] > 0)
-                .map(|i| (i, view.cumulative_confidence(i, k[i] as usize)))
+                .map(|i| (i, tails[i]))
                 .min_by(|a, b| a.1.total_cmp(&b.1))
             else {
                 return;
@@ -256,12 +285,35 @@ impl SpeculationPolicy for SpecServe {
             if eff2 >= eff {
                 e = e2;
                 eff = eff2;
+                tails[i] = view.cumulative_confidence(i, k[i] as usize);
             } else {
                 k[i] += 1;
                 return;
             }
         }
     }
+}
+
+/// Predicted time of the draft forwards of a step in which sequence `i` drafts `k[i]` tokens (the
+/// drafting part of [`DraftView::predict_step_ns`]).
+fn predict_draft_ns(view: &DraftView, k: &[u32]) -> Nanos {
+    let kmax = k.iter().copied().max().unwrap_or(0);
+    let mut total = 0;
+    for pos in 0..kmax {
+        let mut shape = BatchShape::default();
+        for (i, &ki) in k.iter().enumerate() {
+            if ki > pos {
+                shape = shape.merge(BatchShape::one(
+                    view.seqs[i].context_tokens + pos,
+                    1,
+                    false,
+                    1,
+                ));
+            }
+        }
+        total += view.cost.draft_step(&shape);
+    }
+    total
 }
 
 #[cfg(test)]
