@@ -93,6 +93,33 @@ fn sharded_sweeps_merge_into_the_unsharded_table() {
     assert_eq!(full.lines().count(), 2 + 6, "{full}");
     assert_eq!(full, read("full2"));
     assert_eq!(full, read("merged"));
+    #[cfg(feature = "parquet")]
+    {
+        // results.parquet beside each CSV: the same table, typed, byte-identical across threads and
+        // merged shards.
+        use specsim_sim::sweep::parquet::{read_parquet, Value};
+        use specsim_sim::sweep::SweepTable;
+        let bytes = |d: &str| std::fs::read(Path::new(&p(d)).join("results.parquet")).unwrap();
+        assert_eq!(bytes("full"), bytes("full2"));
+        assert_eq!(bytes("full"), bytes("merged"));
+        let csv = SweepTable::parse_csv(&full, "full").unwrap();
+        let t = read_parquet(&Path::new(&p("merged")).join("results.parquet")).unwrap();
+        assert_eq!((&t.columns, t.total_cells), (&csv.columns, 6));
+        assert_eq!(t.rows.len(), csv.rows.len());
+        for (typed, text) in t.rows.iter().zip(&csv.rows) {
+            assert!(matches!(typed[0], Value::Int(_)), "cell: {:?}", typed[0]);
+            assert!(matches!(typed[1], Value::Float(_)), "rate: {:?}", typed[1]);
+            assert!(matches!(typed[2], Value::Text(_)), "policy: {:?}", typed[2]);
+            for (v, s) in typed.iter().zip(text) {
+                match v {
+                    Value::Int(x) => assert_eq!(x.to_string(), *s),
+                    Value::Float(x) => assert_eq!(x.to_bits(), s.parse::<f64>().unwrap().to_bits()),
+                    Value::Bool(x) => assert_eq!(x.to_string(), *s),
+                    Value::Text(x) => assert_eq!(x, s),
+                }
+            }
+        }
+    }
     // A missing shard is an error naming the gap.
     let partial = specsim(&["merge", &p("shard0"), "--out", &p("partial")]);
     assert!(!partial.status.success());

@@ -28,6 +28,12 @@
 //! Workloads are loaded once per distinct `[trace]` table and seed (cells that only change the policy
 //! or the hardware share one), through a caller-supplied loader, because reading real trace formats
 //! lives in the `specsim-traces` crate, which depends on this one.
+//!
+//! [`write_table`] writes `results.csv` and, with the crate feature `parquet`, `results.parquet`
+//! ([`parquet`]: the same table with typed columns).
+
+#[cfg(feature = "parquet")]
+pub mod parquet;
 
 use crate::metrics::Summary;
 use crate::policy::PolicyConfig;
@@ -555,11 +561,15 @@ pub fn run_sweep(
     })
 }
 
-/// Writes `results.csv` into `dir`.
+/// Writes `results.csv` into `dir`, and `results.parquet` (same table, typed columns) when the crate
+/// feature `parquet` is on.
 pub fn write_table(dir: &Path, table: &SweepTable) -> Result<(), SimError> {
     std::fs::create_dir_all(dir).map_err(|e| SimError::io(dir, e))?;
     let p = dir.join("results.csv");
-    std::fs::write(&p, table.to_csv()).map_err(|e| SimError::io(&p, e))
+    std::fs::write(&p, table.to_csv()).map_err(|e| SimError::io(&p, e))?;
+    #[cfg(feature = "parquet")]
+    parquet::write_parquet(&dir.join("results.parquet"), table)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@ pub struct SweepArgs {
     /// `specsim merge`.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
-    /// Output directory [default: out/<scenario name>-sweep]; results.csv is written there.
+    /// Output directory [default: out/<scenario name>-sweep]; results.csv and results.parquet are
+    /// written there.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Worker threads [default: one per core]. Results do not depend on it.
@@ -42,7 +43,7 @@ pub struct MergeArgs {
     /// Shard output directories (each holding results.csv) or results CSV files.
     #[arg(required = true)]
     pub inputs: Vec<PathBuf>,
-    /// Output directory for the merged results.csv.
+    /// Output directory for the merged results.csv and results.parquet.
     #[arg(long, default_value = "out/merged")]
     pub out: PathBuf,
     /// Write the table even if some cells are missing.
@@ -114,13 +115,19 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     bar.finish_and_clear();
     write_table(&out, &table)?;
     if !a.quiet {
-        eprintln!(
-            "{} rows in {}",
-            table.rows.len(),
-            out.join("results.csv").display()
-        );
+        eprintln!("{} rows in {}", table.rows.len(), written(&out));
     }
     Ok(())
+}
+
+/// The result files `write_table` wrote into `dir`, for messages.
+fn written(dir: &Path) -> String {
+    let csv = dir.join("results.csv").display().to_string();
+    if cfg!(feature = "parquet") {
+        format!("{csv} and results.parquet")
+    } else {
+        csv
+    }
 }
 
 fn read_table(p: &Path) -> Result<(String, SweepTable)> {
@@ -149,7 +156,7 @@ pub fn merge(a: MergeArgs) -> Result<()> {
         "{} of {} cells in {}",
         merged.rows.len(),
         merged.total_cells,
-        a.out.join("results.csv").display()
+        written(&a.out)
     );
     Ok(())
 }
