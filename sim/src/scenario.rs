@@ -162,6 +162,11 @@ pub enum CostConfig {
         /// Fixed time per draft forward, ms (default 0.3).
         #[serde(default = "dov")]
         draft_overhead_ms: f64,
+        /// Pad decode and verification forwards to vLLM's CUDA-graph capture sizes (1, 2, 4, 8, 16,
+        /// 24, ..., 256 tokens), as vLLM pads decode batches: draft steps, and verification when its
+        /// batch-expansion scorer runs it as a decode batch (default false).
+        #[serde(default)]
+        cuda_graphs: bool,
     },
     /// A measured profile (from `specsim calibrate`).
     Profile {
@@ -492,6 +497,7 @@ impl Scenario {
                 memory_efficiency,
                 target_overhead_ms,
                 draft_overhead_ms,
+                cuda_graphs,
             } => {
                 let m =
                     self.file.models.as_ref().ok_or_else(|| {
@@ -539,6 +545,7 @@ impl Scenario {
                     }),
                     compute_efficiency: *compute_efficiency,
                     memory_efficiency: *memory_efficiency,
+                    cuda_graphs: *cuda_graphs,
                 };
                 let kv = match kv_given {
                     Some(k) => k,

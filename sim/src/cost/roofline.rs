@@ -10,6 +10,15 @@
 //!
 //! Datasheet peaks are upper bounds; the efficiency factors (defaults 0.5 compute, 0.85 memory) are what
 //! calibration replaces.
+//!
+//! With [`Roofline::cuda_graphs`], forwards without prefill (decode and verification, draft and target)
+//! are padded as vLLM pads decode batches to replay a captured CUDA graph: the token count is rounded up
+//! to the next capture size (1, 2, 4, then multiples of 8 up to 256; larger batches run eagerly,
+//! unpadded). That is how vLLM 0.6 verifies with its batch-expansion scorer; its default MQA scorer
+//! verifies eagerly, which is the default here.
+//! Padding rows cost matmul compute, logits and all-reduce traffic but read no KV. Verification of
+//! Σ(k_i + 1) tokens then costs steps at bucket edges, which is what SpecServe's confidence-prior
+//! elimination exploits.
 
 use super::catalog::{HardwareSpec, ModelSpec};
 use super::{BatchShape, CostModel};
@@ -42,6 +51,22 @@ pub struct Roofline {
     pub compute_efficiency: f64,
     /// Fraction of peak bandwidth reached.
     pub memory_efficiency: f64,
+    /// Pad decode/verify forwards to CUDA-graph capture sizes (see the module docs).
+    pub cuda_graphs: bool,
+}
+
+/// Largest token count vLLM 0.6 captures a CUDA graph for; larger forwards run eagerly.
+pub const MAX_CUDA_GRAPH_TOKENS: u32 = 256;
+
+/// The CUDA-graph capture size a decode forward of `tokens` tokens is padded to: 1, 2, 4, then the next
+/// multiple of 8 up to [`MAX_CUDA_GRAPH_TOKENS`]; above it, `tokens` itself.
+pub fn cuda_graph_bucket(tokens: u32) -> u32 {
+    match tokens {
+        0..=2 => tokens,
+        3..=4 => 4,
+        t if t <= MAX_CUDA_GRAPH_TOKENS => t.div_ceil(8) * 8,
+        t => t,
+    }
 }
 
 impl Roofline {
@@ -52,8 +77,15 @@ impl Roofline {
         }
         let m = &d.model;
         let tp = d.tp.max(1) as f64;
-        let flops = 2.0 * m.layer_params() * shape.new_tokens as f64
-            + 2.0 * m.head_params() * shape.logit_positions as f64
+        // Rows actually computed: padded to a CUDA-graph size for decode/verify forwards.
+        let rows = if self.cuda_graphs && shape.prefill_tokens == 0 {
+            cuda_graph_bucket(shape.new_tokens)
+        } else {
+            shape.new_tokens
+        };
+        let pad = rows - shape.new_tokens;
+        let flops = 2.0 * m.layer_params() * rows as f64
+            + 2.0 * m.head_params() * (shape.logit_positions + pad) as f64
             + 4.0 * m.layers as f64 * m.hidden as f64 * shape.attended as f64;
         let bytes = (m.layer_params() + m.head_params()) * m.weight_bytes
             + m.kv_bytes_per_token() * (shape.context_tokens as f64 + shape.new_tokens as f64);
@@ -61,7 +93,7 @@ impl Roofline {
         let memory_s =
             bytes / (self.hardware.mem_bandwidth_tbs * 1e12 * self.memory_efficiency * tp);
         let comm_s = if d.tp > 1 {
-            let msg = shape.new_tokens as f64 * m.hidden as f64 * 2.0;
+            let msg = rows as f64 * m.hidden as f64 * 2.0;
             let per = 2.0 * (tp - 1.0) / tp * msg / (self.hardware.interconnect_gbs * 1e9)
                 + ALLREDUCE_LATENCY_S;
             2.0 * m.layers as f64 * per
@@ -115,7 +147,7 @@ impl CostModel for Roofline {
     }
     fn describe(&self) -> String {
         format!(
-            "roofline({} tp{} + {} on {}, eff compute {} memory {})",
+            "roofline({} tp{} + {} on {}, eff compute {} memory {}{})",
             self.target.model.name,
             self.target.tp,
             self.draft
@@ -123,7 +155,12 @@ impl CostModel for Roofline {
                 .map_or("no draft".to_string(), |d| d.model.name.clone()),
             self.hardware.name,
             self.compute_efficiency,
-            self.memory_efficiency
+            self.memory_efficiency,
+            if self.cuda_graphs {
+                ", CUDA-graph padding"
+            } else {
+                ""
+            }
         )
     }
 }
@@ -144,6 +181,7 @@ mod tests {
             draft: None,
             compute_efficiency: 1.0,
             memory_efficiency: 1.0,
+            cuda_graphs: false,
         }
     }
 
@@ -168,6 +206,43 @@ mod tests {
         let t1 = r.forward_s(&r.target, &BatchShape::uniform(2048, 1, 1));
         let t2 = r.forward_s(&r.target, &BatchShape::uniform(4096, 1, 1));
         assert!(t1 > 0.05 && (t2 / t1 - 2.0).abs() < 0.01, "{t1} {t2}");
+    }
+
+    #[test]
+    fn cuda_graph_padding_rounds_decode_forwards_up_to_capture_sizes() {
+        // vLLM 0.6 captures 1, 2, 4, 8, 16, ..., 256 tokens; larger forwards and prefills are unpadded.
+        let sizes: Vec<u32> = [1, 2, 3, 4, 5, 8, 9, 17, 120, 121, 256, 257, 300]
+            .iter()
+            .map(|&t| cuda_graph_bucket(t))
+            .collect();
+        assert_eq!(sizes, [1, 2, 4, 4, 8, 8, 16, 24, 120, 128, 256, 257, 300]);
+        // One token per sequence, context 1: 7B on an A100 at full efficiency turns compute-bound
+        // above ~150 tokens. 161 tokens run as 168 rows (matmuls and logits), attention only on 161.
+        let mut r = a100_7b();
+        let v = |r: &Roofline, n: u32| r.forward_s(&r.target, &BatchShape::uniform(n, 1, 1));
+        let unpadded = (v(&r, 161), v(&r, 300) / v(&r, 240));
+        r.cuda_graphs = true;
+        let m = &r.target.model;
+        let s = BatchShape::uniform(161, 1, 1);
+        let flops = 2.0 * m.layer_params() * 168.0
+            + 2.0 * m.head_params() * 168.0
+            + 4.0 * m.layers as f64 * m.hidden as f64 * s.attended as f64;
+        assert!(
+            (v(&r, 161) - flops / 312e12).abs() < 1e-12,
+            "{}",
+            v(&r, 161)
+        );
+        assert!(v(&r, 161) > unpadded.0 * 1.04, "8 padding rows on 160");
+        assert_eq!(
+            v(&r, 300) / v(&r, 240),
+            unpadded.1,
+            "eager above 256 tokens"
+        );
+        // A prefill is never padded.
+        let p = |r: &Roofline| r.forward_s(&r.target, &BatchShape::prefill(121));
+        let padded = p(&r);
+        r.cuda_graphs = false;
+        assert_eq!(p(&r), padded);
     }
 
     #[test]

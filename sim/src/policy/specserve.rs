@@ -12,6 +12,12 @@
 //! - **SLO-aware** (`slo_aware`). Of two lengths, never take the longer one if it pushes the tightest
 //!   running request's predicted per-token latency `T(k) / (1 + Σ_{j≤k_i} c_ij)` over its TPOT SLO while
 //!   making it worse: the chosen k sits left of the efficiency optimum when that request is at risk.
+//!   The tightest request is the one with the largest running TPOT / SLO *still within its SLO*:
+//!   a request already over it misses whatever this step does, so it is not protected (at overload
+//!   that would stop speculation for every step, for nothing). The stop binds only when a step long
+//!   enough to break the SLO would still gain efficiency from another draft position; with
+//!   Vicuna-7B + 68M on an A100 (figure 6) the longest such step is 37 ms, below the 50 ms TPOT SLO,
+//!   so there it never binds.
 
 use super::{DraftView, SpeculationPolicy};
 use crate::cost::BatchShape;
@@ -101,13 +107,15 @@ impl SpecServe {
         sum
     }
 
-    /// The request closest to violating its TPOT SLO: largest running TPOT / SLO.
+    /// The request closest to violating its TPOT SLO among those still inside it: largest running
+    /// TPOT / SLO not above 1. Requests already over their SLO are lost for attainment and are not
+    /// protected (at overload every request would be, and speculation would stop for nothing).
     fn tightest(view: &DraftView) -> Option<usize> {
         let mut best: Option<(usize, f64)> = None;
         for (i, s) in view.seqs.iter().enumerate() {
             let Some(slo) = s.tpot_slo_ns else { continue };
             let ratio = s.running_tpot_ns().unwrap_or(0.0) / slo as f64;
-            if best.is_none_or(|(_, r)| ratio > r) {
+            if ratio <= 1.0 && best.is_none_or(|(_, r)| ratio > r) {
                 best = Some((i, ratio));
             }
         }
@@ -531,5 +539,23 @@ mod tests {
         let mut keep = [true, true];
         SpecServe::new(8, false, true).draft_next(&view(&s, &c, &[true, true], 1), &mut keep);
         assert_eq!(keep, [false, false]);
+    }
+
+    #[test]
+    fn slo_awareness_does_not_protect_a_request_already_over_its_slo() {
+        // The case above, but B has already run at 20 ms per token against its 12.5 ms SLO: it misses
+        // whatever this step does, so it is not the tightest request still inside its SLO and the
+        // SLO-aware drafter continues like the plain one.
+        let mut s = seqs(2);
+        s[1] = SeqView {
+            tpot_slo_ns: Some(12_500_000),
+            tokens_out: 11,
+            decode_elapsed_ns: 200_000_000,
+            ..s[1]
+        };
+        let c = vec![vec![0.95f32], vec![0.1]];
+        let mut keep = [true, true];
+        SpecServe::new(8, false, true).draft_next(&view(&s, &c, &[true, true], 1), &mut keep);
+        assert_eq!(keep, [true, true]);
     }
 }
