@@ -27,22 +27,24 @@
 //!
 //! The maximum sustainable rate of a configuration is the largest rate scale `s` (arrival times divided
 //! by `s`) at which the attainment target holds, found by [`bisect_max`] on `s` assuming attainment
-//! falls as load rises. Three things keep it cheap:
+//! falls as load rises. Four things keep it cheap:
 //!
-//! 1. **Early stop.** A run may miss at most `⌊(1 − target)·N⌋` requests; it stops at the next miss
-//!    ([`crate::cluster::SimOptions::stop_after_misses`]), so overloaded runs end after a few hundred
-//!    requests instead of queueing the whole trace.
+//! 1. **Early stop.** A run may miss at most `⌊(1 − target)·N⌋` requests; it stops as soon as one more
+//!    is certain to miss ([`crate::cluster::SimOptions::stop_after_misses`]: finished misses plus
+//!    requests still waiting for a first token past the TTFT SLO), so overloaded runs end early
+//!    instead of queueing the whole trace, with the verdict the full run would give.
 //! 2. **Coarse to fine.** The threshold is first bracketed on the first `coarse_requests` requests,
 //!    and the full trace only confirms and narrows that bracket (usually two or three full runs).
 //! 3. **Warm starts.** Configurations that share hardware, TP and policy are searched in order of
 //!    (max batch, replicas): one with the replica count of an earlier one starts from its bracket, one
-//!    with more replicas from the earlier rate times the replica ratio; distinct
-//!    groups run in parallel (rayon).
+//!    with more replicas from the earlier rate times the replica ratio and one tolerance step; groups
+//!    run in parallel (rayon), longest first.
 //! 4. **Reuse across max batch.** Each run records the largest batch an admission check saw with a
 //!    request waiting ([`crate::engine::Engine::admission_peak`]). When that is below the run's
 //!    `max_num_seqs` the limit never bound, so every configuration of the group with the same
 //!    replicas and a limit above the peak would simulate exactly the same run: its verdict is taken
-//!    from the cache instead. With warm starts the larger batch limits usually need no run at all.
+//!    from the cache instead (warm starts make the scales coincide). On the example Azure plan this
+//!    skips 147 of 763 runs; a limit of 64 binds in most runs near the threshold, 128 less often.
 //!
 //! Results are deterministic: each run is a seeded simulation and the search order within a group is
 //! fixed, so thread counts do not change the answer.

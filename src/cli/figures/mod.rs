@@ -1,0 +1,173 @@
+//! `specsim figures`: regenerates the paper-style figures from the scenarios in `scenarios/paper/`.
+//!
+//! Each figure has a scenario file (`figN_*.toml`); sweeps run through `specsim_sim::sweep`, single
+//! runs through `Scenario::run_policy`, and drawing through `specsim_plots`. A figure whose scenario
+//! or data is missing is skipped with a message (figure 7 needs a `parity.csv` from `specsim
+//! compare`).
+//!
+//! One file per figure group: [`efficiency`] (1), [`latency`] (2, 8), [`load`] (3, 6), [`dynamics`]
+//! (4, 5), [`parity`] (7); shared sweep helpers here.
+
+mod dynamics;
+mod efficiency;
+mod latency;
+mod load;
+mod parity;
+
+use super::sweep::load_cell_workload;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use specsim_plots::render;
+use specsim_sim::scenario::Scenario;
+use specsim_sim::sweep::{run_sweep, Grid, Shard, SweepOptions, SweepTable};
+use std::path::PathBuf;
+
+/// Arguments of `specsim figures`.
+#[derive(Args)]
+pub struct FiguresArgs {
+    /// Output directory for the SVG and PNG files.
+    #[arg(long, default_value = "plots/out")]
+    pub out: PathBuf,
+    /// Directory holding the figure scenarios (fig1_efficiency.toml, ...).
+    #[arg(long, default_value = "scenarios/paper")]
+    pub scenarios: PathBuf,
+    /// Only these figures (comma-separated numbers, e.g. 1,3).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<u32>,
+    /// parity.csv written by `specsim compare` (figure 7) [default: out/compare/parity.csv].
+    #[arg(long)]
+    pub parity: Option<PathBuf>,
+    /// Worker threads for the sweeps [default: one per core].
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Scenario file of each figure that has one.
+const FILES: &[(u32, &str)] = &[
+    (1, "fig1_efficiency.toml"),
+    (2, "fig2_latency.toml"),
+    (3, "fig3_load.toml"),
+    (4, "fig4_bursty.toml"),
+    (5, "fig5_acceptance.toml"),
+    (6, "fig6_ablation.toml"),
+    (8, "fig8_cdf.toml"),
+];
+
+/// `specsim figures`.
+pub fn run(a: FiguresArgs) -> Result<()> {
+    let wanted = |n: u32| a.only.is_empty() || a.only.contains(&n);
+    let started = std::time::Instant::now();
+    let mut written = 0;
+    let mut failed = Vec::new();
+    for n in 1..=8u32 {
+        if !wanted(n) {
+            continue;
+        }
+        let t0 = std::time::Instant::now();
+        let fig = if n == 7 {
+            let p = a
+                .parity
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("out/compare/parity.csv"));
+            if !p.exists() {
+                eprintln!(
+                    "fig7 skipped: no {} (run `specsim compare PREDICTED MEASURED` or pass --parity)",
+                    p.display()
+                );
+                continue;
+            }
+            parity::fig7(&p)
+        } else {
+            let Some((_, file)) = FILES.iter().find(|(k, _)| *k == n) else {
+                continue;
+            };
+            let path = a.scenarios.join(file);
+            if !path.exists() {
+                if a.only.is_empty() {
+                    eprintln!("fig{n} skipped: no {}", path.display());
+                    continue;
+                }
+                bail!("fig{n}: no {}", path.display());
+            }
+            Scenario::load(&path, &[])
+                .map_err(anyhow::Error::from)
+                .and_then(|sc| match n {
+                    1 => efficiency::fig1(&sc),
+                    2 => latency::fig2(&sc, a.threads),
+                    3 => load::fig3(&sc, a.threads),
+                    4 => dynamics::fig4(&sc),
+                    5 => dynamics::fig5(&sc),
+                    6 => load::fig6(&sc, a.threads),
+                    _ => latency::fig8(&sc),
+                })
+        };
+        match fig.and_then(|f| render(&f, &a.out).map_err(anyhow::Error::from)) {
+            Ok(files) => {
+                written += files.len();
+                eprintln!(
+                    "fig{n}: {} ({:.1} s)",
+                    files
+                        .iter()
+                        .map(|f| f.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    t0.elapsed().as_secs_f64()
+                );
+            }
+            Err(e) => {
+                eprintln!("fig{n} failed: {e:#}");
+                failed.push(n);
+            }
+        }
+    }
+    eprintln!(
+        "{written} files in {} ({:.1} s)",
+        a.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    if !failed.is_empty() {
+        bail!("figures {failed:?} failed (see above)");
+    }
+    Ok(())
+}
+
+/// The seven policies of figures 2, 3 and 8, with fixed colours.
+fn policy_color(name: &str) -> usize {
+    match name {
+        "none" => 8,
+        "static-1" => 4,
+        "static-3" => 0,
+        "static-5" => 3,
+        "threshold" => 2,
+        "smartspec" => 1,
+        "specserve" => 5,
+        _ => 7,
+    }
+}
+
+/// Runs a scenario's sweep and returns the grid and the table.
+fn sweep(sc: &Scenario, threads: Option<usize>) -> Result<(Grid, SweepTable)> {
+    let grid = Grid::from_scenario(sc)?;
+    let table = run_sweep(
+        sc,
+        &load_cell_workload,
+        &SweepOptions {
+            shard: Shard::ALL,
+            threads,
+            progress: None,
+        },
+    )?;
+    Ok((grid, table))
+}
+
+/// Rows of a sweep table as (axis coordinates, row index).
+fn coords(grid: &Grid, t: &SweepTable) -> Vec<(Vec<usize>, usize)> {
+    (0..t.rows.len())
+        .map(|i| (grid.cell(t.cell_of(i)).coords, i))
+        .collect()
+}
+
+fn column(t: &SweepTable, name: &str) -> Result<Vec<f64>> {
+    t.numbers(name)
+        .with_context(|| format!("results have no column `{name}`"))
+}
