@@ -40,7 +40,8 @@ fn qwen_pair_speculative_greedy_is_exact_and_coherent() {
     };
     let device = Device::Cpu;
     let target = Arc::new(Model::load(dir.join("target.gguf"), &device, Some(4096)).unwrap());
-    let draft = Arc::new(Model::load_repacked(dir.join("draft.gguf"), &device, Some(4096)).unwrap());
+    let draft =
+        Arc::new(Model::load_repacked(dir.join("draft.gguf"), &device, Some(4096)).unwrap());
     let tok = GgufTokenizer::from_gguf_file(&dir.join("target.gguf")).unwrap();
     let prompt_text = tok
         .chat_template()

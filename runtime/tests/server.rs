@@ -544,6 +544,7 @@ async fn start_engine(
         policy: parse_policy(policy).expect("policy"),
         max_in_flight,
         eos_ids: vec![265, 267],
+        tpot_slo_ns: None,
     };
     let metrics = Arc::new(Metrics::default());
     let handle = spawn_engine(config, Arc::new(default_cost()), backend, metrics.clone())
@@ -748,6 +749,7 @@ async fn engine_failure_fails_requests_and_health_turns_503() {
         policy: parse_policy("none").unwrap(),
         max_in_flight: 4,
         eos_ids: vec![],
+        tpot_slo_ns: None,
     };
     let metrics = Arc::new(Metrics::default());
     let handle = spawn_engine(

@@ -241,6 +241,48 @@ fn greedy_speculative_output_equals_target_only_for_every_policy() {
     }
 }
 
+/// A draft loaded as `serve` loads drafts (Q8_0 re-packed to Q6_K, input dimension zero-padded to 256)
+/// still drafts usefully, and the output stays exactly the target's.
+#[test]
+fn repacked_draft_keeps_greedy_output_exact() {
+    for arch in [TinyArch::Qwen2, TinyArch::Llama] {
+        let spec = TinySpec::new(arch, 21);
+        let target = Arc::new(spec.build(&Device::Cpu).unwrap());
+        let noise = if arch == TinyArch::Llama { 1.0 } else { 0.15 };
+        let draft = Arc::new(
+            spec.perturbed(77, noise)
+                .build_repacked(&Device::Cpu)
+                .unwrap(),
+        );
+        let w = workload(spec.vocab, 4, 9);
+        let want: Vec<Vec<u32>> = w
+            .prompts
+            .iter()
+            .zip(&w.outputs)
+            .map(|(p, &n)| greedy_reference(&target, p, n as usize, None))
+            .collect();
+        let source = DraftSource::Model(ModelDrafter::new(draft));
+        let policy = PolicyConfig::Static { k: 3 };
+        let run = run_engine(
+            target,
+            source,
+            &policy,
+            engine_config(64, 4, false),
+            &w,
+            &GREEDY,
+        );
+        assert_eq!(
+            run.outputs, want,
+            "{arch:?}: output differs from target-only"
+        );
+        assert!(
+            run.accepted > 0,
+            "{arch:?}: the re-packed draft had nothing accepted ({} drafted)",
+            run.drafted
+        );
+    }
+}
+
 /// Chunked prefill (prefill chunks in the verification forward) and preemption under a small KV budget
 /// (recompute from the token history) keep the output exact.
 #[test]

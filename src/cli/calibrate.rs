@@ -39,6 +39,10 @@ pub struct CalibrateArgs {
     /// Output tokens per prompt [default: 48 with --quick, else 128].
     #[arg(long)]
     pub max_new_tokens: Option<u32>,
+    /// Leave grid contexts and prefill lengths above this many tokens out of the grid (the fit still
+    /// extrapolates beyond it): a profile for short requests in a fraction of the time.
+    #[arg(long, value_name = "TOKENS")]
+    pub max_context: Option<u32>,
     /// Temperature of the sampled acceptance run (0 skips it).
     #[arg(long, default_value_t = 1.0)]
     pub temperature: f32,
@@ -67,10 +71,27 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
         target: a.target,
         out: a.out.clone(),
         prompts,
-        grid: if a.quick {
-            Grid::quick(a.k_max)
-        } else {
-            Grid::full(a.k_max)
+        grid: {
+            let mut g = if a.quick {
+                Grid::quick(a.k_max)
+            } else {
+                Grid::full(a.k_max)
+            };
+            if let Some(m) = a.max_context {
+                for axis in [
+                    &mut g.draft_context,
+                    &mut g.verify_context,
+                    &mut g.prefill_tokens,
+                ] {
+                    axis.retain(|&c| c <= m);
+                    if axis.is_empty() {
+                        anyhow::bail!(
+                            "--max-context {m} leaves a grid axis empty (the smallest context profiled is 16 tokens for prefill, 64 for steps)"
+                        );
+                    }
+                }
+            }
+            g
         },
         threads,
         acceptance: AcceptanceOptions {
@@ -93,9 +114,22 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
+    // Without a terminal (a log file, CI) the bar is hidden: print one line per phase instead.
+    let to_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut last_phase = String::new();
     let report = calibrate(&opts, &mut |u| {
         bar.set_length(u.total);
         bar.set_position(u.done);
+        if !to_terminal && u.phase != last_phase {
+            eprintln!(
+                "calibrate: {} ({}/{} done, {:.0} s)",
+                u.phase,
+                u.done,
+                u.total,
+                bar.elapsed().as_secs_f64()
+            );
+            last_phase = u.phase.clone();
+        }
         bar.set_message(u.phase);
     });
     bar.finish_and_clear();

@@ -66,7 +66,10 @@ pub fn apply(
         }
     }
     scale_rate(rows, cfg, &mut rep)?;
-    for (what, max) in [("max_prompt", cfg.max_prompt), ("max_output", cfg.max_output)] {
+    for (what, max) in [
+        ("max_prompt", cfg.max_prompt),
+        ("max_output", cfg.max_output),
+    ] {
         let Some(max) = max else { continue };
         if max == 0 {
             return Err(TraceError::Config(format!("{what} must be at least 1")));

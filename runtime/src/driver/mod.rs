@@ -131,6 +131,9 @@ pub struct DriverConfig {
     pub max_in_flight: usize,
     /// Ids that end a sequence unless the request sets `ignore_eos`.
     pub eos_ids: Vec<u32>,
+    /// TPOT SLO in nanoseconds that SLO-aware policies (SpecServe) protect, as a simulated scenario's
+    /// `[slo] tpot_s` does.
+    pub tpot_slo_ns: Option<u64>,
 }
 
 /// Occupancy shared between the engine thread and request handlers.
@@ -226,7 +229,8 @@ pub fn spawn_engine<B>(
 where
     B: Backend + TokenStreams + Send + 'static,
 {
-    let engine = Engine::new(config.engine.clone(), config.policy.build(), predictor)?;
+    let mut engine = Engine::new(config.engine.clone(), config.policy.build(), predictor)?;
+    engine.set_tpot_slo(config.tpot_slo_ns);
     let block_size = config.engine.block_size;
     let kv_blocks = engine.kv_total();
     let shared = Arc::new(Shared::default());
@@ -579,6 +583,14 @@ pub fn driver_config(
         policy: parse_policy(&args.policy)?.with_prior_confidence(prior),
         max_in_flight: args.max_queue,
         eos_ids,
+        tpot_slo_ns: match args.tpot_slo {
+            Some(s) if !(s.is_finite() && s > 0.0) => {
+                return Err(DriverError::Backend(format!(
+                    "--tpot-slo must be a positive number of seconds (got {s})"
+                )))
+            }
+            s => s.map(specsim_sim::time::secs_to_ns),
+        },
     })
 }
 

@@ -200,6 +200,12 @@ impl TinySpec {
     pub fn build(&self, device: &Device) -> Result<Model> {
         Model::from_reader(&mut Cursor::new(self.gguf_bytes()?), device, None)
     }
+
+    /// Builds the model as a draft is loaded: Q8_0 matrices re-packed to Q6_K (see
+    /// [`Model::load_repacked`]).
+    pub fn build_repacked(&self, device: &Device) -> Result<Model> {
+        Model::from_reader_with(&mut Cursor::new(self.gguf_bytes()?), device, None, true)
+    }
 }
 
 /// Draws weights in a fixed order from the spec's seed, plus the optional noise stream.

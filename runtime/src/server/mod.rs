@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// without it they use rough built-in CPU figures for the Qwen pair.
     #[arg(long)]
     pub profile: Option<PathBuf>,
+    /// TPOT SLO in seconds that SLO-aware policies (SpecServe) protect: give the scenario's
+    /// `[slo] tpot_s` so the live engine decides as the simulator does.
+    #[arg(long, value_name = "SECONDS")]
+    pub tpot_slo: Option<f64>,
     /// Draft by n-gram lookup in each sequence's own tokens instead of a draft model.
     #[arg(long)]
     pub ngram: bool,
