@@ -112,9 +112,8 @@ pub(super) fn fig6(sc: &Scenario, threads: Option<usize>) -> Result<Figure> {
     }
     Ok(Figure {
         name: "fig6_ablation".into(),
-        title: "Ablation: SpecServe without elimination / SLO awareness (elimination cuts p99 TPOT near \
-                saturation; the SLO-aware stop never binds: steps that still gain from drafting stay \
-                under the TPOT SLO)"
+        title: "SpecServe ablation: elimination cuts p99 TPOT near saturation; the SLO-aware stop never \
+                binds here (w/o SLO awareness = full)"
             .into(),
         panels,
         cols: 3,
