@@ -157,13 +157,7 @@ impl Model {
         device: &Device,
         max_positions: Option<usize>,
     ) -> Result<Self> {
-        let path = path.as_ref();
-        let io = |source| RuntimeError::Io {
-            path: path.display().to_string(),
-            source,
-        };
-        let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
-        Self::from_reader_with(&mut file, device, max_positions, false)
+        Self::load_file(path.as_ref(), device, max_positions, false)
     }
 
     /// [`Model::load`] for a draft model: weight matrices in quantized types without fast CPU kernels
@@ -176,13 +170,25 @@ impl Model {
         device: &Device,
         max_positions: Option<usize>,
     ) -> Result<Self> {
-        let path = path.as_ref();
-        let io = |source| RuntimeError::Io {
+        Self::load_file(path.as_ref(), device, max_positions, true)
+    }
+
+    fn load_file(
+        path: &Path,
+        device: &Device,
+        max_positions: Option<usize>,
+        repack: bool,
+    ) -> Result<Self> {
+        let file = std::fs::File::open(path).map_err(|source| RuntimeError::Io {
             path: path.display().to_string(),
             source,
-        };
-        let mut file = std::io::BufReader::new(std::fs::File::open(path).map_err(io)?);
-        Self::from_reader_with(&mut file, device, max_positions, true)
+        })?;
+        Self::from_reader_with(
+            &mut std::io::BufReader::new(file),
+            device,
+            max_positions,
+            repack,
+        )
     }
 
     /// Loads a GGUF image from any reader (a file, or bytes in memory).

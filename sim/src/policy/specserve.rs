@@ -351,22 +351,22 @@ mod tests {
         }
     }
 
-    #[test]
-    fn no_speculation_when_one_token_does_not_pay() {
-        // With confidence extrapolated at 0.6 and a draft forward as expensive as the target's fixed part,
-        // k=1 gives 1.6/(11 + 11) < 1/10.5: k = 0.
-        struct Slow;
-        impl CostModel for Slow {
-            fn draft_step(&self, _: &BatchShape) -> Nanos {
-                11_000_000
-            }
-            fn target_step(&self, s: &BatchShape) -> Nanos {
-                10_000_000 + 500_000 * s.new_tokens as Nanos
-            }
-            fn describe(&self) -> String {
-                "slow".into()
-            }
+    /// A draft forward of a fixed `.0` ns; a target forward of 10 ms + 0.5 ms per token.
+    struct FixedDraft(Nanos);
+    impl CostModel for FixedDraft {
+        fn draft_step(&self, _: &BatchShape) -> Nanos {
+            self.0
         }
+        fn target_step(&self, s: &BatchShape) -> Nanos {
+            10_000_000 + 500_000 * s.new_tokens as Nanos
+        }
+        fn describe(&self) -> String {
+            "fixed draft".into()
+        }
+    }
+
+    /// Whether `policy` drafts the first position of a one-sequence step under `cost`.
+    fn drafts_first_position(policy: &mut dyn SpeculationPolicy, cost: &dyn CostModel) -> bool {
         let s = seqs(1);
         let c = vec![vec![]];
         let v = DraftView {
@@ -375,12 +375,20 @@ mod tests {
             seqs: &s,
             confidences: &c,
             active: &[true],
-            cost: &Slow,
+            cost,
             lookahead: None,
         };
         let mut keep = [true];
-        SpecServe::new(8, true, true).draft_next(&v, &mut keep);
-        assert!(!keep[0]);
+        policy.draft_next(&v, &mut keep);
+        keep[0]
+    }
+
+    #[test]
+    fn no_speculation_when_one_token_does_not_pay() {
+        // With confidence extrapolated at 0.6 and a draft forward as expensive as the target's fixed part,
+        // k=1 gives 1.6/(11 + 11) < 1/10.5: k = 0.
+        let mut p = SpecServe::new(8, true, true);
+        assert!(!drafts_first_position(&mut p, &FixedDraft(11_000_000)));
     }
 
     #[test]
@@ -389,34 +397,9 @@ mod tests {
         // gives (1 + ᾱ) / (7 + 11) ms, i.e. 0.0889 at the paper's ᾱ = 0.6 (no draft) and 0.1056 at a
         // calibrated ᾱ = 0.9 (draft). Through the config: an unset alpha0 takes the acceptance model's mean
         // confidence, Beta(9, 1) → 0.9; an explicit one is kept.
-        struct Mid;
-        impl CostModel for Mid {
-            fn draft_step(&self, _: &BatchShape) -> Nanos {
-                7_000_000
-            }
-            fn target_step(&self, s: &BatchShape) -> Nanos {
-                10_000_000 + 500_000 * s.new_tokens as Nanos
-            }
-            fn describe(&self) -> String {
-                "mid".into()
-            }
-        }
-        let s = seqs(1);
-        let c = vec![vec![]];
-        let v = DraftView {
-            now: 0,
-            position: 0,
-            seqs: &s,
-            confidences: &c,
-            active: &[true],
-            cost: &Mid,
-            lookahead: None,
-        };
-        let decide = |p: &crate::policy::PolicyConfig| {
-            let mut keep = [true];
-            p.build().draft_next(&v, &mut keep);
-            keep[0]
-        };
+        let cost = FixedDraft(7_000_000);
+        let decide =
+            |p: &crate::policy::PolicyConfig| drafts_first_position(&mut *p.build(), &cost);
         let unset = crate::policy::PolicyConfig::Specserve {
             k_max: 8,
             elimination: true,
