@@ -45,6 +45,30 @@ fn greedy_reference(model: &Model, prompt: &[u32], n: usize, eos: Option<u32>) -
     out
 }
 
+/// [`greedy_reference`] for every request of a workload.
+fn greedy_references(model: &Model, w: &Workload, eos: Option<u32>) -> Vec<Vec<u32>> {
+    w.prompts
+        .iter()
+        .zip(&w.outputs)
+        .map(|(p, &n)| greedy_reference(model, p, n as usize, eos))
+        .collect()
+}
+
+/// A tiny target and its perturbed draft (re-packed as `serve` loads drafts if `repack`). Llama's tied
+/// output makes logits more peaked: its draft needs more noise to disagree sometimes.
+fn tiny_pair(arch: TinyArch, repack: bool) -> (TinySpec, Arc<Model>, Arc<Model>) {
+    let spec = TinySpec::new(arch, 21);
+    let target = Arc::new(spec.build(&Device::Cpu).unwrap());
+    let noise = if arch == TinyArch::Llama { 1.0 } else { 0.15 };
+    let perturbed = spec.perturbed(77, noise);
+    let draft = if repack {
+        perturbed.build_repacked(&Device::Cpu)
+    } else {
+        perturbed.build(&Device::Cpu)
+    };
+    (spec, target, Arc::new(draft.unwrap()))
+}
+
 struct Workload {
     prompts: Vec<Vec<u32>>,
     outputs: Vec<u32>,
@@ -193,18 +217,9 @@ fn engine_config(kv_blocks: u32, max_num_seqs: u32, chunked_prefill: bool) -> En
 #[test]
 fn greedy_speculative_output_equals_target_only_for_every_policy() {
     for arch in [TinyArch::Qwen2, TinyArch::Llama] {
-        let spec = TinySpec::new(arch, 21);
-        let target = Arc::new(spec.build(&Device::Cpu).unwrap());
-        // Llama's tied output makes logits more peaked: it needs more noise to disagree sometimes.
-        let noise = if arch == TinyArch::Llama { 1.0 } else { 0.15 };
-        let draft = Arc::new(spec.perturbed(77, noise).build(&Device::Cpu).unwrap());
+        let (spec, target, draft) = tiny_pair(arch, false);
         let w = workload(spec.vocab, 5, 5);
-        let want: Vec<Vec<u32>> = w
-            .prompts
-            .iter()
-            .zip(&w.outputs)
-            .map(|(p, &n)| greedy_reference(&target, p, n as usize, None))
-            .collect();
+        let want = greedy_references(&target, &w, None);
         for policy in policies() {
             let source = DraftSource::Model(ModelDrafter::new(draft.clone()));
             let run = run_engine(
@@ -246,21 +261,9 @@ fn greedy_speculative_output_equals_target_only_for_every_policy() {
 #[test]
 fn repacked_draft_keeps_greedy_output_exact() {
     for arch in [TinyArch::Qwen2, TinyArch::Llama] {
-        let spec = TinySpec::new(arch, 21);
-        let target = Arc::new(spec.build(&Device::Cpu).unwrap());
-        let noise = if arch == TinyArch::Llama { 1.0 } else { 0.15 };
-        let draft = Arc::new(
-            spec.perturbed(77, noise)
-                .build_repacked(&Device::Cpu)
-                .unwrap(),
-        );
+        let (spec, target, draft) = tiny_pair(arch, true);
         let w = workload(spec.vocab, 4, 9);
-        let want: Vec<Vec<u32>> = w
-            .prompts
-            .iter()
-            .zip(&w.outputs)
-            .map(|(p, &n)| greedy_reference(&target, p, n as usize, None))
-            .collect();
+        let want = greedy_references(&target, &w, None);
         let source = DraftSource::Model(ModelDrafter::new(draft));
         let policy = PolicyConfig::Static { k: 3 };
         let run = run_engine(
@@ -291,12 +294,7 @@ fn chunked_prefill_and_preemption_keep_output_exact() {
     let target = Arc::new(spec.build(&Device::Cpu).unwrap());
     let draft = Arc::new(spec.perturbed(3, 0.5).build(&Device::Cpu).unwrap());
     let w = workload(spec.vocab, 6, 17);
-    let want: Vec<Vec<u32>> = w
-        .prompts
-        .iter()
-        .zip(&w.outputs)
-        .map(|(p, &n)| greedy_reference(&target, p, n as usize, None))
-        .collect();
+    let want = greedy_references(&target, &w, None);
     let mut preemptions = 0;
     for (blocks, chunked) in [(64, true), (6, false), (6, true)] {
         for policy in [
@@ -341,12 +339,7 @@ fn ngram_drafter_output_equals_target_only() {
         let copy = p.clone();
         p.extend_from_slice(&copy);
     }
-    let want: Vec<Vec<u32>> = w
-        .prompts
-        .iter()
-        .zip(&w.outputs)
-        .map(|(p, &n)| greedy_reference(&target, p, n as usize, None))
-        .collect();
+    let want = greedy_references(&target, &w, None);
     for policy in [
         PolicyConfig::Static { k: 3 },
         PolicyConfig::Threshold {
@@ -376,12 +369,7 @@ fn eos_stops_unless_ignored() {
     // Take as EOS a token that the first request emits in the middle of its output.
     let full = greedy_reference(&target, &w.prompts[0], w.outputs[0] as usize, None);
     let eos = full[full.len() / 2];
-    let want: Vec<Vec<u32>> = w
-        .prompts
-        .iter()
-        .zip(&w.outputs)
-        .map(|(p, &n)| greedy_reference(&target, p, n as usize, Some(eos)))
-        .collect();
+    let want = greedy_references(&target, &w, Some(eos));
     assert!(want[0].len() < full.len());
     for ignore_eos in [false, true] {
         let source = DraftSource::Model(ModelDrafter::new(draft.clone()));

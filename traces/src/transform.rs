@@ -66,21 +66,19 @@ pub fn apply(
         }
     }
     scale_rate(rows, cfg, &mut rep)?;
-    for (what, max) in [
-        ("max_prompt", cfg.max_prompt),
-        ("max_output", cfg.max_output),
-    ] {
+    type Length = fn(&mut Row) -> &mut u32;
+    let lengths: [(&str, Option<u32>, Length); 2] = [
+        ("max_prompt", cfg.max_prompt, |r| &mut r.prompt),
+        ("max_output", cfg.max_output, |r| &mut r.output),
+    ];
+    for (what, max, length) in lengths {
         let Some(max) = max else { continue };
         if max == 0 {
             return Err(TraceError::Config(format!("{what} must be at least 1")));
         }
         let mut n = 0u64;
         for r in rows.iter_mut() {
-            let len = if what == "max_prompt" {
-                &mut r.prompt
-            } else {
-                &mut r.output
-            };
+            let len = length(r);
             if *len > max {
                 *len = max;
                 n += 1;
