@@ -5,7 +5,8 @@
 #   scripts/fidelity.sh CAPACITY [WORKLOAD...]      # CAPACITY in requests/s; loads are 50 % and 90 % of it
 #
 # WORKLOAD: poisson, gamma, azure-conv (default: all three). Results under out/fidelity/<workload>-<load>/
-# ({pred,meas,compare}); a summary line per cell is printed at the end. Needs models/ (scripts/fetch-models.sh)
+# ({pred,meas,compare}), with each live run's serve log and per-forward step log (measured beside
+# predicted forward time) as <workload>-<load>.<policy>.{serve.log,steps.csv}. Needs models/ (scripts/fetch-models.sh)
 # and a release build (cargo build --release). Environment: SPECSIM_BIN (default target/release/specsim),
 # PORT (default 8765), LOADS (default "50 90"), POLICIES (default "none static-4 specserve").
 set -euo pipefail
@@ -43,7 +44,7 @@ for W in $WORKLOADS; do
     "$BIN" run "$SCEN" --set "$SET" --out "$OUT/pred" -q
     for P in $POLICIES; do
       "$BIN" serve --target models/target.gguf --draft models/draft.gguf --policy "$P" --profile "$PROFILE" \
-        --max-num-seqs 8 --kv-tokens 32768 --tpot-slo "$TPOT" --port "$PORT" > "$OUT.$P.serve.log" 2>&1 &
+        --max-num-seqs 8 --kv-tokens 32768 --tpot-slo "$TPOT" --port "$PORT" --step-log "$OUT.$P.steps.csv" > "$OUT.$P.serve.log" 2>&1 &
       SERVE_PID=$!
       for _ in $(seq 240); do
         curl -sf "http://127.0.0.1:$PORT/health" > /dev/null && break

@@ -166,6 +166,47 @@ impl HttpEndpoint {
             .ok_or_else(|| "the response has no usage.prompt_tokens".to_string())
     }
 
+    /// Counts the tokens of `text` with the server's `POST /tokenize` (vLLM's and `specsim serve`'s
+    /// tokenizer endpoint; no model forward). `Ok(None)` when the server has no such route (404/405).
+    pub async fn tokenize_count(&self, text: &str) -> Result<Option<u32>, String> {
+        let mut body = json!({"prompt": text});
+        if let Some(m) = &self.model {
+            body["model"] = json!(m);
+        }
+        let url = format!("{}/tokenize", self.base);
+        let resp = tokio::time::timeout(
+            Duration::from_secs(30),
+            self.client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body.to_string())
+                .send(),
+        )
+        .await
+        .map_err(|_| format!("{url}: no answer in 30 s"))?
+        .map_err(|e| format!("{url}: {}", error_line(&e)))?;
+        let status = resp.status().as_u16();
+        if status == 404 || status == 405 {
+            return Ok(None);
+        }
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| format!("{url}: {}", error_line(&e)))?;
+        if !(200..300).contains(&status) {
+            return Err(format!(
+                "{url}: HTTP {status}: {}",
+                first_chars(&text, ERROR_BODY_CHARS)
+            ));
+        }
+        let v: Value = serde_json::from_str(&text).map_err(|e| format!("{url}: {e}"))?;
+        v["count"]
+            .as_u64()
+            .or_else(|| v["tokens"].as_array().map(|t| t.len() as u64))
+            .map(|n| Some(n as u32))
+            .ok_or_else(|| format!("{url}: the response has no `count`"))
+    }
+
     fn body(&self, prompt: &Prompt, max_tokens: u32, stream: bool) -> Value {
         let mut b = json!({
             "prompt": match prompt {

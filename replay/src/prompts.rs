@@ -10,7 +10,11 @@
 //!   lacks, draw from the whole set. The choice is deterministic: request `id` picks prompt
 //!   `id mod n` of its pool, so two replays of one scenario send the same text.
 //!
-//!   This is an approximation: the engine's tokenizer decides the real length. `chars_per_token` is
+//!   When the engine can tokenize (`POST /tokenize`, which `specsim serve` and vLLM offer), each
+//!   request's length is fitted to its token count before the run starts ([`fit_chars`],
+//!   [`PromptMode::Fitted`]): the text is exact up to a word boundary.
+//!
+//!   Otherwise it is an approximation: the engine's tokenizer decides the real length. `chars_per_token` is
 //!   measured before the run by a probe request when the endpoint reports `usage` (see
 //!   [`crate::driver::ReplayConfig::probe_chars_per_token`]), and the prompt tokens the engine reports
 //!   are written to `requests.csv`, with the mismatch summarised in `replay.json`. Real text keeps
@@ -22,6 +26,8 @@
 
 use crate::ReplayError;
 use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::path::Path;
 
 /// Characters per token used when no probe measured it: typical of English text under BPE tokenizers
@@ -194,6 +200,94 @@ fn trim_to_chars(s: &str, chars: usize) -> String {
     head.to_string()
 }
 
+/// A text length fitted to a token count: see [`fit_chars`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FittedLength {
+    /// Characters to ask [`PromptSet::text`] for.
+    pub chars: usize,
+    /// Tokens the engine's tokenizer makes of that text.
+    pub tokens: u32,
+}
+
+/// Fits request `id`'s text (see [`PromptSet::text`]) to `tokens` tokens as `count` (the engine's
+/// tokenizer) counts them: the longest text of at most `tokens` tokens, or the next longer one when
+/// that is nearer. `guess` (characters) starts the search; the search doubles it until the text is
+/// too long, then bisects, so it costs about `log2(guess)` + a few calls of `count`.
+///
+/// Texts grow by whole words (see [`PromptSet::text`]), so an exact count is not always reachable; a
+/// tokenizer's count of a prefix only grows with the prefix, which the bisection relies on.
+pub async fn fit_chars<F, Fut>(
+    set: &PromptSet,
+    id: u64,
+    category: Option<&str>,
+    tokens: u32,
+    guess: usize,
+    mut count: F,
+) -> Result<FittedLength, String>
+where
+    F: FnMut(String) -> Fut,
+    Fut: Future<Output = Result<u32, String>>,
+{
+    const MAX_CHARS: usize = 64 * 1024 * 1024;
+    let want = tokens.max(1);
+    let mut memo: BTreeMap<usize, u32> = BTreeMap::new();
+    let mut measure = |chars: usize| {
+        let text = set.text(id, category, chars);
+        let fut = count(text);
+        async move { fut.await.map(|n| (chars, n)) }
+    };
+    // Bracket: count(lo) <= want < count(hi), or hi at the cap.
+    let mut lo = 1usize;
+    let mut hi = guess.clamp(2, MAX_CHARS);
+    loop {
+        let (c, n) = measure(hi).await?;
+        memo.insert(c, n);
+        if n > want || hi >= MAX_CHARS {
+            break;
+        }
+        if n == want {
+            return Ok(FittedLength {
+                chars: hi,
+                tokens: n,
+            });
+        }
+        lo = hi;
+        hi = hi.saturating_mul(2).min(MAX_CHARS);
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        let (c, n) = measure(mid).await?;
+        memo.insert(c, n);
+        if n <= want {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    let n_lo = match memo.get(&lo) {
+        Some(&n) => n,
+        None => {
+            let (c, n) = measure(lo).await?;
+            memo.insert(c, n);
+            n
+        }
+    };
+    let n_hi = memo.get(&hi).copied().unwrap_or(u32::MAX);
+    Ok(
+        if n_hi != u32::MAX && n_hi - want < want.saturating_sub(n_lo) {
+            FittedLength {
+                chars: hi,
+                tokens: n_hi,
+            }
+        } else {
+            FittedLength {
+                chars: lo,
+                tokens: n_lo,
+            }
+        },
+    )
+}
+
 /// `n` token ids for request `id`: a fixed pseudo-random sequence (SplitMix64) in
 /// `[TOKEN_ID_LO, TOKEN_ID_HI)`, different per request so engines with prefix caching do not share
 /// prompts that the trace did not share.
@@ -224,6 +318,17 @@ pub enum PromptMode {
     },
     /// Exactly `prompt_tokens` token ids (see [`token_ids`]).
     TokenIds,
+    /// Text from a prompt set, each request's length fitted before the run to its token count by the
+    /// engine's own tokenizer ([`fit_chars`]); requests not in `chars` fall back to
+    /// `chars_per_token`.
+    Fitted {
+        /// The prompt set.
+        set: PromptSet,
+        /// Characters of each request's text, by request id.
+        chars: HashMap<u64, usize>,
+        /// Characters per token for requests without a fitted length.
+        chars_per_token: f64,
+    },
 }
 
 impl PromptMode {
@@ -240,6 +345,18 @@ impl PromptMode {
                 Prompt::Text(set.text(id, category, chars))
             }
             PromptMode::TokenIds => Prompt::Ids(token_ids(id, prompt_tokens)),
+            PromptMode::Fitted {
+                set,
+                chars,
+                chars_per_token,
+            } => match chars.get(&id) {
+                Some(&c) => Prompt::Text(set.text(id, category, c)),
+                None => PromptMode::Text {
+                    set: set.clone(),
+                    chars_per_token: *chars_per_token,
+                }
+                .build(id, category, prompt_tokens),
+            },
         }
     }
 }
@@ -304,6 +421,53 @@ mod tests {
             Prompt::Ids(v) => assert_eq!(v.len(), 3),
             Prompt::Text(_) => panic!("expected ids"),
         }
+    }
+
+    /// A tokenizer stand-in: one token per whitespace-separated word.
+    async fn words(text: String) -> Result<u32, String> {
+        Ok(text.split_whitespace().count() as u32)
+    }
+
+    #[test]
+    fn fitting_finds_the_text_with_the_asked_token_count() {
+        let s = set();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // Coding pool, request 0: "Sort a list in Rust." (5 words), then "Reverse a string." (3), ...
+        // Every word count is reachable, whatever the first guess.
+        for (tokens, guess) in [(1, 1), (5, 4), (7, 1000), (8, 30), (23, 7)] {
+            let f = rt
+                .block_on(fit_chars(&s, 0, Some("coding"), tokens, guess, words))
+                .unwrap();
+            let text = s.text(0, Some("coding"), f.chars);
+            assert_eq!(f.tokens, tokens, "{tokens} from {guess}: {text:?}");
+            assert_eq!(text.split_whitespace().count() as u32, tokens);
+        }
+        // Errors of the tokenizer come back as they are.
+        let e = rt.block_on(fit_chars(&s, 0, None, 3, 10, |_| async {
+            Err::<u32, String>("HTTP 500".into())
+        }));
+        assert_eq!(e.unwrap_err(), "HTTP 500");
+    }
+
+    #[test]
+    fn fitted_prompts_use_their_fitted_length_and_fall_back_to_the_estimate() {
+        let s = set();
+        let mode = PromptMode::Fitted {
+            set: s.clone(),
+            chars: HashMap::from([(0, 30)]),
+            chars_per_token: 4.0,
+        };
+        assert_eq!(
+            mode.build(0, Some("coding"), 99),
+            Prompt::Text("Sort a list in Rust.\n\nReverse".into())
+        );
+        // Request 1 has no fitted length: 5 tokens × 4 characters.
+        assert_eq!(
+            mode.build(1, Some("coding"), 5),
+            Prompt::Text(s.text(1, Some("coding"), 20))
+        );
     }
 
     #[test]

@@ -167,6 +167,11 @@ pub(crate) fn stats_of(
                 chars_per_token, ..
             } => format!("text, {chars_per_token:.3} chars/token"),
             PromptMode::TokenIds => "token ids".into(),
+            PromptMode::Fitted { chars, .. } => format!(
+                "text, {} of {} fitted by the engine's tokenizer",
+                chars.len(),
+                results.len()
+            ),
         },
     }
 }

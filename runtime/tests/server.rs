@@ -473,6 +473,29 @@ async fn full_queue_gets_429_and_recovers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenize_counts_as_completions_do() {
+    let s = start(FakeConfig::default(), limits()).await;
+    let (status, v) = s
+        .post_json(
+            "/tokenize",
+            json!({"model": "tiny", "prompt": "hello world"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (_, c) = s
+        .post_json(
+            "/v1/completions",
+            json!({"prompt": "hello world", "max_tokens": 1}),
+        )
+        .await;
+    assert_eq!(v["count"], c["usage"]["prompt_tokens"]);
+    assert_eq!(v["count"], 2);
+    assert_eq!(v["tokens"].as_array().unwrap().len(), 2);
+    let (status, e) = s.post_json("/tokenize", json!({"text": "x"})).await;
+    assert_eq!(status, 400, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_health_and_metrics_endpoints() {
     let s = start(FakeConfig::default(), limits()).await;
     let (status, body) = s.get_text("/v1/models").await;
@@ -533,8 +556,20 @@ async fn start_engine(
     backend: EchoBackend,
     max_in_flight: usize,
 ) -> (Server, Arc<AtomicUsize>, Arc<Metrics>) {
+    start_engine_logged(policy, backend, max_in_flight, None).await
+}
+
+/// [`start_engine`], writing a `--step-log` file.
+async fn start_engine_logged(
+    policy: &str,
+    backend: EchoBackend,
+    max_in_flight: usize,
+    step_log: Option<std::path::PathBuf>,
+) -> (Server, Arc<AtomicUsize>, Arc<Metrics>) {
     let live = backend.live_sequences();
     let config = DriverConfig {
+        draft_model: false,
+        step_log,
         engine: EngineConfig {
             block_size: 16,
             kv_blocks: Some(64),
@@ -557,6 +592,54 @@ async fn start_engine(
         live,
         metrics,
     )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_log_sets_each_forward_beside_the_cost_models_prediction() {
+    let dir = std::env::temp_dir().join(format!("specsim-serve-steplog-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("steps.csv");
+    let (s, _, metrics) =
+        start_engine_logged("none", EchoBackend::new(0.9), 16, Some(path.clone())).await;
+    let body = json!({"prompt": "abcd", "max_tokens": 4, "stream": false});
+    let (status, v) = s.post_json("/v1/completions", body).await;
+    assert_eq!(status, 200, "{v}");
+    let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap() as f64;
+    assert!(eventually(|| s.generator.load().in_flight == 0).await);
+    // The engine thread flushes the log whenever it runs out of work; wait for the last row.
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    assert!(
+        eventually(|| {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            rows = text
+                .lines()
+                .skip(1)
+                .map(|l| l.split(',').map(String::from).collect())
+                .collect();
+            rows.len() == 4
+        })
+        .await,
+        "{rows:?}"
+    );
+    // Policy none, 4 tokens: one prefill forward of the whole prompt (emits the first token), then 3
+    // decode forwards of one token each. default_cost: target 80 ms + 12 ms per new token.
+    let predicted: Vec<f64> = rows.iter().map(|r| r[7].parse().unwrap()).collect();
+    assert!(rows.iter().all(|r| r[1] == "target" && r[2] == "1"));
+    assert_eq!(rows[0][4].parse::<f64>().unwrap(), prompt);
+    assert!(
+        (predicted[0] - (0.080 + 0.012 * prompt)).abs() < 1e-6,
+        "{predicted:?}"
+    );
+    for p in &predicted[1..] {
+        assert!((p - 0.092).abs() < 1e-6, "{predicted:?}");
+    }
+    let text = metrics.render(&Default::default());
+    let want = format!(
+        "specsim_forward_predicted_seconds_total{{model=\"target\"}} {:.6}",
+        predicted.iter().sum::<f64>()
+    );
+    assert!(text.lines().any(|l| l == want), "missing {want} in\n{text}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Polls `cond` every 10 ms, at most `WAIT` in all; for conditions reached on another thread.
@@ -741,6 +824,8 @@ impl specsim_runtime::driver::TokenStreams for FailingBackend {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_failure_fails_requests_and_health_turns_503() {
     let config = DriverConfig {
+        draft_model: false,
+        step_log: None,
         engine: EngineConfig {
             block_size: 16,
             kv_blocks: Some(64),

@@ -516,3 +516,20 @@ fn cancel_ends_a_request_and_frees_its_kv() {
     assert_eq!(engine.kv_used(), 0);
     assert_eq!(backend.kv_allocated_bytes(), 0);
 }
+
+#[test]
+fn warm_up_leaves_no_trace_in_later_output() {
+    for arch in [TinyArch::Qwen2, TinyArch::Llama] {
+        let (_, target, draft) = tiny_pair(arch, true);
+        let prompt = [3u32, 14, 15, 9, 2, 6];
+        let before = greedy_reference(&target, &prompt, 8, None);
+        for m in [&target, &draft] {
+            m.warm_up().unwrap();
+        }
+        assert_eq!(
+            greedy_reference(&target, &prompt, 8, None),
+            before,
+            "{arch:?}"
+        );
+    }
+}

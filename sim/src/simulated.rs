@@ -7,8 +7,63 @@ use crate::engine::{
     Backend, DraftItem, DraftResult, SeqId, TargetItem, TargetOutcome, TargetResult, TargetWork,
 };
 use crate::rng::SimRng;
+use crate::time::Nanos;
 use crate::SimError;
 use std::sync::Arc;
+
+/// The shape of one draft forward over `items` (one new token per sequence, each at its context plus
+/// the drafts already proposed).
+pub fn draft_shape(items: &[DraftItem]) -> BatchShape {
+    items.iter().fold(BatchShape::default(), |shape, it| {
+        shape.merge(BatchShape::one(
+            it.context_tokens + it.position,
+            1,
+            false,
+            1,
+        ))
+    })
+}
+
+/// The shapes of one target forward over `items`: the whole forward, and its prefill part alone.
+pub fn target_shapes(items: &[TargetItem]) -> (BatchShape, BatchShape) {
+    let mut shape = BatchShape::default();
+    let mut prefill = BatchShape::default();
+    for it in items {
+        match it.work {
+            TargetWork::Prefill { start, len, last } => {
+                let part = BatchShape::one(start, len, true, last as u32);
+                shape = shape.merge(part);
+                prefill = prefill.merge(part);
+            }
+            TargetWork::Verify { drafted } => {
+                shape = shape.merge(BatchShape::one(
+                    it.context_tokens,
+                    drafted + 1,
+                    false,
+                    drafted + 1,
+                ));
+            }
+        }
+    }
+    (shape, prefill)
+}
+
+/// What `cost` predicts for a draft forward over `items`: the simulated backend's step time, and the
+/// yardstick the live engine's measured draft forwards are compared with.
+pub fn predicted_draft_ns(cost: &dyn CostModel, items: &[DraftItem]) -> Nanos {
+    cost.draft_step(&draft_shape(items))
+}
+
+/// What `cost` predicts for a target forward over `items`, with the draft model's prefill of the
+/// prompt chunks in it when a draft model is deployed (`has_draft`).
+pub fn predicted_target_ns(cost: &dyn CostModel, items: &[TargetItem], has_draft: bool) -> Nanos {
+    let (shape, prefill) = target_shapes(items);
+    let mut t = cost.target_step(&shape);
+    if has_draft && prefill.seqs > 0 {
+        t += cost.draft_prefill(&prefill);
+    }
+    t
+}
 
 /// A backend whose forwards take the cost model's time and whose drafts are accepted by the
 /// acceptance model's draws.
@@ -65,34 +120,22 @@ impl SimBackend {
 
 impl Backend for SimBackend {
     fn draft(&mut self, items: &[DraftItem]) -> Result<DraftResult, SimError> {
-        let mut shape = BatchShape::default();
         let mut confidences = Vec::with_capacity(items.len());
         for it in items {
             let p = it.position as usize;
             confidences.push(self.draw_up_to(it, p + 1)[p].confidence);
-            shape = shape.merge(BatchShape::one(
-                it.context_tokens + it.position,
-                1,
-                false,
-                1,
-            ));
         }
         Ok(DraftResult {
             confidences,
-            elapsed_ns: self.cost.draft_step(&shape),
+            elapsed_ns: predicted_draft_ns(self.cost.as_ref(), items),
         })
     }
 
     fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, SimError> {
-        let mut shape = BatchShape::default();
-        let mut prefill = BatchShape::default();
         let mut outcomes = Vec::with_capacity(items.len());
         for it in items {
             match it.work {
-                TargetWork::Prefill { start, len, last } => {
-                    let part = BatchShape::one(start, len, true, last as u32);
-                    shape = shape.merge(part);
-                    prefill = prefill.merge(part);
+                TargetWork::Prefill { last, .. } => {
                     outcomes.push(TargetOutcome {
                         accepted: 0,
                         emitted: last as u32,
@@ -100,12 +143,6 @@ impl Backend for SimBackend {
                     });
                 }
                 TargetWork::Verify { drafted } => {
-                    shape = shape.merge(BatchShape::one(
-                        it.context_tokens,
-                        drafted + 1,
-                        false,
-                        drafted + 1,
-                    ));
                     let draws = self.draws_for(it.seq);
                     let accepted = draws
                         .iter()
@@ -121,13 +158,9 @@ impl Backend for SimBackend {
                 }
             }
         }
-        let mut elapsed = self.cost.target_step(&shape);
-        if self.has_draft && prefill.seqs > 0 {
-            elapsed += self.cost.draft_prefill(&prefill);
-        }
         Ok(TargetResult {
             outcomes,
-            elapsed_ns: elapsed,
+            elapsed_ns: predicted_target_ns(self.cost.as_ref(), items, self.has_draft),
         })
     }
 

@@ -3,9 +3,11 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use specsim_replay::prompts::{PromptMode, PromptSet, DEFAULT_CHARS_PER_TOKEN};
+use specsim_replay::prompts::{fit_chars, PromptMode, PromptSet, DEFAULT_CHARS_PER_TOKEN};
 use specsim_replay::{Endpoint, HttpEndpoint, ReplayConfig};
 use specsim_sim::scenario::Scenario;
+use specsim_sim::workload::Workload;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +56,10 @@ pub struct ReplayArgs {
     /// when the server reports usage, else 4].
     #[arg(long)]
     pub chars_per_token: Option<f64>,
+    /// Size text prompts by characters per token only, without fitting each to its token count with
+    /// the server's POST /tokenize (which is used when the server has it: `specsim serve`, vLLM).
+    #[arg(long)]
+    pub no_fit: bool,
     /// Send prompts as token ids of exactly the trace's length instead of text (the server must
     /// accept token-id prompts; acceptance rates on them are not those of real text).
     #[arg(long)]
@@ -112,42 +118,125 @@ fn prompt_set_path(p: &Path, scenario_dir: &Path) -> Result<PathBuf> {
     }
 }
 
-/// Text prompts from the prompt set, sized with a measured or given characters-per-token ratio.
+/// Text prompts from the prompt set: fitted to each request's token count with the server's
+/// `/tokenize` when it has one (and `--no-fit` is not given), else sized with a measured or given
+/// characters-per-token ratio.
 async fn text_prompts(
     a: &ReplayArgs,
     sc: &Scenario,
+    w: &Workload,
     ep: &HttpEndpoint,
     quiet: bool,
 ) -> Result<PromptMode> {
     let path = prompt_set_path(&a.prompts, &sc.base_dir)?;
     let set = PromptSet::load(&path)
         .context("reading the prompt set (give another with --prompts, or use --token-prompts)")?;
-    let chars_per_token = match a.chars_per_token {
-        Some(c) if c.is_finite() && c > 0.0 => c,
+    let given = match a.chars_per_token {
+        Some(c) if c.is_finite() && c > 0.0 => Some(c),
         Some(c) => bail!("--chars-per-token must be positive (got {c})"),
-        None => {
-            let probe = set.text(0, None, ReplayConfig::probe_chars_per_token());
-            match ep.count_prompt_tokens(&probe).await {
-                Ok(n) if n > 0 => {
-                    let c = probe.chars().count() as f64 / n as f64;
-                    if !quiet {
-                        eprintln!("prompts: {} characters are {n} tokens on this server: {c:.2} characters per token", probe.chars().count());
-                    }
-                    c
-                }
-                other => {
-                    let why = match other {
-                        Ok(_) => "zero tokens".to_string(),
-                        Err(e) => e,
-                    };
-                    eprintln!("warning: could not measure characters per token ({why}); using {DEFAULT_CHARS_PER_TOKEN}");
-                    DEFAULT_CHARS_PER_TOKEN
+        None => None,
+    };
+    let probe = set.text(0, None, ReplayConfig::probe_chars_per_token());
+    let probe_chars = probe.chars().count() as f64;
+    if !a.no_fit {
+        match ep.tokenize_count(&probe).await {
+            Ok(Some(n)) if n > 0 => {
+                let cpt = given.unwrap_or(probe_chars / n as f64);
+                return fit_prompts(set, cpt, w, ep, quiet).await;
+            }
+            Ok(_) => {
+                if !quiet {
+                    eprintln!(
+                        "prompts: the server has no /tokenize; sizing text by characters per token"
+                    );
                 }
             }
+            Err(e) => {
+                eprintln!("warning: /tokenize failed ({e}); sizing text by characters per token")
+            }
         }
+    }
+    let chars_per_token = match given {
+        Some(c) => c,
+        None => match ep.count_prompt_tokens(&probe).await {
+            Ok(n) if n > 0 => {
+                let c = probe_chars / n as f64;
+                if !quiet {
+                    eprintln!("prompts: {probe_chars} characters are {n} tokens on this server: {c:.2} characters per token");
+                }
+                c
+            }
+            other => {
+                let why = match other {
+                    Ok(_) => "zero tokens".to_string(),
+                    Err(e) => e,
+                };
+                eprintln!("warning: could not measure characters per token ({why}); using {DEFAULT_CHARS_PER_TOKEN}");
+                DEFAULT_CHARS_PER_TOKEN
+            }
+        },
     };
     Ok(PromptMode::Text {
         set,
+        chars_per_token,
+    })
+}
+
+/// Fits every request's text to its token count with the server's tokenizer, before the clock starts
+/// (a few `/tokenize` calls per request; no model forward).
+async fn fit_prompts(
+    set: PromptSet,
+    chars_per_token: f64,
+    w: &Workload,
+    ep: &HttpEndpoint,
+    quiet: bool,
+) -> Result<PromptMode> {
+    let bar = ProgressBar::new(w.len() as u64);
+    if quiet {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("fitting prompts [{bar:30}] {pos}/{len}  {elapsed_precise}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut chars = HashMap::with_capacity(w.len());
+    let (mut exact, mut abs_err) = (0usize, 0u64);
+    for r in &w.requests {
+        let guess = (r.prompt_tokens as f64 * chars_per_token).round().max(1.0) as usize;
+        let count = |t: String| async move {
+            match ep.tokenize_count(&t).await {
+                Ok(Some(n)) => Ok(n),
+                Ok(None) => Err("the server stopped answering /tokenize".to_string()),
+                Err(e) => Err(e),
+            }
+        };
+        let f = fit_chars(
+            &set,
+            r.id,
+            w.category_name(r),
+            r.prompt_tokens,
+            guess,
+            count,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("fitting request {}'s prompt: {e}", r.id))?;
+        exact += usize::from(f.tokens == r.prompt_tokens.max(1));
+        abs_err += u64::from(f.tokens.abs_diff(r.prompt_tokens.max(1)));
+        chars.insert(r.id, f.chars);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if !quiet {
+        eprintln!(
+            "prompts: fitted {} text prompts with the server's tokenizer: {exact} exact, mean |error| {:.2} tokens",
+            w.len(),
+            abs_err as f64 / w.len().max(1) as f64
+        );
+    }
+    Ok(PromptMode::Fitted {
+        set,
+        chars,
         chars_per_token,
     })
 }
@@ -186,7 +275,7 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         let prompts = if a.token_prompts {
             PromptMode::TokenIds
         } else {
-            text_prompts(&a, &sc, &ep, quiet).await?
+            text_prompts(&a, &sc, &w, &ep, quiet).await?
         };
         if !quiet {
             eprintln!(

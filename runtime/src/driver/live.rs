@@ -40,7 +40,7 @@ pub fn start_live(
     tokenizer: Arc<GgufTokenizer>,
     metrics: Arc<Metrics>,
 ) -> Result<Arc<dyn Generator>, DriverError> {
-    let config = driver_config(args, tokenizer.eos_ids().to_vec())?;
+    let mut config = driver_config(args, tokenizer.eos_ids().to_vec())?;
     let target_path = args
         .target
         .as_ref()
@@ -70,6 +70,17 @@ pub fn start_live(
             )))
         }
     };
+    config.draft_model = matches!(draft, DraftSource::Model(_));
+    // Page the weights in before the server reports healthy, so the first request is timed like the
+    // others (and like the calibrated profile).
+    let mut warm = vec![("target", target.warm_up())];
+    if let DraftSource::Model(d) = &draft {
+        warm.push(("draft", d.model().warm_up()));
+    }
+    for (name, t) in warm {
+        let t = t.map_err(|e| DriverError::Backend(format!("warming up the {name}: {e}")))?;
+        eprintln!("warm-up: {name} model {:.2} s", t.as_secs_f64());
+    }
     let mut backend =
         LiveBackend::new(target, draft).map_err(|e| DriverError::Backend(e.to_string()))?;
     if let Some(&eos) = tokenizer.eos_ids().first() {

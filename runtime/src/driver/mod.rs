@@ -21,19 +21,22 @@
 
 pub mod echo;
 mod live;
+mod step_log;
 
 pub use live::start_live;
+use step_log::StepLog;
 
 use crate::server::{
-    FinishReason, GenEvent, GenerateRequest, Generation, GenerationSender, Generator, Load,
-    Metrics, SubmitError,
+    FinishReason, ForwardModel, GenEvent, GenerateRequest, Generation, GenerationSender, Generator,
+    Load, Metrics, SubmitError,
 };
-use specsim_sim::cost::CostModel;
+use specsim_sim::cost::{BatchShape, CostModel};
 use specsim_sim::engine::{
     Backend, DraftItem, DraftResult, Engine, EngineConfig, SeqId, TargetItem, TargetResult,
     TargetWork,
 };
 use specsim_sim::policy::PolicyConfig;
+use specsim_sim::simulated::{draft_shape, predicted_draft_ns, predicted_target_ns, target_shapes};
 use specsim_sim::time::Nanos;
 use specsim_sim::workload::RequestSpec;
 use specsim_sim::SimError;
@@ -134,6 +137,11 @@ pub struct DriverConfig {
     /// TPOT SLO in nanoseconds that SLO-aware policies (SpecServe) protect, as a simulated scenario's
     /// `[slo] tpot_s` does.
     pub tpot_slo_ns: Option<u64>,
+    /// Whether a draft model is deployed, so that predicted prefill steps include its prompt prefill
+    /// (as the simulator books it; see [`specsim_sim::simulated::predicted_target_ns`]).
+    pub draft_model: bool,
+    /// Write one CSV row per forward (measured and predicted time, batch shape) to this file.
+    pub step_log: Option<std::path::PathBuf>,
 }
 
 /// Occupancy shared between the engine thread and request handlers.
@@ -229,7 +237,15 @@ pub fn spawn_engine<B>(
 where
     B: Backend + TokenStreams + Send + 'static,
 {
-    let mut engine = Engine::new(config.engine.clone(), config.policy.build(), predictor)?;
+    let mut engine = Engine::new(
+        config.engine.clone(),
+        config.policy.build(),
+        predictor.clone(),
+    )?;
+    let step_log = match &config.step_log {
+        Some(path) => Some(StepLog::create(path)?),
+        None => None,
+    };
     engine.set_tpot_slo(config.tpot_slo_ns);
     let block_size = config.engine.block_size;
     let kv_blocks = engine.kv_total();
@@ -256,6 +272,9 @@ where
                 start: Instant::now(),
                 buf: Vec::new(),
                 idle_wait: false,
+                predictor,
+                draft_model: config.draft_model,
+                step_log,
             };
             lp.run();
         })
@@ -291,6 +310,10 @@ struct EngineLoop<B> {
     buf: Vec<u32>,
     /// The last step found nothing to run although requests are queued.
     idle_wait: bool,
+    /// The cost model, to set each measured forward beside its prediction.
+    predictor: Arc<dyn CostModel>,
+    draft_model: bool,
+    step_log: Option<StepLog>,
 }
 
 impl<B: Backend + TokenStreams> EngineLoop<B> {
@@ -310,6 +333,10 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
                     inner: &mut self.backend,
                     cancelled: &self.cancelled,
                     metrics: &self.metrics,
+                    predictor: self.predictor.as_ref(),
+                    draft_model: self.draft_model,
+                    step_log: self.step_log.as_mut(),
+                    start: self.start,
                 };
                 match self.engine.step(now, &mut hooked) {
                     Ok(Some(_)) => {}
@@ -343,6 +370,10 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
                 None
             }
         } else {
+            // Idle: a good moment to write the step log out (nothing is being timed).
+            if let Some(log) = self.step_log.as_mut() {
+                log.flush();
+            }
             match self.rx.recv() {
                 Ok(s) => Some(s),
                 Err(_) => return false,
@@ -491,20 +522,56 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
 }
 
 /// The backend as the engine sees it from the driver: cancelled sequences get `stop` on their outcomes,
-/// and every verification step is recorded into the metrics.
+/// every verification step is recorded into the metrics, and every forward's measured time is set
+/// beside the cost model's prediction for the same batch (metrics, and the `--step-log` file).
 struct Hooked<'a, B> {
     inner: &'a mut B,
     cancelled: &'a HashSet<SeqId>,
     metrics: &'a Metrics,
+    predictor: &'a dyn CostModel,
+    draft_model: bool,
+    step_log: Option<&'a mut StepLog>,
+    start: Instant,
+}
+
+impl<B> Hooked<'_, B> {
+    fn record_forward(
+        &mut self,
+        model: ForwardModel,
+        shape: BatchShape,
+        measured: Nanos,
+        predicted: Nanos,
+    ) {
+        self.metrics.forward(model, measured, predicted);
+        if let Some(log) = self.step_log.as_mut() {
+            let at = self.start.elapsed().as_nanos() as Nanos;
+            log.row(at, model, &shape, measured, predicted);
+        }
+    }
 }
 
 impl<B: Backend> Backend for Hooked<'_, B> {
     fn draft(&mut self, items: &[DraftItem]) -> Result<DraftResult, SimError> {
-        self.inner.draft(items)
+        let res = self.inner.draft(items)?;
+        let predicted = predicted_draft_ns(self.predictor, items);
+        self.record_forward(
+            ForwardModel::Draft,
+            draft_shape(items),
+            res.elapsed_ns,
+            predicted,
+        );
+        Ok(res)
     }
 
     fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, SimError> {
         let mut res = self.inner.target(items)?;
+        let predicted = predicted_target_ns(self.predictor, items, self.draft_model);
+        self.record_forward(
+            ForwardModel::Target,
+            target_shapes(items).0,
+            res.elapsed_ns,
+            predicted,
+        );
         let mut verified = Vec::with_capacity(items.len());
         for (item, out) in items.iter().zip(res.outcomes.iter_mut()) {
             if let TargetWork::Verify { drafted } = item.work {
@@ -583,6 +650,8 @@ pub fn driver_config(
         policy: parse_policy(&args.policy)?.with_prior_confidence(prior),
         max_in_flight: args.max_queue,
         eos_ids,
+        draft_model: false,
+        step_log: args.step_log.clone(),
         tpot_slo_ns: match args.tpot_slo {
             Some(s) if !(s.is_finite() && s > 0.0) => {
                 return Err(DriverError::Backend(format!(

@@ -263,4 +263,25 @@ impl Model {
             Model::Llama(m) => m.new_cache(),
         }
     }
+
+    /// Runs a throw-away prefill and decode so that the first real request does not pay for paging the
+    /// memory-mapped weights in and for first-touch allocations (measured on the Qwen 1.5B target: the
+    /// first 28-token prefill of a fresh server took 2.5 s, later ones 0.5 s). Returns the time taken.
+    pub fn warm_up(&self) -> Result<std::time::Duration> {
+        let start = std::time::Instant::now();
+        let vocab = self.config().vocab.max(1) as u32;
+        let prompt: Vec<u32> = (0..16u32).map(|t| t % vocab).collect();
+        let mut cache = self.new_cache();
+        self.forward(&mut [ForwardItem {
+            cache: &mut cache,
+            tokens: &prompt,
+            logits: LogitRows::Last,
+        }])?;
+        self.forward(&mut [ForwardItem {
+            cache: &mut cache,
+            tokens: &prompt[..1],
+            logits: LogitRows::All,
+        }])?;
+        Ok(start.elapsed())
+    }
 }

@@ -88,8 +88,39 @@ impl Outcome {
     }
 }
 
+/// Which model ran a forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ForwardModel {
+    /// The draft model (all draft positions of one step are separate forwards).
+    Draft,
+    /// The target model (prefill, decode, verification, or a mix).
+    Target,
+}
+
+impl ForwardModel {
+    /// `draft` or `target`.
+    pub fn label(self) -> &'static str {
+        match self {
+            ForwardModel::Draft => "draft",
+            ForwardModel::Target => "target",
+        }
+    }
+}
+
+/// Measured and predicted forward time of one model.
+#[derive(Debug, Clone, Copy, Default)]
+struct ForwardTotals {
+    forwards: u64,
+    measured_s: f64,
+    predicted_s: f64,
+}
+
+/// Reads one counter of [`ForwardTotals`] as exposition text.
+type ForwardValue = fn(&ForwardTotals) -> String;
+
 #[derive(Debug)]
 struct Inner {
+    forwards: BTreeMap<ForwardModel, ForwardTotals>,
     requests: BTreeMap<(&'static str, Outcome), u64>,
     prompt_tokens: u64,
     completion_tokens: u64,
@@ -112,6 +143,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             inner: Mutex::new(Inner {
+                forwards: BTreeMap::new(),
                 requests: BTreeMap::new(),
                 prompt_tokens: 0,
                 completion_tokens: 0,
@@ -180,6 +212,16 @@ impl Metrics {
         });
     }
 
+    /// Records one model forward: its measured time and what the cost model predicted for its batch.
+    pub fn forward(&self, model: ForwardModel, measured_ns: u64, predicted_ns: u64) {
+        self.with(|m| {
+            let t = m.forwards.entry(model).or_default();
+            t.forwards += 1;
+            t.measured_s += measured_ns as f64 / 1e9;
+            t.predicted_s += predicted_ns as f64 / 1e9;
+        });
+    }
+
     /// The Prometheus text exposition, with occupancy gauges from `load`.
     pub fn render(&self, load: &Load) -> String {
         let mut out = String::new();
@@ -194,6 +236,17 @@ impl Metrics {
             m.tpot.write(&mut out, "specsim_time_per_output_token_seconds", "Mean time between output tokens after the first, per request.");
             m.batch.write(&mut out, "specsim_batch_size", "Sequences per verification step.");
             let _ = writeln!(out, "# HELP specsim_steps_total Verification steps.\n# TYPE specsim_steps_total counter\nspecsim_steps_total {}", m.steps);
+            let forwards: [(&str, &str, ForwardValue); 3] = [
+                ("specsim_forwards_total", "Model forwards.", |t| t.forwards.to_string()),
+                ("specsim_forward_seconds_total", "Measured time in model forwards (sampling and verification included).", |t| format!("{:.6}", t.measured_s)),
+                ("specsim_forward_predicted_seconds_total", "Time the cost model (serve --profile) predicts for the same forwards.", |t| format!("{:.6}", t.predicted_s)),
+            ];
+            for (name, help, value) in forwards {
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+                for (model, t) in &m.forwards {
+                    let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", model.label(), value(t));
+                }
+            }
             out.push_str("# HELP specsim_chosen_k_total Sequences verified with k draft tokens, by k.\n# TYPE specsim_chosen_k_total counter\n");
             for (k, n) in &m.chosen_k {
                 let _ = writeln!(out, "specsim_chosen_k_total{{k=\"{k}\"}} {n}");
@@ -275,5 +328,24 @@ mod tests {
             );
         }
         assert!(!text.contains("specsim_draft_accepted_total{position=\"2\"}"));
+    }
+
+    #[test]
+    fn forward_times_sum_per_model_beside_their_predictions() {
+        let m = Metrics::default();
+        m.forward(ForwardModel::Target, 120_000_000, 100_000_000);
+        m.forward(ForwardModel::Target, 80_000_000, 100_000_000);
+        m.forward(ForwardModel::Draft, 30_000_000, 25_000_000);
+        let text = m.render(&Load::default());
+        for line in [
+            "specsim_forwards_total{model=\"draft\"} 1",
+            "specsim_forwards_total{model=\"target\"} 2",
+            "specsim_forward_seconds_total{model=\"target\"} 0.200000",
+            "specsim_forward_predicted_seconds_total{model=\"target\"} 0.200000",
+            "specsim_forward_seconds_total{model=\"draft\"} 0.030000",
+            "specsim_forward_predicted_seconds_total{model=\"draft\"} 0.025000",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
     }
 }

@@ -26,7 +26,7 @@ pub use infer::{
     FinishReason, GenEvent, GenerateRequest, Generation, GenerationSender, Generator, Load,
     SamplingParams, SubmitError,
 };
-pub use metrics::Metrics;
+pub use metrics::{ForwardModel, Metrics};
 pub use routes::{router, AppState, ServerLimits};
 
 use std::future::Future;
@@ -68,6 +68,11 @@ pub struct ServeArgs {
     /// `[slo] tpot_s` so the live engine decides as the simulator does.
     #[arg(long, value_name = "SECONDS")]
     pub tpot_slo: Option<f64>,
+    /// Write one CSV row per model forward to FILE: its batch shape, measured time and the time the
+    /// cost model (--profile) predicts for it; the totals are in /metrics
+    /// (`specsim_forward_seconds_total`, `specsim_forward_predicted_seconds_total`).
+    #[arg(long, value_name = "FILE")]
+    pub step_log: Option<PathBuf>,
     /// Draft by n-gram lookup in each sequence's own tokens instead of a draft model.
     #[arg(long)]
     pub ngram: bool,

@@ -92,6 +92,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/completions", post(completions))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/models", get(models))
+        .route("/tokenize", post(tokenize))
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -113,6 +114,41 @@ async fn models(State(st): State<Arc<AppState>>) -> Json<serde_json::Value> {
         "object": "list",
         "data": [{"id": st.model_name, "object": "model", "created": st.created, "owned_by": "specsim"}]
     }))
+}
+
+/// Body of `POST /tokenize` (vLLM's shape): a completion prompt, tokenized as `/v1/completions` would.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenizeRequest {
+    #[serde(default)]
+    #[allow(dead_code)]
+    model: Option<String>,
+    prompt: String,
+    /// Accepted for compatibility; this server's completions add no special tokens to text prompts.
+    #[serde(default)]
+    #[allow(dead_code)]
+    add_special_tokens: Option<bool>,
+}
+
+/// `POST /tokenize`: `{"count", "tokens", "max_model_len"}` for a text prompt, so that a load generator
+/// can size prompts to an exact token count before it starts the clock (`specsim replay` does).
+async fn tokenize(
+    State(st): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let run = || -> Result<serde_json::Value, ApiError> {
+        let req: TokenizeRequest = parse_json(body)?;
+        let tokens = st.encode(&req.prompt)?;
+        Ok(json!({
+            "count": tokens.len(),
+            "tokens": tokens,
+            "max_model_len": st.limits.max_prompt_tokens,
+        }))
+    };
+    match run() {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn health(State(st): State<Arc<AppState>>) -> Response {
