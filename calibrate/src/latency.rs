@@ -192,11 +192,11 @@ impl Grid {
         (thin(draft, max / 2), thin(verify, max))
     }
 
-    /// Timed points in the grid (draft + verify + prefill), for progress totals.
+    /// Timed points in the grid (draft + verify + target and draft prefill), for progress totals.
     pub fn points(&self) -> usize {
         self.draft_batch.len() * self.draft_context.len()
             + self.verify_batch.len() * self.tokens_per_seq.len() * self.verify_context.len()
-            + self.prefill_tokens.len()
+            + 2 * self.prefill_tokens.len()
     }
 }
 

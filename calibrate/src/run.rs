@@ -69,7 +69,7 @@ pub struct ProgressUpdate {
 /// One timed grid point of the report.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PointReport {
-    /// `draft`, `verify` or `prefill`.
+    /// `draft`, `verify`, `prefill` (target) or `draft_prefill`.
     pub kind: &'static str,
     /// Sequences.
     pub batch: u32,
@@ -275,6 +275,10 @@ pub fn calibrate(
             tokens: g.prefill_tokens.iter().map(|&x| x as f64).collect(),
             ns: vec![f64::NAN; g.prefill_tokens.len()],
         },
+        draft_prefill: Some(Table1 {
+            tokens: g.prefill_tokens.iter().map(|&x| x as f64).collect(),
+            ns: vec![f64::NAN; g.prefill_tokens.len()],
+        }),
         overhead: Overhead::default(),
         fit: Fits::default(),
         acceptance: None,
@@ -352,6 +356,21 @@ pub fn calibrate(
             timing: t,
         });
         tick("prefill");
+    }
+    // Draft prefill table: prices the draft's catch-up on a prompt at a sequence's first draft.
+    for (i, &n) in g.prefill_tokens.iter().enumerate() {
+        let t = time_prefill(&draft, n, g)?;
+        if let Some(dp) = profile.draft_prefill.as_mut() {
+            dp.ns[i] = t.total.median;
+        }
+        points.push(PointReport {
+            kind: "draft_prefill",
+            batch: 1,
+            tokens_per_seq: n,
+            context: n,
+            timing: t,
+        });
+        tick("draft prefill");
     }
     // Engine scheduling outside the backend.
     let k_mid = g

@@ -71,13 +71,17 @@ fn tiny_calibration_writes_a_profile_that_a_scenario_simulates() {
         last = (u.done, u.total);
     })
     .unwrap();
-    // Progress counts every unit once: 4 draft + 12 verify + 2 prefill points, the overhead, the
-    // held-out points, and 6 prompts twice (greedy and sampled).
+    // Progress counts every unit once: 4 draft + 12 verify + 2 target and 2 draft prefill points,
+    // the overhead, the held-out points, and 6 prompts twice (greedy and sampled).
     let held = report.held_out.len() as u64;
     assert_eq!(
         last,
-        (4 + 12 + 2 + 1 + held + 12, 4 + 12 + 2 + 1 + held + 12)
+        (4 + 12 + 4 + 1 + held + 12, 4 + 12 + 4 + 1 + held + 12)
     );
+    // The draft's prefill is timed on the same prompt lengths as the target's.
+    let dp = Profile::load(&opts.out).unwrap().draft_prefill.unwrap();
+    assert_eq!(dp.tokens.len(), 2);
+    assert!(dp.ns.iter().all(|&t| t.is_finite() && t > 0.0));
     assert_eq!(updates, last.1);
     assert!(held > 0);
 

@@ -120,6 +120,10 @@ fn a_profile_round_trips_through_toml() {
             tokens: vec![16.0, 256.0],
             ns: vec![2.0e7, 9.0e7],
         },
+        draft_prefill: Some(Table1 {
+            tokens: vec![16.0, 256.0],
+            ns: vec![5.0e6, 2.5e7],
+        }),
         overhead: Overhead { step_ns: 12345.5 },
         fit: Fits {
             draft: Some(LinearCoefficients {

@@ -12,8 +12,10 @@
 //! request, default 128), `SPECSIM_BENCH_CONCURRENCY` (comma-separated, default `1,4,16`),
 //! `SPECSIM_BENCH_POLICIES` (comma-separated subset of `none,static-4,specserve`),
 //! `SPECSIM_BENCH_REQUESTS` (requests per concurrency level, at least the concurrency; default 4),
-//! `RAYON_NUM_THREADS`. Each concurrency level runs the same requests under every policy (prompts cycle
-//! through the coding and writing categories), at most `concurrency` at a time. SpecServe's prior mean
+//! `SPECSIM_BENCH_ROUNDS` (default 1), `RAYON_NUM_THREADS`. Each concurrency level runs the same requests
+//! under every policy (prompts cycle through the coding and writing categories), at most `concurrency`
+//! at a time, `rounds` times with the policies interleaved; the table gives the median tokens/s, the
+//! median of the per-round ratios to `none` and their range (the spread is this machine's noise). SpecServe's prior mean
 //! draft confidence ᾱ is the acceptance static-4 measured at the same level (the paper's 0.6 when
 //! static-4 is not run), as `specsim serve` takes it from a calibrated profile. Without the models it
 //! prints why and exits successfully.
@@ -27,7 +29,7 @@ use specsim_runtime::drafter::model::ModelDrafter;
 use specsim_runtime::live::{DraftSource, LiveBackend};
 use specsim_runtime::model::Model;
 use specsim_runtime::offline::{
-    measure_linear_cost, run_offline, time_forward, ContextTimer, OfflineRequest,
+    measure_linear_cost, run_offline, time_forward, ContextTimer, OfflineRequest, OfflineRun,
 };
 use specsim_runtime::sampling::SamplingParams;
 use specsim_runtime::tokenizer::GgufTokenizer;
@@ -65,6 +67,10 @@ fn main() {
     let min_requests: usize = env_or("SPECSIM_BENCH_REQUESTS", "4")
         .parse()
         .expect("SPECSIM_BENCH_REQUESTS");
+    let rounds: usize = env_or("SPECSIM_BENCH_ROUNDS", "1")
+        .parse::<usize>()
+        .expect("SPECSIM_BENCH_ROUNDS")
+        .max(1);
     let wanted: Vec<String> = env_or("SPECSIM_BENCH_POLICIES", "none,static-4,specserve")
         .split(',')
         .map(|s| s.trim().to_string())
@@ -112,7 +118,12 @@ fn main() {
     let reps = 5;
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        let h = v.len() / 2;
+        if v.len().is_multiple_of(2) {
+            (v[h - 1] + v[h]) / 2.0
+        } else {
+            v[h]
+        }
     };
     let mut one_ms = Vec::new();
     let mut timer = ContextTimer::new(&target, 256).expect("prefill");
@@ -155,12 +166,16 @@ fn main() {
         ),
     ];
     println!(
-        "# each level: {} requests or the concurrency if more; specserve's prior ᾱ = static-4's acceptance",
-        min_requests
+        "# each level: {min_requests} requests or the concurrency if more, {rounds} round(s) with the policies \
+         interleaved; specserve's prior ᾱ = static-4's acceptance in round 1"
     );
-    println!("| concurrency | policy | tokens/s | vs none | acceptance | tokens/verify | wall s |");
-    println!("|---|---|---|---|---|---|---|");
+    println!("| concurrency | policy | tokens/s | vs none | per-round range | acceptance | tokens/verify | wall s |");
+    println!("|---|---|---|---|---|---|---|---|");
     let mut next_id = 0;
+    let chosen: Vec<&(&str, PolicyConfig)> = policies
+        .iter()
+        .filter(|(n, _)| wanted.iter().any(|w| w == n))
+        .collect();
     for &c in &levels {
         let reqs: Vec<OfflineRequest> = (0..c.max(min_requests))
             .map(|i| OfflineRequest {
@@ -170,42 +185,60 @@ fn main() {
                 ignore_eos: true,
             })
             .collect();
-        let mut base = None;
         let mut prior = None;
-        for (name, policy) in policies
-            .iter()
-            .filter(|(n, _)| wanted.iter().any(|w| w == n))
-        {
-            let config = EngineConfig {
-                kv_blocks: Some(4096),
-                max_num_seqs: c as u32,
-                max_batched_tokens: 8192,
-                ..EngineConfig::default()
-            };
-            let policy = policy.with_prior_confidence(prior);
-            let mut engine = Engine::new(config, policy.build(), cost.clone()).expect("engine");
-            let source = DraftSource::Model(ModelDrafter::new(draft.clone()));
-            let mut backend = LiveBackend::new(target.clone(), source).expect("backend");
-            let run = run_offline(&mut engine, &mut backend, &reqs, next_id).expect("run");
-            next_id += reqs.len() as u64;
-            if *name == "static-4" {
-                prior = Some(run.acceptance());
-            }
-            let tps = run.tokens_per_s();
-            let rel = match base {
-                None => {
-                    if *name == "none" {
-                        base = Some(tps);
-                    }
-                    "—".to_string()
+        // runs[p][r]: policy p in round r. Interleaving the policies round by round spreads the
+        // machine's drift over all of them, and the per-round ratio to `none` cancels most of it.
+        let mut runs: Vec<Vec<OfflineRun>> = chosen.iter().map(|_| Vec::new()).collect();
+        for _ in 0..rounds {
+            for (p, (name, policy)) in chosen.iter().enumerate() {
+                let config = EngineConfig {
+                    kv_blocks: Some(4096),
+                    max_num_seqs: c as u32,
+                    max_batched_tokens: 8192,
+                    ..EngineConfig::default()
+                };
+                let policy = policy.with_prior_confidence(prior);
+                let mut engine = Engine::new(config, policy.build(), cost.clone()).expect("engine");
+                let source = DraftSource::Model(ModelDrafter::new(draft.clone()));
+                let mut backend = LiveBackend::new(target.clone(), source).expect("backend");
+                let run = run_offline(&mut engine, &mut backend, &reqs, next_id).expect("run");
+                next_id += reqs.len() as u64;
+                if *name == "static-4" && prior.is_none() {
+                    prior = Some(run.acceptance());
                 }
-                Some(b) => format!("{:.2}x", tps / b),
+                runs[p].push(run);
+            }
+        }
+        let base = chosen.iter().position(|(n, _)| *n == "none");
+        for (p, (name, _)) in chosen.iter().enumerate() {
+            let tps: Vec<f64> = runs[p].iter().map(OfflineRun::tokens_per_s).collect();
+            let (rel, range) = match base {
+                Some(b) if b != p => {
+                    let ratios: Vec<f64> = runs[p]
+                        .iter()
+                        .zip(&runs[b])
+                        .map(|(x, y)| x.tokens_per_s() / y.tokens_per_s())
+                        .collect();
+                    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+                    let hi = ratios.iter().copied().fold(0.0, f64::max);
+                    (
+                        format!("{:.2}x", median(ratios)),
+                        format!("{lo:.2}–{hi:.2}x"),
+                    )
+                }
+                _ => ("—".to_string(), "—".to_string()),
             };
+            let n = runs[p].len() as f64;
             println!(
-                "| {c} | {name} | {tps:.2} | {rel} | {:.1}% | {:.2} | {:.1} |",
-                100.0 * run.acceptance(),
-                run.tokens_per_verify(),
-                run.wall_ns as f64 / 1e9
+                "| {c} | {name} | {:.2} | {rel} | {range} | {:.1}% | {:.2} | {:.1} |",
+                median(tps),
+                100.0 * runs[p].iter().map(OfflineRun::acceptance).sum::<f64>() / n,
+                runs[p]
+                    .iter()
+                    .map(OfflineRun::tokens_per_verify)
+                    .sum::<f64>()
+                    / n,
+                runs[p].iter().map(|r| r.wall_ns as f64 / 1e9).sum::<f64>() / n,
             );
         }
     }

@@ -11,8 +11,9 @@ use crate::time::Nanos;
 use crate::SimError;
 use std::sync::Arc;
 
-/// The shape of one draft forward over `items` (one new token per sequence, each at its context plus
-/// the drafts already proposed).
+/// The shape of one draft forward over `items` when every sequence feeds one token (each at its
+/// context plus the drafts already proposed): a drafter without a KV cache to keep in step, or a draft
+/// model whose cache is in step. [`DraftKvMirror::draft_shape`] adds the catch-up of a draft model.
 pub fn draft_shape(items: &[DraftItem]) -> BatchShape {
     items.iter().fold(BatchShape::default(), |shape, it| {
         shape.merge(BatchShape::one(
@@ -24,45 +25,95 @@ pub fn draft_shape(items: &[DraftItem]) -> BatchShape {
     })
 }
 
-/// The shapes of one target forward over `items`: the whole forward, and its prefill part alone.
-pub fn target_shapes(items: &[TargetItem]) -> (BatchShape, BatchShape) {
-    let mut shape = BatchShape::default();
-    let mut prefill = BatchShape::default();
-    for it in items {
-        match it.work {
+/// The shape of one target forward over `items` (prefill chunks and verifications).
+pub fn target_shape(items: &[TargetItem]) -> BatchShape {
+    items.iter().fold(BatchShape::default(), |shape, it| {
+        shape.merge(match it.work {
             TargetWork::Prefill { start, len, last } => {
-                let part = BatchShape::one(start, len, true, last as u32);
-                shape = shape.merge(part);
-                prefill = prefill.merge(part);
+                BatchShape::one(start, len, true, last as u32)
             }
             TargetWork::Verify { drafted } => {
-                shape = shape.merge(BatchShape::one(
-                    it.context_tokens,
-                    drafted + 1,
-                    false,
-                    drafted + 1,
-                ));
+                BatchShape::one(it.context_tokens, drafted + 1, false, drafted + 1)
             }
+        })
+    })
+}
+
+/// What `cost` predicts for a target forward over `items`: the simulated backend's step time, and the
+/// yardstick the live engine's measured target forwards are compared with.
+pub fn predicted_target_ns(cost: &dyn CostModel, items: &[TargetItem]) -> Nanos {
+    cost.target_step(&target_shape(items))
+}
+
+/// How many tokens each sequence has in the draft model's KV cache, kept exactly as the runtime's live
+/// backend keeps it, so that draft forwards have the live engine's shapes.
+///
+/// The draft model is lazy: it sees a sequence's tokens only when the sequence drafts. The first draft
+/// position of a step feeds every token the draft has not seen yet — the whole prompt (and the first
+/// token) the first time, then the one or two tokens the last verification emitted, or more after
+/// steps in which the sequence did not draft (an adaptive policy's k = 0). Later positions feed the
+/// previous draft token. Verification truncates the cache to the accepted drafts that were fed; a
+/// release (finish, preemption) empties it. Sequence ids index a dense vector (workload ids are dense;
+/// the live engine numbers requests from 0).
+#[derive(Debug, Clone, Default)]
+pub struct DraftKvMirror {
+    /// Tokens in the draft KV cache, per sequence.
+    kv: Vec<u32>,
+    /// Draft tokens fed into the cache this step (every position after the first feeds one).
+    fed: Vec<u32>,
+}
+
+impl DraftKvMirror {
+    fn slot(&mut self, seq: SeqId) -> usize {
+        let i = seq as usize;
+        if i >= self.kv.len() {
+            self.kv.resize(i + 1, 0);
+            self.fed.resize(i + 1, 0);
+        }
+        i
+    }
+
+    /// The shape of the draft forward over `items`, catch-up included, and the caches advanced past it.
+    pub fn draft_shape(&mut self, items: &[DraftItem]) -> BatchShape {
+        let mut shape = BatchShape::default();
+        for it in items {
+            let i = self.slot(it.seq);
+            let ctx = it.context_tokens;
+            let part = if it.position == 0 {
+                let seen = self.kv[i].min(ctx);
+                self.kv[i] = ctx + 1;
+                self.fed[i] = 0;
+                BatchShape::one(seen, ctx + 1 - seen, false, 1)
+            } else {
+                self.kv[i] += 1;
+                self.fed[i] += 1;
+                BatchShape::one(ctx + it.position, 1, false, 1)
+            };
+            shape = shape.merge(part);
+        }
+        shape
+    }
+
+    /// A verification of a sequence at target context `context_tokens` accepted `accepted` drafts.
+    pub fn verified(&mut self, seq: SeqId, context_tokens: u32, accepted: u32) {
+        let i = self.slot(seq);
+        let valid = context_tokens + 1 + accepted.min(self.fed[i]);
+        self.kv[i] = self.kv[i].min(valid);
+        self.fed[i] = 0;
+    }
+
+    /// The sequence's draft cache was dropped.
+    pub fn release(&mut self, seq: SeqId) {
+        if (seq as usize) < self.kv.len() {
+            self.kv[seq as usize] = 0;
+            self.fed[seq as usize] = 0;
         }
     }
-    (shape, prefill)
-}
 
-/// What `cost` predicts for a draft forward over `items`: the simulated backend's step time, and the
-/// yardstick the live engine's measured draft forwards are compared with.
-pub fn predicted_draft_ns(cost: &dyn CostModel, items: &[DraftItem]) -> Nanos {
-    cost.draft_step(&draft_shape(items))
-}
-
-/// What `cost` predicts for a target forward over `items`, with the draft model's prefill of the
-/// prompt chunks in it when a draft model is deployed (`has_draft`).
-pub fn predicted_target_ns(cost: &dyn CostModel, items: &[TargetItem], has_draft: bool) -> Nanos {
-    let (shape, prefill) = target_shapes(items);
-    let mut t = cost.target_step(&shape);
-    if has_draft && prefill.seqs > 0 {
-        t += cost.draft_prefill(&prefill);
+    /// Tokens in the sequence's draft cache.
+    pub fn cached(&self, seq: SeqId) -> u32 {
+        self.kv.get(seq as usize).copied().unwrap_or(0)
     }
-    t
 }
 
 /// A backend whose forwards take the cost model's time and whose drafts are accepted by the
@@ -71,8 +122,9 @@ pub struct SimBackend {
     cost: Arc<dyn CostModel>,
     acceptance: Arc<dyn AcceptanceModel>,
     rng: SimRng,
-    /// Whether a draft model is deployed (it then prefills prompts too).
-    has_draft: bool,
+    /// The draft model's KV cache per sequence, when a draft model is deployed (its forwards then
+    /// include catching up on tokens it has not seen); `None` for drafters without one (n-gram).
+    draft_kv: Option<DraftKvMirror>,
     /// Draws for the current step's draft positions, indexed by sequence id (workload ids are dense).
     /// Drawn lazily in position order, or ahead of time by [`Backend::lookahead`]; consumed by
     /// verification.
@@ -80,7 +132,8 @@ pub struct SimBackend {
 }
 
 impl SimBackend {
-    /// A simulated replica. `has_draft` adds the draft model's prefill to prompt processing.
+    /// A simulated replica. `has_draft`: a draft model is deployed, whose forwards catch up on the
+    /// tokens it has not seen (the prompt, at a sequence's first draft; see [`DraftKvMirror`]).
     pub fn new(
         cost: Arc<dyn CostModel>,
         acceptance: Arc<dyn AcceptanceModel>,
@@ -91,7 +144,7 @@ impl SimBackend {
             cost,
             acceptance,
             rng,
-            has_draft,
+            draft_kv: has_draft.then(DraftKvMirror::default),
             pending: Vec::new(),
         }
     }
@@ -125,9 +178,13 @@ impl Backend for SimBackend {
             let p = it.position as usize;
             confidences.push(self.draw_up_to(it, p + 1)[p].confidence);
         }
+        let shape = match self.draft_kv.as_mut() {
+            Some(m) => m.draft_shape(items),
+            None => draft_shape(items),
+        };
         Ok(DraftResult {
             confidences,
-            elapsed_ns: predicted_draft_ns(self.cost.as_ref(), items),
+            elapsed_ns: self.cost.draft_step(&shape),
         })
     }
 
@@ -150,6 +207,9 @@ impl Backend for SimBackend {
                         .take_while(|d| d.accepted)
                         .count() as u32;
                     draws.clear();
+                    if let Some(m) = self.draft_kv.as_mut() {
+                        m.verified(it.seq, it.context_tokens, accepted);
+                    }
                     outcomes.push(TargetOutcome {
                         accepted,
                         emitted: accepted + 1,
@@ -160,13 +220,16 @@ impl Backend for SimBackend {
         }
         Ok(TargetResult {
             outcomes,
-            elapsed_ns: predicted_target_ns(self.cost.as_ref(), items, self.has_draft),
+            elapsed_ns: predicted_target_ns(self.cost.as_ref(), items),
         })
     }
 
     fn release(&mut self, seq: SeqId) {
         if let Some(v) = self.pending.get_mut(seq as usize) {
             *v = Vec::new();
+        }
+        if let Some(m) = self.draft_kv.as_mut() {
+            m.release(seq);
         }
     }
 
@@ -183,5 +246,52 @@ impl Backend for SimBackend {
             );
         }
         Some(runs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(seq: SeqId, context_tokens: u32, position: u32) -> DraftItem {
+        DraftItem {
+            seq,
+            context_tokens,
+            position,
+            category: None,
+        }
+    }
+
+    #[test]
+    fn the_draft_cache_catches_up_as_the_live_backend_feeds_it() {
+        let mut m = DraftKvMirror::default();
+        // Prompt of 10 tokens prefilled by the target, which emitted one: context 10, history 11. The
+        // draft has seen nothing: position 0 feeds all 11 tokens.
+        let s = m.draft_shape(&[item(0, 10, 0)]);
+        assert_eq!((s.new_tokens, s.context_tokens), (11, 11));
+        // Positions 1 and 2 feed the previous draft token each.
+        assert_eq!(m.draft_shape(&[item(0, 10, 1)]).new_tokens, 1);
+        assert_eq!(m.draft_shape(&[item(0, 10, 2)]).context_tokens, 13);
+        assert_eq!(m.cached(0), 13);
+        // 1 of 3 drafts accepted: the cache keeps the 11 tokens plus the accepted, fed draft (12);
+        // the target context becomes 10 + 1 + 1 = 12, history 13: next step feeds 1 token.
+        m.verified(0, 10, 1);
+        assert_eq!(m.cached(0), 12);
+        assert_eq!(m.draft_shape(&[item(0, 12, 0)]).new_tokens, 1);
+        m.draft_shape(&[item(0, 12, 1)]);
+        // Both drafts accepted: the last one was never fed, and the bonus token is new: 2 to feed.
+        m.verified(0, 12, 2);
+        assert_eq!(m.cached(0), 14);
+        assert_eq!(m.draft_shape(&[item(0, 15, 0)]).new_tokens, 2);
+        m.verified(0, 15, 0);
+        // Three steps without drafting (k = 0): contexts 16, 17, 18; then 3 + 1 tokens to feed.
+        for ctx in 16..19 {
+            m.verified(0, ctx, 0);
+        }
+        assert_eq!(m.draft_shape(&[item(0, 19, 0)]).new_tokens, 4);
+        // A release (preemption) empties the cache: the whole history again.
+        m.release(0);
+        let s = m.draft_shape(&[item(0, 19, 0), item(3, 5, 0)]);
+        assert_eq!((s.seqs, s.new_tokens), (2, 20 + 6));
     }
 }

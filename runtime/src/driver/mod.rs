@@ -36,7 +36,7 @@ use specsim_sim::engine::{
     TargetWork,
 };
 use specsim_sim::policy::PolicyConfig;
-use specsim_sim::simulated::{draft_shape, predicted_draft_ns, predicted_target_ns, target_shapes};
+use specsim_sim::simulated::{draft_shape, predicted_target_ns, target_shape, DraftKvMirror};
 use specsim_sim::time::Nanos;
 use specsim_sim::workload::RequestSpec;
 use specsim_sim::SimError;
@@ -137,8 +137,8 @@ pub struct DriverConfig {
     /// TPOT SLO in nanoseconds that SLO-aware policies (SpecServe) protect, as a simulated scenario's
     /// `[slo] tpot_s` does.
     pub tpot_slo_ns: Option<u64>,
-    /// Whether a draft model is deployed, so that predicted prefill steps include its prompt prefill
-    /// (as the simulator books it; see [`specsim_sim::simulated::predicted_target_ns`]).
+    /// Whether a draft model is deployed, so that predicted draft forwards include its catch-up on
+    /// tokens it has not seen (as the simulator books it; see [`DraftKvMirror`]).
     pub draft_model: bool,
     /// Write one CSV row per forward (measured and predicted time, batch shape) to this file.
     pub step_log: Option<std::path::PathBuf>,
@@ -273,7 +273,7 @@ where
                 buf: Vec::new(),
                 idle_wait: false,
                 predictor,
-                draft_model: config.draft_model,
+                draft_kv: config.draft_model.then(DraftKvMirror::default),
                 step_log,
             };
             lp.run();
@@ -312,7 +312,9 @@ struct EngineLoop<B> {
     idle_wait: bool,
     /// The cost model, to set each measured forward beside its prediction.
     predictor: Arc<dyn CostModel>,
-    draft_model: bool,
+    /// The draft model's cache lengths as the simulator would track them (`None` without a draft
+    /// model), for the predicted shapes of draft forwards.
+    draft_kv: Option<DraftKvMirror>,
     step_log: Option<StepLog>,
 }
 
@@ -334,7 +336,7 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
                     cancelled: &self.cancelled,
                     metrics: &self.metrics,
                     predictor: self.predictor.as_ref(),
-                    draft_model: self.draft_model,
+                    draft_kv: self.draft_kv.as_mut(),
                     step_log: self.step_log.as_mut(),
                     start: self.start,
                 };
@@ -529,7 +531,7 @@ struct Hooked<'a, B> {
     cancelled: &'a HashSet<SeqId>,
     metrics: &'a Metrics,
     predictor: &'a dyn CostModel,
-    draft_model: bool,
+    draft_kv: Option<&'a mut DraftKvMirror>,
     step_log: Option<&'a mut StepLog>,
     start: Instant,
 }
@@ -553,29 +555,32 @@ impl<B> Hooked<'_, B> {
 impl<B: Backend> Backend for Hooked<'_, B> {
     fn draft(&mut self, items: &[DraftItem]) -> Result<DraftResult, SimError> {
         let res = self.inner.draft(items)?;
-        let predicted = predicted_draft_ns(self.predictor, items);
-        self.record_forward(
-            ForwardModel::Draft,
-            draft_shape(items),
-            res.elapsed_ns,
-            predicted,
-        );
+        let shape = match self.draft_kv.as_mut() {
+            Some(m) => m.draft_shape(items),
+            None => draft_shape(items),
+        };
+        let predicted = self.predictor.draft_step(&shape);
+        self.record_forward(ForwardModel::Draft, shape, res.elapsed_ns, predicted);
         Ok(res)
     }
 
     fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, SimError> {
         let mut res = self.inner.target(items)?;
-        let predicted = predicted_target_ns(self.predictor, items, self.draft_model);
+        let predicted = predicted_target_ns(self.predictor, items);
         self.record_forward(
             ForwardModel::Target,
-            target_shapes(items).0,
+            target_shape(items),
             res.elapsed_ns,
             predicted,
         );
         let mut verified = Vec::with_capacity(items.len());
         for (item, out) in items.iter().zip(res.outcomes.iter_mut()) {
             if let TargetWork::Verify { drafted } = item.work {
-                verified.push((drafted, out.accepted.min(drafted)));
+                let accepted = out.accepted.min(drafted);
+                verified.push((drafted, accepted));
+                if let Some(m) = self.draft_kv.as_mut() {
+                    m.verified(item.seq, item.context_tokens, accepted);
+                }
             }
             if self.cancelled.contains(&item.seq) {
                 out.stop = true;
@@ -586,6 +591,9 @@ impl<B: Backend> Backend for Hooked<'_, B> {
     }
 
     fn release(&mut self, seq: SeqId) {
+        if let Some(m) = self.draft_kv.as_mut() {
+            m.release(seq);
+        }
         self.inner.release(seq)
     }
 

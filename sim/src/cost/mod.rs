@@ -100,10 +100,6 @@ pub trait CostModel: Send + Sync {
     fn draft_step(&self, shape: &BatchShape) -> Nanos;
     /// Time of one target-model forward: verification, plain decode, prefill or a mix.
     fn target_step(&self, shape: &BatchShape) -> Nanos;
-    /// Time for the draft model to prefill a prompt (default: a draft forward over the prompt).
-    fn draft_prefill(&self, shape: &BatchShape) -> Nanos {
-        self.draft_step(shape)
-    }
     /// A short human-readable description (kind and key parameters), written to summaries.
     fn describe(&self) -> String;
 }
@@ -130,9 +126,6 @@ impl CostModel for FixedCost {
     }
     fn target_step(&self, s: &BatchShape) -> Nanos {
         self.target_base + self.target_per_token * s.new_tokens as Nanos
-    }
-    fn draft_prefill(&self, _s: &BatchShape) -> Nanos {
-        0
     }
     fn describe(&self) -> String {
         format!(

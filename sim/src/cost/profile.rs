@@ -56,6 +56,11 @@ pub struct Profile {
     pub verify: Table3,
     /// Target prefill table.
     pub prefill: Table1,
+    /// Draft prefill table: one sequence's prompt from an empty draft cache. Its slope prices the
+    /// draft's catch-up on tokens it has not seen (the prompt, at a sequence's first draft). Absent in
+    /// profiles measured before it was; see [`ProfileCost`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_prefill: Option<Table1>,
     /// Per-iteration overhead outside the forwards.
     #[serde(default)]
     pub overhead: Overhead,
@@ -286,6 +291,12 @@ impl Profile {
         if self.prefill.ns.len() != self.prefill.tokens.len() {
             return Err("prefill.ns: length must match prefill.tokens".into());
         }
+        if let Some(dp) = &self.draft_prefill {
+            asc("draft_prefill.tokens", &dp.tokens)?;
+            if dp.ns.len() != dp.tokens.len() {
+                return Err("draft_prefill.ns: length must match draft_prefill.tokens".into());
+            }
+        }
         Ok(())
     }
 }
@@ -326,18 +337,66 @@ impl ProfileCost {
     }
 }
 
+/// Nanoseconds per token along a table's axis: the slope between its first and last points (a single
+/// point: through the origin).
+fn slope(t: &Table1) -> Option<f64> {
+    let n = t.tokens.len();
+    match n {
+        0 => None,
+        1 => Some(t.ns[0] / t.tokens[0].max(1.0)),
+        _ => Some((t.ns[n - 1] - t.ns[0]) / (t.tokens[n - 1] - t.tokens[0])),
+    }
+    .filter(|x| x.is_finite() && *x >= 0.0)
+}
+
+impl ProfileCost {
+    /// Draft time per token beyond one per sequence (a catch-up forward): the draft prefill table's
+    /// slope; for profiles without one, the target's prefill slope scaled by the draft's share of a
+    /// batch-1 decode step at this context (both models are compute-bound on prompt tokens alike).
+    fn draft_token_ns(&self, context: f64) -> f64 {
+        if let Some(x) = self.profile.draft_prefill.as_ref().and_then(slope) {
+            return x;
+        }
+        let target = slope(&self.profile.prefill).unwrap_or(0.0);
+        let one = BatchShape::one(context.round() as u32, 1, false, 1);
+        let (d, v) = (self.draft_base_ns(1.0, context, &one), self.verify_ns(&one));
+        if v > 0.0 {
+            target * d / v
+        } else {
+            0.0
+        }
+    }
+
+    /// The draft table (or its fit) at `b` sequences feeding one token each at mean context `c`.
+    fn draft_base_ns(&self, b: f64, c: f64, s: &BatchShape) -> f64 {
+        self.profile
+            .draft
+            .eval(b, c, false)
+            .or_else(|| {
+                self.profile.fit.draft.map(|f| {
+                    f.eval(&BatchShape {
+                        new_tokens: s.seqs,
+                        ..*s
+                    })
+                })
+            })
+            .unwrap_or_else(|| self.profile.draft.eval(b, c, true).unwrap_or(0.0))
+    }
+}
+
 impl CostModel for ProfileCost {
+    /// The draft table at the batch's sequences and mean context, plus [`Self::draft_token_ns`] for
+    /// each token beyond one per sequence.
     fn draft_step(&self, s: &BatchShape) -> Nanos {
         if s.seqs == 0 {
             return 0;
         }
         let (b, c) = (s.seqs as f64, s.mean_context());
-        let t = self
-            .profile
-            .draft
-            .eval(b, c, false)
-            .or_else(|| self.profile.fit.draft.map(|f| f.eval(s)))
-            .unwrap_or_else(|| self.profile.draft.eval(b, c, true).unwrap_or(0.0));
+        let extra = s.new_tokens.saturating_sub(s.seqs) as f64;
+        let mut t = self.draft_base_ns(b, c, s);
+        if extra > 0.0 {
+            t += extra * self.draft_token_ns(c);
+        }
         t.max(0.0).round() as Nanos
     }
 
@@ -405,6 +464,7 @@ mod tests {
                 tokens: vec![10.0, 110.0],
                 ns: vec![5000.0, 15_000.0],
             },
+            draft_prefill: None,
             overhead: Overhead { step_ns: 100.0 },
             fit: Fits {
                 draft: Some(LinearCoefficients {
@@ -447,6 +507,32 @@ mod tests {
         assert_eq!(c.draft_step(&BatchShape::uniform(8, 1, 100)), 7);
         // Verify has no fit: clamped to batch 2, tokens 3 -> 20000 + 100.
         assert_eq!(c.target_step(&BatchShape::uniform(4, 5, 100)), 20_100);
+    }
+
+    #[test]
+    fn a_draft_catch_up_costs_the_draft_prefill_slope_per_extra_token() {
+        let mut p = profile();
+        // 100 ns per prompt token.
+        p.draft_prefill = Some(Table1 {
+            tokens: vec![16.0, 256.0],
+            ns: vec![4000.0, 28_000.0],
+        });
+        let c = ProfileCost { profile: p };
+        // One sequence feeding its 10-token prompt and first token from an empty draft cache: batch 1
+        // at context 11 is outside the draft table, so the fit's 7 ns, plus 10 extra tokens × 100 ns.
+        assert_eq!(c.draft_step(&BatchShape::one(0, 11, false, 1)), 1007);
+        // Two sequences, one catching up 2 tokens, one 1: one extra token.
+        let s = BatchShape::one(150, 2, false, 1).merge(BatchShape::one(250, 1, false, 1));
+        // Mean context (152 + 251) / 2 = 201.5 at batch 2: context 1/2 of 100..300 is 201.5 -> the
+        // batch-1 row 1000 + 1000 × 0.5075 and batch-4 row 3000 + 1000 × 0.5075, a third of the way.
+        let base = 1507.5 + (3507.5 - 1507.5) / 3.0;
+        assert_eq!(c.draft_step(&s), (base + 100.0_f64).round() as Nanos);
+        let mut bad = profile();
+        bad.draft_prefill = Some(Table1 {
+            tokens: vec![16.0],
+            ns: vec![],
+        });
+        assert!(bad.validate().unwrap_err().contains("draft_prefill.ns"));
     }
 
     #[test]

@@ -142,9 +142,6 @@ impl CostModel for Roofline {
     fn target_step(&self, shape: &BatchShape) -> Nanos {
         (self.forward_s(&self.target, shape) * 1e9).round() as Nanos
     }
-    fn draft_prefill(&self, shape: &BatchShape) -> Nanos {
-        self.draft_step(shape)
-    }
     fn describe(&self) -> String {
         format!(
             "roofline({} tp{} + {} on {}, eff compute {} memory {}{})",
