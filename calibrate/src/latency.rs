@@ -90,7 +90,9 @@ impl Grid {
             verify_batch: vec![1, 2, 4],
             tokens_per_seq: tokens_axis(k_max, true),
             verify_context: vec![64, 256],
-            prefill_tokens: vec![16, 64, 256],
+            // 128 as well: prefill time is not linear enough between 64 and 256 (the fidelity study's
+            // 128-token Azure prompts ran 8–21 % over the interpolation).
+            prefill_tokens: vec![16, 64, 128, 256],
             warmup: 1,
             reps: 5,
         }
@@ -104,7 +106,7 @@ impl Grid {
             verify_batch: vec![1, 2, 4, 8],
             tokens_per_seq: tokens_axis(k_max, false),
             verify_context: vec![64, 256, 1024],
-            prefill_tokens: vec![16, 64, 256, 1024],
+            prefill_tokens: vec![16, 64, 128, 256, 512, 1024],
             warmup: 2,
             reps: 9,
         }
