@@ -77,27 +77,26 @@ impl StepLog {
             res = self.out.flush();
         }
         if let Err(e) = res {
-            // The engine keeps serving; the log is a diagnostic.
-            eprintln!(
-                "warning: --step-log {}: {e}; no more rows are written",
-                self.path.display()
-            );
-            self.failed = true;
+            self.fail(e);
         }
     }
-}
 
-impl StepLog {
+    /// Reports a write error once and stops writing: the engine keeps serving, the log is a
+    /// diagnostic.
+    fn fail(&mut self, e: std::io::Error) {
+        eprintln!(
+            "warning: --step-log {}: {e}; no more rows are written",
+            self.path.display()
+        );
+        self.failed = true;
+    }
+
     /// Writes buffered rows out (the engine calls this when it runs out of work).
     pub fn flush(&mut self) {
         if self.unflushed > 0 && !self.failed {
             self.unflushed = 0;
             if let Err(e) = self.out.flush() {
-                eprintln!(
-                    "warning: --step-log {}: {e}; no more rows are written",
-                    self.path.display()
-                );
-                self.failed = true;
+                self.fail(e);
             }
         }
     }
