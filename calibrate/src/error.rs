@@ -48,7 +48,7 @@ pub enum CalibrateError {
     Runtime(#[from] specsim_runtime::RuntimeError),
     /// The engine core refused a step (only when measuring the scheduling overhead).
     #[error("engine: {0}")]
-    Engine(#[from] specsim_sim::SimError),
+    Engine(#[from] specsim_core::CoreError),
     /// The profile or its report could not be written.
     #[error("{path}: {source}")]
     Io {

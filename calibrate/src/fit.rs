@@ -15,8 +15,8 @@
 //! leave-one-out predictions, i.e. of each grid point predicted by a fit that never saw it.
 
 use serde::Serialize;
-use specsim_sim::cost::linear::LinearCoefficients;
-use specsim_sim::cost::BatchShape;
+use specsim_core::cost::linear::LinearCoefficients;
+use specsim_core::cost::BatchShape;
 
 use crate::error::{CalibrateError, Result};
 

@@ -28,17 +28,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
+use specsim_core::cost::{BatchShape, FixedCost};
+use specsim_core::engine::{
+    Backend, DraftItem, DraftResult, Engine, EngineConfig, TargetItem, TargetOutcome, TargetResult,
+    TargetWork,
+};
+use specsim_core::policy::PolicyConfig;
+use specsim_core::workload::RequestSpec;
 use specsim_runtime::drafter::model::choose;
 use specsim_runtime::model::{ForwardItem, KvCache, LogitRows, Logits, Model};
 use specsim_runtime::sampling::{argmax, Sampler, SamplingParams};
 use specsim_runtime::verify::verify_greedy;
-use specsim_sim::cost::{BatchShape, FixedCost};
-use specsim_sim::engine::{
-    Backend, DraftItem, DraftResult, Engine, EngineConfig, TargetItem, TargetOutcome, TargetResult,
-    TargetWork,
-};
-use specsim_sim::policy::PolicyConfig;
-use specsim_sim::workload::RequestSpec;
 
 use crate::error::{CalibrateError, Result};
 use crate::stats::Summary;
@@ -412,7 +412,7 @@ impl Backend for NullBackend {
     fn draft(
         &mut self,
         items: &[DraftItem],
-    ) -> std::result::Result<DraftResult, specsim_sim::SimError> {
+    ) -> std::result::Result<DraftResult, specsim_core::CoreError> {
         Ok(DraftResult {
             confidences: vec![0.9; items.len()],
             elapsed_ns: 0,
@@ -421,7 +421,7 @@ impl Backend for NullBackend {
     fn target(
         &mut self,
         items: &[TargetItem],
-    ) -> std::result::Result<TargetResult, specsim_sim::SimError> {
+    ) -> std::result::Result<TargetResult, specsim_core::CoreError> {
         let outcomes = items
             .iter()
             .map(|i| match i.work {

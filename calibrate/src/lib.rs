@@ -2,7 +2,7 @@
 //!
 //! The simulator predicts a real engine only as well as its cost and acceptance models describe that
 //! engine. This crate measures them on the runtime (`specsim-runtime`) and writes a **profile**
-//! (`docs/PROFILE.md`, read by `specsim_sim::cost::profile`) that a scenario uses with
+//! (`docs/PROFILE.md`, read by `specsim_core::cost::profile`) that a scenario uses with
 //! `[cost] kind = "profile"` and `[acceptance] kind = "profile"`.
 //!
 //! ## Reading guide

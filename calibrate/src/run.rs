@@ -13,10 +13,10 @@ use std::time::Instant;
 
 use candle_core::Device;
 use serde::Serialize;
+use specsim_core::cost::profile::{Fits, Overhead, Profile, ProfileCost, Table1, Table2, Table3};
+use specsim_core::cost::CostModel;
 use specsim_runtime::model::Model;
 use specsim_runtime::tokenizer::GgufTokenizer;
-use specsim_sim::cost::profile::{Fits, Overhead, Profile, ProfileCost, Table1, Table2, Table3};
-use specsim_sim::cost::CostModel;
 
 use crate::acceptance::{
     fit_acceptance, measure_acceptance, AcceptanceFit, AcceptanceOptions, EncodedPrompt,
@@ -393,7 +393,7 @@ pub fn calibrate(
                 let shape = match p.kind {
                     "draft" => draft_shape(p.batch, p.context),
                     "verify" => verify_shape(p.batch, p.tokens_per_seq, p.context),
-                    _ => specsim_sim::cost::BatchShape::prefill(p.tokens_per_seq),
+                    _ => specsim_core::cost::BatchShape::prefill(p.tokens_per_seq),
                 };
                 FitPoint::from_shape(&shape, p.timing.total.median)
             })

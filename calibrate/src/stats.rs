@@ -112,7 +112,7 @@ mod tests {
     #[test]
     fn beta_moments_recover_the_parameters_of_a_tabulated_beta() {
         // Quantiles of Beta(2, 5) at 20k evenly spaced probabilities: the sample has the Beta's moments.
-        let t = specsim_sim::acceptance::QuantileTable::beta(2.0, 5.0);
+        let t = specsim_core::acceptance::QuantileTable::beta(2.0, 5.0);
         let xs: Vec<f64> = (0..20_000)
             .map(|i| t.sample_u((i as f64 + 0.5) / 20_000.0))
             .collect();

@@ -7,9 +7,9 @@ use specsim_calibrate::acceptance::AcceptanceOptions;
 use specsim_calibrate::latency::Grid;
 use specsim_calibrate::run::{partial_path, report_path};
 use specsim_calibrate::{calibrate, CalibrateError, CalibrateOptions};
+use specsim_core::acceptance::AcceptanceConfig;
+use specsim_core::cost::profile::Profile;
 use specsim_runtime::model::tiny::{TinyArch, TinySpec};
-use specsim_sim::acceptance::AcceptanceConfig;
-use specsim_sim::cost::profile::Profile;
 use specsim_sim::scenario::Scenario;
 
 fn tiny_grid() -> Grid {

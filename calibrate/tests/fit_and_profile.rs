@@ -2,10 +2,10 @@
 
 use specsim_calibrate::fit::{fit_linear, fit_with_report, FitPoint, Terms};
 use specsim_calibrate::latency::{draft_shape, verify_shape};
-use specsim_sim::acceptance::AcceptanceConfig;
-use specsim_sim::cost::linear::LinearCoefficients;
-use specsim_sim::cost::profile::{Fits, Overhead, Profile, Table1, Table2, Table3};
-use specsim_sim::cost::BatchShape;
+use specsim_core::acceptance::AcceptanceConfig;
+use specsim_core::cost::linear::LinearCoefficients;
+use specsim_core::cost::profile::{Fits, Overhead, Profile, Table1, Table2, Table3};
+use specsim_core::cost::BatchShape;
 use std::collections::BTreeMap;
 
 /// A deterministic multiplicative noise in [-amp, amp] (no RNG: a fixed sequence).
@@ -91,7 +91,7 @@ fn a_profile_round_trips_through_toml() {
     let mut cats = BTreeMap::new();
     cats.insert(
         "coding".to_string(),
-        specsim_sim::acceptance::CategoryAcceptanceConfig {
+        specsim_core::acceptance::CategoryAcceptanceConfig {
             confidence_beta: [9.0, 1.0],
             curve: Some(vec![[0.2, 0.1], [0.9, 0.95]]),
             position_decay: 0.97,

@@ -21,9 +21,9 @@
 use crate::endpoint::{Endpoint, EndpointRequest, Failure, Observation};
 use crate::prompts::PromptMode;
 use crate::results::{record_of, stats_of, ReplayStats, RequestResult};
+use specsim_core::time::ns_to_secs;
+use specsim_core::workload::Workload;
 use specsim_sim::metrics::{RequestRecord, SloConfig, Summary};
-use specsim_sim::time::ns_to_secs;
-use specsim_sim::workload::Workload;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

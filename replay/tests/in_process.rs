@@ -4,6 +4,7 @@
 //! Tolerances as in `fake_engine.rs`: delays of 50–150 ms, tight lower bounds, 60 ms of noise above.
 #![cfg(feature = "runtime")]
 
+use specsim_core::workload::Workload;
 use specsim_replay::inprocess::InProcessEndpoint;
 use specsim_replay::prompts::PromptMode;
 use specsim_replay::{replay, ReplayConfig};
@@ -13,7 +14,6 @@ use specsim_runtime::server::{
     SubmitError,
 };
 use specsim_sim::metrics::SloConfig;
-use specsim_sim::workload::Workload;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +32,7 @@ impl Generator for Scripted {
         if self.dead.load(Ordering::SeqCst) {
             return Err(SubmitError::Unavailable);
         }
-        let (tx, rx) = specsim_runtime::server::infer::generation_channel();
+        let (tx, rx) = specsim_runtime::generate::generation_channel();
         let (ttft, gap, step) = (self.ttft, self.gap, self.step);
         tokio::spawn(async move {
             tokio::time::sleep(ttft).await;

@@ -24,6 +24,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::Device;
+use specsim_core::engine::{Engine, EngineConfig};
+use specsim_core::policy::PolicyConfig;
 use specsim_runtime::chat::ChatMessage;
 use specsim_runtime::drafter::model::ModelDrafter;
 use specsim_runtime::live::{DraftSource, LiveBackend};
@@ -33,8 +35,6 @@ use specsim_runtime::offline::{
 };
 use specsim_runtime::sampling::SamplingParams;
 use specsim_runtime::tokenizer::GgufTokenizer;
-use specsim_sim::engine::{Engine, EngineConfig};
-use specsim_sim::policy::PolicyConfig;
 
 fn env_or(key: &str, default: &str) -> String {
     std::env::var(key).unwrap_or_else(|_| default.to_string())

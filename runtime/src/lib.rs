@@ -2,8 +2,8 @@
 //!
 //! A real speculative-decoding engine: a small draft model proposes tokens, the target verifies them in
 //! one batched forward, and rejection sampling keeps the output distribution exactly the target's. The
-//! scheduler, KV accounting and speculation policies are not here: they are `specsim-sim`'s engine core,
-//! which this crate drives through a live [`specsim_sim::engine::Backend`].
+//! scheduler, KV accounting and speculation policies are not here: they are `specsim-core`'s engine,
+//! which this crate drives through a live [`specsim_core::engine::Backend`].
 //!
 //! ## Reading guide
 //!
@@ -20,8 +20,10 @@
 //! 6. [`driver`] — the engine thread: owns the engine core and a backend (`Backend` + [`driver::TokenStreams`]),
 //!    takes requests over a channel, streams each sequence's new token ids back, and turns a client's
 //!    disconnect into `stop` on the sequence's next outcome so its KV is freed.
-//! 7. [`server`] — the OpenAI-compatible HTTP server (`specsim serve`) behind one seam,
-//!    [`server::Generator`]: request in, token-id stream out, dropping the stream cancels.
+//! 7. [`generate`] — the seam between HTTP and the engine thread, [`generate::Generator`]: request in,
+//!    token-id stream out, dropping the stream cancels; [`metrics`] — what both sides record.
+//! 8. [`server`] — the OpenAI-compatible HTTP server behind that seam; [`serve`] wires tokenizer,
+//!    engine thread and server together from a typed [`serve::ServeConfig`] (`specsim serve`).
 //!    [`tokenizer`] and [`chat`] rebuild the tokenizer and chat template from GGUF metadata.
 //!    [`requantize`] converts the shipped draft's Q5_0 tensors to Q8_0 (`scripts/fetch-models.sh`).
 //!
@@ -31,11 +33,14 @@ pub mod chat;
 pub mod drafter;
 pub mod driver;
 mod error;
+pub mod generate;
 pub mod live;
+pub mod metrics;
 pub mod model;
 pub mod offline;
 pub mod requantize;
 pub mod sampling;
+pub mod serve;
 pub mod server;
 pub mod tokenizer;
 pub mod verify;

@@ -1,6 +1,6 @@
 //! The live backend: the engine core's [`Backend`] on real models and the wall clock.
 //!
-//! The engine (`specsim_sim::engine::Engine`) decides what runs — admission, prefill chunks, how many
+//! The engine (`specsim_core::engine::Engine`) decides what runs — admission, prefill chunks, how many
 //! tokens each sequence drafts, KV block accounting — and knows tokens only as counts. This backend keeps
 //! the token ids: each request is [`LiveBackend::register`]ed with its prompt and sampling settings under
 //! its request id before it is added to the engine, and its output is read back with
@@ -30,11 +30,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use specsim_sim::engine::{
+use specsim_core::engine::{
     Backend, DraftItem, DraftResult, SeqId, TargetItem, TargetOutcome, TargetResult, TargetWork,
 };
-use specsim_sim::time::Nanos;
-use specsim_sim::SimError;
+use specsim_core::time::Nanos;
+use specsim_core::CoreError;
 
 use crate::drafter::model::{DraftInput, ModelDrafter};
 use crate::drafter::ngram::NgramDrafter;
@@ -82,8 +82,8 @@ pub struct LiveBackend {
     seqs: HashMap<SeqId, SeqState>,
 }
 
-fn backend_err(e: RuntimeError) -> SimError {
-    SimError::Backend(e.to_string())
+fn backend_err(e: RuntimeError) -> CoreError {
+    CoreError::Backend(e.to_string())
 }
 
 fn elapsed_ns(start: Instant) -> Nanos {
@@ -470,7 +470,7 @@ fn verify(st: &mut SeqState, logits: &Logits, i: usize, k: usize) -> Result<Verd
 }
 
 impl Backend for LiveBackend {
-    fn draft(&mut self, items: &[DraftItem]) -> std::result::Result<DraftResult, SimError> {
+    fn draft(&mut self, items: &[DraftItem]) -> std::result::Result<DraftResult, CoreError> {
         let start = Instant::now();
         let mut states = self
             .take(items.iter().map(|i| i.seq))
@@ -483,7 +483,7 @@ impl Backend for LiveBackend {
         })
     }
 
-    fn target(&mut self, items: &[TargetItem]) -> std::result::Result<TargetResult, SimError> {
+    fn target(&mut self, items: &[TargetItem]) -> std::result::Result<TargetResult, CoreError> {
         let start = Instant::now();
         let mut states = self
             .take(items.iter().map(|i| i.seq))

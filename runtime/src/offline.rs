@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use specsim_sim::engine::{Engine, FinishedRequest};
-use specsim_sim::workload::RequestSpec;
-use specsim_sim::SimError;
+use specsim_core::engine::{Engine, FinishedRequest};
+use specsim_core::workload::RequestSpec;
+use specsim_core::CoreError;
 
 use crate::live::LiveBackend;
 use crate::sampling::SamplingParams;
@@ -80,9 +80,9 @@ pub fn run_offline(
     backend: &mut LiveBackend,
     requests: &[OfflineRequest],
     first_id: u64,
-) -> Result<OfflineRun, SimError> {
+) -> Result<OfflineRun, CoreError> {
     let start = Instant::now();
-    let err = |e: crate::RuntimeError| SimError::Backend(e.to_string());
+    let err = |e: crate::RuntimeError| CoreError::Backend(e.to_string());
     for (i, r) in requests.iter().enumerate() {
         let id = first_id + i as u64;
         backend
@@ -102,7 +102,9 @@ pub fn run_offline(
     while engine.has_work() {
         let now = start.elapsed().as_nanos() as u64;
         if engine.step(now, backend)?.is_none() {
-            return Err(SimError::Backend("engine has work but made no step".into()));
+            return Err(CoreError::Backend(
+                "engine has work but made no step".into(),
+            ));
         }
         steps += 1;
         for f in engine.drain_finished() {
@@ -118,7 +120,7 @@ pub fn run_offline(
         recs.push(
             records
                 .remove(&id)
-                .ok_or_else(|| SimError::Backend(format!("request {id} never finished")))?,
+                .ok_or_else(|| CoreError::Backend(format!("request {id} never finished")))?,
         );
     }
     Ok(OfflineRun {
@@ -187,7 +189,7 @@ pub fn measure_linear_cost(
     draft: Option<&crate::model::Model>,
     context: usize,
     reps: usize,
-) -> crate::Result<specsim_sim::cost::FixedCost> {
+) -> crate::Result<specsim_core::cost::FixedCost> {
     let mut timer = ContextTimer::new(target, context)?;
     timer.time(1)?;
     let (mut t1s, mut t5s) = (Vec::new(), Vec::new());
@@ -208,7 +210,7 @@ pub fn measure_linear_cost(
         }
         None => (0, 0),
     };
-    Ok(specsim_sim::cost::FixedCost {
+    Ok(specsim_core::cost::FixedCost {
         draft_base,
         draft_per_seq,
         target_base: t1.saturating_sub(per_token),

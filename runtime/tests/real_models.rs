@@ -10,6 +10,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use candle_core::Device;
+use specsim_core::cost::FixedCost;
+use specsim_core::engine::{Engine, EngineConfig};
+use specsim_core::policy::PolicyConfig;
 use specsim_runtime::chat::ChatMessage;
 use specsim_runtime::drafter::model::ModelDrafter;
 use specsim_runtime::live::{DraftSource, LiveBackend};
@@ -17,9 +20,6 @@ use specsim_runtime::model::{ForwardItem, LogitRows, Model};
 use specsim_runtime::offline::{run_offline, OfflineRequest};
 use specsim_runtime::sampling::{argmax, SamplingParams};
 use specsim_runtime::tokenizer::GgufTokenizer;
-use specsim_sim::cost::FixedCost;
-use specsim_sim::engine::{Engine, EngineConfig};
-use specsim_sim::policy::PolicyConfig;
 
 fn model_dir() -> Option<PathBuf> {
     let dir = match std::env::var_os("SPECSIM_MODELS") {

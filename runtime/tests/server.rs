@@ -545,9 +545,10 @@ async fn models_health_and_metrics_endpoints() {
 
 // ---- The real engine core behind the seam: engine thread + scripted echo backend ----
 
+use specsim_core::engine::EngineConfig;
 use specsim_runtime::driver::echo::{EchoBackend, StepGate};
-use specsim_runtime::driver::{default_cost, parse_policy, spawn_engine, DriverConfig};
-use specsim_sim::engine::EngineConfig;
+use specsim_runtime::driver::{parse_policy, spawn_engine, DriverConfig};
+use specsim_runtime::serve::default_cost;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A server whose generator is the engine thread over `backend`, with fixture EOS ids 265 and 267.
@@ -787,21 +788,21 @@ async fn engine_queue_overflow_gets_429() {
 /// A backend whose target forward always fails, to see the engine thread fail requests and stop.
 struct FailingBackend;
 
-impl specsim_sim::engine::Backend for FailingBackend {
+impl specsim_core::engine::Backend for FailingBackend {
     fn draft(
         &mut self,
-        items: &[specsim_sim::engine::DraftItem],
-    ) -> Result<specsim_sim::engine::DraftResult, specsim_sim::SimError> {
-        Ok(specsim_sim::engine::DraftResult {
+        items: &[specsim_core::engine::DraftItem],
+    ) -> Result<specsim_core::engine::DraftResult, specsim_core::CoreError> {
+        Ok(specsim_core::engine::DraftResult {
             confidences: vec![0.5; items.len()],
             elapsed_ns: 1,
         })
     }
     fn target(
         &mut self,
-        _items: &[specsim_sim::engine::TargetItem],
-    ) -> Result<specsim_sim::engine::TargetResult, specsim_sim::SimError> {
-        Err(specsim_sim::SimError::Backend(
+        _items: &[specsim_core::engine::TargetItem],
+    ) -> Result<specsim_core::engine::TargetResult, specsim_core::CoreError> {
+        Err(specsim_core::CoreError::Backend(
             "the device fell over".into(),
         ))
     }
@@ -969,12 +970,6 @@ fn models_dir() -> std::path::PathBuf {
         .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models"))
 }
 
-#[derive(clap::Parser)]
-struct ServeCli {
-    #[command(flatten)]
-    serve: specsim_runtime::server::ServeArgs,
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_qwen_pair_serves_a_chat_completion() {
     let (target, draft) = (
@@ -989,17 +984,30 @@ async fn real_qwen_pair_serves_a_chat_completion() {
         );
         return;
     }
-    use clap::Parser;
-    let (t, d) = (target.display().to_string(), draft.display().to_string());
-    let args = ServeCli::parse_from([
-        "specsim", "--target", &t, "--draft", &d, "--policy", "static-4",
-    ])
-    .serve;
+    let config = specsim_runtime::serve::ServeConfig {
+        draft: Some(draft.clone()),
+        target: Some(target.clone()),
+        policy: specsim_core::policy::PolicyConfig::Static { k: 4 },
+        policy_name: "static-4".into(),
+        host: "127.0.0.1".into(),
+        port: 0,
+        max_num_seqs: 16,
+        max_queue: 256,
+        kv_tokens: 32768,
+        profile: None,
+        tpot_slo_s: None,
+        step_log: None,
+        ngram: false,
+        threads: None,
+        limits: ServerLimits::default(),
+        model_name: None,
+        fake: false,
+    };
     let tokenizer = Arc::new(GgufTokenizer::from_gguf_file(&target).expect("tokenizer"));
     let metrics = Arc::new(Metrics::default());
     let generator = tokio::task::spawn_blocking({
         let (tokenizer, metrics) = (tokenizer.clone(), metrics.clone());
-        move || specsim_runtime::driver::start_live(&args, tokenizer, metrics)
+        move || specsim_runtime::serve::start_live(&config, tokenizer, metrics)
     })
     .await
     .unwrap()

@@ -11,16 +11,16 @@ use std::sync::Arc;
 use candle_core::Device;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use specsim_core::cost::FixedCost;
+use specsim_core::engine::{Engine, EngineConfig};
+use specsim_core::policy::PolicyConfig;
+use specsim_core::workload::RequestSpec;
 use specsim_runtime::drafter::model::ModelDrafter;
 use specsim_runtime::drafter::ngram::NgramDrafter;
 use specsim_runtime::live::{DraftSource, LiveBackend};
 use specsim_runtime::model::tiny::{TinyArch, TinySpec};
 use specsim_runtime::model::{ForwardItem, LogitRows, Model};
 use specsim_runtime::sampling::{argmax, SamplingParams};
-use specsim_sim::cost::FixedCost;
-use specsim_sim::engine::{Engine, EngineConfig};
-use specsim_sim::policy::PolicyConfig;
-use specsim_sim::workload::RequestSpec;
 
 /// Greedy decoding of the target alone: prefill the prompt, then one token per forward.
 fn greedy_reference(model: &Model, prompt: &[u32], n: usize, eos: Option<u32>) -> Vec<u32> {

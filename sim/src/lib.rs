@@ -1,46 +1,37 @@
-//! # specsim-sim: the engine core and the discrete-event simulator
+//! # specsim-sim: the discrete-event simulator of a serving cluster
 //!
-//! One engine core — scheduler, KV block accounting, speculation controller — runs against a
-//! [`engine::Backend`]: the simulated backend ([`simulated::SimBackend`]) advances a virtual clock by a
-//! [`cost::CostModel`] and samples draft acceptance from an [`acceptance::AcceptanceModel`]; the runtime
-//! crate's live backend runs real forwards. So the simulator models exactly the runtime's scheduler.
+//! Built on `specsim-core`'s engine: each replica is a core [`specsim_core::engine::Engine`] driven by
+//! the simulated backend ([`simulated::SimBackend`]), which advances a virtual clock by a
+//! [`specsim_core::cost::CostModel`] and samples draft acceptance from an
+//! [`specsim_core::acceptance::AcceptanceModel`]. The runtime crate drives the same engine with real
+//! forwards, so the simulator models exactly the runtime's scheduler.
 //!
 //! ## Reading guide
 //!
-//! 1. [`engine`] — `Engine::step`: admission, prefill, drafting one position at a time under a
-//!    [`policy::SpeculationPolicy`], verification, KV reservation and release.
-//! 2. [`policy`] — the policy trait and one file per policy (none, static, batch table, threshold,
-//!    SmartSpec, SpecServe, oracle).
-//! 3. [`cluster`] — the event loop: arrivals, routers, replicas stepping on a shared virtual clock.
-//!
-//! Then [`cost`] (roofline, profile table, linear fit), [`acceptance`], [`metrics`] (result
-//! directory), [`scenario`] (the TOML front door) and [`synth`] (built-in synthetic workloads).
+//! 1. [`cluster`] — the event loop: arrivals, routers, replicas stepping on a shared virtual clock.
+//! 2. [`simulated`] — the simulated backend (forward shapes and the draft-cache mirror live in
+//!    `specsim_core::shape`, shared with the runtime).
+//! 3. [`scenario`] — the TOML front door, with [`trace_config`] and [`synth`] (built-in synthetic
+//!    workloads).
+//! 4. [`metrics`] — the result directory (`requests.csv`, `summary.json`, `steps.csv`).
+//! 5. [`sweep`] (grids, shards, merge) and [`plan`] (capacity search).
 //!
 //! ## Invariants (each has a test)
 //!
-//! - request conservation: every request finishes exactly once with exactly its output tokens;
-//! - KV blocks allocated + free = total, and never more than total;
 //! - the clock never goes backwards; equal-time events fire in class order (step end, arrival, schedule);
-//! - tokens emitted = accepted + 1 per verified sequence (capped by the tokens it still owes);
-//! - draft slots are always committed or released after verification.
+//! - every request routed to a replica finishes there exactly once (the engine's own invariants are
+//!   listed in `specsim_core`).
 //!
-//! Time is integer nanoseconds ([`time::Nanos`]); the same scenario and seed give the same bytes.
+//! Time is integer nanoseconds; the same scenario and seed give the same bytes.
 
-pub mod acceptance;
 pub mod cluster;
-pub mod cost;
-pub mod engine;
-mod error;
 pub mod metrics;
 pub mod plan;
-pub mod policy;
-pub mod rng;
 pub mod scenario;
 pub mod simulated;
 pub mod sweep;
 pub mod synth;
-pub mod time;
 pub mod trace_config;
-pub mod workload;
 
-pub use error::SimError;
+/// The simulator's errors are the engine core's: one error type from scenario file to backend step.
+pub use specsim_core::CoreError as SimError;

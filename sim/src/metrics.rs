@@ -2,10 +2,10 @@
 //! engine step (`steps.csv`). `specsim run` and `specsim replay` write the same schema so that
 //! `specsim compare` can join them by request id.
 
-use crate::engine::{FinishedRequest, StepKind, StepReport};
-use crate::time::{ns_to_secs, Nanos};
 use crate::SimError;
 use serde::{Deserialize, Serialize};
+use specsim_core::engine::{FinishedRequest, StepKind, StepReport};
+use specsim_core::time::{ns_to_secs, Nanos};
 use std::fmt::Write as _;
 use std::path::Path;
 

@@ -40,7 +40,7 @@
 //!    with more replicas from the earlier rate times the replica ratio and one tolerance step; groups
 //!    run in parallel (rayon), longest first.
 //! 4. **Reuse across max batch.** Each run records the largest batch an admission check saw with a
-//!    request waiting ([`crate::engine::Engine::admission_peak`]). When that is below the run's
+//!    request waiting ([`specsim_core::engine::Engine::admission_peak`]). When that is below the run's
 //!    `max_num_seqs` the limit never bound, so every configuration of the group with the same
 //!    replicas and a limit above the peak would simulate exactly the same run: its verdict is taken
 //!    from the cache instead (warm starts make the scales coincide). On the example Azure plan this
@@ -49,11 +49,11 @@
 //! Results are deterministic: each run is a seeded simulation and the search order within a group is
 //! fixed, so thread counts do not change the answer.
 
-use crate::policy::PolicyConfig;
 use crate::scenario::{set_key, Scenario, ScenarioFile};
-use crate::workload::Workload;
 use crate::SimError;
 use serde::{Deserialize, Serialize};
+use specsim_core::policy::PolicyConfig;
+use specsim_core::workload::Workload;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 

@@ -6,24 +6,24 @@
 //! key=value` overrides any key (dotted path; array elements by index, e.g. `policies.1.k=4`) before
 //! validation. Nothing past [`Scenario`] sees raw strings.
 
-use crate::acceptance::{AcceptanceConfig, AcceptanceModel};
 use crate::cluster::router::RouterKind;
 use crate::cluster::{simulate, Replica, SimOptions};
-use crate::cost::catalog::{find_hardware, find_model, HardwareSpec, ModelSpec};
-use crate::cost::linear::{LinearCoefficients, LinearCost};
-use crate::cost::profile::{Profile, ProfileCost};
-use crate::cost::roofline::{Deployment, Roofline};
-use crate::cost::{CostModel, FixedCost};
-use crate::engine::{Engine, EngineConfig};
 use crate::metrics::{RequestRecord, SloConfig, StepRow, Summary};
-use crate::policy::PolicyConfig;
-use crate::rng::stream;
 use crate::simulated::SimBackend;
-use crate::time::ms_to_ns;
 use crate::trace_config::TraceConfig;
-use crate::workload::Workload;
 use crate::SimError;
 use serde::{Deserialize, Serialize};
+use specsim_core::acceptance::{AcceptanceConfig, AcceptanceModel};
+use specsim_core::cost::catalog::{find_hardware, find_model, HardwareSpec, ModelSpec};
+use specsim_core::cost::linear::{LinearCoefficients, LinearCost};
+use specsim_core::cost::profile::{Profile, ProfileCost};
+use specsim_core::cost::roofline::{Deployment, Roofline};
+use specsim_core::cost::{CostModel, FixedCost};
+use specsim_core::engine::{Engine, EngineConfig};
+use specsim_core::policy::PolicyConfig;
+use specsim_core::rng::stream;
+use specsim_core::time::ms_to_ns;
+use specsim_core::workload::Workload;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -239,7 +239,7 @@ pub struct PolicyRun {
     /// Events processed.
     pub events: u64,
     /// The largest running batch an admission check saw with a request waiting (see
-    /// [`crate::engine::Engine::admission_peak`]).
+    /// [`specsim_core::engine::Engine::admission_peak`]).
     pub admission_peak: u32,
 }
 
@@ -463,7 +463,7 @@ impl Scenario {
         match name {
             None => Ok(None),
             Some(n) => find_model(n).map(Some).ok_or_else(|| {
-                let known: Vec<String> = crate::cost::catalog::models()
+                let known: Vec<String> = specsim_core::cost::catalog::models()
                     .into_iter()
                     .map(|m| m.name)
                     .collect();
@@ -511,7 +511,7 @@ impl Scenario {
                 let hardware = match (&m.hardware_spec, hw_name) {
                     (Some(h), None) => h.clone(),
                     (_, Some(n)) => find_hardware(&n).ok_or_else(|| {
-                        let known: Vec<String> = crate::cost::catalog::hardware()
+                        let known: Vec<String> = specsim_core::cost::catalog::hardware()
                             .into_iter()
                             .map(|h| h.name)
                             .collect();
@@ -690,7 +690,7 @@ impl Scenario {
                 let mut cfg = self.file.engine.clone();
                 cfg.kv_blocks = Some(kv);
                 let mut engine = Engine::new(cfg, policy.build(), Arc::clone(&cost))?;
-                engine.set_tpot_slo(self.file.slo.tpot_s.map(crate::time::secs_to_ns));
+                engine.set_tpot_slo(self.file.slo.tpot_s.map(specsim_core::time::secs_to_ns));
                 let backend = SimBackend::new(
                     Arc::clone(&cost),
                     Arc::clone(&acceptance),

@@ -36,12 +36,12 @@
 pub mod parquet;
 
 use crate::metrics::Summary;
-use crate::policy::PolicyConfig;
 use crate::scenario::{set_key, Scenario, ScenarioFile};
-use crate::workload::Workload;
 use crate::SimError;
 use rayon::prelude::*;
 use serde::Deserialize;
+use specsim_core::policy::PolicyConfig;
+use specsim_core::workload::Workload;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;

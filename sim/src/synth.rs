@@ -2,13 +2,13 @@
 //! or lognormal lengths, so a scenario needs no external file. The `specsim-traces` crate adds bursty
 //! and diurnal arrivals and empirical lengths.
 
-use crate::rng::{stream, SimRng};
-use crate::time::secs_to_ns;
 use crate::trace_config::{ArrivalConfig, LengthConfig, SyntheticConfig};
-use crate::workload::Workload;
 use crate::SimError;
 use rand::RngExt;
 use rand_distr::{Distribution, Exp, Gamma, LogNormal};
+use specsim_core::rng::{stream, SimRng};
+use specsim_core::time::secs_to_ns;
+use specsim_core::workload::Workload;
 
 /// Draws inter-arrival gaps in seconds.
 pub enum ArrivalSampler {

@@ -3,7 +3,7 @@
 
 mod common;
 use common::{run_all, scenario};
-use specsim_sim::acceptance::expected_emitted;
+use specsim_core::acceptance::expected_emitted;
 
 /// M/D/1: batch 1, no speculation, constant service D, Poisson arrivals at rate λ. Mean waiting time
 /// (Pollaczek–Khinchine with zero service variance) is ρ / (2μ(1 − ρ)).

@@ -3,11 +3,11 @@
 
 mod common;
 use common::{run_all, scenario};
-use specsim_sim::acceptance::ConstantAcceptance;
-use specsim_sim::cost::FixedCost;
-use specsim_sim::engine::{Engine, EngineConfig};
-use specsim_sim::policy::PolicyConfig;
-use specsim_sim::rng::stream;
+use specsim_core::acceptance::ConstantAcceptance;
+use specsim_core::cost::FixedCost;
+use specsim_core::engine::{Engine, EngineConfig};
+use specsim_core::policy::PolicyConfig;
+use specsim_core::rng::stream;
 use specsim_sim::simulated::SimBackend;
 use specsim_sim::synth::generate;
 use specsim_sim::trace_config::{ArrivalConfig, LengthConfig, SyntheticConfig};
@@ -229,7 +229,7 @@ fn replicas_share_load_and_every_router_conserves_requests() {
 
 #[test]
 fn abort_removes_waiting_and_running_requests_and_returns_their_kv() {
-    use specsim_sim::workload::RequestSpec;
+    use specsim_core::workload::RequestSpec;
     let cfg = EngineConfig {
         kv_blocks: Some(100),
         max_num_seqs: 1,

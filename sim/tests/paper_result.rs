@@ -83,7 +83,7 @@ fn ablation_at(rate: f64) -> [specsim_sim::metrics::Summary; 3] {
     let sc = Scenario::load(path, &[format!("trace.synthetic.rate={rate}")]).unwrap();
     let w = sc.builtin_workload().unwrap();
     let run = |elimination: bool, slo_aware: bool| {
-        let p = specsim_sim::policy::PolicyConfig::Specserve {
+        let p = specsim_core::policy::PolicyConfig::Specserve {
             k_max: 8,
             elimination,
             slo_aware,

@@ -1,9 +1,9 @@
 //! Sweeps are deterministic across threads and shards; the planner matches a closed form.
 
+use specsim_core::workload::Workload;
 use specsim_sim::plan::{plan, PlanOptions};
 use specsim_sim::scenario::Scenario;
 use specsim_sim::sweep::{merge_tables, run_sweep, Grid, Shard, SweepOptions, SweepTable};
-use specsim_sim::workload::Workload;
 use specsim_sim::SimError;
 use std::path::Path;
 

@@ -5,8 +5,11 @@ mod compare;
 mod figures;
 mod plan;
 mod replay;
+mod requantize;
 mod run;
+mod serve;
 mod sweep;
+mod trace;
 
 use clap::{Parser, Subcommand};
 
@@ -23,9 +26,9 @@ enum Command {
     /// Simulate a scenario: every policy on the same trace and seed, results side by side.
     Run(run::RunArgs),
     /// Trace tools: statistics, format conversion, synthesis.
-    Trace(specsim_traces::TraceArgs),
+    Trace(trace::TraceArgs),
     /// Serve a draft/target GGUF pair with speculative decoding behind an OpenAI-compatible HTTP API.
-    Serve(specsim_runtime::server::ServeArgs),
+    Serve(serve::ServeArgs),
     /// Measure a live engine (OpenAI-compatible endpoint) on a scenario's workload, open loop.
     Replay(replay::ReplayArgs),
     /// Predicted vs measured: relative errors, MAPE, correlation and SLO attainment per policy.
@@ -40,6 +43,8 @@ enum Command {
     Figures(figures::FiguresArgs),
     /// Profile a real draft/target pair on this machine and fit the simulator's cost and acceptance models.
     Calibrate(calibrate::CalibrateArgs),
+    /// Re-quantize a GGUF file's tensors (the draft's Q5_0 to Q8_0; used by scripts/fetch-models.sh).
+    Requantize(requantize::RequantizeArgs),
 }
 
 /// Parses the command line and runs the subcommand.
@@ -47,8 +52,8 @@ pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(a) => run::run(a),
-        Command::Trace(a) => specsim_traces::run_trace_command(a.command),
-        Command::Serve(a) => specsim_runtime::server::serve(a),
+        Command::Trace(a) => trace::run(a.command),
+        Command::Serve(a) => serve::run(a),
         Command::Replay(a) => replay::run(a),
         Command::Compare(a) => compare::run(a),
         Command::Sweep(a) => sweep::sweep(a),
@@ -56,5 +61,6 @@ pub fn run() -> anyhow::Result<()> {
         Command::Plan(a) => plan::run(a),
         Command::Figures(a) => figures::run(a),
         Command::Calibrate(a) => calibrate::run(a),
+        Command::Requantize(a) => requantize::run(a),
     }
 }

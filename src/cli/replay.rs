@@ -3,10 +3,10 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
+use specsim_core::workload::Workload;
 use specsim_replay::prompts::{fit_chars, PromptMode, PromptSet, DEFAULT_CHARS_PER_TOKEN};
 use specsim_replay::{Endpoint, HttpEndpoint, ReplayConfig};
 use specsim_sim::scenario::Scenario;
-use specsim_sim::workload::Workload;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -3,9 +3,9 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use specsim_core::workload::Workload;
 use specsim_sim::metrics::write_result_dir;
 use specsim_sim::scenario::{unique_policy_names, PolicyRun, Scenario};
-use specsim_sim::workload::Workload;
 use std::path::{Path, PathBuf};
 
 /// The quickstart scenario, embedded so that `specsim run` works from any directory.

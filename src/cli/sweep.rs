@@ -67,7 +67,7 @@ pub fn cell_bar(total: usize, what: &str, quiet: bool) -> ProgressBar {
 }
 
 /// Loads a cell's workload through the traces crate (every trace format, the scenario's transformations).
-pub fn load_cell_workload(sc: &Scenario) -> Result<specsim_sim::workload::Workload, SimError> {
+pub fn load_cell_workload(sc: &Scenario) -> Result<specsim_core::workload::Workload, SimError> {
     specsim_traces::load_workload(&sc.file.trace, &sc.base_dir, sc.file.seed)
         .map(|l| l.workload)
         .map_err(|e| SimError::Config(format!("{}: trace: {e}", sc.path.display())))

@@ -1,13 +1,13 @@
 //! Writing a workload in another tool's format: specsim's native CSV, or Vidur's trace CSV (so the same
 //! workload can be replayed in Vidur for a cross-check).
 
-use specsim_sim::time::ns_to_secs;
-use specsim_sim::workload::Workload;
+use specsim_core::time::ns_to_secs;
+use specsim_core::workload::Workload;
 use std::fmt::Write as _;
 use std::str::FromStr;
 
 /// An output format of `trace convert` and `trace synth`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputFormat {
     /// `arrival_s,prompt_tokens,output_tokens,category` (specsim's own).
     Native,

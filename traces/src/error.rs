@@ -72,6 +72,9 @@ pub enum TraceError {
     /// do not sum to a positive number, conflicting options).
     #[error("[trace]: {0}")]
     Config(String),
+    /// A length notation (`fixed:N`, `uniform:MIN,MAX`, ...) does not parse; the message quotes it.
+    #[error("{0}")]
+    LengthSpec(String),
     /// The simulator rejected the resulting workload (an invariant the readers should already ensure).
     #[error(transparent)]
     Sim(#[from] specsim_sim::SimError),

@@ -1,7 +1,7 @@
 //! # specsim-traces: the workloads a simulation serves
 //!
 //! A capacity plan is only as good as its traffic. This crate turns a scenario's `[trace]` section
-//! ([`specsim_sim::trace_config::TraceConfig`]) into a [`specsim_sim::workload::Workload`]: it reads
+//! ([`specsim_sim::trace_config::TraceConfig`]) into a [`specsim_core::workload::Workload`]: it reads
 //! real production traces, shapes them (window, rate, sampling, context clipping, categories) and
 //! synthesises workloads with controlled burstiness. One function does all of it:
 //!
@@ -26,7 +26,7 @@
 //! 2. [`transform`]: the `[trace]` transformations, in a fixed, documented order.
 //! 3. [`synth`]: arrival processes (Poisson, Gamma with CV, MMPP bursts, diurnal) and length
 //!    distributions (fixed, uniform, lognormal, empirical from any trace).
-//! 4. [`load_workload`] ([`load`]) ties them together; [`stats`], [`convert`] and [`cli`] serve
+//! 4. [`load_workload`] ([`load`]) ties them together; [`stats`], [`convert`] and [`length_spec`] serve
 //!    `specsim trace stats|convert|synth`.
 //!
 //! ## Formats
@@ -50,16 +50,16 @@
 //! - **Repair only what is unambiguous, and say so.** Unsorted rows are sorted (stably) with a warning
 //!   naming the first offending line; malformed values are errors with file and line; zero-length rows
 //!   are skipped and counted by reason. Nothing is capped or bent silently.
-//! - **One random stream per purpose** ([`specsim_sim::rng::stream`]): arrivals, each length, sampling
+//! - **One random stream per purpose** ([`specsim_core::rng::stream`]): arrivals, each length, sampling
 //!   and categories draw independently, so changing one setting never moves another's draws.
 //! - **`shared:` paths** resolve against the shared data folder ([`paths`]), so scenarios shipped in
 //!   the repository can name the real traces without copying them.
 
-pub mod cli;
 pub mod convert;
 mod error;
 pub mod fields;
 mod format;
+pub mod length_spec;
 pub mod load;
 pub mod paths;
 pub mod read;
@@ -68,7 +68,6 @@ pub mod synth;
 pub mod trace;
 pub mod transform;
 
-pub use cli::{run_trace_command, TraceArgs, TraceCommand};
 pub use error::TraceError;
 pub use format::Format;
 pub use load::{load_workload, LoadReport, LoadedWorkload};

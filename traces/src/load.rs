@@ -3,8 +3,8 @@
 use crate::read::read_trace;
 use crate::trace::{rows_to_workload, PrefixBlocks, Skipped};
 use crate::{paths, synth, transform, Format, TraceError};
+use specsim_core::workload::Workload;
 use specsim_sim::trace_config::{ArrivalConfig, LengthConfig, SyntheticConfig, TraceConfig};
-use specsim_sim::workload::Workload;
 use std::fmt;
 use std::path::{Path, PathBuf};
 

@@ -10,7 +10,7 @@
 
 use crate::trace::Row;
 use serde::Serialize;
-use specsim_sim::workload::Workload;
+use specsim_core::workload::Workload;
 use std::fmt;
 
 /// Mean, percentiles and range of one length column.

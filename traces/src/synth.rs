@@ -1,6 +1,6 @@
 //! Synthetic workloads: an arrival process and two length distributions, all seeded.
 //!
-//! Each purpose draws from its own stream of [`specsim_sim::rng::stream`] (`arrivals`,
+//! Each purpose draws from its own stream of [`specsim_core::rng::stream`] (`arrivals`,
 //! `prompt_lengths`, `output_lengths`, and `lengths` for joint draws), so changing the prompt
 //! distribution never moves an arrival. Names and conventions are those of [`specsim_sim::synth`], whose
 //! samplers this module reuses for what they cover: a scenario that `sim` can synthesise on its own
@@ -30,9 +30,9 @@ use crate::trace::Row;
 use crate::{paths, TraceError};
 use rand::RngExt;
 use rand_distr::{Distribution, Exp};
-use specsim_sim::rng::{stream, SimRng};
+use specsim_core::rng::{stream, SimRng};
+use specsim_core::time::{secs_to_ns, Nanos};
 use specsim_sim::synth::{ArrivalSampler, LengthSampler as SimLengthSampler};
-use specsim_sim::time::{secs_to_ns, Nanos};
 use specsim_sim::trace_config::{ArrivalConfig, LengthConfig, SyntheticConfig};
 use std::path::{Path, PathBuf};
 

@@ -1,9 +1,9 @@
-//! A trace as read, before it becomes a [`specsim_sim::workload::Workload`]: rows with times relative to
+//! A trace as read, before it becomes a [`specsim_core::workload::Workload`]: rows with times relative to
 //! the first request, what was skipped and why, and side data (Mooncake's prefix-block hashes).
 
 use crate::Format;
-use specsim_sim::time::Nanos;
-use specsim_sim::workload::{CategoryId, RequestSpec, Workload};
+use specsim_core::time::Nanos;
+use specsim_core::workload::{CategoryId, RequestSpec, Workload};
 use std::path::PathBuf;
 
 /// One request as read or synthesised.

@@ -19,8 +19,8 @@
 use crate::trace::Row;
 use crate::TraceError;
 use rand::RngExt;
-use specsim_sim::rng::stream;
-use specsim_sim::time::{ns_to_secs, secs_to_ns};
+use specsim_core::rng::stream;
+use specsim_core::time::{ns_to_secs, secs_to_ns};
 use specsim_sim::trace_config::TraceConfig;
 
 /// What the transformations did.

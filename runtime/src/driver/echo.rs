@@ -4,10 +4,10 @@
 //! end (and `specsim serve --fake` be driven by replays) without loading weights.
 
 use super::{SeqParams, TokenStreams};
-use specsim_sim::engine::{
+use specsim_core::engine::{
     Backend, DraftItem, DraftResult, SeqId, TargetItem, TargetOutcome, TargetResult, TargetWork,
 };
-use specsim_sim::SimError;
+use specsim_core::CoreError;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -108,15 +108,15 @@ impl EchoBackend {
         self.live.clone()
     }
 
-    fn seq(&mut self, id: SeqId) -> Result<&mut EchoSeq, SimError> {
+    fn seq(&mut self, id: SeqId) -> Result<&mut EchoSeq, CoreError> {
         self.seqs
             .get_mut(&id)
-            .ok_or_else(|| SimError::Config(format!("echo backend: unknown sequence {id}")))
+            .ok_or_else(|| CoreError::Config(format!("echo backend: unknown sequence {id}")))
     }
 }
 
 impl Backend for EchoBackend {
-    fn draft(&mut self, items: &[DraftItem]) -> Result<DraftResult, SimError> {
+    fn draft(&mut self, items: &[DraftItem]) -> Result<DraftResult, CoreError> {
         for it in items {
             self.seq(it.seq)?;
         }
@@ -126,7 +126,7 @@ impl Backend for EchoBackend {
         })
     }
 
-    fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, SimError> {
+    fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, CoreError> {
         if let Some(g) = &self.gate {
             g.acquire();
         }

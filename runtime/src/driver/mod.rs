@@ -1,6 +1,6 @@
 //! The engine thread: the synchronous engine core behind the server's async [`Generator`] seam.
 //!
-//! `specsim_sim::engine::Engine` is synchronous and deterministic (the simulator steps it on a virtual
+//! `specsim_core::engine::Engine` is synchronous and deterministic (the simulator steps it on a virtual
 //! clock), so the live server does not turn it into async actors. One dedicated thread owns the engine and
 //! the backend and loops:
 //!
@@ -23,23 +23,23 @@ pub mod echo;
 mod live;
 mod step_log;
 
-pub use live::start_live;
 use step_log::StepLog;
 
-use crate::server::{
-    FinishReason, ForwardModel, GenEvent, GenerateRequest, Generation, GenerationSender, Generator,
-    Load, Metrics, SubmitError,
+use crate::generate::{
+    FinishReason, GenEvent, GenerateRequest, Generation, GenerationSender, Generator, Load,
+    SubmitError,
 };
-use specsim_sim::cost::{BatchShape, CostModel};
-use specsim_sim::engine::{
+use crate::metrics::{ForwardModel, Metrics};
+use specsim_core::cost::{BatchShape, CostModel};
+use specsim_core::engine::{
     Backend, DraftItem, DraftResult, Engine, EngineConfig, SeqId, TargetItem, TargetResult,
     TargetWork,
 };
-use specsim_sim::policy::PolicyConfig;
-use specsim_sim::simulated::{draft_shape, predicted_target_ns, target_shape, DraftKvMirror};
-use specsim_sim::time::Nanos;
-use specsim_sim::workload::RequestSpec;
-use specsim_sim::SimError;
+use specsim_core::policy::PolicyConfig;
+use specsim_core::shape::{draft_shape, predicted_target_ns, target_shape, DraftKvMirror};
+use specsim_core::time::Nanos;
+use specsim_core::workload::RequestSpec;
+use specsim_core::CoreError;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
@@ -79,7 +79,7 @@ pub enum DriverError {
     BadPolicy(String),
     /// The engine refused its configuration.
     #[error("engine: {0}")]
-    Engine(#[from] SimError),
+    Engine(#[from] CoreError),
     /// The live backend could not be built.
     #[error("{0}")]
     Backend(String),
@@ -88,39 +88,9 @@ pub enum DriverError {
     Thread(std::io::Error),
 }
 
-/// Parses a `--policy` value: `none`, `static-K` (`static-4`), `threshold`, `smartspec`, `specserve`, or
-/// `NAME-K` for the adaptive ones to cap k (`specserve-6`).
+/// Parses a `--policy` value ([`PolicyConfig::from_name`]).
 pub fn parse_policy(s: &str) -> Result<PolicyConfig, DriverError> {
-    let bad = || DriverError::BadPolicy(s.to_string());
-    let (name, k) = match s.rsplit_once('-') {
-        Some((n, k)) => (n, Some(k.parse::<u32>().map_err(|_| bad())?)),
-        None => (s, None),
-    };
-    let k_max = k.unwrap_or(8);
-    let p = match name {
-        "none" if k.is_none() => PolicyConfig::None,
-        "static" => PolicyConfig::Static {
-            k: k.ok_or_else(bad)?,
-        },
-        "threshold" => PolicyConfig::Threshold {
-            confidence: 0.6,
-            k_max,
-        },
-        "smartspec" => PolicyConfig::Smartspec {
-            k_max,
-            alpha0: 0.7,
-            bias: 1.1,
-        },
-        "specserve" => PolicyConfig::Specserve {
-            k_max,
-            elimination: true,
-            slo_aware: true,
-            alpha0: None,
-        },
-        _ => return Err(bad()),
-    };
-    p.validate().map_err(|_| bad())?;
-    Ok(p)
+    PolicyConfig::from_name(s).map_err(|_| DriverError::BadPolicy(s.to_string()))
 }
 
 /// Settings of the engine thread.
@@ -195,7 +165,7 @@ impl Generator for EngineHandle {
         {
             return Err(SubmitError::QueueFull(max));
         }
-        let (events, generation) = crate::server::infer::generation_channel();
+        let (events, generation) = crate::generate::generation_channel();
         let id = self.shared.next_id.fetch_add(1, Ordering::SeqCst);
         if self
             .tx
@@ -553,7 +523,7 @@ impl<B> Hooked<'_, B> {
 }
 
 impl<B: Backend> Backend for Hooked<'_, B> {
-    fn draft(&mut self, items: &[DraftItem]) -> Result<DraftResult, SimError> {
+    fn draft(&mut self, items: &[DraftItem]) -> Result<DraftResult, CoreError> {
         let res = self.inner.draft(items)?;
         let shape = match self.draft_kv.as_mut() {
             Some(m) => m.draft_shape(items),
@@ -564,7 +534,7 @@ impl<B: Backend> Backend for Hooked<'_, B> {
         Ok(res)
     }
 
-    fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, SimError> {
+    fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, CoreError> {
         let mut res = self.inner.target(items)?;
         let predicted = predicted_target_ns(self.predictor, items);
         self.record_forward(
@@ -600,75 +570,6 @@ impl<B: Backend> Backend for Hooked<'_, B> {
     fn lookahead(&mut self, items: &[DraftItem], k_max: u32) -> Option<Vec<u32>> {
         self.inner.lookahead(items, k_max)
     }
-}
-
-/// Step-time model the policies use until a calibrated profile is supplied: rough CPU figures for the
-/// Qwen2.5-Coder 0.5B/1.5B pair (target ≈ 80 ms + 12 ms per token, draft ≈ 25 ms + 3 ms per token).
-pub fn default_cost() -> specsim_sim::cost::linear::LinearCost {
-    use specsim_sim::cost::linear::{LinearCoefficients, LinearCost};
-    LinearCost {
-        draft: LinearCoefficients {
-            a: 25e6,
-            b: 3e6,
-            c: 0.0,
-            d: 0.0,
-        },
-        target: LinearCoefficients {
-            a: 80e6,
-            b: 12e6,
-            c: 0.0,
-            d: 0.0,
-        },
-        prefill: None,
-    }
-}
-
-/// The step-time model policies consult: the `--profile` file if given, else [`default_cost`].
-pub fn cost_model(args: &crate::server::ServeArgs) -> Result<Arc<dyn CostModel>, DriverError> {
-    Ok(match &args.profile {
-        Some(p) => Arc::new(specsim_sim::cost::profile::ProfileCost {
-            profile: specsim_sim::cost::profile::Profile::load(p)?,
-        }),
-        None => Arc::new(default_cost()),
-    })
-}
-
-/// The engine thread settings `serve`'s flags describe.
-pub fn driver_config(
-    args: &crate::server::ServeArgs,
-    eos_ids: Vec<u32>,
-) -> Result<DriverConfig, DriverError> {
-    let block_size = 16u32;
-    // SpecServe starts its running mean confidence where the calibrated profile measured it, as the
-    // simulator does with the same profile.
-    let prior = match &args.profile {
-        Some(p) => specsim_sim::cost::profile::Profile::load(p)?
-            .acceptance
-            .and_then(|a| a.mean_confidence()),
-        None => None,
-    };
-    let kv_blocks = u32::try_from(args.kv_tokens.div_ceil(block_size as u64)).unwrap_or(u32::MAX);
-    Ok(DriverConfig {
-        engine: EngineConfig {
-            block_size,
-            kv_blocks: Some(kv_blocks),
-            max_num_seqs: u32::try_from(args.max_num_seqs).unwrap_or(u32::MAX),
-            ..EngineConfig::default()
-        },
-        policy: parse_policy(&args.policy)?.with_prior_confidence(prior),
-        max_in_flight: args.max_queue,
-        eos_ids,
-        draft_model: false,
-        step_log: args.step_log.clone(),
-        tpot_slo_ns: match args.tpot_slo {
-            Some(s) if !(s.is_finite() && s > 0.0) => {
-                return Err(DriverError::Backend(format!(
-                    "--tpot-slo must be a positive number of seconds (got {s})"
-                )))
-            }
-            s => s.map(specsim_sim::time::secs_to_ns),
-        },
-    })
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@
 //! engine runs out of work, and when it stops, so a killed server loses at most that many.
 
 use super::DriverError;
-use crate::server::ForwardModel;
-use specsim_sim::cost::BatchShape;
-use specsim_sim::time::{ns_to_secs, Nanos};
+use crate::metrics::ForwardModel;
+use specsim_core::cost::BatchShape;
+use specsim_core::time::{ns_to_secs, Nanos};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};

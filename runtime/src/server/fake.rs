@@ -10,7 +10,7 @@
 //! every further token waits for a permit from [`FakeGenerator::release`]. While waiting, the request
 //! watches for cancellation, so a client that disconnects is observed without any timing assumption.
 
-use super::infer::{
+use crate::generate::{
     generation_channel, FinishReason, GenEvent, GenerateRequest, Generation, GenerationSender,
     Generator, Load, SubmitError,
 };

@@ -3,11 +3,11 @@
 use super::api::{
     ApiError, ChatRequest, CommonParams, CompletionRequest, MessageContent, PromptInput,
 };
-use super::infer::{
+use crate::chat::ChatMessage;
+use crate::generate::{
     FinishReason, GenEvent, GenerateRequest, Generation, Generator, SamplingParams, SubmitError,
 };
-use super::metrics::{Metrics, Outcome};
-use crate::chat::ChatMessage;
+use crate::metrics::{Metrics, Outcome};
 use crate::tokenizer::{GgufTokenizer, IncrementalDecoder};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;

@@ -8,13 +8,13 @@
 
 pub mod router;
 
-use crate::engine::{Backend, Engine};
 use crate::metrics::{RequestRecord, SloConfig, StepRow};
-use crate::rng::stream;
-use crate::time::{ns_to_secs, Nanos};
-use crate::workload::Workload;
 use crate::SimError;
 use router::{ReplicaLoad, Router};
+use specsim_core::engine::{Backend, Engine};
+use specsim_core::rng::stream;
+use specsim_core::time::{ns_to_secs, Nanos};
+use specsim_core::workload::Workload;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 

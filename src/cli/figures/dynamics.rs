@@ -25,7 +25,7 @@ pub(super) fn fig4(sc: &Scenario) -> Result<Figure> {
     let (mut k_sum, mut b_sum, mut n) = (vec![0.0; nb], vec![0.0; nb], vec![0.0; nb]);
     for s in &run.steps {
         let r = &s.report;
-        if r.batch == 0 || r.kind == specsim_sim::engine::StepKind::Prefill {
+        if r.batch == 0 || r.kind == specsim_core::engine::StepKind::Prefill {
             continue;
         }
         let i = ((r.start_ns as f64 / 1e9) / bin) as usize;
@@ -119,7 +119,7 @@ pub(super) fn fig5(sc: &Scenario) -> Result<Figure> {
             },
             other => other.to_string(),
         };
-        let mut rng = specsim_sim::rng::stream(sc.file.seed, "fig5", v as u64);
+        let mut rng = specsim_core::rng::stream(sc.file.seed, "fig5", v as u64);
         let mut sampled = Vec::new();
         let mut model_pts = Vec::new();
         let mut reach = 1.0;

@@ -2,8 +2,8 @@
 //! model alone, with the latency-optimal and SLO-aware-optimal lengths.
 
 use anyhow::Result;
+use specsim_core::policy::{DraftView, SeqView};
 use specsim_plots::{Chart, Figure, Marker, Series, SeriesKind};
-use specsim_sim::policy::{DraftView, SeqView};
 use specsim_sim::scenario::Scenario;
 
 /// Figure 1: efficiency against k at several batch sizes, from the cost model alone.

@@ -6,7 +6,7 @@
 use crate::fields::{parse_datetime_ns, parse_time_ns, parse_tokens, trim};
 use crate::trace::Row;
 use crate::{Format, RawTrace, TraceError};
-use specsim_sim::workload::CategoryId;
+use specsim_core::workload::CategoryId;
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;

@@ -2,8 +2,8 @@
 //! unfinished requests; ties to the lowest index.
 
 use super::{argmin, ReplicaLoad, Routed, Router};
-use crate::rng::SimRng;
-use crate::workload::RequestSpec;
+use specsim_core::rng::SimRng;
+use specsim_core::workload::RequestSpec;
 
 /// Fewest outstanding requests.
 #[derive(Debug, Default)]

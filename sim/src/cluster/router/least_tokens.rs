@@ -2,8 +2,8 @@
 //! one long request counts like many short ones.
 
 use super::{argmin, ReplicaLoad, Routed, Router};
-use crate::rng::SimRng;
-use crate::workload::RequestSpec;
+use specsim_core::rng::SimRng;
+use specsim_core::workload::RequestSpec;
 
 /// Fewest outstanding tokens.
 #[derive(Debug, Default)]

@@ -11,9 +11,9 @@ pub use least_tokens::LeastTokens;
 pub use power_of_two::PowerOfTwo;
 pub use round_robin::RoundRobin;
 
-use crate::rng::SimRng;
-use crate::workload::RequestSpec;
 use serde::{Deserialize, Serialize};
+use specsim_core::rng::SimRng;
+use specsim_core::workload::RequestSpec;
 
 /// What a router sees of a replica: work routed to it and not yet finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -2,9 +2,9 @@
 //! requests (the first sampled on a tie). Near least-outstanding balance without global state.
 
 use super::{ReplicaLoad, Routed, Router};
-use crate::rng::SimRng;
-use crate::workload::RequestSpec;
 use rand::RngExt;
+use specsim_core::rng::SimRng;
+use specsim_core::workload::RequestSpec;
 
 /// Two random choices.
 #[derive(Debug, Default)]
@@ -39,7 +39,7 @@ impl Router for PowerOfTwo {
 #[cfg(test)]
 mod tests {
     use super::super::*;
-    use crate::rng::stream;
+    use specsim_core::rng::stream;
 
     fn req() -> RequestSpec {
         RequestSpec {

@@ -1,8 +1,8 @@
 //! Round robin: replicas in turn, ignoring load.
 
 use super::{ReplicaLoad, Routed, Router};
-use crate::rng::SimRng;
-use crate::workload::RequestSpec;
+use specsim_core::rng::SimRng;
+use specsim_core::workload::RequestSpec;
 
 /// Cycles through replicas.
 #[derive(Debug, Default)]

@@ -1,10 +1,10 @@
-//! The simulator's error type.
+//! The engine core's error type, shared by the simulator and the runtime (they re-export it).
 
 use std::path::Path;
 
 /// Everything that can go wrong building or running a simulation.
 #[derive(Debug, thiserror::Error)]
-pub enum SimError {
+pub enum CoreError {
     /// A file could not be read or written.
     #[error("{path}: {error}")]
     Io {
@@ -42,10 +42,10 @@ pub enum SimError {
     Backend(String),
 }
 
-impl SimError {
+impl CoreError {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        SimError::Io {
+        CoreError::Io {
             path: path.display().to_string(),
             error: source,
         }

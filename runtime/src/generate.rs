@@ -2,7 +2,7 @@
 //!
 //! The server knows nothing about engines. It tokenizes, calls [`Generator::submit`] and reads
 //! [`GenEvent`]s from the returned [`Generation`]. The generator — the engine thread
-//! ([`crate::driver`]) or a scripted fake in tests ([`super::fake`]) — pushes events through the paired
+//! ([`crate::driver`]) or a scripted fake in tests ([`crate::server::fake`]) — pushes events through the paired
 //! [`GenerationSender`].
 //!
 //! **Cancellation travels through the same pair.** Dropping the [`Generation`] (a client disconnected, so

@@ -28,7 +28,8 @@ pub mod specserve;
 pub mod static_k;
 pub mod threshold;
 
-use crate::cost::{BatchShape, CostModel};
+use crate::cost::CostModel;
+use crate::shape;
 use crate::time::Nanos;
 use serde::{Deserialize, Serialize};
 
@@ -82,37 +83,26 @@ impl DraftView<'_> {
     /// per position over the sequences drafting at that position, then one verification forward over
     /// Σ(k_i + 1) tokens.
     pub fn predict_step_ns(&self, k: &[u32]) -> Nanos {
-        let kmax = k.iter().copied().max().unwrap_or(0);
-        let mut total = 0;
-        for pos in 0..kmax {
-            let mut shape = BatchShape::default();
-            for (i, &ki) in k.iter().enumerate() {
-                if ki > pos {
-                    shape = shape.merge(BatchShape::one(
-                        self.seqs[i].context_tokens + pos,
-                        1,
-                        false,
-                        1,
-                    ));
-                }
-            }
-            total += self.cost.draft_step(&shape);
-        }
-        total + self.predict_verify_ns(k)
+        self.predict_drafts_ns(k) + self.predict_verify_ns(k)
+    }
+
+    /// Predicted time of the draft forwards alone for draft lengths `k` ([`shape::predicted_drafts_ns`]:
+    /// no catch-up on tokens the draft model has not seen).
+    pub fn predict_drafts_ns(&self, k: &[u32]) -> Nanos {
+        shape::predicted_drafts_ns(self.cost, self.plan(k))
     }
 
     /// Predicted time of the verification forward alone for draft lengths `k`.
     pub fn predict_verify_ns(&self, k: &[u32]) -> Nanos {
-        let mut shape = BatchShape::default();
-        for (i, &ki) in k.iter().enumerate() {
-            shape = shape.merge(BatchShape::one(
-                self.seqs[i].context_tokens,
-                ki + 1,
-                false,
-                ki + 1,
-            ));
-        }
-        self.cost.target_step(&shape)
+        shape::predicted_verify_ns(self.cost, self.plan(k))
+    }
+
+    /// `(context, k)` per sequence, as the shape functions take a plan.
+    fn plan<'k>(&'k self, k: &'k [u32]) -> impl Iterator<Item = (u32, u32)> + Clone + 'k {
+        self.seqs
+            .iter()
+            .zip(k)
+            .map(|(s, &ki)| (s.context_tokens, ki))
     }
 
     /// Cumulative confidence `c_ij = Π_{m≤j} p_im` of sequence `i` after `j` drafted tokens (1 for j = 0).
@@ -269,6 +259,34 @@ impl PolicyConfig {
             ),
             PolicyConfig::Oracle { k_max } => Box::new(oracle::Oracle::new(*k_max)),
         }
+    }
+
+    /// Parses a policy's command-line name (`specsim serve --policy`): `none`, `static-K`, `threshold`,
+    /// `smartspec`, `specserve`, or `NAME-K` to cap an adaptive policy's k (`specserve-6`). Every other
+    /// parameter takes the scenario file's default — the same serde defaults — so a live engine and a
+    /// scenario that name the same policy run the same policy.
+    pub fn from_name(s: &str) -> Result<PolicyConfig, String> {
+        let bad = || {
+            format!(
+                "unknown policy `{s}` (expected none, static-K, threshold, smartspec, specserve)"
+            )
+        };
+        let (name, k) = match s.rsplit_once('-') {
+            Some((n, k)) => (n, Some(k.parse::<u32>().map_err(|_| bad())?)),
+            None => (s, None),
+        };
+        let table = match (name, k) {
+            ("none", None) => "kind = \"none\"".to_string(),
+            ("static", Some(k)) => format!("kind = \"static\"\nk = {k}"),
+            ("threshold" | "smartspec" | "specserve", None) => format!("kind = \"{name}\""),
+            ("threshold" | "smartspec" | "specserve", Some(k)) => {
+                format!("kind = \"{name}\"\nk_max = {k}")
+            }
+            _ => return Err(bad()),
+        };
+        let p: PolicyConfig = toml::from_str(&table).map_err(|_| bad())?;
+        p.validate().map_err(|_| bad())?;
+        Ok(p)
     }
 
     /// Fills an unset SpecServe prior ᾱ with `mean_confidence` (the acceptance model's mean draft

@@ -5,7 +5,7 @@
 //! verification step (batch size, k chosen per sequence, acceptance per draft position); KV use and queue
 //! depth are read from [`Load`] when `/metrics` is scraped.
 
-use super::infer::Load;
+use crate::generate::Load;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;

@@ -21,6 +21,7 @@
 
 use super::{DraftView, SpeculationPolicy};
 use crate::cost::BatchShape;
+use crate::shape::{draft_token, verify_one_more};
 use crate::time::Nanos;
 
 /// Starting running mean confidence, as in the paper.
@@ -159,23 +160,10 @@ impl SpecServe {
                 st.expected += st.cum[i];
                 st.verify = st
                     .verify
-                    .merge(verify_token(view.seqs[i].context_tokens, st.drafted[i]));
+                    .merge(verify_one_more(view.seqs[i].context_tokens, st.drafted[i]));
                 st.drafted[i] += 1;
             }
         }
-    }
-}
-
-/// The extra verification work of sequence with `ctx` tokens of context when it verifies one more draft
-/// token after `drafted` ones: one new token attending to `ctx + drafted + 2` entries.
-fn verify_token(ctx: u32, drafted: u32) -> BatchShape {
-    BatchShape {
-        seqs: 0,
-        new_tokens: 1,
-        prefill_tokens: 0,
-        context_tokens: 1,
-        logit_positions: 1,
-        attended: ctx as u64 + drafted as u64 + 2,
     }
 }
 
@@ -202,7 +190,7 @@ impl SpeculationPolicy for SpecServe {
             // Joined mid-step (not in the engine's calling sequence, but cheap to support): the drafting
             // already done is predicted from the plan.
             let k = self.step.drafted.clone();
-            self.step.draft_ns = view.predict_step_ns(&k) - view.predict_verify_ns(&k);
+            self.step.draft_ns = view.predict_drafts_ns(&k);
         }
         if view.position >= self.k_max || !keep.iter().any(|&k| k) {
             keep.fill(false);
@@ -219,8 +207,8 @@ impl SpeculationPolicy for SpecServe {
         let mut expected_next = st.expected;
         for (i, _) in keep.iter().enumerate().filter(|(_, &k)| k) {
             let ctx = view.seqs[i].context_tokens;
-            draft_shape = draft_shape.merge(BatchShape::one(ctx + view.position, 1, false, 1));
-            verify_next = verify_next.merge(verify_token(ctx, st.drafted[i]));
+            draft_shape = draft_shape.merge(draft_token(ctx, view.position));
+            verify_next = verify_next.merge(verify_one_more(ctx, st.drafted[i]));
             expected_next += st.cum[i] * self.alpha_bar;
         }
         let t_draft = view.cost.draft_step(&draft_shape);
@@ -257,7 +245,7 @@ impl SpeculationPolicy for SpecServe {
             return;
         }
         // Predicted drafting time (fixed: already spent) and verification time of the plan.
-        let draft_ns = predict_draft_ns(view, k) as f64;
+        let draft_ns = view.predict_drafts_ns(k) as f64;
         // Per sequence, the cumulative confidence of its tail token and Σ_j c_ij (k[i] <= drafted).
         let tails = &mut self.step.tails;
         tails.clear();
@@ -300,28 +288,6 @@ impl SpeculationPolicy for SpecServe {
             }
         }
     }
-}
-
-/// Predicted time of the draft forwards of a step in which sequence `i` drafts `k[i]` tokens (the
-/// drafting part of [`DraftView::predict_step_ns`]).
-fn predict_draft_ns(view: &DraftView, k: &[u32]) -> Nanos {
-    let kmax = k.iter().copied().max().unwrap_or(0);
-    let mut total = 0;
-    for pos in 0..kmax {
-        let mut shape = BatchShape::default();
-        for (i, &ki) in k.iter().enumerate() {
-            if ki > pos {
-                shape = shape.merge(BatchShape::one(
-                    view.seqs[i].context_tokens + pos,
-                    1,
-                    false,
-                    1,
-                ));
-            }
-        }
-        total += view.cost.draft_step(&shape);
-    }
-    total
 }
 
 #[cfg(test)]

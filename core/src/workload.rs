@@ -4,7 +4,7 @@
 //! workload. The native CSV format is `arrival_s,prompt_tokens,output_tokens[,category]` with a header.
 
 use crate::time::{ns_to_secs, secs_to_ns, Nanos};
-use crate::SimError;
+use crate::CoreError;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -102,19 +102,19 @@ impl Workload {
     }
 
     /// Checks the invariants the engine relies on: sorted arrivals, ids `0..len`, lengths of at least 1.
-    pub fn validate(&self) -> Result<(), SimError> {
+    pub fn validate(&self) -> Result<(), CoreError> {
         for (i, r) in self.requests.iter().enumerate() {
             if r.id != i as u64 {
-                return Err(SimError::Workload(format!("request {i} has id {}", r.id)));
+                return Err(CoreError::Workload(format!("request {i} has id {}", r.id)));
             }
             if r.prompt_tokens == 0 || r.output_tokens == 0 {
-                return Err(SimError::Workload(format!(
+                return Err(CoreError::Workload(format!(
                     "request {i}: prompt and output lengths must be at least 1 (got {} and {})",
                     r.prompt_tokens, r.output_tokens
                 )));
             }
             if i > 0 && self.requests[i - 1].arrival_ns > r.arrival_ns {
-                return Err(SimError::Workload(format!(
+                return Err(CoreError::Workload(format!(
                     "request {i} arrives before request {}",
                     i - 1
                 )));
@@ -125,20 +125,20 @@ impl Workload {
 
     /// Reads the native CSV format (`arrival_s,prompt_tokens,output_tokens[,category]`).
     /// Errors name the file and line. Unsorted rows are an error (the traces crate offers repair).
-    pub fn read_native_csv(path: &Path) -> Result<Workload, SimError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SimError::io(path, e))?;
+    pub fn read_native_csv(path: &Path) -> Result<Workload, CoreError> {
+        let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
         Self::parse_native_csv(&text, &path.display().to_string())
     }
 
     /// Parses native CSV text; `origin` names the source in errors.
-    pub fn parse_native_csv(text: &str, origin: &str) -> Result<Workload, SimError> {
+    pub fn parse_native_csv(text: &str, origin: &str) -> Result<Workload, CoreError> {
         let mut lines = text.lines().enumerate();
         let header = loop {
             match lines.next() {
                 Some((_, l)) if l.trim().is_empty() => continue,
                 Some((_, l)) => break l,
                 None => {
-                    return Err(SimError::Parse {
+                    return Err(CoreError::Parse {
                         origin: origin.into(),
                         line: 1,
                         msg: "empty file".into(),
@@ -151,7 +151,7 @@ impl Workload {
         let (Some(ia), Some(ip), Some(io)) =
             (col("arrival_s"), col("prompt_tokens"), col("output_tokens"))
         else {
-            return Err(SimError::Parse {
+            return Err(CoreError::Parse {
                 origin: origin.into(),
                 line: 1,
                 msg: format!(
@@ -169,7 +169,7 @@ impl Workload {
                 continue;
             }
             let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-            let err = |msg: String| SimError::Parse {
+            let err = |msg: String| CoreError::Parse {
                 origin: origin.into(),
                 line: line_no,
                 msg,
@@ -194,7 +194,7 @@ impl Workload {
                 )));
             }
             last = a;
-            let parse_len = |i: usize, name: &str| -> Result<u32, SimError> {
+            let parse_len = |i: usize, name: &str| -> Result<u32, CoreError> {
                 let s = get(i, name)?;
                 let v: u32 = s
                     .parse()

@@ -1,13 +1,13 @@
-//! `specsim trace stats|convert|synth`: clap types and the one entry point the binary calls,
-//! [`run_trace_command`]. Reports and warnings go to stderr, data and statistics to stdout (or `--out`).
+//! `specsim trace stats|convert|synth`: flags and dispatch; the work is `specsim_traces`'. Reports and warnings go to stderr, data and statistics to stdout (or `--out`).
 
-use crate::convert::{self, OutputFormat};
-use crate::stats::TraceStats;
-use crate::{load_workload, paths, read_trace, Format};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand, ValueEnum};
 use specsim_sim::scenario::Scenario;
-use specsim_sim::trace_config::{ArrivalConfig, LengthConfig, SyntheticConfig, TraceConfig};
+use specsim_sim::trace_config::{ArrivalConfig, SyntheticConfig, TraceConfig};
+use specsim_traces::convert::{self, OutputFormat};
+use specsim_traces::length_spec::parse_length;
+use specsim_traces::stats::TraceStats;
+use specsim_traces::{load_workload, paths, read_trace, Format};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -53,8 +53,8 @@ pub struct ConvertArgs {
     /// The trace file (`shared:traces/...` reads from the shared data folder), or a scenario (`.toml`):
     /// then its workload after the `[trace]` transformations is written.
     pub file: PathBuf,
-    /// Output format.
-    #[arg(long, value_enum)]
+    /// Output format: native or vidur.
+    #[arg(long)]
     pub to: OutputFormat,
     /// Input format, instead of detecting it from the header.
     #[arg(long)]
@@ -119,8 +119,8 @@ pub struct SynthArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Native)]
+    /// Output format: native or vidur.
+    #[arg(long, default_value = "native")]
     pub to: OutputFormat,
     /// Output file (default: stdout).
     #[arg(long)]
@@ -128,7 +128,7 @@ pub struct SynthArgs {
 }
 
 /// Runs one `specsim trace` subcommand.
-pub fn run_trace_command(cmd: TraceCommand) -> anyhow::Result<()> {
+pub fn run(cmd: TraceCommand) -> anyhow::Result<()> {
     let cwd = std::env::current_dir().context("current directory")?;
     match cmd {
         TraceCommand::Stats(a) => {
@@ -243,93 +243,5 @@ fn emit(text: &str, out: Option<&Path>) -> anyhow::Result<()> {
             so.write_all(text.as_bytes()).context("writing to stdout")?;
             so.flush().context("writing to stdout")
         }
-    }
-}
-
-/// Parses the length notation of `--prompt`/`--output` (see [`SynthArgs::prompt`]).
-pub fn parse_length(spec: &str) -> anyhow::Result<LengthConfig> {
-    let (kind, rest) = spec.split_once(':').unwrap_or((spec, ""));
-    let nums = |n_min: usize, n_max: usize| -> anyhow::Result<Vec<f64>> {
-        let v: Vec<f64> = rest
-            .split(',')
-            .map(|x| {
-                x.trim()
-                    .parse::<f64>()
-                    .with_context(|| format!("`{x}` in `{spec}` is not a number"))
-            })
-            .collect::<Result<_, _>>()?;
-        if v.len() < n_min || v.len() > n_max {
-            bail!("`{spec}`: expected {n_min} to {n_max} numbers after `{kind}:`");
-        }
-        Ok(v)
-    };
-    let int = |x: f64| -> anyhow::Result<u32> {
-        if x.fract() != 0.0 || !(0.0..=u32::MAX as f64).contains(&x) {
-            bail!("`{spec}`: {x} is not a token count");
-        }
-        Ok(x as u32)
-    };
-    Ok(match kind {
-        "fixed" => LengthConfig::Fixed { value: int(nums(1, 1)?[0])? },
-        "uniform" => {
-            let v = nums(2, 2)?;
-            LengthConfig::Uniform { min: int(v[0])?, max: int(v[1])? }
-        }
-        "lognormal" => {
-            let v = nums(2, 4)?;
-            LengthConfig::Lognormal {
-                mean: v[0],
-                std: v[1],
-                min: v.get(2).map_or(Ok(1), |&x| int(x))?,
-                max: v.get(3).map_or(Ok(32_768), |&x| int(x))?,
-            }
-        }
-        "empirical" => {
-            let (file, column) = match rest.rsplit_once('#') {
-                Some((f, c)) => (f, Some(c.to_string())),
-                None => (rest, None),
-            };
-            if file.is_empty() {
-                bail!("`{spec}`: expected empirical:FILE");
-            }
-            LengthConfig::Empirical { path: PathBuf::from(file), column }
-        }
-        _ => bail!("`{spec}`: expected fixed:N, uniform:MIN,MAX, lognormal:MEAN,STD[,MIN,MAX] or empirical:FILE"),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn length_notation() {
-        assert_eq!(
-            parse_length("fixed:128").unwrap(),
-            LengthConfig::Fixed { value: 128 }
-        );
-        assert_eq!(
-            parse_length("uniform:10,20").unwrap(),
-            LengthConfig::Uniform { min: 10, max: 20 }
-        );
-        assert_eq!(
-            parse_length("lognormal:1000,500").unwrap(),
-            LengthConfig::Lognormal {
-                mean: 1000.0,
-                std: 500.0,
-                min: 1,
-                max: 32_768
-            }
-        );
-        assert_eq!(
-            parse_length("empirical:a/b.csv#output").unwrap(),
-            LengthConfig::Empirical {
-                path: "a/b.csv".into(),
-                column: Some("output".into())
-            }
-        );
-        assert!(parse_length("fixed:1.5").is_err());
-        assert!(parse_length("zipf:2").is_err());
-        assert!(parse_length("uniform:1").is_err());
     }
 }

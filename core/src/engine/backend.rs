@@ -7,7 +7,7 @@
 
 use crate::time::Nanos;
 use crate::workload::CategoryId;
-use crate::SimError;
+use crate::CoreError;
 
 /// Identifies a sequence to the backend: the request id.
 pub type SeqId = u64;
@@ -92,11 +92,11 @@ pub struct TargetResult {
 /// position), then one [`Backend::target`] call.
 pub trait Backend {
     /// One draft forward: one token for each item.
-    fn draft(&mut self, items: &[DraftItem]) -> Result<DraftResult, SimError>;
+    fn draft(&mut self, items: &[DraftItem]) -> Result<DraftResult, CoreError>;
     /// One target forward over prefill chunks and verifications. `drafted` draft tokens of a verify item
     /// are the first `drafted` tokens the backend drafted for it this step (the engine may have trimmed
     /// the tail); the backend discards the rest.
-    fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, SimError>;
+    fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, CoreError>;
     /// The sequence left the engine (finished, or preempted for recompute): drop its state.
     fn release(&mut self, seq: SeqId);
     /// Oracle support: how many of the next `k_max` draft tokens the target would accept for each

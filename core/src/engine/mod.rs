@@ -25,7 +25,7 @@ use crate::cost::CostModel;
 use crate::policy::{DraftView, SeqOutcome, SeqView, SpeculationPolicy, StepOutcome};
 use crate::time::Nanos;
 use crate::workload::RequestSpec;
-use crate::SimError;
+use crate::CoreError;
 use kv::BlockManager;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
@@ -252,16 +252,16 @@ impl Engine {
         config: EngineConfig,
         policy: Box<dyn SpeculationPolicy>,
         predictor: Arc<dyn CostModel>,
-    ) -> Result<Self, SimError> {
+    ) -> Result<Self, CoreError> {
         let blocks = config
             .kv_blocks
-            .ok_or_else(|| SimError::Config("engine.kv_blocks is not set".into()))?;
+            .ok_or_else(|| CoreError::Config("engine.kv_blocks is not set".into()))?;
         if config.block_size == 0
             || blocks == 0
             || config.max_num_seqs == 0
             || config.max_batched_tokens == 0
         {
-            return Err(SimError::Config(
+            return Err(CoreError::Config(
                 "block_size, kv_blocks, max_num_seqs and max_batched_tokens must be positive"
                     .into(),
             ));
@@ -291,15 +291,15 @@ impl Engine {
     }
 
     /// Queues a request. Fails if it can never fit in KV.
-    pub fn add_request(&mut self, spec: RequestSpec) -> Result<(), SimError> {
+    pub fn add_request(&mut self, spec: RequestSpec) -> Result<(), CoreError> {
         if spec.prompt_tokens == 0 || spec.output_tokens == 0 {
-            return Err(SimError::Workload(format!(
+            return Err(CoreError::Workload(format!(
                 "request {}: prompt and output lengths must be at least 1",
                 spec.id
             )));
         }
         if !self.fits(spec.prompt_tokens, spec.output_tokens) {
-            return Err(SimError::Config(format!(
+            return Err(CoreError::Config(format!(
                 "request {} needs {} tokens of KV but a replica holds {} ({} blocks of {})",
                 spec.id,
                 spec.prompt_tokens + spec.output_tokens,
@@ -406,7 +406,7 @@ impl Engine {
         &mut self,
         now: Nanos,
         backend: &mut B,
-    ) -> Result<Option<StepReport>, SimError> {
+    ) -> Result<Option<StepReport>, CoreError> {
         if self.config.chunked_prefill {
             return self.step_chunked(now, backend);
         }
@@ -460,7 +460,7 @@ impl Engine {
         now: Nanos,
         backend: &mut B,
         admitted: usize,
-    ) -> Result<StepReport, SimError> {
+    ) -> Result<StepReport, CoreError> {
         let first = self.running.len() - admitted;
         let s = &mut self.scratch;
         s.target_items.clear();
@@ -505,7 +505,7 @@ impl Engine {
         &mut self,
         now: Nanos,
         backend: &mut B,
-    ) -> Result<Option<StepReport>, SimError> {
+    ) -> Result<Option<StepReport>, CoreError> {
         if self.running.is_empty() && self.admit(self.config.max_batched_tokens, false) == 0 {
             return Ok(None);
         }
@@ -545,19 +545,66 @@ impl Engine {
     }
 
     /// A decode iteration; with `budget` (chunked prefill) prefill chunks join the target forward.
+    ///
+    /// Phases, each its own function: reserve a KV slot per decoding sequence (preempting if needed),
+    /// see the batch as the policy will, draft position by position, let the policy trim, form the
+    /// target batch (verifications, then prefill chunks in what is left of the budget), run it, book
+    /// the outcomes, tell the policy, retire finished requests.
     fn decode_step<B: Backend + ?Sized>(
         &mut self,
         now: Nanos,
         backend: &mut B,
         budget: Option<u32>,
-    ) -> Result<StepReport, SimError> {
+    ) -> Result<StepReport, CoreError> {
         let preempted = self.reserve_decode_slots(backend);
+        let n = self.view_decode_batch(now);
+        let lookahead = self.lookahead(backend, n);
+        let (draft_ns, position) =
+            self.draft_positions(now, backend, budget, lookahead.as_deref())?;
+        self.finalize_drafts(now, position, lookahead.as_deref());
+        self.form_verify_batch();
+        let kind = match budget {
+            Some(b) => self.fill_prefill_chunks(b, n),
+            None => StepKind::Decode,
+        };
+        let s = &mut self.scratch;
+        if s.target_items.is_empty() {
+            return Err(CoreError::Backend("internal: empty iteration".into()));
+        }
+        let res = backend.target(&s.target_items)?;
+        let end = now + draft_ns + res.elapsed_ns;
+        let target_tokens = forward_tokens(&s.target_items);
+        let batch = s.target_items.len() as u32;
+        let (drafted, accepted) = self.apply_target(&res, end, backend)?;
+        let k_step = self.scratch.k.iter().copied().max().unwrap_or(0);
+        self.observe(n, &res, end - now);
+        let finished = self.retire(end, backend);
+        Ok(StepReport {
+            start_ns: now,
+            end_ns: end,
+            kind,
+            batch,
+            target_tokens,
+            k_max: k_step,
+            drafted,
+            accepted,
+            draft_ns,
+            preempted,
+            finished,
+            kv_used: self.kv.used(),
+        })
+    }
+
+    /// Fills the scratch views of the decoding sequences (those whose prefill is done): what the policy
+    /// sees of each, its draft cap, empty confidences, and whether it may draft at all. Returns how many
+    /// sequences decode.
+    fn view_decode_batch(&mut self, now: Nanos) -> usize {
+        let k_max = self.policy.k_max();
         let s = &mut self.scratch;
         s.decode.clear();
         s.decode
             .extend((0..self.running.len()).filter(|&i| self.running[i].prefill_done()));
         let n = s.decode.len();
-        let k_max = self.policy.k_max();
         s.views.clear();
         s.caps.clear();
         for &i in &s.decode {
@@ -577,28 +624,46 @@ impl Engine {
         s.confidences.iter_mut().for_each(Vec::clear);
         s.active.clear();
         s.active.extend(s.caps.iter().map(|&c| c > 0));
+        n
+    }
+
+    /// The oracle's look at the outcomes: per decoding sequence, how many of its next `k_max` drafts
+    /// the target would accept (None unless the policy asks and the backend can tell).
+    fn lookahead<B: Backend + ?Sized>(&mut self, backend: &mut B, n: usize) -> Option<Vec<u32>> {
+        if !self.policy.needs_lookahead() || n == 0 {
+            return None;
+        }
+        let s = &mut self.scratch;
+        s.draft_items.clear();
+        for &i in &s.decode {
+            let seq = &self.running[i];
+            s.draft_items.push(DraftItem {
+                seq: seq.spec.id,
+                context_tokens: seq.kv_tokens,
+                position: 0,
+                category: seq.spec.category,
+            });
+        }
+        backend.lookahead(&s.draft_items, self.policy.k_max())
+    }
+
+    /// Drafts one position at a time while any sequence is active: the policy says who continues, each
+    /// continuing sequence gets a KV slot and a share of the token budget or stops, and one draft forward
+    /// runs over the rest. Returns the drafting time and the number of positions drafted.
+    fn draft_positions<B: Backend + ?Sized>(
+        &mut self,
+        now: Nanos,
+        backend: &mut B,
+        budget: Option<u32>,
+        lookahead: Option<&[u32]>,
+    ) -> Result<(Nanos, u32), CoreError> {
+        let n = self.scratch.decode.len();
         // Draft-token budget: the target forward must fit decodes (1 token each) plus drafts.
         let mut draft_budget = budget.map(|b| b.saturating_sub(n as u32));
         let mut draft_ns = 0;
-
-        let lookahead = if self.policy.needs_lookahead() && n > 0 {
-            s.draft_items.clear();
-            for &i in &s.decode {
-                let seq = &self.running[i];
-                s.draft_items.push(DraftItem {
-                    seq: seq.spec.id,
-                    context_tokens: seq.kv_tokens,
-                    position: 0,
-                    category: seq.spec.category,
-                });
-            }
-            backend.lookahead(&s.draft_items, k_max)
-        } else {
-            None
-        };
-
         let mut position = 0u32;
-        while n > 0 && s.active.iter().any(|&a| a) {
+        while n > 0 && self.scratch.active.iter().any(|&a| a) {
+            let s = &mut self.scratch;
             s.keep.clone_from(&s.active);
             let view = DraftView {
                 now,
@@ -607,47 +672,17 @@ impl Engine {
                 confidences: &s.confidences,
                 active: &s.active,
                 cost: self.predictor.as_ref(),
-                lookahead: lookahead.as_deref(),
+                lookahead,
             };
             self.policy.draft_next(&view, &mut s.keep);
-            s.draft_items.clear();
-            s.draft_owner.clear();
-            for j in 0..n {
-                if !(s.keep[j] && s.active[j]) {
-                    s.active[j] = false;
-                    continue;
-                }
-                if let Some(b) = draft_budget.as_mut() {
-                    if *b == 0 {
-                        s.active[j] = false;
-                        continue;
-                    }
-                }
-                // KV slot for this draft token: context + last token + drafts so far + this one.
-                let seq = &mut self.running[s.decode[j]];
-                let mut blocks = seq.blocks;
-                if !self.kv.grow_to(&mut blocks, seq.kv_tokens + 2 + position) {
-                    s.active[j] = false;
-                    continue;
-                }
-                seq.blocks = blocks;
-                if let Some(b) = draft_budget.as_mut() {
-                    *b -= 1;
-                }
-                s.draft_items.push(DraftItem {
-                    seq: seq.spec.id,
-                    context_tokens: seq.kv_tokens,
-                    position,
-                    category: seq.spec.category,
-                });
-                s.draft_owner.push(j);
-            }
+            self.take_draft_slots(position, &mut draft_budget);
+            let s = &mut self.scratch;
             if s.draft_items.is_empty() {
                 break;
             }
             let res = backend.draft(&s.draft_items)?;
             if res.confidences.len() != s.draft_items.len() {
-                return Err(SimError::Backend(format!(
+                return Err(CoreError::Backend(format!(
                     "draft returned {} confidences for {} items",
                     res.confidences.len(),
                     s.draft_items.len()
@@ -662,28 +697,70 @@ impl Engine {
             }
             position += 1;
         }
+        Ok((draft_ns, position))
+    }
 
+    /// Turns the policy's `keep` into this position's draft items: a sequence drafts if the policy
+    /// keeps it, the token budget has room and a KV slot can be had; otherwise it stops for the step.
+    fn take_draft_slots(&mut self, position: u32, draft_budget: &mut Option<u32>) {
+        let s = &mut self.scratch;
+        s.draft_items.clear();
+        s.draft_owner.clear();
+        for j in 0..s.decode.len() {
+            if !(s.keep[j] && s.active[j]) || *draft_budget == Some(0) {
+                s.active[j] = false;
+                continue;
+            }
+            // KV slot for this draft token: context + last token + drafts so far + this one.
+            let seq = &mut self.running[s.decode[j]];
+            let mut blocks = seq.blocks;
+            if !self.kv.grow_to(&mut blocks, seq.kv_tokens + 2 + position) {
+                s.active[j] = false;
+                continue;
+            }
+            seq.blocks = blocks;
+            if let Some(b) = draft_budget.as_mut() {
+                *b -= 1;
+            }
+            s.draft_items.push(DraftItem {
+                seq: seq.spec.id,
+                context_tokens: seq.kv_tokens,
+                position,
+                category: seq.spec.category,
+            });
+            s.draft_owner.push(j);
+        }
+    }
+
+    /// Sets `scratch.k` to each sequence's drafted count, then lets the policy trim tails (the
+    /// confidence-prior verifier); a policy can only shorten, never lengthen.
+    fn finalize_drafts(&mut self, now: Nanos, position: u32, lookahead: Option<&[u32]>) {
+        let s = &mut self.scratch;
         s.k.clear();
         s.k.extend(s.confidences.iter().map(|c| c.len() as u32));
-        if n > 0 && s.k.iter().any(|&k| k > 0) {
-            let view = DraftView {
-                now,
-                position,
-                seqs: &s.views,
-                confidences: &s.confidences,
-                active: &s.active,
-                cost: self.predictor.as_ref(),
-                lookahead: lookahead.as_deref(),
-            };
-            let mut k = std::mem::take(&mut s.k);
-            self.policy.finalize(&view, &mut k);
-            for (j, kj) in k.iter_mut().enumerate() {
-                *kj = (*kj).min(s.confidences[j].len() as u32);
-            }
-            s.k = k;
+        if s.decode.is_empty() || s.k.iter().all(|&k| k == 0) {
+            return;
         }
+        let view = DraftView {
+            now,
+            position,
+            seqs: &s.views,
+            confidences: &s.confidences,
+            active: &s.active,
+            cost: self.predictor.as_ref(),
+            lookahead,
+        };
+        let mut k = std::mem::take(&mut s.k);
+        self.policy.finalize(&view, &mut k);
+        for (j, kj) in k.iter_mut().enumerate() {
+            *kj = (*kj).min(s.confidences[j].len() as u32);
+        }
+        s.k = k;
+    }
 
-        // Target forward: verifications, then (chunked) prefill chunks.
+    /// Batch formation, part one: one verification per decoding sequence (k = 0 is a plain decode).
+    fn form_verify_batch(&mut self) {
+        let s = &mut self.scratch;
         s.target_items.clear();
         s.target_owner.clear();
         for (j, &i) in s.decode.iter().enumerate() {
@@ -696,87 +773,68 @@ impl Engine {
             });
             s.target_owner.push(i);
         }
+    }
+
+    /// Batch formation, part two (chunked prefill): what the `budget` leaves after `n` verifications
+    /// and their drafts goes to prefill chunks — partial prefills first, then new admissions one at a
+    /// time. Returns the step's kind.
+    fn fill_prefill_chunks(&mut self, budget: u32, n: usize) -> StepKind {
+        let used: u32 = n as u32 + self.scratch.k.iter().sum::<u32>();
+        let mut left = budget.saturating_sub(used);
         let mut kind = StepKind::Decode;
-        if let Some(b) = budget {
-            let used: u32 = n as u32 + s.k.iter().sum::<u32>();
-            let mut left = b.saturating_sub(used);
-            // Continue partial prefills, then admit new requests one at a time while budget remains.
-            let mut i = 0;
-            loop {
-                if left == 0 {
+        let mut i = 0;
+        while left > 0 {
+            if i >= self.running.len() {
+                let before = self.running.len();
+                if self.admit(left, false) == 0 {
                     break;
                 }
-                if i >= self.running.len() {
-                    let before = self.running.len();
-                    if self.admit(left, false) == 0 {
-                        break;
-                    }
-                    debug_assert_eq!(self.running.len(), before + 1);
-                }
-                let seq = &self.running[i];
-                if !seq.prefill_done() {
-                    let len = (seq.prefill_target - seq.prefilled).min(left);
-                    let last = seq.prefilled + len == seq.prefill_target;
-                    self.scratch.target_items.push(TargetItem {
-                        seq: seq.spec.id,
-                        context_tokens: seq.prefilled,
-                        work: TargetWork::Prefill {
-                            start: seq.prefilled,
-                            len,
-                            last,
-                        },
-                        category: seq.spec.category,
-                    });
-                    self.scratch.target_owner.push(i);
-                    left -= len;
-                    kind = if n > 0 {
-                        StepKind::Mixed
-                    } else {
-                        StepKind::Prefill
-                    };
-                }
-                i += 1;
+                debug_assert_eq!(self.running.len(), before + 1);
             }
+            let seq = &self.running[i];
+            if !seq.prefill_done() {
+                let len = (seq.prefill_target - seq.prefilled).min(left);
+                let last = seq.prefilled + len == seq.prefill_target;
+                self.scratch.target_items.push(TargetItem {
+                    seq: seq.spec.id,
+                    context_tokens: seq.prefilled,
+                    work: TargetWork::Prefill {
+                        start: seq.prefilled,
+                        len,
+                        last,
+                    },
+                    category: seq.spec.category,
+                });
+                self.scratch.target_owner.push(i);
+                left -= len;
+                kind = if n > 0 {
+                    StepKind::Mixed
+                } else {
+                    StepKind::Prefill
+                };
+            }
+            i += 1;
+        }
+        kind
+    }
+
+    /// Tells the policy what the `n` verifications of a step of `step_ns` accepted.
+    fn observe(&mut self, n: usize, res: &TargetResult, step_ns: Nanos) {
+        if n == 0 {
+            return;
         }
         let s = &mut self.scratch;
-        if s.target_items.is_empty() {
-            return Err(SimError::Backend("internal: empty iteration".into()));
-        }
-        let res = backend.target(&s.target_items)?;
-        let end = now + draft_ns + res.elapsed_ns;
-        let target_tokens = forward_tokens(&s.target_items);
-        let batch = s.target_items.len() as u32;
-        let (drafted, accepted) = self.apply_target(&res, end, backend)?;
-        let k_step = self.scratch.k.iter().copied().max().unwrap_or(0);
-        if n > 0 {
-            let s = &mut self.scratch;
-            s.outcomes.clear();
-            for (j, o) in res.outcomes.iter().take(n).enumerate() {
-                s.outcomes.push(SeqOutcome {
-                    drafted: s.k[j],
-                    accepted: o.accepted.min(s.k[j]),
-                });
-            }
-            self.policy.observe(&StepOutcome {
-                seqs: &s.outcomes,
-                step_ns: end - now,
+        s.outcomes.clear();
+        for (j, o) in res.outcomes.iter().take(n).enumerate() {
+            s.outcomes.push(SeqOutcome {
+                drafted: s.k[j],
+                accepted: o.accepted.min(s.k[j]),
             });
         }
-        let finished = self.retire(end, backend);
-        Ok(StepReport {
-            start_ns: now,
-            end_ns: end,
-            kind,
-            batch,
-            target_tokens,
-            k_max: k_step,
-            drafted,
-            accepted,
-            draft_ns,
-            preempted,
-            finished,
-            kv_used: self.kv.used(),
-        })
+        self.policy.observe(&StepOutcome {
+            seqs: &s.outcomes,
+            step_ns,
+        });
     }
 
     /// Applies a target forward's outcomes to the sequences in `scratch.target_items`; returns
@@ -786,10 +844,10 @@ impl Engine {
         res: &TargetResult,
         end: Nanos,
         _backend: &mut B,
-    ) -> Result<(u32, u32), SimError> {
+    ) -> Result<(u32, u32), CoreError> {
         let s = &self.scratch;
         if res.outcomes.len() != s.target_items.len() {
-            return Err(SimError::Backend(format!(
+            return Err(CoreError::Backend(format!(
                 "target returned {} outcomes for {} items",
                 res.outcomes.len(),
                 s.target_items.len()

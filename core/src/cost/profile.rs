@@ -36,7 +36,7 @@ use super::linear::LinearCoefficients;
 use super::{BatchShape, CostModel};
 use crate::acceptance::AcceptanceConfig;
 use crate::time::Nanos;
-use crate::SimError;
+use crate::CoreError;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -227,13 +227,13 @@ impl Table3 {
 
 impl Profile {
     /// Reads and validates a profile file.
-    pub fn load(path: &Path) -> Result<Profile, SimError> {
-        let text = std::fs::read_to_string(path).map_err(|e| SimError::io(path, e))?;
-        let p: Profile = toml::from_str(&text).map_err(|e| SimError::Scenario {
+    pub fn load(path: &Path) -> Result<Profile, CoreError> {
+        let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
+        let p: Profile = toml::from_str(&text).map_err(|e| CoreError::Scenario {
             file: path.display().to_string(),
             msg: e.to_string(),
         })?;
-        p.validate().map_err(|msg| SimError::Scenario {
+        p.validate().map_err(|msg| CoreError::Scenario {
             file: path.display().to_string(),
             msg,
         })?;

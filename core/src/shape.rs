@@ -1,0 +1,275 @@
+//! The one home of a forward's shape and its predicted cost.
+//!
+//! Every party that needs to know what a forward will look like asks here: the simulated backend
+//! (to charge its time), the policies (to predict a step's time before choosing k), and the runtime's
+//! live backend (to put the prediction beside the measured forward). Keeping one definition is what
+//! makes "the simulator models exactly the runtime's engine" checkable.
+//!
+//! - [`draft_shape`] / [`target_shape`]: the [`BatchShape`] of a draft or target forward over the
+//!   engine's work items.
+//! - [`DraftKvMirror`]: the draft model's KV cache per sequence, kept as the runtime keeps it, so a draft
+//!   forward's shape includes the catch-up on tokens the draft has not seen.
+//! - [`predicted_target_ns`]: a target forward's time under a cost model.
+//!
+//! **What policies see.** A policy prices a step from [`crate::policy::DraftView`], which knows each
+//! sequence's context and position but not the draft cache; policies therefore price every draft
+//! position as one token per sequence (no catch-up). The simulated backend charges the catch-up. The
+//! difference is one forward of the tokens the draft has not seen at a sequence's first draft position —
+//! the prompt once, then 1-2 tokens per step — which the test
+//! `policies_price_drafts_without_the_catch_up` below pins down.
+
+use crate::cost::{BatchShape, CostModel};
+use crate::engine::{DraftItem, SeqId, TargetItem, TargetWork};
+use crate::time::Nanos;
+
+/// One sequence feeding the draft token at `position` (0-based within the step) on top of a target
+/// context of `context_tokens`, with the draft cache in step: one new token.
+pub fn draft_token(context_tokens: u32, position: u32) -> BatchShape {
+    BatchShape::one(context_tokens + position, 1, false, 1)
+}
+
+/// One sequence verifying `drafted` draft tokens at a target context of `context_tokens`: the drafts
+/// plus the bonus position, all with logits.
+pub fn verify_seq(context_tokens: u32, drafted: u32) -> BatchShape {
+    BatchShape::one(context_tokens, drafted + 1, false, drafted + 1)
+}
+
+/// What verifying one more draft adds to a sequence's verification of `drafted` drafts
+/// (`verify_seq(ctx, drafted + 1)` minus `verify_seq(ctx, drafted)`): one new token attending to
+/// `context_tokens + drafted + 2` entries. Lets a policy grow a verification shape token by token.
+pub fn verify_one_more(context_tokens: u32, drafted: u32) -> BatchShape {
+    BatchShape {
+        seqs: 0,
+        new_tokens: 1,
+        prefill_tokens: 0,
+        context_tokens: 1,
+        logit_positions: 1,
+        attended: context_tokens as u64 + drafted as u64 + 2,
+    }
+}
+
+/// The shape of one draft forward over `items` when every sequence feeds one token (each at its
+/// context plus the drafts already proposed): a drafter without a KV cache to keep in step, or a draft
+/// model whose cache is in step. [`DraftKvMirror::draft_shape`] adds the catch-up of a draft model.
+pub fn draft_shape(items: &[DraftItem]) -> BatchShape {
+    items.iter().fold(BatchShape::default(), |shape, it| {
+        shape.merge(draft_token(it.context_tokens, it.position))
+    })
+}
+
+/// The shape of one target forward over `items` (prefill chunks and verifications).
+pub fn target_shape(items: &[TargetItem]) -> BatchShape {
+    items.iter().fold(BatchShape::default(), |shape, it| {
+        shape.merge(match it.work {
+            TargetWork::Prefill { start, len, last } => {
+                BatchShape::one(start, len, true, last as u32)
+            }
+            TargetWork::Verify { drafted } => verify_seq(it.context_tokens, drafted),
+        })
+    })
+}
+
+/// Predicted time of the draft forwards of a step in which each sequence, at target context `ctx`,
+/// drafts `k` tokens (`plan` yields `(ctx, k)` per sequence): one forward per position over the
+/// sequences still drafting there, each feeding one token. This is what policies see: no catch-up on
+/// tokens the draft model has not seen (see the module doc).
+pub fn predicted_drafts_ns<I>(cost: &dyn CostModel, plan: I) -> Nanos
+where
+    I: Iterator<Item = (u32, u32)> + Clone,
+{
+    let k_max = plan.clone().map(|(_, k)| k).max().unwrap_or(0);
+    (0..k_max)
+        .map(|pos| {
+            let shape = plan
+                .clone()
+                .filter(|&(_, k)| k > pos)
+                .fold(BatchShape::default(), |s, (ctx, _)| {
+                    s.merge(draft_token(ctx, pos))
+                });
+            cost.draft_step(&shape)
+        })
+        .sum()
+}
+
+/// Predicted time of the verification forward of a step in which each sequence, at target context
+/// `ctx`, verifies `k` drafts (`plan` yields `(ctx, k)`).
+pub fn predicted_verify_ns(cost: &dyn CostModel, plan: impl Iterator<Item = (u32, u32)>) -> Nanos {
+    let shape = plan.fold(BatchShape::default(), |s, (ctx, k)| {
+        s.merge(verify_seq(ctx, k))
+    });
+    cost.target_step(&shape)
+}
+
+/// What `cost` predicts for a target forward over `items`: the simulated backend's step time, and the
+/// yardstick the live engine's measured target forwards are compared with.
+pub fn predicted_target_ns(cost: &dyn CostModel, items: &[TargetItem]) -> Nanos {
+    cost.target_step(&target_shape(items))
+}
+
+/// How many tokens each sequence has in the draft model's KV cache, kept exactly as the runtime's live
+/// backend keeps it, so that draft forwards have the live engine's shapes.
+///
+/// The draft model is lazy: it sees a sequence's tokens only when the sequence drafts. The first draft
+/// position of a step feeds every token the draft has not seen yet — the whole prompt (and the first
+/// token) the first time, then the one or two tokens the last verification emitted, or more after
+/// steps in which the sequence did not draft (an adaptive policy's k = 0). Later positions feed the
+/// previous draft token. Verification truncates the cache to the accepted drafts that were fed; a
+/// release (finish, preemption) empties it. Sequence ids index a dense vector (workload ids are dense;
+/// the live engine numbers requests from 0).
+#[derive(Debug, Clone, Default)]
+pub struct DraftKvMirror {
+    /// Tokens in the draft KV cache, per sequence.
+    kv: Vec<u32>,
+    /// Draft tokens fed into the cache this step (every position after the first feeds one).
+    fed: Vec<u32>,
+}
+
+impl DraftKvMirror {
+    fn slot(&mut self, seq: SeqId) -> usize {
+        let i = seq as usize;
+        if i >= self.kv.len() {
+            self.kv.resize(i + 1, 0);
+            self.fed.resize(i + 1, 0);
+        }
+        i
+    }
+
+    /// The shape of the draft forward over `items`, catch-up included, and the caches advanced past it.
+    pub fn draft_shape(&mut self, items: &[DraftItem]) -> BatchShape {
+        let mut shape = BatchShape::default();
+        for it in items {
+            let i = self.slot(it.seq);
+            let ctx = it.context_tokens;
+            let part = if it.position == 0 {
+                let seen = self.kv[i].min(ctx);
+                self.kv[i] = ctx + 1;
+                self.fed[i] = 0;
+                BatchShape::one(seen, ctx + 1 - seen, false, 1)
+            } else {
+                self.kv[i] += 1;
+                self.fed[i] += 1;
+                draft_token(ctx, it.position)
+            };
+            shape = shape.merge(part);
+        }
+        shape
+    }
+
+    /// A verification of a sequence at target context `context_tokens` accepted `accepted` drafts.
+    pub fn verified(&mut self, seq: SeqId, context_tokens: u32, accepted: u32) {
+        let i = self.slot(seq);
+        let valid = context_tokens + 1 + accepted.min(self.fed[i]);
+        self.kv[i] = self.kv[i].min(valid);
+        self.fed[i] = 0;
+    }
+
+    /// The sequence's draft cache was dropped.
+    pub fn release(&mut self, seq: SeqId) {
+        if (seq as usize) < self.kv.len() {
+            self.kv[seq as usize] = 0;
+            self.fed[seq as usize] = 0;
+        }
+    }
+
+    /// Tokens in the sequence's draft cache.
+    pub fn cached(&self, seq: SeqId) -> u32 {
+        self.kv.get(seq as usize).copied().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(seq: SeqId, context_tokens: u32, position: u32) -> DraftItem {
+        DraftItem {
+            seq,
+            context_tokens,
+            position,
+            category: None,
+        }
+    }
+
+    /// Charges 1 µs per new token on either model, so a shape's cost counts its tokens.
+    struct PerToken;
+    impl CostModel for PerToken {
+        fn draft_step(&self, s: &BatchShape) -> Nanos {
+            1_000 * s.new_tokens as Nanos
+        }
+        fn target_step(&self, s: &BatchShape) -> Nanos {
+            1_000 * s.new_tokens as Nanos
+        }
+        fn describe(&self) -> String {
+            "per-token".into()
+        }
+    }
+
+    #[test]
+    fn one_more_verify_token_is_the_difference_of_two_verifications() {
+        for (ctx, d) in [(0, 0), (10, 0), (10, 3), (4095, 7)] {
+            let (a, b) = (verify_seq(ctx, d), verify_seq(ctx, d + 1));
+            let more = verify_one_more(ctx, d);
+            assert_eq!(a.merge(more).new_tokens, b.new_tokens);
+            assert_eq!(a.merge(more).context_tokens, b.context_tokens);
+            assert_eq!(a.merge(more).logit_positions, b.logit_positions);
+            assert_eq!(a.merge(more).attended, b.attended);
+            // Hand-worked: the (d+2)-th new token sees the context, the d+1 earlier new tokens, itself.
+            assert_eq!(more.attended, ctx as u64 + d as u64 + 2);
+        }
+    }
+
+    #[test]
+    fn policies_price_drafts_without_the_catch_up() {
+        // Two sequences at contexts 10 and 20 (prompts just prefilled, first tokens emitted), drafting
+        // k = 2 and 1. A policy predicts one token per drafting sequence and position: 2 + 1 = 3 tokens.
+        let plan = [(10u32, 2u32), (20, 1)];
+        let predicted = predicted_drafts_ns(&PerToken, plan.iter().copied());
+        assert_eq!(predicted, 3_000);
+        // The simulated backend with a draft model charges the catch-up at position 0: each sequence's
+        // whole history (context + first token) instead of one token: (11 + 21) + 1 = 33 tokens.
+        let mut mirror = DraftKvMirror::default();
+        let pos0 = mirror.draft_shape(&[item(0, 10, 0), item(1, 20, 0)]);
+        let pos1 = mirror.draft_shape(&[item(0, 10, 1)]);
+        let charged = PerToken.draft_step(&pos0) + PerToken.draft_step(&pos1);
+        assert_eq!(charged, 33_000);
+        // The gap is exactly the tokens the draft had not seen beyond the one each position feeds.
+        assert_eq!(charged - predicted, 1_000 * (10 + 20));
+        // Without a draft cache to keep in step (n-gram, or a cache in step), backend and policy agree.
+        let plain = PerToken.draft_step(&draft_shape(&[item(0, 10, 0), item(1, 20, 0)]))
+            + PerToken.draft_step(&draft_shape(&[item(0, 10, 1)]));
+        assert_eq!(plain, predicted);
+    }
+
+    #[test]
+    fn the_draft_cache_catches_up_as_the_live_backend_feeds_it() {
+        let mut m = DraftKvMirror::default();
+        // Prompt of 10 tokens prefilled by the target, which emitted one: context 10, history 11. The
+        // draft has seen nothing: position 0 feeds all 11 tokens.
+        let s = m.draft_shape(&[item(0, 10, 0)]);
+        assert_eq!((s.new_tokens, s.context_tokens), (11, 11));
+        // Positions 1 and 2 feed the previous draft token each.
+        assert_eq!(m.draft_shape(&[item(0, 10, 1)]).new_tokens, 1);
+        assert_eq!(m.draft_shape(&[item(0, 10, 2)]).context_tokens, 13);
+        assert_eq!(m.cached(0), 13);
+        // 1 of 3 drafts accepted: the cache keeps the 11 tokens plus the accepted, fed draft (12);
+        // the target context becomes 10 + 1 + 1 = 12, history 13: next step feeds 1 token.
+        m.verified(0, 10, 1);
+        assert_eq!(m.cached(0), 12);
+        assert_eq!(m.draft_shape(&[item(0, 12, 0)]).new_tokens, 1);
+        m.draft_shape(&[item(0, 12, 1)]);
+        // Both drafts accepted: the last one was never fed, and the bonus token is new: 2 to feed.
+        m.verified(0, 12, 2);
+        assert_eq!(m.cached(0), 14);
+        assert_eq!(m.draft_shape(&[item(0, 15, 0)]).new_tokens, 2);
+        m.verified(0, 15, 0);
+        // Three steps without drafting (k = 0): contexts 16, 17, 18; then 3 + 1 tokens to feed.
+        for ctx in 16..19 {
+            m.verified(0, ctx, 0);
+        }
+        assert_eq!(m.draft_shape(&[item(0, 19, 0)]).new_tokens, 4);
+        // A release (preemption) empties the cache: the whole history again.
+        m.release(0);
+        let s = m.draft_shape(&[item(0, 19, 0), item(3, 5, 0)]);
+        assert_eq!((s.seqs, s.new_tokens), (2, 20 + 6));
+    }
+}

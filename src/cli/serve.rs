@@ -1,0 +1,154 @@
+//! `specsim serve`: flags turned into a [`ServeConfig`] once; the work is `specsim_runtime::serve`.
+
+use anyhow::Context;
+use clap::Args;
+use specsim_core::policy::PolicyConfig;
+use specsim_runtime::serve::{serve, ServeConfig};
+use specsim_runtime::server::ServerLimits;
+use std::path::PathBuf;
+
+/// Command-line flags of `specsim serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Draft model GGUF (needed unless --policy none or --fake).
+    #[arg(long)]
+    pub draft: Option<PathBuf>,
+    /// Target model GGUF; its tokenizer and chat template are used (needed unless --fake).
+    #[arg(long)]
+    pub target: Option<PathBuf>,
+    /// Speculation policy: none, static-K (e.g. static-4), threshold, smartspec, specserve; NAME-K caps
+    /// an adaptive policy's k (specserve-6). Other parameters take the scenario file's defaults.
+    #[arg(long, default_value = "specserve")]
+    pub policy: String,
+    /// Address to bind; 127.0.0.1 keeps the server local. Use 0.0.0.0 only on a trusted network.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to bind (0 picks a free one; the chosen address is printed).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Most sequences in the running batch.
+    #[arg(long, default_value_t = 16)]
+    pub max_num_seqs: u32,
+    /// Most requests accepted (running plus waiting); more get HTTP 429.
+    #[arg(long, default_value_t = 256)]
+    pub max_queue: usize,
+    /// KV cache budget in tokens, shared by all sequences.
+    #[arg(long, default_value_t = 32768)]
+    pub kv_tokens: u64,
+    /// Calibrated profile (`specsim calibrate --out P.toml`) from which policies predict step times;
+    /// without it they use rough built-in CPU figures for the Qwen pair.
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// TPOT SLO in seconds that SLO-aware policies (SpecServe) protect: give the scenario's
+    /// `[slo] tpot_s` so the live engine decides as the simulator does.
+    #[arg(long, value_name = "SECONDS")]
+    pub tpot_slo: Option<f64>,
+    /// Write one CSV row per model forward to FILE: its batch shape, measured time and the time the
+    /// cost model (--profile) predicts for it; the totals are in /metrics
+    /// (`specsim_forward_seconds_total`, `specsim_forward_predicted_seconds_total`).
+    #[arg(long, value_name = "FILE")]
+    pub step_log: Option<PathBuf>,
+    /// Draft by n-gram lookup in each sequence's own tokens instead of a draft model.
+    #[arg(long)]
+    pub ngram: bool,
+    /// Compute threads for the model forwards (default: physical cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Longest prompt in tokens after the chat template; longer prompts get HTTP 400.
+    #[arg(long, default_value_t = 4096)]
+    pub max_prompt_tokens: usize,
+    /// Largest max_tokens a request may ask for; more gets HTTP 400.
+    #[arg(long, default_value_t = 4096)]
+    pub max_tokens: u32,
+    /// max_tokens for requests that do not set it.
+    #[arg(long, default_value_t = 256)]
+    pub default_max_tokens: u32,
+    /// Largest request body in bytes; larger bodies get HTTP 413.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_body_bytes: usize,
+    /// Model name reported by /v1/models and in responses (default: the target file's stem).
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// Run the real engine over a scripted backend that echoes the prompt instead of models (for testing
+    /// clients and replays); uses the target's tokenizer if --target is given, else a tiny byte tokenizer.
+    #[arg(long)]
+    pub fake: bool,
+}
+
+impl ServeArgs {
+    /// The typed configuration these flags describe.
+    pub fn config(self) -> anyhow::Result<ServeConfig> {
+        let policy = PolicyConfig::from_name(&self.policy)
+            .map_err(anyhow::Error::msg)
+            .context("--policy")?;
+        Ok(ServeConfig {
+            draft: self.draft,
+            target: self.target,
+            policy,
+            policy_name: self.policy,
+            host: self.host,
+            port: self.port,
+            max_num_seqs: self.max_num_seqs,
+            max_queue: self.max_queue,
+            kv_tokens: self.kv_tokens,
+            profile: self.profile,
+            tpot_slo_s: self.tpot_slo,
+            step_log: self.step_log,
+            ngram: self.ngram,
+            threads: self.threads,
+            limits: ServerLimits {
+                max_body_bytes: self.max_body_bytes,
+                max_prompt_tokens: self.max_prompt_tokens,
+                max_tokens: self.max_tokens,
+                default_max_tokens: self.default_max_tokens,
+            },
+            model_name: self.model_name,
+            fake: self.fake,
+        })
+    }
+}
+
+/// Runs `specsim serve`.
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    Ok(serve(&args.config()?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn serve_flags_default_to_a_local_server() {
+        Cli::command().debug_assert();
+        let c =
+            Cli::try_parse_from(["specsim", "--target", "t.gguf", "--draft", "d.gguf"]).unwrap();
+        let config = c.serve.config().unwrap();
+        assert_eq!(config.host, "127.0.0.1");
+        assert_eq!(config.port, 8000);
+        assert_eq!(
+            config.policy,
+            PolicyConfig::Specserve {
+                k_max: 8,
+                elimination: true,
+                slo_aware: true,
+                alpha0: None
+            }
+        );
+        let l = config.limits;
+        assert_eq!(
+            (l.max_body_bytes, l.max_prompt_tokens, l.max_tokens),
+            (1 << 20, 4096, 4096)
+        );
+        assert!(Cli::try_parse_from(["specsim", "--port", "http"]).is_err());
+        let bad = Cli::try_parse_from(["specsim", "--policy", "magic"]).unwrap();
+        let e = format!("{:#}", bad.serve.config().unwrap_err());
+        assert!(e.contains("--policy") && e.contains("magic"), "{e}");
+    }
+}
