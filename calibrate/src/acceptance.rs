@@ -1,8 +1,9 @@
 //! Acceptance measurement on a prompt set, and the fit of the simulator's calibrated acceptance model.
 //!
-//! **Measuring.** Prompts run through the runtime's live backend ([`LiveBackend`], the same object the
-//! engine drives in `specsim serve`): prefill, then steps of `k` draft positions (one batched draft
-//! forward each) and one batched verification, greedy or by rejection sampling. For every step and
+//! **Measuring.** Prompts run through the engine core with static speculation over the runtime's live
+//! backend ([`LiveBackend`]) — the same engine and backend `specsim serve` runs — behind a recording
+//! backend: prefill, then steps of up to `k` draft positions (one batched draft forward each) and one
+//! batched verification, greedy or by rejection sampling. For every step and
 //! sequence the draft's confidences and the number accepted are recorded. Like the simulator's
 //! acceptance draws, a draft position counts as *verified* only when every earlier position of the step
 //! was accepted: positions `0..accepted` are accepted, position `accepted` (if `< k`) is rejected, and
@@ -29,12 +30,19 @@
 //! the measured steps is computed with the simulator's own model and draws, so that it can be set
 //! against the measured one.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde::Serialize;
 use specsim_core::acceptance::{AcceptanceConfig, CategoryAcceptanceConfig};
-use specsim_core::engine::{Backend, DraftItem, TargetItem, TargetWork};
+use specsim_core::cost::FixedCost;
+use specsim_core::engine::{
+    Backend, DraftItem, DraftResult, Engine, EngineConfig, SeqId, TargetItem, TargetResult,
+    TargetWork,
+};
+use specsim_core::policy::PolicyConfig;
+use specsim_core::workload::{CategoryId, RequestSpec};
+use specsim_core::CoreError;
 use specsim_runtime::drafter::model::ModelDrafter;
 use specsim_runtime::live::{DraftSource, LiveBackend};
 use specsim_runtime::model::Model;
@@ -138,14 +146,61 @@ pub struct EncodedPrompt {
     pub tokens: Vec<u32>,
 }
 
-struct Running {
-    id: u64,
-    category: usize,
-    context: u32,
-    generated: u32,
+/// The live backend with a recorder in front: every draft confidence on the way out, and on each
+/// verification the judged positions, steps and accepted tokens of the sequence's category. Categories
+/// travel as the engine's category ids (indices into [`AcceptanceMeasurement::categories`]).
+struct Recorder {
+    inner: LiveBackend,
+    /// Confidences drafted this step, per sequence id.
+    drafted: HashMap<SeqId, Vec<f32>>,
+    m: AcceptanceMeasurement,
 }
 
-/// Runs every prompt through the live backend; `tick` is called once per finished prompt.
+impl Backend for Recorder {
+    fn draft(&mut self, items: &[DraftItem]) -> std::result::Result<DraftResult, CoreError> {
+        let res = Backend::draft(&mut self.inner, items)?;
+        for (it, &c) in items.iter().zip(&res.confidences) {
+            self.drafted.entry(it.seq).or_default().push(c);
+        }
+        Ok(res)
+    }
+
+    fn target(&mut self, items: &[TargetItem]) -> std::result::Result<TargetResult, CoreError> {
+        let res = Backend::target(&mut self.inner, items)?;
+        for (it, o) in items.iter().zip(&res.outcomes) {
+            let TargetWork::Verify { drafted } = it.work else {
+                continue;
+            };
+            let category = it.category.map_or(0, |c| c as usize);
+            let conf = self.drafted.remove(&it.seq).unwrap_or_default();
+            let a = o.accepted;
+            self.m.steps[category] += 1;
+            self.m.accepted[category] += a as u64;
+            // Positions 0..a were accepted and position a rejected; later ones were never judged, and
+            // an end-of-sequence cut leaves position a unjudged too.
+            let judged = if o.stop { a } else { (a + 1).min(drafted) };
+            for j in 0..judged {
+                self.m.records.push(DraftRecord {
+                    category,
+                    position: j,
+                    confidence: conf.get(j as usize).copied().unwrap_or(0.0),
+                    accepted: j < a,
+                });
+            }
+        }
+        Ok(res)
+    }
+
+    fn release(&mut self, seq: SeqId) {
+        self.drafted.remove(&seq);
+        self.inner.release(seq);
+    }
+}
+
+/// Runs every prompt through the engine core with static speculation of `opts.k` over the live backend
+/// (the same engine and backend `specsim serve` runs), recording what each verification judged; `tick`
+/// is called once per finished prompt. As in serving, a sequence drafts at most one token fewer than it
+/// still owes, so its last steps may draft fewer than `k`.
 pub fn measure_acceptance(
     target: Arc<Model>,
     draft: Arc<Model>,
@@ -169,126 +224,88 @@ pub fn measure_acceptance(
             opts.max_new_tokens, opts.k
         )));
     }
-    let mut backend = LiveBackend::new(target, DraftSource::Model(ModelDrafter::new(draft)))?;
-    let mut m = AcceptanceMeasurement {
-        k: opts.k,
-        prompts: prompts.len(),
-        ..Default::default()
+    let mut categories: Vec<String> = Vec::new();
+    for p in prompts {
+        if !categories.contains(&p.category) {
+            categories.push(p.category.clone());
+        }
+    }
+    let n_cat = categories.len();
+    let mut backend = Recorder {
+        inner: LiveBackend::new(target, DraftSource::Model(ModelDrafter::new(draft)))?,
+        drafted: HashMap::new(),
+        m: AcceptanceMeasurement {
+            categories,
+            steps: vec![0; n_cat],
+            accepted: vec![0; n_cat],
+            k: opts.k,
+            prompts: prompts.len(),
+            ..Default::default()
+        },
     };
-    let mut queue: VecDeque<(u64, &EncodedPrompt)> = prompts
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (i as u64, p))
-        .collect();
-    let mut running: Vec<Running> = Vec::new();
-    loop {
-        // Admit new prompts up to the batch size: register and prefill each.
-        while running.len() < opts.batch {
-            let Some((id, p)) = queue.pop_front() else {
-                break;
-            };
-            if p.tokens.is_empty() {
-                tick();
-                continue;
-            }
-            let params = match opts.temperature {
-                None => SamplingParams::greedy(),
-                Some(t) => SamplingParams::with_temperature(t, opts.seed.wrapping_add(id)),
-            };
-            backend.register(id, p.tokens.clone(), params, false)?;
-            let n = p.tokens.len() as u32;
-            let res = Backend::target(
-                &mut backend,
-                &[TargetItem {
-                    seq: id,
-                    context_tokens: 0,
-                    work: TargetWork::Prefill {
-                        start: 0,
-                        len: n,
-                        last: true,
-                    },
-                    category: None,
-                }],
-            )?;
-            let category = match m.categories.iter().position(|c| *c == p.category) {
-                Some(i) => i,
-                None => {
-                    m.categories.push(p.category.clone());
-                    m.steps.push(0);
-                    m.accepted.push(0);
-                    m.categories.len() - 1
-                }
-            };
-            if res.outcomes.first().is_some_and(|o| o.stop) || opts.max_new_tokens <= 1 {
-                backend.remove(id);
-                tick();
-                continue;
-            }
-            running.push(Running {
-                id,
-                category,
-                context: n,
-                generated: 1,
-            });
+    let mut engine = acceptance_engine(opts, longest)?;
+    for (i, p) in prompts.iter().enumerate() {
+        if p.tokens.is_empty() {
+            tick();
+            continue;
         }
-        if running.is_empty() {
-            break;
-        }
-        // One speculative step for every running sequence.
-        let mut conf: Vec<Vec<f32>> = vec![Vec::new(); running.len()];
-        for pos in 0..opts.k {
-            let items: Vec<DraftItem> = running
-                .iter()
-                .map(|r| DraftItem {
-                    seq: r.id,
-                    context_tokens: r.context,
-                    position: pos,
-                    category: None,
-                })
-                .collect();
-            let res = Backend::draft(&mut backend, &items)?;
-            for (c, x) in conf.iter_mut().zip(res.confidences) {
-                c.push(x);
-            }
-        }
-        let items: Vec<TargetItem> = running
-            .iter()
-            .map(|r| TargetItem {
-                seq: r.id,
-                context_tokens: r.context,
-                work: TargetWork::Verify { drafted: opts.k },
-                category: None,
-            })
-            .collect();
-        let res = Backend::target(&mut backend, &items)?;
-        let mut done = Vec::new();
-        for (i, (r, o)) in running.iter_mut().zip(&res.outcomes).enumerate() {
-            let a = o.accepted;
-            m.steps[r.category] += 1;
-            m.accepted[r.category] += a as u64;
-            // An end-of-sequence cut leaves the position after the accepted ones unjudged.
-            let judged = if o.stop { a } else { (a + 1).min(opts.k) };
-            for j in 0..judged {
-                m.records.push(DraftRecord {
-                    category: r.category,
-                    position: j,
-                    confidence: conf[i].get(j as usize).copied().unwrap_or(0.0),
-                    accepted: j < a,
-                });
-            }
-            r.context += o.emitted;
-            r.generated += o.emitted;
-            if o.stop || r.generated >= opts.max_new_tokens {
-                done.push(r.id);
-            }
-        }
-        for id in done {
-            backend.remove(id);
-            running.retain(|r| r.id != id);
+        let id = i as u64;
+        let params = match opts.temperature {
+            None => SamplingParams::greedy(),
+            Some(t) => SamplingParams::with_temperature(t, opts.seed.wrapping_add(id)),
+        };
+        backend
+            .inner
+            .register(id, p.tokens.clone(), params, false)?;
+        let category = backend.m.categories.iter().position(|c| *c == p.category);
+        engine.add_request(RequestSpec {
+            id,
+            arrival_ns: 0,
+            prompt_tokens: p.tokens.len() as u32,
+            output_tokens: opts.max_new_tokens,
+            category: category.map(|c| c as CategoryId),
+        })?;
+    }
+    let mut now = 0;
+    while engine.has_work() {
+        let Some(report) = engine.step(now, &mut backend)? else {
+            return Err(CalibrateError::Config(
+                "acceptance: the engine has work but made no step".into(),
+            ));
+        };
+        now = report.end_ns;
+        for f in engine.drain_finished() {
+            backend.inner.remove(f.spec.id);
             tick();
         }
     }
-    Ok(m)
+    Ok(backend.m)
+}
+
+/// An engine that runs `opts.batch` sequences at a time with static k, KV for all of them at the longest
+/// prompt, and a token budget that prefills any admitted prompt whole.
+fn acceptance_engine(opts: &AcceptanceOptions, longest: usize) -> Result<Engine> {
+    let block_size = 16u32;
+    let per_seq = (longest as u32 + opts.max_new_tokens + opts.k + 2).div_ceil(block_size) + 1;
+    let config = EngineConfig {
+        block_size,
+        kv_blocks: Some(per_seq * opts.batch as u32),
+        max_num_seqs: opts.batch as u32,
+        max_batched_tokens: (longest as u32).max(1) * opts.batch as u32,
+        ..EngineConfig::default()
+    };
+    // The step-time predictor only matters to adaptive policies; static k never consults it.
+    let predictor = Arc::new(FixedCost {
+        draft_base: 1,
+        draft_per_seq: 0,
+        target_base: 1,
+        target_per_token: 0,
+    });
+    Ok(Engine::new(
+        config,
+        PolicyConfig::Static { k: opts.k }.build(),
+        predictor,
+    )?)
 }
 
 /// What the fit found for one category (or overall), for the report.

@@ -16,10 +16,10 @@
 //!    nothing.
 //! 3. [`fit`] — relative least squares of `a + b·tokens + c·kv_tokens + d·batch` per role (the
 //!    profile's `[fit.*]`, which answers outside the grid), with R² and leave-one-out MAPE.
-//! 4. [`acceptance`] — prompts through the live backend, greedy and sampled: acceptance by draft
+//! 4. [`acceptance`] — prompts through the engine core over the live backend, greedy and sampled: acceptance by draft
 //!    position, the confidence distribution (Beta by moments), the calibration curve
 //!    P(accept | confidence), overall and per category → `[acceptance] kind = "calibrated"`.
-//! 5. [`prompts`], [`provenance`], [`stats`] — the prompt set, where the profile was measured, medians.
+//! 5. [`prompt_set`], [`provenance`], [`stats`] — the prompt set, where the profile was measured, medians.
 //!
 //! Why the timed region includes sampling and verification: the simulator charges one draft step and
 //! one target step per forward, and a backend call of the live engine costs the forward plus its
@@ -31,7 +31,7 @@ pub mod acceptance;
 mod error;
 pub mod fit;
 pub mod latency;
-pub mod prompts;
+pub mod prompt_set;
 pub mod provenance;
 pub mod run;
 pub mod stats;

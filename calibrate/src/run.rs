@@ -25,9 +25,9 @@ use crate::error::{CalibrateError, Result};
 use crate::fit::{fit_with_report, FitPoint, FitReport, Terms};
 use crate::latency::{
     draft_shape, scheduling_overhead, time_draft, time_prefill, time_verify, verify_shape,
-    CachePool, Grid, Timing,
+    CachePool, DraftPoint, Grid, Timing, VerifyPoint,
 };
-use crate::prompts::{read_prompts, stratified, Encoder};
+use crate::prompt_set::{read_prompts, stratified, Encoder};
 use crate::stats::{median, Summary};
 
 /// Everything a calibration needs.
@@ -39,7 +39,7 @@ pub struct CalibrateOptions {
     pub target: PathBuf,
     /// Profile to write.
     pub out: PathBuf,
-    /// Prompt set (JSON lines; see [`crate::prompts`]).
+    /// Prompt set (JSON lines; see [`crate::prompt_set`]).
     pub prompts: PathBuf,
     /// Latency grid.
     pub grid: Grid,
@@ -200,14 +200,16 @@ fn write_profile(path: &Path, p: &Profile) -> Result<()> {
     std::fs::write(path, p.to_toml()).map_err(|e| CalibrateError::io(path, e))
 }
 
-/// Runs a whole calibration; see the module docs. `progress` is called after every unit of work.
-pub fn calibrate(
-    opts: &CalibrateOptions,
-    progress: &mut dyn FnMut(ProgressUpdate),
-) -> Result<CalibrationReport> {
-    let started = Instant::now();
+/// The loaded pair and the encoded prompt set a calibration runs on.
+struct Loaded {
+    target: Arc<Model>,
+    draft: Arc<Model>,
+    encoded: Vec<EncodedPrompt>,
+}
+
+/// Cheap checks first (model files, prompt set, grid), then the models and the encoded prompts.
+fn load(opts: &CalibrateOptions) -> Result<Loaded> {
     let g = &opts.grid;
-    // Cheap checks first: model files, prompt set, grid.
     for (role, p) in [("draft", &opts.draft), ("target", &opts.target)] {
         if !p.is_file() {
             return Err(CalibrateError::ModelFile {
@@ -246,7 +248,7 @@ pub fn calibrate(
         .max_positions
         .min(draft.config().max_positions);
     g.validate(limit)?;
-    let encoded: Vec<EncodedPrompt> = prompts
+    let encoded = prompts
         .iter()
         .map(|p| {
             Ok(EncodedPrompt {
@@ -255,247 +257,299 @@ pub fn calibrate(
             })
         })
         .collect::<Result<_>>()?;
+    Ok(Loaded {
+        target,
+        draft,
+        encoded,
+    })
+}
 
-    let mut provenance = crate::provenance::collect(&opts.draft, &opts.target, opts.threads)?;
-    let mut profile = Profile {
+/// A profile with the grid's axes and every cell unmeasured (`nan`), not yet complete.
+fn empty_profile(g: &Grid, provenance: BTreeMap<String, String>) -> Profile {
+    let axis = |v: &[u32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+    Profile {
         version: 1,
-        provenance: provenance.clone(),
+        provenance,
         draft: Table2 {
-            batch: g.draft_batch.iter().map(|&x| x as f64).collect(),
-            context: g.draft_context.iter().map(|&x| x as f64).collect(),
+            batch: axis(&g.draft_batch),
+            context: axis(&g.draft_context),
             ns: nan2(g.draft_batch.len(), g.draft_context.len()),
         },
         verify: Table3 {
-            batch: g.verify_batch.iter().map(|&x| x as f64).collect(),
-            tokens_per_seq: g.tokens_per_seq.iter().map(|&x| x as f64).collect(),
-            context: g.verify_context.iter().map(|&x| x as f64).collect(),
+            batch: axis(&g.verify_batch),
+            tokens_per_seq: axis(&g.tokens_per_seq),
+            context: axis(&g.verify_context),
             ns: vec![nan2(g.tokens_per_seq.len(), g.verify_context.len()); g.verify_batch.len()],
         },
         prefill: Table1 {
-            tokens: g.prefill_tokens.iter().map(|&x| x as f64).collect(),
+            tokens: axis(&g.prefill_tokens),
             ns: vec![f64::NAN; g.prefill_tokens.len()],
         },
         draft_prefill: Some(Table1 {
-            tokens: g.prefill_tokens.iter().map(|&x| x as f64).collect(),
+            tokens: axis(&g.prefill_tokens),
             ns: vec![f64::NAN; g.prefill_tokens.len()],
         }),
         overhead: Overhead::default(),
         fit: Fits::default(),
         acceptance: None,
         complete: false,
-    };
-    let partial = partial_path(&opts.out);
-    write_profile(&partial, &profile)?;
-
-    let (held_draft, held_verify) = g.held_out(opts.held_out);
-    let sampled_runs = usize::from(opts.sampled_temperature.is_some());
-    let total = (g.points() + held_draft.len() + held_verify.len() + 1) as u64
-        + (encoded.len() * (1 + sampled_runs)) as u64;
-    let mut done = 0u64;
-    let mut tick = |phase: &str| {
-        done += 1;
-        progress(ProgressUpdate {
-            phase: phase.to_string(),
-            done,
-            total,
-        });
-    };
-    let mut points = Vec::new();
-
-    // Draft table, context by context (caches are filled once per level).
-    let mut dpool = CachePool::new(
-        Arc::clone(&draft),
-        *g.draft_batch.last().unwrap_or(&1) as usize,
-    );
-    for (ci, &c) in g.draft_context.iter().enumerate() {
-        for (bi, &b) in g.draft_batch.iter().enumerate() {
-            let t = time_draft(&mut dpool, b, c, g)?;
-            profile.draft.ns[bi][ci] = t.total.median;
-            points.push(PointReport {
-                kind: "draft",
-                batch: b,
-                tokens_per_seq: 1,
-                context: c,
-                timing: t,
-            });
-            tick("draft forwards");
-        }
     }
-    write_profile(&partial, &profile)?;
-    // Verify table.
-    let mut tpool = CachePool::new(
-        Arc::clone(&target),
-        *g.verify_batch.last().unwrap_or(&1) as usize,
-    );
-    for (ci, &c) in g.verify_context.iter().enumerate() {
-        for (bi, &b) in g.verify_batch.iter().enumerate() {
-            for (ti, &t) in g.tokens_per_seq.iter().enumerate() {
-                let tm = time_verify(&mut tpool, b, t, c, g)?;
-                profile.verify.ns[bi][ti][ci] = tm.total.median;
-                points.push(PointReport {
-                    kind: "verify",
-                    batch: b,
-                    tokens_per_seq: t,
-                    context: c,
-                    timing: tm,
-                });
-                tick("verify forwards");
+}
+
+/// Counts units of work and reports each to the caller's progress callback.
+struct Progress<'a> {
+    done: u64,
+    total: u64,
+    report: &'a mut dyn FnMut(ProgressUpdate),
+}
+
+impl Progress<'_> {
+    fn tick(&mut self, phase: &str) {
+        self.done += 1;
+        (self.report)(ProgressUpdate {
+            phase: phase.to_string(),
+            done: self.done,
+            total: self.total,
+        });
+    }
+}
+
+/// The profile being measured, written to its `.partial` file after every phase.
+struct Measuring<'a> {
+    grid: &'a Grid,
+    profile: Profile,
+    partial: PathBuf,
+    points: Vec<PointReport>,
+}
+
+impl Measuring<'_> {
+    fn save(&self) -> Result<()> {
+        write_profile(&self.partial, &self.profile)
+    }
+
+    fn point(&mut self, kind: &'static str, batch: u32, tokens: u32, context: u32, t: Timing) {
+        self.points.push(PointReport {
+            kind,
+            batch,
+            tokens_per_seq: tokens,
+            context,
+            timing: t,
+        });
+    }
+
+    /// Draft table, context by context (caches are filled once per level).
+    fn draft_table(&mut self, pool: &mut CachePool, progress: &mut Progress) -> Result<()> {
+        let g = self.grid;
+        for (ci, &c) in g.draft_context.iter().enumerate() {
+            for (bi, &b) in g.draft_batch.iter().enumerate() {
+                let t = time_draft(pool, b, c, g)?;
+                self.profile.draft.ns[bi][ci] = t.total.median;
+                self.point("draft", b, 1, c, t);
+                progress.tick("draft forwards");
             }
         }
-        write_profile(&partial, &profile)?;
+        self.save()
     }
-    // Prefill table.
-    for (i, &n) in g.prefill_tokens.iter().enumerate() {
-        let t = time_prefill(&target, n, g)?;
-        profile.prefill.ns[i] = t.total.median;
-        points.push(PointReport {
-            kind: "prefill",
-            batch: 1,
-            tokens_per_seq: n,
-            context: n,
-            timing: t,
-        });
-        tick("prefill");
-    }
-    // Draft prefill table: prices the draft's catch-up on a prompt at a sequence's first draft.
-    for (i, &n) in g.prefill_tokens.iter().enumerate() {
-        let t = time_prefill(&draft, n, g)?;
-        if let Some(dp) = profile.draft_prefill.as_mut() {
-            dp.ns[i] = t.total.median;
-        }
-        points.push(PointReport {
-            kind: "draft_prefill",
-            batch: 1,
-            tokens_per_seq: n,
-            context: n,
-            timing: t,
-        });
-        tick("draft prefill");
-    }
-    // Engine scheduling outside the backend.
-    let k_mid = g
-        .tokens_per_seq
-        .last()
-        .copied()
-        .unwrap_or(1)
-        .saturating_sub(1);
-    let scheduling = scheduling_overhead(*g.verify_batch.last().unwrap_or(&1), k_mid, 200)?;
-    profile.overhead.step_ns = scheduling.median;
-    tick("engine overhead");
-    write_profile(&partial, &profile)?;
 
-    // Fits.
-    let pts = |kind: &str| -> Vec<FitPoint> {
-        points
-            .iter()
-            .filter(|p| p.kind == kind)
-            .map(|p| {
-                let shape = match p.kind {
-                    "draft" => draft_shape(p.batch, p.context),
-                    "verify" => verify_shape(p.batch, p.tokens_per_seq, p.context),
-                    _ => specsim_core::cost::BatchShape::prefill(p.tokens_per_seq),
-                };
-                FitPoint::from_shape(&shape, p.timing.total.median)
-            })
+    /// Verify table, saved after each context level.
+    fn verify_table(&mut self, pool: &mut CachePool, progress: &mut Progress) -> Result<()> {
+        let g = self.grid;
+        for (ci, &c) in g.verify_context.iter().enumerate() {
+            for (bi, &b) in g.verify_batch.iter().enumerate() {
+                for (ti, &t) in g.tokens_per_seq.iter().enumerate() {
+                    let tm = time_verify(pool, b, t, c, g)?;
+                    self.profile.verify.ns[bi][ti][ci] = tm.total.median;
+                    self.point("verify", b, t, c, tm);
+                    progress.tick("verify forwards");
+                }
+            }
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// The target's prefill table, and the draft's, which prices the draft's catch-up on a prompt at a
+    /// sequence's first draft.
+    fn prefill_tables(&mut self, loaded: &Loaded, progress: &mut Progress) -> Result<()> {
+        let g = self.grid;
+        for (i, &n) in g.prefill_tokens.iter().enumerate() {
+            let t = time_prefill(&loaded.target, n, g)?;
+            self.profile.prefill.ns[i] = t.total.median;
+            self.point("prefill", 1, n, n, t);
+            progress.tick("prefill");
+        }
+        for (i, &n) in g.prefill_tokens.iter().enumerate() {
+            let t = time_prefill(&loaded.draft, n, g)?;
+            if let Some(dp) = self.profile.draft_prefill.as_mut() {
+                dp.ns[i] = t.total.median;
+            }
+            self.point("draft_prefill", 1, n, n, t);
+            progress.tick("draft prefill");
+        }
+        Ok(())
+    }
+
+    /// Engine scheduling outside the backend, per step.
+    fn scheduling(&mut self, progress: &mut Progress) -> Result<Summary> {
+        let g = self.grid;
+        let k_mid = g
+            .tokens_per_seq
+            .last()
+            .copied()
+            .unwrap_or(1)
+            .saturating_sub(1);
+        let scheduling = scheduling_overhead(*g.verify_batch.last().unwrap_or(&1), k_mid, 200)?;
+        self.profile.overhead.step_ns = scheduling.median;
+        progress.tick("engine overhead");
+        self.save()?;
+        Ok(scheduling)
+    }
+
+    /// Linear fits of the timed points per role (the profile's `[fit.*]`), with their reports.
+    fn fit(&mut self) -> BTreeMap<String, FitReport> {
+        let pts = |kind: &str| -> Vec<FitPoint> {
+            self.points
+                .iter()
+                .filter(|p| p.kind == kind)
+                .map(|p| {
+                    let shape = match p.kind {
+                        "draft" => draft_shape(p.batch, p.context),
+                        "verify" => verify_shape(p.batch, p.tokens_per_seq, p.context),
+                        _ => specsim_core::cost::BatchShape::prefill(p.tokens_per_seq),
+                    };
+                    FitPoint::from_shape(&shape, p.timing.total.median)
+                })
+                .collect()
+        };
+        let df = fit_with_report(&pts("draft"), Terms::DRAFT, "draft").ok();
+        let vf = fit_with_report(&pts("verify"), Terms::VERIFY, "verify").ok();
+        let pf = fit_with_report(&pts("prefill"), Terms::PREFILL, "prefill").ok();
+        self.profile.fit = Fits {
+            draft: df.as_ref().map(|f| f.coefficients),
+            verify: vf.as_ref().map(|f| f.coefficients),
+            prefill: pf.as_ref().map(|f| f.coefficients),
+        };
+        [("draft", df), ("verify", vf), ("prefill", pf)]
+            .into_iter()
+            .filter_map(|(name, f)| Some((name.to_string(), f?)))
             .collect()
-    };
-    let mut fits = BTreeMap::new();
-    let df = fit_with_report(&pts("draft"), Terms::DRAFT, "draft").ok();
-    let vf = fit_with_report(&pts("verify"), Terms::VERIFY, "verify").ok();
-    let pf = fit_with_report(&pts("prefill"), Terms::PREFILL, "prefill").ok();
-    profile.fit = Fits {
-        draft: df.map(|f| f.coefficients),
-        verify: vf.map(|f| f.coefficients),
-        prefill: pf.map(|f| f.coefficients),
-    };
-    for (name, f) in [("draft", df), ("verify", vf), ("prefill", pf)] {
-        if let Some(f) = f {
-            fits.insert(name.to_string(), f);
+    }
+
+    /// What the profile measured so far predicts (overhead excluded: it is not in the timed region),
+    /// for the off-grid checks.
+    fn predictor(&self) -> ProfileCost {
+        let mut profile = self.profile.clone();
+        profile.complete = true;
+        profile.overhead.step_ns = 0.0;
+        ProfileCost { profile }
+    }
+
+    /// Off-grid draft points against the profile's own prediction.
+    fn held_out_draft(
+        &self,
+        pool: &mut CachePool,
+        points: &[DraftPoint],
+        progress: &mut Progress,
+    ) -> Result<Vec<HeldOutReport>> {
+        let cost = self.predictor();
+        let mut out = Vec::new();
+        for &(b, c) in points {
+            let t = time_draft(pool, b, c, self.grid)?;
+            let shape = draft_shape(b, c);
+            let pred = cost.draft_step(&shape) as f64;
+            let fit_ns = self.profile.fit.draft.map_or(f64::NAN, |f| f.eval(&shape));
+            out.push(held_out_report("draft", b, 1, c, t, pred, fit_ns));
+            progress.tick("held-out points");
         }
+        Ok(out)
     }
 
-    // Off-grid checks against the profile's own predictions (overhead excluded: it is not in the
-    // timed region).
-    let mut check_profile = profile.clone();
-    check_profile.complete = true;
-    check_profile.overhead.step_ns = 0.0;
-    let cost = ProfileCost {
-        profile: check_profile,
+    /// Off-grid verify points against the profile's own prediction.
+    fn held_out_verify(
+        &self,
+        pool: &mut CachePool,
+        points: &[VerifyPoint],
+        progress: &mut Progress,
+    ) -> Result<Vec<HeldOutReport>> {
+        let cost = self.predictor();
+        let mut out = Vec::new();
+        for &(b, tk, c) in points {
+            let t = time_verify(pool, b, tk, c, self.grid)?;
+            let shape = verify_shape(b, tk, c);
+            let pred = cost.target_step(&shape) as f64;
+            let fit_ns = self.profile.fit.verify.map_or(f64::NAN, |f| f.eval(&shape));
+            out.push(held_out_report("verify", b, tk, c, t, pred, fit_ns));
+            progress.tick("held-out points");
+        }
+        Ok(out)
+    }
+}
+
+fn held_out_report(
+    kind: &'static str,
+    batch: u32,
+    tokens_per_seq: u32,
+    context: u32,
+    timing: Timing,
+    predicted_ns: f64,
+    fit_ns: f64,
+) -> HeldOutReport {
+    HeldOutReport {
+        abs_error: (predicted_ns - timing.total.median).abs() / timing.total.median,
+        point: PointReport {
+            kind,
+            batch,
+            tokens_per_seq,
+            context,
+            timing,
+        },
+        predicted_ns,
+        fit_ns,
+    }
+}
+
+/// Acceptance, greedy (→ profile) and optionally sampled (→ report).
+fn acceptances(
+    opts: &CalibrateOptions,
+    loaded: &Loaded,
+    progress: &mut Progress,
+) -> Result<(AcceptanceFit, Option<AcceptanceFit>)> {
+    let a = &opts.acceptance;
+    let run = |o: &AcceptanceOptions, phase: &str, progress: &mut Progress| {
+        let m = measure_acceptance(
+            Arc::clone(&loaded.target),
+            Arc::clone(&loaded.draft),
+            &loaded.encoded,
+            o,
+            &mut || progress.tick(phase),
+        )?;
+        fit_acceptance(&m, 200)
     };
-    let mut held_out = Vec::new();
-    for &(b, c) in &held_draft {
-        let t = time_draft(&mut dpool, b, c, g)?;
-        let shape = draft_shape(b, c);
-        let pred = cost.draft_step(&shape) as f64;
-        let fit_ns = profile.fit.draft.map_or(f64::NAN, |f| f.eval(&shape));
-        held_out.push(HeldOutReport {
-            abs_error: (pred - t.total.median).abs() / t.total.median,
-            point: PointReport {
-                kind: "draft",
-                batch: b,
-                tokens_per_seq: 1,
-                context: c,
-                timing: t,
-            },
-            predicted_ns: pred,
-            fit_ns,
-        });
-        tick("held-out points");
-    }
-    drop(dpool);
-    for &(b, tk, c) in &held_verify {
-        let t = time_verify(&mut tpool, b, tk, c, g)?;
-        let shape = verify_shape(b, tk, c);
-        let pred = cost.target_step(&shape) as f64;
-        let fit_ns = profile.fit.verify.map_or(f64::NAN, |f| f.eval(&shape));
-        held_out.push(HeldOutReport {
-            abs_error: (pred - t.total.median).abs() / t.total.median,
-            point: PointReport {
-                kind: "verify",
-                batch: b,
-                tokens_per_seq: tk,
-                context: c,
-                timing: t,
-            },
-            predicted_ns: pred,
-            fit_ns,
-        });
-        tick("held-out points");
-    }
-    drop(tpool);
-    let held_out_median_abs_error =
-        median(&held_out.iter().map(|h| h.abs_error).collect::<Vec<_>>());
-
-    // Acceptance, greedy (→ profile) and optionally sampled (→ report).
-    let greedy = measure_acceptance(
-        Arc::clone(&target),
-        Arc::clone(&draft),
-        &encoded,
-        a,
-        &mut || tick("acceptance (greedy)"),
-    )?;
-    let acceptance_greedy = fit_acceptance(&greedy, 200)?;
-    profile.acceptance = Some(acceptance_greedy.config.clone());
-    write_profile(&partial, &profile)?;
-    let acceptance_sampled = match opts.sampled_temperature {
+    let greedy = run(a, "acceptance (greedy)", progress)?;
+    let sampled = match opts.sampled_temperature {
         Some(t) => {
             let so = AcceptanceOptions {
                 temperature: Some(t),
                 ..*a
             };
-            let m = measure_acceptance(
-                Arc::clone(&target),
-                Arc::clone(&draft),
-                &encoded,
-                &so,
-                &mut || tick("acceptance (sampled)"),
-            )?;
-            Some(fit_acceptance(&m, 200)?)
+            Some(run(&so, "acceptance (sampled)", progress)?)
         }
         None => None,
     };
+    Ok((greedy, sampled))
+}
 
-    // Provenance of the method and its quality, then the final write and rename.
+/// The method and its quality, as the profile's provenance records them.
+fn record_method(
+    provenance: &mut BTreeMap<String, String>,
+    opts: &CalibrateOptions,
+    prompts: usize,
+    fits: &BTreeMap<String, FitReport>,
+    held_out: &[HeldOutReport],
+    held_out_median_abs_error: f64,
+    greedy: &AcceptanceFit,
+) {
+    let (g, a) = (&opts.grid, &opts.acceptance);
     let fmt_fit = |f: Option<&FitReport>| {
         f.map_or("not fitted".to_string(), |f| {
             format!(
@@ -528,48 +582,116 @@ pub fn calibrate(
         format!(
             "greedy, k = {}, {} prompts of {}, {} new tokens max; mean accepted length measured {:.3}, model {:.3}",
             a.k,
-            encoded.len(),
+            prompts,
             opts.prompts.display(),
             a.max_new_tokens,
-            acceptance_greedy.measured_mean_accepted_length,
-            acceptance_greedy.predicted_mean_accepted_length
+            greedy.measured_mean_accepted_length,
+            greedy.predicted_mean_accepted_length
         ),
     );
     provenance.insert(
         "load_average_at_end".into(),
         crate::provenance::load_average(),
     );
+}
+
+/// Median sampling/verification share of the draft, verify and prefill points.
+fn sampling_medians(points: &[PointReport]) -> BTreeMap<String, f64> {
+    ["draft", "verify", "prefill"]
+        .into_iter()
+        .map(|kind| {
+            let v: Vec<f64> = points
+                .iter()
+                .filter(|p| p.kind == kind)
+                .map(|p| p.timing.sampling_median)
+                .collect();
+            (kind.to_string(), median(&v))
+        })
+        .collect()
+}
+
+/// Runs a whole calibration; see the module docs. `progress` is called after every unit of work.
+///
+/// Phases: load and check; the timed tables (draft, verify, prefill, scheduling), each saved to the
+/// partial profile; linear fits; off-grid checks; acceptance; provenance; validate, report, rename.
+pub fn calibrate(
+    opts: &CalibrateOptions,
+    progress: &mut dyn FnMut(ProgressUpdate),
+) -> Result<CalibrationReport> {
+    let started = Instant::now();
+    let g = &opts.grid;
+    let loaded = load(opts)?;
+    let mut provenance = crate::provenance::collect(&opts.draft, &opts.target, opts.threads)?;
+    let mut m = Measuring {
+        grid: g,
+        profile: empty_profile(g, provenance.clone()),
+        partial: partial_path(&opts.out),
+        points: Vec::new(),
+    };
+    // Draft and target KV caches, filled once per context level and reused by the held-out points.
+    let mut draft_pool = CachePool::new(
+        Arc::clone(&loaded.draft),
+        *g.draft_batch.last().unwrap_or(&1) as usize,
+    );
+    let mut target_pool = CachePool::new(
+        Arc::clone(&loaded.target),
+        *g.verify_batch.last().unwrap_or(&1) as usize,
+    );
+    m.save()?;
+    let (held_draft, held_verify) = g.held_out(opts.held_out);
+    let sampled_runs = usize::from(opts.sampled_temperature.is_some());
+    let mut progress = Progress {
+        done: 0,
+        total: (g.points() + held_draft.len() + held_verify.len() + 1) as u64
+            + (loaded.encoded.len() * (1 + sampled_runs)) as u64,
+        report: progress,
+    };
+    m.draft_table(&mut draft_pool, &mut progress)?;
+    m.verify_table(&mut target_pool, &mut progress)?;
+    m.prefill_tables(&loaded, &mut progress)?;
+    let scheduling = m.scheduling(&mut progress)?;
+    let fits = m.fit();
+    let mut held_out = m.held_out_draft(&mut draft_pool, &held_draft, &mut progress)?;
+    drop(draft_pool);
+    held_out.extend(m.held_out_verify(&mut target_pool, &held_verify, &mut progress)?);
+    drop(target_pool);
+    let held_out_median_abs_error =
+        median(&held_out.iter().map(|h| h.abs_error).collect::<Vec<_>>());
+    let (acceptance_greedy, acceptance_sampled) = acceptances(opts, &loaded, &mut progress)?;
+    m.profile.acceptance = Some(acceptance_greedy.config.clone());
+    m.save()?;
+    record_method(
+        &mut provenance,
+        opts,
+        loaded.encoded.len(),
+        &fits,
+        &held_out,
+        held_out_median_abs_error,
+        &acceptance_greedy,
+    );
+    let mut profile = m.profile;
     profile.provenance = provenance.clone();
     profile.complete = true;
     profile
         .validate()
         .map_err(|msg| CalibrateError::Config(format!("measured profile is invalid: {msg}")))?;
-    let mut sampling_median_ns = BTreeMap::new();
-    for kind in ["draft", "verify", "prefill"] {
-        let v: Vec<f64> = points
-            .iter()
-            .filter(|p| p.kind == kind)
-            .map(|p| p.timing.sampling_median)
-            .collect();
-        sampling_median_ns.insert(kind.to_string(), median(&v));
-    }
     let report = CalibrationReport {
         provenance,
         grid: g.clone(),
-        points,
+        sampling_median_ns: sampling_medians(&m.points),
+        points: m.points,
         scheduling,
         fits,
         held_out,
         held_out_median_abs_error,
         acceptance_greedy,
         acceptance_sampled,
-        sampling_median_ns,
         elapsed_s: started.elapsed().as_secs_f64(),
     };
     let rp = report_path(&opts.out);
     let json = serde_json::to_string_pretty(&report).unwrap_or_default();
     std::fs::write(&rp, json).map_err(|e| CalibrateError::io(&rp, e))?;
-    write_profile(&partial, &profile)?;
-    std::fs::rename(&partial, &opts.out).map_err(|e| CalibrateError::io(&opts.out, e))?;
+    write_profile(&m.partial, &profile)?;
+    std::fs::rename(&m.partial, &opts.out).map_err(|e| CalibrateError::io(&opts.out, e))?;
     Ok(report)
 }

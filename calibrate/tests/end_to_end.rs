@@ -199,3 +199,49 @@ fn an_interrupted_calibration_leaves_only_a_partial_profile_that_is_refused() {
     let e = Profile::load(&partial).unwrap_err().to_string();
     assert!(e.contains("partial"), "{e}");
 }
+
+/// The acceptance pass runs through the engine core. With the target as its own draft every greedy
+/// draft is accepted, so each step's length is set by the engine's cap alone: k, or one fewer than the
+/// tokens the sequence still owes. Hand-worked for 9 new tokens and k = 3: prefill emits 1 (8 owed);
+/// steps draft 3 (emit 4, 4 owed), 3 (emit 4, 0 owed): 2 steps, 6 accepted, accepted length 4.0.
+/// For 8 new tokens: 3 (emit 4, 3 owed), then 2 (emit 3): 2 steps, 5 accepted, length 3.5.
+#[test]
+fn acceptance_through_the_engine_caps_drafts_as_serving_does() {
+    use specsim_calibrate::acceptance::{measure_acceptance, EncodedPrompt};
+    use std::sync::Arc;
+    let spec = TinySpec::new(TinyArch::Qwen2, 21);
+    let device = candle_core::Device::Cpu;
+    let model = Arc::new(spec.build(&device).unwrap());
+    for (new_tokens, steps, accepted) in [(9u32, 2u64, 6u64), (8, 2, 5)] {
+        let prompts: Vec<EncodedPrompt> = (0..3)
+            .map(|i| EncodedPrompt {
+                category: if i == 1 { "b" } else { "a" }.into(),
+                tokens: (1..=10 + i).collect(),
+            })
+            .collect();
+        let opts = AcceptanceOptions {
+            k: 3,
+            max_new_tokens: new_tokens,
+            max_prompt_tokens: 64,
+            batch: 2,
+            temperature: None,
+            seed: 0,
+        };
+        let mut ticks = 0;
+        let m = measure_acceptance(model.clone(), model.clone(), &prompts, &opts, &mut || {
+            ticks += 1
+        })
+        .unwrap();
+        assert_eq!(ticks, 3, "one tick per finished prompt");
+        assert_eq!(m.categories, ["a", "b"]);
+        // Per prompt: `steps` steps and `accepted` accepted; category a holds two prompts.
+        assert_eq!(m.steps, [2 * steps, steps]);
+        assert_eq!(m.accepted, [2 * accepted, accepted]);
+        // Every accepted token is one accepted record; nothing is rejected.
+        let recorded = m.records.iter().filter(|r| r.accepted).count() as u64;
+        assert_eq!(recorded, 3 * accepted);
+        assert_eq!(recorded, m.records.len() as u64);
+        let expected_length = (accepted + steps) as f64 / steps as f64;
+        assert!((m.mean_accepted_length(None) - expected_length).abs() < 1e-12);
+    }
+}

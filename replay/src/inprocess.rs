@@ -17,7 +17,7 @@
 
 use crate::endpoint::{Chunk, Endpoint, EndpointRequest, Failure, Observation};
 use crate::prompts::Prompt;
-use specsim_runtime::server::{GenEvent, GenerateRequest, Generator, SamplingParams, SubmitError};
+use specsim_runtime::server::{GenEvent, GenerateRequest, Generator, RequestSampling, SubmitError};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,7 +29,7 @@ pub type Encoder = Arc<dyn Fn(&str) -> Result<Vec<u32>, String> + Send + Sync>;
 pub struct InProcessEndpoint {
     generator: Arc<dyn Generator>,
     encoder: Option<Encoder>,
-    sampling: SamplingParams,
+    sampling: RequestSampling,
     name: String,
 }
 
@@ -39,7 +39,7 @@ impl InProcessEndpoint {
     pub fn new(
         generator: Arc<dyn Generator>,
         encoder: Option<Encoder>,
-        sampling: SamplingParams,
+        sampling: RequestSampling,
         name: impl Into<String>,
     ) -> Self {
         InProcessEndpoint {

@@ -12,9 +12,10 @@
 
 use tokio::sync::mpsc;
 
-/// Sampling settings of one request.
+/// Sampling settings as a request asks for them (0 and None mean "off" or "engine picks"); the engine
+/// thread resolves them into [`crate::sampling::SamplingParams`].
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SamplingParams {
+pub struct RequestSampling {
     /// 0 means greedy.
     pub temperature: f32,
     /// Nucleus mass (1.0 disables).
@@ -25,9 +26,9 @@ pub struct SamplingParams {
     pub seed: Option<u64>,
 }
 
-impl Default for SamplingParams {
+impl Default for RequestSampling {
     fn default() -> Self {
-        SamplingParams {
+        RequestSampling {
             temperature: 1.0,
             top_p: 1.0,
             top_k: 0,
@@ -46,7 +47,7 @@ pub struct GenerateRequest {
     /// Keep generating past end-of-sequence tokens until `max_tokens` (replays force output lengths so).
     pub ignore_eos: bool,
     /// Sampling settings.
-    pub sampling: SamplingParams,
+    pub sampling: RequestSampling,
 }
 
 /// Why a generation ended.

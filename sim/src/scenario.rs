@@ -19,6 +19,7 @@ use specsim_core::cost::linear::{LinearCoefficients, LinearCost};
 use specsim_core::cost::profile::{Profile, ProfileCost};
 use specsim_core::cost::roofline::{Deployment, Roofline};
 use specsim_core::cost::{CostModel, FixedCost};
+use specsim_core::engine::kv::context_fits;
 use specsim_core::engine::{Engine, EngineConfig};
 use specsim_core::policy::PolicyConfig;
 use specsim_core::rng::stream;
@@ -641,11 +642,10 @@ impl Scenario {
             let spec = self.file.policies.iter().any(|p| p.build().k_max() > 0);
             let (_, kv) = self.group_setup(g, spec)?;
             let cap = kv as u64 * self.file.engine.block_size as u64;
-            if let Some(r) = w
-                .requests
-                .iter()
-                .find(|r| (r.prompt_tokens + r.output_tokens) as u64 > cap)
-            {
+            if let Some(r) = w.requests.iter().find(|r| {
+                let tokens = r.prompt_tokens as u64 + r.output_tokens as u64;
+                !context_fits(tokens, kv, self.file.engine.block_size)
+            }) {
                 return Err(self.err(format!(
                     "request {} needs {} + {} tokens of KV but a replica of group {g} holds {cap} tokens ({kv} blocks): raise engine.kv_blocks, clip lengths (trace.max_context) or use a larger accelerator",
                     r.id, r.prompt_tokens, r.output_tokens

@@ -101,23 +101,37 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
             shard.count
         );
     }
-    let bar = cell_bar(todo, "cells", a.quiet);
-    let tick = |done: usize, _: usize| bar.set_position(done as u64);
-    let table = run_sweep(
-        &sc,
-        &load_cell_workload,
-        &SweepOptions {
-            shard,
-            threads: a.threads,
-            progress: Some(&tick),
-        },
-    )?;
-    bar.finish_and_clear();
-    write_table(&out, &table)?;
+    let table = sweep_to_dir(&sc, shard, &out, a.threads, a.quiet)?;
     if !a.quiet {
         eprintln!("{} rows in {}", table.rows.len(), written(&out));
     }
     Ok(())
+}
+
+/// Runs one shard of `sc`'s sweep grid and writes results.csv (and results.parquet) into `out`: the one
+/// code path behind `specsim sweep` and the paper figures, which then read the files back.
+pub fn sweep_to_dir(
+    sc: &Scenario,
+    shard: Shard,
+    out: &Path,
+    threads: Option<usize>,
+    quiet: bool,
+) -> Result<SweepTable> {
+    let grid = Grid::from_scenario(sc)?;
+    let bar = cell_bar(grid.cells(shard).len(), "cells", quiet);
+    let tick = |done: usize, _: usize| bar.set_position(done as u64);
+    let table = run_sweep(
+        sc,
+        &load_cell_workload,
+        &SweepOptions {
+            shard,
+            threads,
+            progress: Some(&tick),
+        },
+    )?;
+    bar.finish_and_clear();
+    write_table(out, &table)?;
+    Ok(table)
 }
 
 /// The result files `write_table` wrote into `dir`, for messages.
@@ -130,7 +144,8 @@ fn written(dir: &Path) -> String {
     }
 }
 
-fn read_table(p: &Path) -> Result<(String, SweepTable)> {
+/// Reads a results table from a sweep's output directory or a results CSV; returns its name too.
+pub fn read_table(p: &Path) -> Result<(String, SweepTable)> {
     let file = if p.is_dir() {
         p.join("results.csv")
     } else {

@@ -1,5 +1,12 @@
 //! KV-cache block accounting (paged attention): sequences hold whole blocks of `block_size` tokens.
 
+/// Whether a request whose whole context (prompt plus every output token) is `tokens` tokens can ever
+/// fit in `total_blocks` blocks of `block_size` tokens. The one "fits in KV" rule: the engine's
+/// admission check, a scenario's workload check and the live server's refusal all ask here.
+pub fn context_fits(tokens: u64, total_blocks: u32, block_size: u32) -> bool {
+    block_size > 0 && tokens.div_ceil(block_size as u64) <= total_blocks as u64
+}
+
 /// Counts free KV blocks. Per-sequence holdings live with the sequences; the manager only guards the
 /// invariant `allocated + free == total`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +95,17 @@ impl BlockManager {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_context_fits_when_its_blocks_do() {
+        // 10 blocks of 16 tokens hold 160 tokens: 160 fits, 161 needs an 11th block.
+        assert!(context_fits(160, 10, 16));
+        assert!(!context_fits(161, 10, 16));
+        assert!(context_fits(1, 1, 16));
+        // Far beyond u32 (a prompt plus max_tokens from an HTTP request) does not wrap.
+        assert!(!context_fits(u64::MAX, u32::MAX, 16));
+        assert!(!context_fits(1, 10, 0), "no block size holds nothing");
+    }
 
     #[test]
     fn grow_shrink_release_conserve_blocks() {

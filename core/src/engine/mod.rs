@@ -287,7 +287,11 @@ impl Engine {
 
     /// Whether a request of this size can ever run on this engine (its whole context fits in KV).
     pub fn fits(&self, prompt_tokens: u32, output_tokens: u32) -> bool {
-        self.kv.blocks_for(prompt_tokens + output_tokens) <= self.kv.total()
+        kv::context_fits(
+            prompt_tokens as u64 + output_tokens as u64,
+            self.kv.total(),
+            self.kv.block_size(),
+        )
     }
 
     /// Queues a request. Fails if it can never fit in KV.

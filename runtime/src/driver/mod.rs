@@ -9,7 +9,9 @@
 //!    engine with its arrival time on the wall clock;
 //! 2. **cancellation** — a request whose client went away ([`GenerationSender::is_cancelled`]) is ended
 //!    through the backend seam: its next target outcome carries `stop`, so the engine retires it and frees
-//!    its KV exactly as for an end-of-sequence token (the engine core has no abort call);
+//!    its KV exactly as for an end-of-sequence token. So every way a sequence ends — length, end of
+//!    sequence, client gone — retires through the same engine bookkeeping (`Engine::abort`, which drops a
+//!    request between steps without reporting it, is not used here);
 //! 3. **step** — one `Engine::step` at the wall-clock time;
 //! 4. **stream** — forward each sequence's newly emitted ids ([`TokenStreams::drain_emitted`]) to its
 //!    client, then report finished requests and forget them ([`TokenStreams::remove`]).
@@ -20,7 +22,7 @@
 //! wrapping the backend, so the engine needs no metrics hooks either.
 
 pub mod echo;
-mod live;
+mod live_streams;
 mod step_log;
 
 use step_log::StepLog;
@@ -31,6 +33,7 @@ use crate::generate::{
 };
 use crate::metrics::{ForwardModel, Metrics};
 use specsim_core::cost::{BatchShape, CostModel};
+use specsim_core::engine::kv::context_fits;
 use specsim_core::engine::{
     Backend, DraftItem, DraftResult, Engine, EngineConfig, SeqId, TargetItem, TargetResult,
     TargetWork,
@@ -145,12 +148,10 @@ impl Generator for EngineHandle {
         if !self.shared.alive.load(Ordering::SeqCst) {
             return Err(SubmitError::Unavailable);
         }
-        let need = (request.prompt.len() as u64 + request.max_tokens as u64)
-            .div_ceil(self.block_size as u64);
-        if need > self.kv_blocks as u64 {
+        let tokens = request.prompt.len() as u64 + request.max_tokens as u64;
+        if !context_fits(tokens, self.kv_blocks, self.block_size) {
             return Err(SubmitError::Invalid(format!(
-                "prompt plus max_tokens is {} tokens; the KV cache holds {}",
-                request.prompt.len() as u64 + request.max_tokens as u64,
+                "prompt plus max_tokens is {tokens} tokens; the KV cache holds {}",
                 self.kv_blocks as u64 * self.block_size as u64
             )));
         }

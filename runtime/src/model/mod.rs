@@ -13,8 +13,9 @@
 //! 3. **Rollback.** The cache of a sequence is a [`KvCache`] owned by the caller; after verification it is
 //!    truncated to the accepted length, which leaves it exactly as if the rejected tokens were never fed.
 //!
-//! One file per architecture, each readable top to bottom: [`qwen2`] and [`llama`]. [`Model`] picks one
-//! from the GGUF's `general.architecture`. [`tiny`] writes random-weight GGUF files of both for tests.
+//! One shared decoder (`decoder.rs`); each architecture's file, [`qwen2`] and [`llama`], states only what
+//! differs (GGUF prefix, Q/K/V biases, rotary pairing and base). [`Model`] picks one from the GGUF's
+//! `general.architecture`. [`tiny`] writes random-weight GGUF files of both for tests.
 //!
 //! ```no_run
 //! # fn main() -> Result<(), specsim_runtime::RuntimeError> {

@@ -23,7 +23,7 @@ pub mod routes;
 // The seam and the metrics the server reads, re-exported where HTTP code and its tests look for them.
 pub use crate::generate::{
     FinishReason, GenEvent, GenerateRequest, Generation, GenerationSender, Generator, Load,
-    SamplingParams, SubmitError,
+    RequestSampling, SubmitError,
 };
 pub use crate::metrics::{ForwardModel, Metrics};
 pub use routes::{router, AppState, ServerLimits};

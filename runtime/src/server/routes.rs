@@ -5,7 +5,7 @@ use super::api::{
 };
 use crate::chat::ChatMessage;
 use crate::generate::{
-    FinishReason, GenEvent, GenerateRequest, Generation, Generator, SamplingParams, SubmitError,
+    FinishReason, GenEvent, GenerateRequest, Generation, Generator, RequestSampling, SubmitError,
 };
 use crate::metrics::{Metrics, Outcome};
 use crate::tokenizer::{GgufTokenizer, IncrementalDecoder};
@@ -415,7 +415,7 @@ impl AppState {
                 prompt,
                 max_tokens,
                 ignore_eos: c.ignore_eos,
-                sampling: SamplingParams {
+                sampling: RequestSampling {
                     temperature,
                     top_p,
                     top_k,

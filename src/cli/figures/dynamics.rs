@@ -1,7 +1,7 @@
 //! Single runs: figure 4 (SpecServe's chosen k and the batch size over time under bursty arrivals) and
 //! figure 5 (acceptance by draft position).
 
-use super::load_cell_workload;
+use super::super::sweep::load_cell_workload;
 use anyhow::{bail, Context, Result};
 use specsim_plots::{Chart, Figure, Series, SeriesKind};
 use specsim_sim::scenario::Scenario;

@@ -1,7 +1,8 @@
 //! Latency per policy: figure 2 (mean and p99 TPOT and TTFT per policy, trace and model pair) and
 //! figure 8 (TTFT and TPOT CDFs).
 
-use super::{column, coords, load_cell_workload, policy_color, sweep};
+use super::super::sweep::load_cell_workload;
+use super::{column, coords, policy_color, sweep, SweepPlace};
 use anyhow::{bail, Result};
 use specsim_plots::{cdf_points, Chart, Figure, Series, SeriesKind};
 use specsim_sim::scenario::Scenario;
@@ -36,8 +37,8 @@ fn axis_names(grid: &Grid, key: &str) -> Vec<String> {
 }
 
 /// Figure 2: mean and p99 TPOT and TTFT per policy, trace and model pair.
-pub(super) fn fig2(sc: &Scenario, threads: Option<usize>) -> Result<Figure> {
-    let (grid, t) = sweep(sc, threads)?;
+pub(super) fn fig2(sc: &Scenario, place: &SweepPlace) -> Result<Figure> {
+    let (grid, t) = sweep(sc, place)?;
     let ai = |k: &str| grid.axes.iter().position(|a| a.key == k);
     let (Some(tr), Some(md), Some(po)) = (ai("trace"), ai("models"), ai("policy")) else {
         bail!("fig2 needs sweep axes `trace`, `models` and `policy`");

@@ -1,7 +1,7 @@
 //! Metrics against request rate: figure 3 (attainment, goodput and p99 TPOT per policy) and figure 6
 //! (the ablation of SpecServe's refinements).
 
-use super::{column, coords, policy_color, sweep};
+use super::{column, coords, policy_color, sweep, SweepPlace};
 use anyhow::{bail, Result};
 use specsim_plots::{Chart, Figure, Series, SeriesKind};
 use specsim_sim::scenario::Scenario;
@@ -55,8 +55,8 @@ fn rate_panels(grid: &Grid, t: &SweepTable, columns: &[(&str, &str, f64)]) -> Re
 }
 
 /// Figure 3: SLO attainment and goodput against request rate.
-pub(super) fn fig3(sc: &Scenario, threads: Option<usize>) -> Result<Figure> {
-    let (grid, t) = sweep(sc, threads)?;
+pub(super) fn fig3(sc: &Scenario, place: &SweepPlace) -> Result<Figure> {
+    let (grid, t) = sweep(sc, place)?;
     let panels = rate_panels(
         &grid,
         &t,
@@ -77,8 +77,8 @@ pub(super) fn fig3(sc: &Scenario, threads: Option<usize>) -> Result<Figure> {
 }
 
 /// Figure 6: ablation of SpecServe's refinements against load.
-pub(super) fn fig6(sc: &Scenario, threads: Option<usize>) -> Result<Figure> {
-    let (grid, t) = sweep(sc, threads)?;
+pub(super) fn fig6(sc: &Scenario, place: &SweepPlace) -> Result<Figure> {
+    let (grid, t) = sweep(sc, place)?;
     let mut panels = rate_panels(
         &grid,
         &t,

@@ -1,7 +1,9 @@
 //! `specsim figures`: regenerates the paper-style figures from the scenarios in `scenarios/paper/`.
 //!
-//! Each figure has a scenario file (`figN_*.toml`); sweeps run through `specsim_sim::sweep`, single
-//! runs through `Scenario::run_policy`, and drawing through `specsim_plots`. A figure whose scenario
+//! Each figure has a scenario file (`figN_*.toml`). Sweeps run exactly as `specsim sweep` runs them and
+//! write their tables to `OUT/data/<name>-sweep/results.csv`, from which the figure is drawn (so a
+//! user's sweep and a paper figure share one code path and the data behind every plot is on disk);
+//! single runs go through `Scenario::run_policy`, and drawing through `specsim_plots`. A figure whose scenario
 //! or data is missing is skipped with a message (figure 7 needs a `parity.csv` from `specsim
 //! compare`).
 //!
@@ -14,12 +16,12 @@ mod latency;
 mod load;
 mod parity;
 
-use super::sweep::load_cell_workload;
+use super::sweep::{read_table, sweep_to_dir};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use specsim_plots::render;
 use specsim_sim::scenario::Scenario;
-use specsim_sim::sweep::{run_sweep, Grid, Shard, SweepOptions, SweepTable};
+use specsim_sim::sweep::{Grid, Shard, SweepTable};
 use std::path::PathBuf;
 
 /// Arguments of `specsim figures`.
@@ -56,6 +58,10 @@ const FILES: &[(u32, &str)] = &[
 /// `specsim figures`.
 pub fn run(a: FiguresArgs) -> Result<()> {
     let wanted = |n: u32| a.only.is_empty() || a.only.contains(&n);
+    let place = SweepPlace {
+        threads: a.threads,
+        data: a.out.join("data"),
+    };
     let started = std::time::Instant::now();
     let mut written = 0;
     let mut failed = Vec::new();
@@ -93,11 +99,11 @@ pub fn run(a: FiguresArgs) -> Result<()> {
                 .map_err(anyhow::Error::from)
                 .and_then(|sc| match n {
                     1 => efficiency::fig1(&sc),
-                    2 => latency::fig2(&sc, a.threads),
-                    3 => load::fig3(&sc, a.threads),
+                    2 => latency::fig2(&sc, &place),
+                    3 => load::fig3(&sc, &place),
                     4 => dynamics::fig4(&sc),
                     5 => dynamics::fig5(&sc),
-                    6 => load::fig6(&sc, a.threads),
+                    6 => load::fig6(&sc, &place),
                     _ => latency::fig8(&sc),
                 })
         };
@@ -145,18 +151,21 @@ fn policy_color(name: &str) -> usize {
     }
 }
 
-/// Runs a scenario's sweep and returns the grid and the table.
-fn sweep(sc: &Scenario, threads: Option<usize>) -> Result<(Grid, SweepTable)> {
+/// Where figure sweeps write their result tables, and their worker threads.
+pub(super) struct SweepPlace {
+    /// Worker threads (None: one per core).
+    threads: Option<usize>,
+    /// Folder under which each figure's sweep writes `<scenario name>-sweep/results.csv`.
+    data: PathBuf,
+}
+
+/// Runs a scenario's sweep as `specsim sweep` does, into `<data>/<name>-sweep/`, and reads the table
+/// back from the file it wrote: a paper figure is drawn from the same result files a user's sweep makes.
+fn sweep(sc: &Scenario, place: &SweepPlace) -> Result<(Grid, SweepTable)> {
     let grid = Grid::from_scenario(sc)?;
-    let table = run_sweep(
-        sc,
-        &load_cell_workload,
-        &SweepOptions {
-            shard: Shard::ALL,
-            threads,
-            progress: None,
-        },
-    )?;
+    let dir = place.data.join(format!("{}-sweep", sc.name()));
+    sweep_to_dir(sc, Shard::ALL, &dir, place.threads, true)?;
+    let (_, table) = read_table(&dir)?;
     Ok((grid, table))
 }
 
