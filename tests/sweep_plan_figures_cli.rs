@@ -223,6 +223,9 @@ fn figures_draws_svg_and_png_from_a_tiny_scenario() {
     }
     let svg = std::fs::read_to_string(out.join("fig3_load.svg")).unwrap();
     assert!(svg.contains("request rate (req/s)") && svg.contains("specserve"));
+    // The figure is drawn from the table the sweep wrote, which stays on disk.
+    let table = std::fs::read_to_string(out.join("data/fig3_load-sweep/results.csv")).unwrap();
+    assert!(table.starts_with("# cells="), "{table}");
     // A figure whose scenario is missing is an error when asked for by number.
     let missing = specsim(&[
         "figures",
@@ -234,4 +237,39 @@ fn figures_draws_svg_and_png_from_a_tiny_scenario() {
         out.to_str().unwrap(),
     ]);
     assert!(!missing.status.success());
+}
+
+/// Figure 7 without a parity.csv: drawn from a committed study's comparison JSONs (one point per cell,
+/// policy, metric and percentile), and a malformed study file is an error naming it.
+#[test]
+fn figure_7_draws_a_committed_study() {
+    let dir = tempfile::tempdir().unwrap();
+    let study = dir.path().join("study");
+    std::fs::create_dir_all(&study).unwrap();
+    let cell = r#"{"policies": [{"policy": "specserve", "metrics": [
+        {"metric": "ttft", "predicted_p": [1.0, 2.0, 3.0], "measured_p": [1.1, 2.2, 2.9]},
+        {"metric": "tpot", "predicted_p": [0.1, 0.2, 0.3], "measured_p": [0.1, 0.25, 0.35]}]}]}"#;
+    std::fs::write(study.join("cell-a.json"), cell).unwrap();
+    let out = dir.path().join("out");
+    let fig7 = |extra: &[&str]| {
+        let mut a = vec!["figures", "--only", "7", "--out", out.to_str().unwrap()];
+        a.extend_from_slice(extra);
+        specsim(&a)
+    };
+    let absent = dir.path().join("absent.csv");
+    let study_arg = study.to_str().unwrap();
+    // An explicit --parity that does not exist skips the figure rather than silently switching source.
+    let o = fig7(&["--parity", absent.to_str().unwrap(), "--study", study_arg]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("fig7 skipped"));
+    ok(&fig7(&["--study", study_arg]));
+    let svg = std::fs::read_to_string(out.join("fig7_parity.svg")).unwrap();
+    assert!(
+        svg.contains("1 cells") && svg.contains("specserve"),
+        "{svg:.300}"
+    );
+    std::fs::write(study.join("cell-b.json"), "{ not json").unwrap();
+    let bad = fig7(&["--study", study_arg]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cell-b.json"));
 }

@@ -21,6 +21,7 @@
 use crate::cost::{BatchShape, CostModel};
 use crate::engine::{DraftItem, SeqId, TargetItem, TargetWork};
 use crate::time::Nanos;
+use serde::{Deserialize, Serialize};
 
 /// One sequence feeding the draft token at `position` (0-based within the step) on top of a target
 /// context of `context_tokens`, with the draft cache in step: one new token.
@@ -28,13 +29,48 @@ pub fn draft_token(context_tokens: u32, position: u32) -> BatchShape {
     BatchShape::one(context_tokens + position, 1, false, 1)
 }
 
-/// One sequence verifying `drafted` draft tokens at a target context of `context_tokens`: the drafts
-/// plus the bonus position, all with logits.
+/// How the target scores a sequence's draft tokens in a verification forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scorer {
+    /// One multi-token query per sequence: its k + 1 positions read the sequence's KV once (vLLM V1's
+    /// and this runtime's verification).
+    #[default]
+    MultiQuery,
+    /// Batch expansion (vLLM 0.6's scorer whenever the target runs with CUDA graphs, so the one the
+    /// SpecServe/AdaSpec fork ran): each of a sequence's k + 1 positions becomes its own row, a one-token
+    /// decode at context + j that reads the sequence's KV again — (k + 1)× the KV traffic.
+    BatchExpansion,
+}
+
+impl Scorer {
+    /// One sequence verifying `drafted` drafts at a target context of `context_tokens`.
+    pub fn verify_seq(self, context_tokens: u32, drafted: u32) -> BatchShape {
+        match self {
+            Scorer::MultiQuery => verify_seq(context_tokens, drafted),
+            Scorer::BatchExpansion => (0..=drafted).fold(BatchShape::default(), |s, j| {
+                s.merge(BatchShape::one(context_tokens + j, 1, false, 1))
+            }),
+        }
+    }
+
+    /// What verifying one more draft adds to a sequence's verification of `drafted` drafts
+    /// (`verify_seq(ctx, drafted + 1)` minus `verify_seq(ctx, drafted)`).
+    pub fn verify_one_more(self, context_tokens: u32, drafted: u32) -> BatchShape {
+        match self {
+            Scorer::MultiQuery => verify_one_more(context_tokens, drafted),
+            Scorer::BatchExpansion => BatchShape::one(context_tokens + drafted + 1, 1, false, 1),
+        }
+    }
+}
+
+/// One sequence verifying `drafted` draft tokens at a target context of `context_tokens` with the
+/// multi-query scorer: the drafts plus the bonus position, all with logits.
 pub fn verify_seq(context_tokens: u32, drafted: u32) -> BatchShape {
     BatchShape::one(context_tokens, drafted + 1, false, drafted + 1)
 }
 
-/// What verifying one more draft adds to a sequence's verification of `drafted` drafts
+/// What verifying one more draft adds to a sequence's multi-query verification of `drafted` drafts
 /// (`verify_seq(ctx, drafted + 1)` minus `verify_seq(ctx, drafted)`): one new token attending to
 /// `context_tokens + drafted + 2` entries. Lets a policy grow a verification shape token by token.
 pub fn verify_one_more(context_tokens: u32, drafted: u32) -> BatchShape {
@@ -57,14 +93,14 @@ pub fn draft_shape(items: &[DraftItem]) -> BatchShape {
     })
 }
 
-/// The shape of one target forward over `items` (prefill chunks and verifications).
-pub fn target_shape(items: &[TargetItem]) -> BatchShape {
+/// The shape of one target forward over `items` (prefill chunks, and verifications scored by `scorer`).
+pub fn target_shape(items: &[TargetItem], scorer: Scorer) -> BatchShape {
     items.iter().fold(BatchShape::default(), |shape, it| {
         shape.merge(match it.work {
             TargetWork::Prefill { start, len, last } => {
                 BatchShape::one(start, len, true, last as u32)
             }
-            TargetWork::Verify { drafted } => verify_seq(it.context_tokens, drafted),
+            TargetWork::Verify { drafted } => scorer.verify_seq(it.context_tokens, drafted),
         })
     })
 }
@@ -92,18 +128,22 @@ where
 }
 
 /// Predicted time of the verification forward of a step in which each sequence, at target context
-/// `ctx`, verifies `k` drafts (`plan` yields `(ctx, k)`).
-pub fn predicted_verify_ns(cost: &dyn CostModel, plan: impl Iterator<Item = (u32, u32)>) -> Nanos {
+/// `ctx`, verifies `k` drafts (`plan` yields `(ctx, k)`) with `scorer`.
+pub fn predicted_verify_ns(
+    cost: &dyn CostModel,
+    scorer: Scorer,
+    plan: impl Iterator<Item = (u32, u32)>,
+) -> Nanos {
     let shape = plan.fold(BatchShape::default(), |s, (ctx, k)| {
-        s.merge(verify_seq(ctx, k))
+        s.merge(scorer.verify_seq(ctx, k))
     });
     cost.target_step(&shape)
 }
 
-/// What `cost` predicts for a target forward over `items`: the simulated backend's step time, and the
-/// yardstick the live engine's measured target forwards are compared with.
-pub fn predicted_target_ns(cost: &dyn CostModel, items: &[TargetItem]) -> Nanos {
-    cost.target_step(&target_shape(items))
+/// What `cost` predicts for a target forward over `items` verified by `scorer`: the simulated backend's
+/// step time, and the yardstick the live engine's measured target forwards are compared with.
+pub fn predicted_target_ns(cost: &dyn CostModel, items: &[TargetItem], scorer: Scorer) -> Nanos {
+    cost.target_step(&target_shape(items, scorer))
 }
 
 /// How many tokens each sequence has in the draft model's KV cache, kept exactly as the runtime's live
@@ -216,6 +256,24 @@ mod tests {
             // Hand-worked: the (d+2)-th new token sees the context, the d+1 earlier new tokens, itself.
             assert_eq!(more.attended, ctx as u64 + d as u64 + 2);
         }
+    }
+
+    #[test]
+    fn batch_expansion_reads_the_kv_once_per_verified_position() {
+        // A sequence at context 1000 verifying k = 3 drafts. Multi-query: one row of 4 new tokens
+        // whose attention reads the KV once: 1004 KV entries after the step.
+        let mq = Scorer::MultiQuery.verify_seq(1000, 3);
+        assert_eq!((mq.seqs, mq.new_tokens, mq.context_tokens), (1, 4, 1004));
+        // Batch expansion: 4 one-token rows at contexts 1000..=1003, each reading its prefix:
+        // 1001 + 1002 + 1003 + 1004 = 4010 entries, (k + 1)x the multi-query read less the triangle.
+        let be = Scorer::BatchExpansion.verify_seq(1000, 3);
+        assert_eq!((be.seqs, be.new_tokens, be.context_tokens), (4, 4, 4010));
+        assert_eq!(be.logit_positions, 4);
+        // Attention work per token is the same either way: token j attends to 1000 + j + 1 entries.
+        assert_eq!(be.attended, mq.attended);
+        // Growing by one more draft under expansion adds a row at context 1003 reading 1004 entries.
+        let grown = be.merge(Scorer::BatchExpansion.verify_one_more(1000, 3));
+        assert_eq!(grown, Scorer::BatchExpansion.verify_seq(1000, 4));
     }
 
     #[test]

@@ -17,7 +17,7 @@ use specsim_core::acceptance::{AcceptanceConfig, AcceptanceModel};
 use specsim_core::cost::catalog::{find_hardware, find_model, HardwareSpec, ModelSpec};
 use specsim_core::cost::linear::{LinearCoefficients, LinearCost};
 use specsim_core::cost::profile::{Profile, ProfileCost};
-use specsim_core::cost::roofline::{Deployment, Roofline};
+use specsim_core::cost::roofline::{Deployment, GraphSizes, Roofline};
 use specsim_core::cost::{CostModel, FixedCost};
 use specsim_core::engine::kv::context_fits;
 use specsim_core::engine::{Engine, EngineConfig};
@@ -168,6 +168,10 @@ pub enum CostConfig {
         /// batch-expansion scorer runs it as a decode batch (default false).
         #[serde(default)]
         cuda_graphs: bool,
+        /// Which capture sizes with `cuda_graphs`: `vllm` (default; 1, 2, 4, multiples of 8 to 256)
+        /// or `adaspec` (the SpecServe/AdaSpec fork: powers of two to 32, then multiples of 32).
+        #[serde(default)]
+        cuda_graph_sizes: GraphSizes,
     },
     /// A measured profile (from `specsim calibrate`).
     Profile {
@@ -499,6 +503,7 @@ impl Scenario {
                 target_overhead_ms,
                 draft_overhead_ms,
                 cuda_graphs,
+                cuda_graph_sizes,
             } => {
                 let m =
                     self.file.models.as_ref().ok_or_else(|| {
@@ -547,6 +552,7 @@ impl Scenario {
                     compute_efficiency: *compute_efficiency,
                     memory_efficiency: *memory_efficiency,
                     cuda_graphs: *cuda_graphs,
+                    graph_sizes: *cuda_graph_sizes,
                 };
                 let kv = match kv_given {
                     Some(k) => k,
@@ -696,7 +702,8 @@ impl Scenario {
                     Arc::clone(&acceptance),
                     stream(self.file.seed, "acceptance", idx),
                     speculates,
-                );
+                )
+                .with_scorer(self.file.engine.verify_scorer);
                 replicas.push(Replica {
                     engine,
                     backend: Box::new(backend),

@@ -8,7 +8,7 @@ use specsim_core::engine::{
     Backend, DraftItem, DraftResult, SeqId, TargetItem, TargetOutcome, TargetResult, TargetWork,
 };
 use specsim_core::rng::SimRng;
-use specsim_core::shape::{draft_shape, predicted_target_ns, DraftKvMirror};
+use specsim_core::shape::{draft_shape, predicted_target_ns, DraftKvMirror, Scorer};
 use std::sync::Arc;
 
 /// A backend whose forwards take the cost model's time and whose drafts are accepted by the
@@ -24,6 +24,8 @@ pub struct SimBackend {
     /// Drawn lazily in position order, or ahead of time by [`Backend::lookahead`]; consumed by
     /// verification.
     pending: Vec<Vec<DraftDraw>>,
+    /// How verification forwards are shaped (and so priced).
+    scorer: Scorer,
 }
 
 impl SimBackend {
@@ -41,7 +43,14 @@ impl SimBackend {
             rng,
             draft_kv: has_draft.then(DraftKvMirror::default),
             pending: Vec::new(),
+            scorer: Scorer::default(),
         }
+    }
+
+    /// Verification forwards shaped by `scorer` (default multi-query).
+    pub fn with_scorer(mut self, scorer: Scorer) -> Self {
+        self.scorer = scorer;
+        self
     }
 
     fn draws_for(&mut self, seq: SeqId) -> &mut Vec<DraftDraw> {
@@ -115,7 +124,7 @@ impl Backend for SimBackend {
         }
         Ok(TargetResult {
             outcomes,
-            elapsed_ns: predicted_target_ns(self.cost.as_ref(), items),
+            elapsed_ns: predicted_target_ns(self.cost.as_ref(), items, self.scorer),
         })
     }
 

@@ -53,20 +53,43 @@ pub struct Roofline {
     pub memory_efficiency: f64,
     /// Pad decode/verify forwards to CUDA-graph capture sizes (see the module docs).
     pub cuda_graphs: bool,
+    /// Which capture sizes, when `cuda_graphs` is on.
+    pub graph_sizes: GraphSizes,
 }
 
 /// Largest token count vLLM 0.6 captures a CUDA graph for; larger forwards run eagerly.
 pub const MAX_CUDA_GRAPH_TOKENS: u32 = 256;
 
-/// The CUDA-graph capture size a decode forward of `tokens` tokens is padded to: 1, 2, 4, then the next
-/// multiple of 8 up to [`MAX_CUDA_GRAPH_TOKENS`]; above it, `tokens` itself.
-pub fn cuda_graph_bucket(tokens: u32) -> u32 {
-    match tokens {
-        0..=2 => tokens,
-        3..=4 => 4,
-        t if t <= MAX_CUDA_GRAPH_TOKENS => t.div_ceil(8) * 8,
-        t => t,
+/// Which CUDA-graph capture sizes a deployment replays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GraphSizes {
+    /// vLLM 0.6's default: 1, 2, 4, then every multiple of 8 up to 256.
+    #[default]
+    Vllm,
+    /// The SpecServe/AdaSpec fork's: powers of two up to 32, then multiples of 32 up to 256 — coarser
+    /// buckets, whose edges confidence-prior elimination was designed around.
+    Adaspec,
+}
+
+impl GraphSizes {
+    /// The capture size a decode forward of `tokens` tokens is padded to; above
+    /// [`MAX_CUDA_GRAPH_TOKENS`], `tokens` itself (eager).
+    pub fn bucket(self, tokens: u32) -> u32 {
+        match (self, tokens) {
+            (_, 0..=2) => tokens,
+            (_, 3..=4) => 4,
+            (_, t) if t > MAX_CUDA_GRAPH_TOKENS => t,
+            (GraphSizes::Vllm, t) => t.div_ceil(8) * 8,
+            (GraphSizes::Adaspec, t) if t <= 32 => t.next_power_of_two(),
+            (GraphSizes::Adaspec, t) => t.div_ceil(32) * 32,
+        }
     }
+}
+
+/// The vLLM capture size a decode forward of `tokens` tokens is padded to ([`GraphSizes::Vllm`]).
+pub fn cuda_graph_bucket(tokens: u32) -> u32 {
+    GraphSizes::Vllm.bucket(tokens)
 }
 
 impl Roofline {
@@ -79,7 +102,7 @@ impl Roofline {
         let tp = d.tp.max(1) as f64;
         // Rows actually computed: padded to a CUDA-graph size for decode/verify forwards.
         let rows = if self.cuda_graphs && shape.prefill_tokens == 0 {
-            cuda_graph_bucket(shape.new_tokens)
+            self.graph_sizes.bucket(shape.new_tokens)
         } else {
             shape.new_tokens
         };
@@ -179,6 +202,7 @@ mod tests {
             compute_efficiency: 1.0,
             memory_efficiency: 1.0,
             cuda_graphs: false,
+            graph_sizes: GraphSizes::Vllm,
         }
     }
 
@@ -203,6 +227,29 @@ mod tests {
         let t1 = r.forward_s(&r.target, &BatchShape::uniform(2048, 1, 1));
         let t2 = r.forward_s(&r.target, &BatchShape::uniform(4096, 1, 1));
         assert!(t1 > 0.05 && (t2 / t1 - 2.0).abs() < 0.01, "{t1} {t2}");
+    }
+
+    #[test]
+    fn the_adaspec_forks_capture_sizes_are_coarser() {
+        // Powers of two to 32, then multiples of 32 to 256: a batch of 33 pads to 64 (vLLM: 40).
+        let fork: Vec<u32> = [1, 3, 5, 17, 31, 32, 33, 64, 65, 250, 256, 257]
+            .iter()
+            .map(|&t| GraphSizes::Adaspec.bucket(t))
+            .collect();
+        assert_eq!(fork, [1, 4, 8, 32, 32, 32, 64, 64, 96, 256, 256, 257]);
+        assert_eq!(GraphSizes::Vllm.bucket(33), 40);
+        // The roofline pads by them: 33 one-token rows cost as 64 rows of matmul and logits.
+        let mut r = a100_7b();
+        r.cuda_graphs = true;
+        r.graph_sizes = GraphSizes::Adaspec;
+        let m = &r.target.model;
+        let s = BatchShape::uniform(33, 1, 1);
+        let flops = 2.0 * m.layer_params() * 64.0
+            + 2.0 * m.head_params() * 64.0
+            + 4.0 * m.layers as f64 * m.hidden as f64 * s.attended as f64;
+        let bytes = (m.layer_params() + m.head_params()) * 2.0 + m.kv_bytes_per_token() * 66.0;
+        let want = (flops / 312e12).max(bytes / 2.04e12);
+        assert!((r.forward_s(&r.target, &s) - want).abs() < 1e-12);
     }
 
     #[test]

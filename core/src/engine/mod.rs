@@ -23,6 +23,7 @@ pub use backend::{
 
 use crate::cost::CostModel;
 use crate::policy::{DraftView, SeqOutcome, SeqView, SpeculationPolicy, StepOutcome};
+use crate::shape::Scorer;
 use crate::time::Nanos;
 use crate::workload::RequestSpec;
 use crate::CoreError;
@@ -54,6 +55,10 @@ pub struct EngineConfig {
     /// Fraction of GPU memory for weights + KV when deriving `kv_blocks` (default 0.9).
     #[serde(default = "default_gpu_util")]
     pub gpu_memory_utilization: f64,
+    /// How verification scores drafts: `multi_query` (default; vLLM V1 and the runtime) or
+    /// `batch_expansion` (vLLM 0.6 under CUDA graphs, as the SpecServe/AdaSpec fork ran).
+    #[serde(default)]
+    pub verify_scorer: Scorer,
 }
 
 fn default_block_size() -> u32 {
@@ -78,6 +83,7 @@ impl Default for EngineConfig {
             max_batched_tokens: default_max_batched_tokens(),
             chunked_prefill: false,
             gpu_memory_utilization: default_gpu_util(),
+            verify_scorer: Scorer::default(),
         }
     }
 }
@@ -676,6 +682,7 @@ impl Engine {
                 confidences: &s.confidences,
                 active: &s.active,
                 cost: self.predictor.as_ref(),
+                scorer: self.config.verify_scorer,
                 lookahead,
             };
             self.policy.draft_next(&view, &mut s.keep);
@@ -752,6 +759,7 @@ impl Engine {
             confidences: &s.confidences,
             active: &s.active,
             cost: self.predictor.as_ref(),
+            scorer: self.config.verify_scorer,
             lookahead,
         };
         let mut k = std::mem::take(&mut s.k);

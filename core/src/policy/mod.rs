@@ -69,6 +69,8 @@ pub struct DraftView<'a> {
     pub active: &'a [bool],
     /// Step-time predictor (calibrated profile or roofline).
     pub cost: &'a dyn CostModel,
+    /// How the target scores drafts (prices the verification forward).
+    pub scorer: shape::Scorer,
     /// Oracle only: per sequence, how many of its next draft tokens the target would accept.
     pub lookahead: Option<&'a [u32]>,
 }
@@ -94,7 +96,7 @@ impl DraftView<'_> {
 
     /// Predicted time of the verification forward alone for draft lengths `k`.
     pub fn predict_verify_ns(&self, k: &[u32]) -> Nanos {
-        shape::predicted_verify_ns(self.cost, self.plan(k))
+        shape::predicted_verify_ns(self.cost, self.scorer, self.plan(k))
     }
 
     /// `(context, k)` per sequence, as the shape functions take a plan.
@@ -376,6 +378,7 @@ pub(crate) mod testutil {
             confidences: conf,
             active,
             cost: &COST,
+            scorer: Default::default(),
             lookahead: None,
         }
     }

@@ -21,7 +21,7 @@
 
 use super::{DraftView, SpeculationPolicy};
 use crate::cost::BatchShape;
-use crate::shape::{draft_token, verify_one_more};
+use crate::shape::draft_token;
 use crate::time::Nanos;
 
 /// Starting running mean confidence, as in the paper.
@@ -158,9 +158,10 @@ impl SpecServe {
                 st.cum[i] *= p;
                 st.sum_c[i] += st.cum[i];
                 st.expected += st.cum[i];
-                st.verify = st
-                    .verify
-                    .merge(verify_one_more(view.seqs[i].context_tokens, st.drafted[i]));
+                st.verify = st.verify.merge(
+                    view.scorer
+                        .verify_one_more(view.seqs[i].context_tokens, st.drafted[i]),
+                );
                 st.drafted[i] += 1;
             }
         }
@@ -208,7 +209,7 @@ impl SpeculationPolicy for SpecServe {
         for (i, _) in keep.iter().enumerate().filter(|(_, &k)| k) {
             let ctx = view.seqs[i].context_tokens;
             draft_shape = draft_shape.merge(draft_token(ctx, view.position));
-            verify_next = verify_next.merge(verify_one_more(ctx, st.drafted[i]));
+            verify_next = verify_next.merge(view.scorer.verify_one_more(ctx, st.drafted[i]));
             expected_next += st.cum[i] * self.alpha_bar;
         }
         let t_draft = view.cost.draft_step(&draft_shape);
@@ -342,6 +343,7 @@ mod tests {
             confidences: &c,
             active: &[true],
             cost,
+            scorer: Default::default(),
             lookahead: None,
         };
         let mut keep = [true];
@@ -422,6 +424,7 @@ mod tests {
             confidences: &conf,
             active: &[true, true],
             cost: &Bucketed,
+            scorer: Default::default(),
             lookahead: None,
         };
         let mut k = [2u32, 2];
@@ -441,6 +444,7 @@ mod tests {
             confidences: &conf,
             active: &[true, true],
             cost: &Bucketed,
+            scorer: Default::default(),
             lookahead: None,
         };
         let mut k = [3u32, 1];
@@ -459,6 +463,7 @@ mod tests {
             confidences: &conf,
             active: &[true, true],
             cost: &Bucketed,
+            scorer: Default::default(),
             lookahead: None,
         };
         let mut k = [2u32, 1];

@@ -39,7 +39,7 @@ use specsim_core::engine::{
     TargetWork,
 };
 use specsim_core::policy::PolicyConfig;
-use specsim_core::shape::{draft_shape, predicted_target_ns, target_shape, DraftKvMirror};
+use specsim_core::shape::{draft_shape, predicted_target_ns, target_shape, DraftKvMirror, Scorer};
 use specsim_core::time::Nanos;
 use specsim_core::workload::RequestSpec;
 use specsim_core::CoreError;
@@ -537,10 +537,11 @@ impl<B: Backend> Backend for Hooked<'_, B> {
 
     fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, CoreError> {
         let mut res = self.inner.target(items)?;
-        let predicted = predicted_target_ns(self.predictor, items);
+        // The runtime verifies each sequence with one multi-token query.
+        let predicted = predicted_target_ns(self.predictor, items, Scorer::MultiQuery);
         self.record_forward(
             ForwardModel::Target,
-            target_shape(items),
+            target_shape(items, Scorer::MultiQuery),
             res.elapsed_ns,
             predicted,
         );

@@ -35,6 +35,7 @@ pub(super) fn fig1(sc: &Scenario) -> Result<Figure> {
             confidences: &conf,
             active: &active,
             cost: cost.as_ref(),
+            scorer: sc.file.engine.verify_scorer,
             lookahead: None,
         };
         let geo = |a: f64, k: u32| (0..=k).map(|j| a.powi(j as i32)).sum::<f64>();

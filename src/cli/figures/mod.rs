@@ -4,8 +4,8 @@
 //! write their tables to `OUT/data/<name>-sweep/results.csv`, from which the figure is drawn (so a
 //! user's sweep and a paper figure share one code path and the data behind every plot is on disk);
 //! single runs go through `Scenario::run_policy`, and drawing through `specsim_plots`. A figure whose scenario
-//! or data is missing is skipped with a message (figure 7 needs a `parity.csv` from `specsim
-//! compare`).
+//! or data is missing is skipped with a message (figure 7 reads a `parity.csv` from `specsim compare`,
+//! or the committed fidelity study in `docs/fidelity`).
 //!
 //! One file per figure group: [`efficiency`] (1), [`latency`] (2, 8), [`load`] (3, 6), [`dynamics`]
 //! (4, 5), [`parity`] (7); shared sweep helpers here.
@@ -36,9 +36,13 @@ pub struct FiguresArgs {
     /// Only these figures (comma-separated numbers, e.g. 1,3).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<u32>,
-    /// parity.csv written by `specsim compare` (figure 7) [default: out/compare/parity.csv].
+    /// parity.csv written by `specsim compare` (figure 7, per request) [default: out/compare/parity.csv
+    /// if it exists, else the committed study in --study].
     #[arg(long)]
     pub parity: Option<PathBuf>,
+    /// A fidelity study's folder of comparison JSONs, for figure 7 when there is no parity.csv.
+    #[arg(long, default_value = "docs/fidelity")]
+    pub study: PathBuf,
     /// Worker threads for the sweeps [default: one per core].
     #[arg(long)]
     pub threads: Option<usize>,
@@ -75,14 +79,18 @@ pub fn run(a: FiguresArgs) -> Result<()> {
                 .parity
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("out/compare/parity.csv"));
-            if !p.exists() {
+            if p.exists() {
+                parity::fig7(&p)
+            } else if a.parity.is_none() && a.study.is_dir() {
+                parity::fig7_study(&a.study)
+            } else {
                 eprintln!(
-                    "fig7 skipped: no {} (run `specsim compare PREDICTED MEASURED` or pass --parity)",
-                    p.display()
+                    "fig7 skipped: no {} and no study folder {} (run `specsim compare PREDICTED MEASURED` or pass --parity/--study)",
+                    p.display(),
+                    a.study.display()
                 );
                 continue;
             }
-            parity::fig7(&p)
         } else {
             let Some((_, file)) = FILES.iter().find(|(k, _)| *k == n) else {
                 continue;

@@ -1,4 +1,5 @@
-//! Figure 7: predicted against measured latency per request, from `specsim compare`'s parity.csv.
+//! Figure 7: predicted against measured latency — per request from `specsim compare`'s parity.csv, or
+//! per cell from a committed fidelity study's comparison JSONs (`docs/fidelity`).
 
 use super::policy_color;
 use anyhow::{bail, Context, Result};
@@ -45,6 +46,68 @@ pub(super) fn fig7(path: &Path) -> Result<Figure> {
     if by_metric.is_empty() {
         bail!("{}: no rows", path.display());
     }
+    Ok(parity_figure(
+        &by_metric,
+        format!("Simulator fidelity ({})", path.display()),
+    ))
+}
+
+/// Figure 7 from a committed fidelity study: every `*.json` comparison (`specsim compare`'s
+/// `compare.json`) in `dir`; each cell and policy gives its p50, p90 and p99 of TTFT, TPOT and E2E as
+/// predicted against measured points.
+pub(super) fn fig7_study(dir: &Path) -> Result<Figure> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    files.sort();
+    let mut by_metric: Vec<(String, Vec<ParityPoint>)> = Vec::new();
+    for f in &files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a comparison JSON", f.display()))?;
+        let Some(policies) = v["policies"].as_array() else {
+            bail!("{}: no `policies` array", f.display());
+        };
+        for pol in policies {
+            let name = pol["policy"].as_str().unwrap_or("?").to_string();
+            for m in pol["metrics"].as_array().into_iter().flatten() {
+                let metric = m["metric"].as_str().unwrap_or("?").to_string();
+                let nums = |k: &str| -> Vec<f64> {
+                    m[k].as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|x| x.as_f64())
+                        .collect()
+                };
+                let points = nums("predicted_p")
+                    .into_iter()
+                    .zip(nums("measured_p"))
+                    .map(|(p, x)| (name.clone(), p, x));
+                match by_metric.iter_mut().find(|(k, _)| *k == metric) {
+                    Some((_, v)) => v.extend(points),
+                    None => by_metric.push((metric, points.collect())),
+                }
+            }
+        }
+    }
+    if by_metric.is_empty() {
+        bail!("{}: no comparison with metrics", dir.display());
+    }
+    Ok(parity_figure(
+        &by_metric,
+        format!(
+            "Simulator fidelity: {} cells of {} (p50/p90/p99 per cell)",
+            files.len(),
+            dir.display()
+        ),
+    ))
+}
+
+/// One predicted-vs-measured panel per metric, a series per policy, and the y = x line.
+fn parity_figure(by_metric: &[(String, Vec<ParityPoint>)], title: String) -> Figure {
     let panels = by_metric
         .iter()
         .map(|(m, v)| {
@@ -78,11 +141,11 @@ pub(super) fn fig7(path: &Path) -> Result<Figure> {
             }
         })
         .collect::<Vec<_>>();
-    Ok(Figure {
+    Figure {
         name: "fig7_parity".into(),
-        title: format!("Simulator fidelity ({})", path.display()),
+        title,
         cols: panels.len().min(3),
         panels,
         panel_size: (520, 480),
-    })
+    }
 }
