@@ -27,6 +27,7 @@
 pub mod cluster;
 pub mod metrics;
 pub mod plan;
+pub mod results;
 pub mod scenario;
 pub mod simulated;
 pub mod sweep;
