@@ -46,8 +46,8 @@ pub struct RunArgs {
     /// Synchronisation interval of the parallel mode, milliseconds of simulated time.
     #[arg(long, default_value_t = 100.0, value_name = "MS")]
     pub sync_ms: f64,
-    /// Worker threads of the parallel mode [default: every core].
-    #[arg(long, value_name = "N")]
+    /// Worker threads of the parallel mode [default, empty or 0: every core].
+    #[arg(long, value_name = "N", value_parser = super::sweep::parse_threads)]
     pub threads: Option<usize>,
 }
 
@@ -303,10 +303,7 @@ pub fn run(a: RunArgs) -> Result<()> {
             .auto_sync_interval(source.len, a.steps, AUTO_PARALLEL_MIN_REQUESTS)
             .map(|_| specsim_core::time::ms_to_ns(a.sync_ms)),
     };
-    if let Some(t) = a.threads {
-        if t == 0 {
-            bail!("--threads must be at least 1");
-        }
+    if let Some(t) = a.threads.filter(|&t| t > 0) {
         // Only fails if the pool was already built, which nothing here does.
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(t)
