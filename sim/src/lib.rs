@@ -13,7 +13,11 @@
 //!    `specsim_core::shape`, shared with the runtime).
 //! 3. [`scenario`] — the TOML front door, with [`trace_config`] and [`synth`] (built-in synthetic
 //!    workloads).
-//! 4. [`metrics`] — the result directory (`requests.csv`, `summary.json`, `steps.csv`).
+//! 4. [`metrics`] — the result directory (`requests.csv`, `summary.json`, `steps.csv`), with the
+//!    streaming summary ([`metrics::SummaryAcc`]: exact percentiles up to a limit, a DDSketch beyond);
+//!    [`results`] writes a directory while the simulation runs, so memory is bounded by what is in
+//!    flight ([`cluster::simulate_into`] takes a request stream and a sink; its parallel mode advances
+//!    replicas between synchronisation points).
 //! 5. [`sweep`] (grids, shards, merge) and [`plan`] (capacity search).
 //!
 //! ## Invariants (each has a test)
@@ -27,6 +31,7 @@
 pub mod cluster;
 pub mod metrics;
 pub mod plan;
+pub mod results;
 pub mod scenario;
 pub mod simulated;
 pub mod sweep;

@@ -115,25 +115,7 @@ pub fn requests_csv(rows: &[RequestRecord]) -> String {
     }
     s.push('\n');
     for r in rows {
-        let _ = writeln!(
-            s,
-            "{},{:.9},{},{},{:.9},{:.9},{:.9},{:.9},{:.9},{},{},{},{},{},{}",
-            r.id,
-            r.arrival_s,
-            r.prompt_tokens,
-            r.output_tokens,
-            r.first_token_s,
-            r.finish_s,
-            r.ttft_s,
-            r.tpot_s,
-            r.e2e_s,
-            r.drafted,
-            r.accepted,
-            r.steps,
-            r.slo_met,
-            r.replica,
-            r.policy
-        );
+        push_request_row(&mut s, r);
         if with_error {
             s.pop();
             let e = r.error.as_deref().unwrap_or("");
@@ -141,6 +123,29 @@ pub fn requests_csv(rows: &[RequestRecord]) -> String {
         }
     }
     s
+}
+
+/// Appends one `requests.csv` row (without the `error` column), newline included.
+pub fn push_request_row(s: &mut String, r: &RequestRecord) {
+    let _ = writeln!(
+        s,
+        "{},{:.9},{},{},{:.9},{:.9},{:.9},{:.9},{:.9},{},{},{},{},{},{}",
+        r.id,
+        r.arrival_s,
+        r.prompt_tokens,
+        r.output_tokens,
+        r.first_token_s,
+        r.finish_s,
+        r.ttft_s,
+        r.tpot_s,
+        r.e2e_s,
+        r.drafted,
+        r.accepted,
+        r.steps,
+        r.slo_met,
+        r.replica,
+        r.policy
+    );
 }
 
 /// Parses `requests.csv` (as written by [`requests_csv`]; the `error` column is optional); errors
@@ -313,6 +318,15 @@ pub struct Summary {
     pub preemptions: u64,
     /// The SLOs used.
     pub slo: SloConfig,
+    /// How the percentiles were computed. Absent: exactly, from every value (the default up to
+    /// [`EXACT_PERCENTILE_LIMIT`] values per latency); otherwise it names the quantile sketch and its
+    /// relative error (means, maxima, counts and attainment stay exact).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentiles: Option<String>,
+    /// Present when the run did not complete (interrupted): why. The statistics then cover the requests
+    /// that finished before it stopped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<String>,
 }
 
 impl Summary {
@@ -395,6 +409,260 @@ impl Summary {
             },
             preemptions,
             slo: *slo,
+            percentiles: None,
+            partial: None,
+        }
+    }
+}
+
+/// Latency values kept for exact percentiles, per latency, before a summary switches to the sketch.
+pub const EXACT_PERCENTILE_LIMIT: usize = 1_000_000;
+
+/// Relative error of sketched percentiles: DDSketch (`sketches-ddsketch`) with this α returns, for
+/// quantile q of n values, a value within a factor 1 ± α of the order statistic of rank
+/// ⌊q·(n − 1)⌋ (the exact, interpolated percentile lies between that order statistic and the next).
+pub const SKETCH_RELATIVE_ERROR: f64 = 0.01;
+
+/// Bins of the sketch: γ = (1 + α)/(1 − α) with α = 1 % covers 10⁻⁹ s to 10²⁴ s in under 4096 bins, so
+/// it never collapses a bin on latencies.
+const SKETCH_BINS: u32 = 4096;
+
+/// `percentiles` of a summary whose percentiles come from the sketch.
+pub fn sketch_description() -> String {
+    format!(
+        "ddsketch (relative error {} of the order statistic; exact up to {} values)",
+        SKETCH_RELATIVE_ERROR, EXACT_PERCENTILE_LIMIT
+    )
+}
+
+/// Fixed-point scale of [`LatencyAcc`]'s sum (2⁴⁰ per second: sub-picosecond steps, and an `i128`
+/// holds 10²⁰ seconds of latency), which makes the sum, and so the mean, independent of the order the
+/// values arrive in.
+const SUM_SCALE: f64 = (1u64 << 40) as f64;
+
+/// A streaming accumulator of one latency: exact [`LatencyStats`] while it holds at most `limit`
+/// values (the same numbers [`LatencyStats::of`] gives), a DDSketch beyond (relative error
+/// [`SKETCH_RELATIVE_ERROR`]); count, mean and maximum stay exact. Memory: `8 · limit` bytes at most,
+/// then the sketch's bins (≤ 32 KiB).
+#[derive(Clone)]
+pub struct LatencyAcc {
+    values: Vec<f64>,
+    limit: usize,
+    sketch: Option<sketches_ddsketch::DDSketch>,
+    count: u64,
+    sum: i128,
+    max: f64,
+}
+
+impl LatencyAcc {
+    /// An empty accumulator that keeps up to `limit` values exactly.
+    pub fn new(limit: usize) -> Self {
+        LatencyAcc {
+            values: Vec::new(),
+            limit,
+            sketch: None,
+            count: 0,
+            sum: 0,
+            max: f64::NEG_INFINITY,
+        }
+    }
+
+    fn new_sketch() -> sketches_ddsketch::DDSketch {
+        sketches_ddsketch::DDSketch::new(sketches_ddsketch::Config::new(
+            SKETCH_RELATIVE_ERROR,
+            SKETCH_BINS,
+            1e-9,
+        ))
+    }
+
+    /// Adds a value (seconds).
+    pub fn add(&mut self, v: f64) {
+        self.count += 1;
+        self.sum += (v * SUM_SCALE).round() as i128;
+        if v.total_cmp(&self.max).is_gt() {
+            self.max = v;
+        }
+        match &mut self.sketch {
+            Some(sk) => sk.add(v),
+            None => {
+                self.values.push(v);
+                if self.values.len() > self.limit {
+                    let mut sk = Self::new_sketch();
+                    self.values.iter().for_each(|&x| sk.add(x));
+                    self.values = Vec::new();
+                    self.sketch = Some(sk);
+                }
+            }
+        }
+    }
+
+    /// Adds everything `other` saw (the sketch is mergeable; exact values stay exact while the two
+    /// together hold at most `limit`).
+    pub fn merge(&mut self, other: &LatencyAcc) {
+        match (&mut self.sketch, &other.sketch) {
+            (None, None) if self.values.len() + other.values.len() <= self.limit => {
+                self.values.extend_from_slice(&other.values);
+            }
+            _ => {
+                let mut sk = self.sketch.take().unwrap_or_else(Self::new_sketch);
+                self.values.iter().for_each(|&x| sk.add(x));
+                other.values.iter().for_each(|&x| sk.add(x));
+                if let Some(o) = &other.sketch {
+                    // Both sketches share one configuration, the only case merge refuses.
+                    let _ = sk.merge(o);
+                }
+                self.values = Vec::new();
+                self.sketch = Some(sk);
+            }
+        }
+        self.count += other.count;
+        self.sum += other.sum;
+        if other.max.total_cmp(&self.max).is_gt() {
+            self.max = other.max;
+        }
+    }
+
+    /// Values added.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether the percentiles are exact (no more than `limit` values seen).
+    pub fn is_exact(&self) -> bool {
+        self.sketch.is_none()
+    }
+
+    /// The statistics: exactly [`LatencyStats::of`] the values while exact; otherwise the mean from the
+    /// fixed-point sum, the exact maximum and the sketch's percentiles.
+    pub fn stats(&self) -> LatencyStats {
+        let Some(sk) = &self.sketch else {
+            return LatencyStats::of(self.values.iter().copied());
+        };
+        let q = |p: f64| sk.quantile(p).ok().flatten().unwrap_or(0.0);
+        LatencyStats {
+            mean: self.sum as f64 / SUM_SCALE / self.count as f64,
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            max: self.max,
+        }
+    }
+}
+
+/// A streaming [`Summary`]: feed it finished requests in any order; it holds three [`LatencyAcc`]s and
+/// counters, and gives exactly [`Summary::from_records`]' result while every latency holds at most the
+/// exact limit of values.
+#[derive(Clone)]
+pub struct SummaryAcc {
+    slo: SloConfig,
+    finished: usize,
+    start: f64,
+    end: f64,
+    met: usize,
+    ttft_met: usize,
+    tpot_met: usize,
+    drafted: u64,
+    accepted: u64,
+    tokens: u64,
+    ttft: LatencyAcc,
+    tpot: LatencyAcc,
+    e2e: LatencyAcc,
+}
+
+impl SummaryAcc {
+    /// An empty accumulator; `exact_limit` values per latency are kept for exact percentiles.
+    pub fn new(slo: &SloConfig, exact_limit: usize) -> Self {
+        SummaryAcc {
+            slo: *slo,
+            finished: 0,
+            start: f64::INFINITY,
+            end: f64::NEG_INFINITY,
+            met: 0,
+            ttft_met: 0,
+            tpot_met: 0,
+            drafted: 0,
+            accepted: 0,
+            tokens: 0,
+            ttft: LatencyAcc::new(exact_limit),
+            tpot: LatencyAcc::new(exact_limit),
+            e2e: LatencyAcc::new(exact_limit),
+        }
+    }
+
+    /// Adds a request row; failed rows (with an `error`) are left out, as in [`Summary::from_records`].
+    pub fn add(&mut self, r: &RequestRecord) {
+        if r.error.is_some() {
+            return;
+        }
+        self.finished += 1;
+        self.start = self.start.min(r.arrival_s);
+        self.end = self.end.max(r.finish_s);
+        self.met += usize::from(r.slo_met);
+        self.ttft_met += usize::from(self.slo.ttft_s.is_none_or(|s| r.ttft_s <= s));
+        self.tpot_met += usize::from(self.slo.tpot_s.is_none_or(|s| r.tpot_s <= s));
+        self.drafted += r.drafted;
+        self.accepted += r.accepted;
+        self.tokens += r.output_tokens as u64;
+        self.ttft.add(r.ttft_s);
+        if r.output_tokens > 1 {
+            self.tpot.add(r.tpot_s);
+        }
+        self.e2e.add(r.e2e_s);
+    }
+
+    /// Requests added.
+    pub fn finished(&self) -> usize {
+        self.finished
+    }
+
+    /// The summary, with the arguments of [`Summary::from_records`].
+    pub fn summary(
+        &self,
+        policy: &str,
+        requests: usize,
+        failed: usize,
+        decode_steps: u64,
+        preemptions: u64,
+    ) -> Summary {
+        let duration = if self.finished == 0 {
+            0.0
+        } else {
+            (self.end - self.start).max(0.0)
+        };
+        let per_s = |x: f64| if duration > 0.0 { x / duration } else { 0.0 };
+        let denom = requests.max(1) as f64;
+        let exact = self.ttft.is_exact() && self.tpot.is_exact() && self.e2e.is_exact();
+        Summary {
+            policy: policy.to_string(),
+            requests,
+            finished: self.finished,
+            failed,
+            duration_s: duration,
+            throughput_rps: per_s(self.finished as f64),
+            output_tokens_per_s: per_s(self.tokens as f64),
+            goodput_rps: per_s(self.met as f64),
+            slo_attainment: self.met as f64 / denom,
+            ttft_attainment: self.ttft_met as f64 / denom,
+            tpot_attainment: self.tpot_met as f64 / denom,
+            ttft: self.ttft.stats(),
+            tpot: self.tpot.stats(),
+            e2e: self.e2e.stats(),
+            drafted: self.drafted,
+            accepted: self.accepted,
+            acceptance_rate: if self.drafted > 0 {
+                self.accepted as f64 / self.drafted as f64
+            } else {
+                0.0
+            },
+            mean_accepted_length: if decode_steps > 0 {
+                (self.accepted + decode_steps) as f64 / decode_steps as f64
+            } else {
+                0.0
+            },
+            preemptions,
+            slo: self.slo,
+            percentiles: (!exact).then(sketch_description),
+            partial: None,
         }
     }
 }
@@ -410,8 +678,21 @@ pub struct StepRow {
 
 /// Renders `steps.csv`.
 pub fn steps_csv(rows: &[StepRow]) -> String {
-    let mut s = String::from("time_s,replica,kind,batch,tokens,k,drafted,accepted,step_s,draft_s,preempted,finished,kv_used\n");
+    let mut s = String::from(STEPS_HEADER);
+    s.push('\n');
     for r in rows {
+        push_step_row(&mut s, r);
+    }
+    s
+}
+
+/// Header of `steps.csv`.
+pub const STEPS_HEADER: &str =
+    "time_s,replica,kind,batch,tokens,k,drafted,accepted,step_s,draft_s,preempted,finished,kv_used";
+
+/// Appends one `steps.csv` row, newline included.
+pub fn push_step_row(s: &mut String, r: &StepRow) {
+    {
         let p = &r.report;
         let kind = match p.kind {
             StepKind::Prefill => "prefill",
@@ -437,7 +718,6 @@ pub fn steps_csv(rows: &[StepRow]) -> String {
             p.kv_used
         );
     }
-    s
 }
 
 /// Writes a result directory: `requests.csv`, `summary.json`, and `steps.csv` when steps are given.

@@ -7,8 +7,9 @@
 //! validation. Nothing past [`Scenario`] sees raw strings.
 
 use crate::cluster::router::RouterKind;
-use crate::cluster::{simulate, Replica, SimOptions};
-use crate::metrics::{RequestRecord, SloConfig, StepRow, Summary};
+use crate::cluster::{simulate, simulate_into, Replica, SimOptions, SimSink, SimStats};
+use crate::metrics::{RequestRecord, SloConfig, StepRow, Summary, EXACT_PERCENTILE_LIMIT};
+use crate::results::ResultWriter;
 use crate::simulated::SimBackend;
 use crate::trace_config::TraceConfig;
 use crate::SimError;
@@ -24,8 +25,9 @@ use specsim_core::engine::{Engine, EngineConfig};
 use specsim_core::policy::PolicyConfig;
 use specsim_core::rng::stream;
 use specsim_core::time::ms_to_ns;
-use specsim_core::workload::Workload;
+use specsim_core::workload::{RequestSpec, Workload};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// The scenario file as written.
@@ -684,37 +686,13 @@ impl Scenario {
         progress: Option<&(dyn Fn(usize, usize) + Sync)>,
         stop_after_misses: Option<usize>,
     ) -> Result<(PolicyRun, bool), SimError> {
-        let acceptance = self.acceptance(&workload.categories)?;
-        let policy = &policy.with_prior_confidence(self.acceptance_config()?.mean_confidence());
-        let name = policy.build().name();
-        let mut replicas = Vec::new();
-        for (g, group) in self.groups().iter().enumerate() {
-            let speculates = policy.build().k_max() > 0;
-            let (cost, kv) = self.group_setup(g, speculates)?;
-            for _ in 0..group.replicas {
-                let idx = replicas.len() as u64;
-                let mut cfg = self.file.engine.clone();
-                cfg.kv_blocks = Some(kv);
-                let mut engine = Engine::new(cfg, policy.build(), Arc::clone(&cost))?;
-                engine.set_tpot_slo(self.file.slo.tpot_s.map(specsim_core::time::secs_to_ns));
-                let backend = SimBackend::new(
-                    Arc::clone(&cost),
-                    Arc::clone(&acceptance),
-                    stream(self.file.seed, "acceptance", idx),
-                    speculates,
-                )
-                .with_scorer(self.file.engine.verify_scorer);
-                replicas.push(Replica {
-                    engine,
-                    backend: Box::new(backend),
-                });
-            }
-        }
+        let (replicas, name) = self.build_replicas(&workload.categories, policy)?;
         let opts = SimOptions {
             record_steps,
             progress,
             seed: self.file.seed,
             stop_after_misses,
+            ..Default::default()
         };
         let out = simulate(
             replicas,
@@ -745,6 +723,241 @@ impl Scenario {
             out.stopped_early,
         ))
     }
+
+    /// The replicas of the cluster for `policy` (engines, simulated backends, one acceptance stream
+    /// each), and the policy's name.
+    pub fn build_replicas(
+        &self,
+        categories: &[String],
+        policy: &PolicyConfig,
+    ) -> Result<(Vec<Replica>, String), SimError> {
+        let acceptance = self.acceptance(categories)?;
+        let policy = &policy.with_prior_confidence(self.acceptance_config()?.mean_confidence());
+        let name = policy.build().name();
+        let mut replicas = Vec::new();
+        for (g, group) in self.groups().iter().enumerate() {
+            let speculates = policy.build().k_max() > 0;
+            let (cost, kv) = self.group_setup(g, speculates)?;
+            for _ in 0..group.replicas {
+                let idx = replicas.len() as u64;
+                let mut cfg = self.file.engine.clone();
+                cfg.kv_blocks = Some(kv);
+                let mut engine = Engine::new(cfg, policy.build(), Arc::clone(&cost))?;
+                engine.set_tpot_slo(self.file.slo.tpot_s.map(specsim_core::time::secs_to_ns));
+                let backend = SimBackend::new(
+                    Arc::clone(&cost),
+                    Arc::clone(&acceptance),
+                    stream(self.file.seed, "acceptance", idx),
+                    speculates,
+                )
+                .with_scorer(self.file.engine.verify_scorer);
+                replicas.push(Replica {
+                    engine,
+                    backend: Box::new(backend),
+                });
+            }
+        }
+        Ok((replicas, name))
+    }
+
+    /// The smallest KV capacity (tokens) over the replica groups, for checking requests as they stream
+    /// by ([`Scenario::check_workload`] checks a whole workload).
+    pub fn kv_capacity(&self) -> Result<(u64, usize, u32), SimError> {
+        let spec = self.file.policies.iter().any(|p| p.build().k_max() > 0);
+        let mut best: Option<(u64, usize, u32)> = None;
+        for g in 0..self.groups().len() {
+            let (_, kv) = self.group_setup(g, spec)?;
+            let cap = kv as u64 * self.file.engine.block_size as u64;
+            if best.is_none_or(|b| cap < b.0) {
+                best = Some((cap, g, kv));
+            }
+        }
+        best.ok_or_else(|| self.err("cluster has no replica groups"))
+    }
+
+    /// Wraps a request stream with [`Scenario::check_workload`]'s KV check, request by request.
+    pub fn checked_stream(&self, s: RequestStream) -> Result<RequestStream, SimError> {
+        let (cap, g, kv) = self.kv_capacity()?;
+        let file = self.path.display().to_string();
+        let RequestStream {
+            requests,
+            categories,
+            len,
+        } = s;
+        Ok(RequestStream {
+            requests: Box::new(requests.map(move |r| {
+                let r = r?;
+                if (r.prompt_tokens + r.output_tokens) as u64 > cap {
+                    return Err(SimError::Scenario {
+                        file: file.clone(),
+                        msg: format!(
+                            "request {} needs {} + {} tokens of KV but a replica of group {g} holds {cap} tokens ({kv} blocks): raise engine.kv_blocks, clip lengths (trace.max_context) or use a larger accelerator",
+                            r.id, r.prompt_tokens, r.output_tokens
+                        ),
+                    });
+                }
+                Ok(r)
+            })),
+            categories,
+            len,
+        })
+    }
+
+    /// Simulates one policy on a request stream, streaming its results into `dir` (`requests.csv` as
+    /// requests finish, `summary.json` at the end; see [`crate::results`]). Memory is bounded by what
+    /// is in flight. `name` is the policy's name in the rows (unique among the scenario's policies).
+    pub fn run_policy_streaming(
+        &self,
+        s: RequestStream,
+        policy: &PolicyConfig,
+        name: &str,
+        dir: &Path,
+        opts: &StreamOptions,
+    ) -> Result<StreamRun, SimError> {
+        let (replicas, _) = self.build_replicas(&s.categories, policy)?;
+        let mut writer = ResultWriter::create(
+            dir,
+            name,
+            &self.file.slo,
+            opts.exact_limit,
+            opts.record_steps,
+        )?;
+        let sim_opts = SimOptions {
+            record_steps: opts.record_steps,
+            progress: opts.progress,
+            seed: self.file.seed,
+            stop_after_misses: None,
+            cancel: opts.cancel,
+            sync_interval: opts.sync_interval,
+        };
+        struct Sink<'w>(&'w mut ResultWriter);
+        impl SimSink for Sink<'_> {
+            fn request(&mut self, rec: RequestRecord) -> Result<(), SimError> {
+                self.0.request(rec)
+            }
+            fn step(&mut self, row: StepRow) -> Result<(), SimError> {
+                self.0.step(&row)
+            }
+        }
+        let mut requests = s.requests;
+        let stats = simulate_into(
+            replicas,
+            self.file.cluster.router.build(),
+            &mut requests,
+            s.len.unwrap_or(0),
+            name,
+            &self.file.slo,
+            &sim_opts,
+            &mut Sink(&mut writer),
+        )?;
+        let peak_reorder = writer.peak_reorder();
+        let partial = stats.interrupted.then(|| {
+            format!(
+                "interrupted: {} of {} requests that arrived had finished (requests.csv holds them; the rest of the workload was not simulated)",
+                stats.finished, stats.arrived
+            )
+        });
+        let total = if stats.interrupted {
+            s.len.unwrap_or(stats.arrived).max(stats.arrived)
+        } else {
+            stats.arrived
+        };
+        let summary = writer.finish(total, stats.decode_steps, stats.preemptions, partial)?;
+        Ok(StreamRun {
+            name: name.to_string(),
+            summary,
+            stats,
+            peak_reorder,
+        })
+    }
+
+    /// The synchronisation interval [`StreamOptions::sync_interval`] gets by default: the parallel mode
+    /// when it gives exactly the sequential run's records (a router that ignores load, more than one
+    /// replica, no `steps.csv`, whose row order would change) and the workload is large enough to pay
+    /// for it (at least `min_requests`); otherwise the sequential loop.
+    pub fn auto_sync_interval(
+        &self,
+        requests: Option<usize>,
+        steps: bool,
+        min_requests: usize,
+    ) -> Option<specsim_core::time::Nanos> {
+        let replicas: u32 = self.groups().iter().map(|g| g.replicas).sum();
+        (self.file.cluster.router.stateless()
+            && replicas > 1
+            && !steps
+            && requests.is_some_and(|n| n >= min_requests))
+        .then_some(DEFAULT_SYNC_INTERVAL_NS)
+    }
+}
+
+/// Default synchronisation interval of the parallel mode: 100 ms of simulated time.
+pub const DEFAULT_SYNC_INTERVAL_NS: specsim_core::time::Nanos = 100_000_000;
+
+/// A workload as a stream: requests in arrival order with ids `0..n`, and the category names they
+/// index. Sources that know their length say so (for progress bars).
+pub struct RequestStream {
+    /// The requests.
+    pub requests: Box<dyn Iterator<Item = Result<RequestSpec, SimError>> + Send>,
+    /// Category names.
+    pub categories: Vec<String>,
+    /// Number of requests, when known in advance.
+    pub len: Option<usize>,
+}
+
+impl RequestStream {
+    /// A stream over an in-memory workload (shared, so several policies can read it at once).
+    pub fn from_workload(w: Arc<Workload>) -> Self {
+        let categories = w.categories.clone();
+        let len = w.len();
+        let mut i = 0;
+        RequestStream {
+            requests: Box::new(std::iter::from_fn(move || {
+                let r = w.requests.get(i).cloned();
+                i += 1;
+                r.map(Ok)
+            })),
+            categories,
+            len: Some(len),
+        }
+    }
+}
+
+/// Options of [`Scenario::run_policy_streaming`].
+pub struct StreamOptions<'a> {
+    /// Also write `steps.csv`.
+    pub record_steps: bool,
+    /// Called with (finished, total) as requests finish (total 0 when unknown).
+    pub progress: Option<&'a (dyn Fn(usize, usize) + Sync)>,
+    /// Values per latency kept for exact percentiles before the summary switches to the sketch.
+    pub exact_limit: usize,
+    /// Parallel mode's synchronisation interval (`None`: the exact sequential loop).
+    pub sync_interval: Option<specsim_core::time::Nanos>,
+    /// Stops the run when set (a SIGINT handler sets it); the directory then says it is partial.
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+impl Default for StreamOptions<'_> {
+    fn default() -> Self {
+        StreamOptions {
+            record_steps: false,
+            progress: None,
+            exact_limit: EXACT_PERCENTILE_LIMIT,
+            sync_interval: None,
+            cancel: None,
+        }
+    }
+}
+
+/// What [`Scenario::run_policy_streaming`] returns (the rows are on disk).
+pub struct StreamRun {
+    /// Policy name.
+    pub name: String,
+    /// The summary written to `summary.json`.
+    pub summary: Summary,
+    /// Totals of the simulation.
+    pub stats: SimStats,
+    /// The most rows `requests.csv` ever held back for an earlier request still in flight.
+    pub peak_reorder: usize,
 }
 
 /// Policy names made unique (a suffix `-2`, `-3` on repeats), in scenario order.

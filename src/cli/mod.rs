@@ -1,5 +1,6 @@
 //! Subcommand dispatch.
 
+mod bench;
 mod calibrate;
 mod compare;
 mod figures;
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Simulate a scenario: every policy on the same trace and seed, results side by side.
     Run(run::RunArgs),
+    /// Scale benchmark: wall, CPU, peak RSS, requests/s and events/s from 1 replica to a fleet.
+    Bench(bench::BenchArgs),
     /// Trace tools: statistics, format conversion, synthesis.
     Trace(trace::TraceArgs),
     /// Serve a draft/target GGUF pair with speculative decoding behind an OpenAI-compatible HTTP API.
@@ -52,6 +55,7 @@ pub fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(a) => run::run(a),
+        Command::Bench(a) => bench::run(a),
         Command::Trace(a) => trace::run(a.command),
         Command::Serve(a) => serve::run(a),
         Command::Replay(a) => replay::run(a),

@@ -1,12 +1,14 @@
 //! `specsim run SCENARIO.toml`.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use specsim_core::workload::Workload;
-use specsim_sim::metrics::write_result_dir;
-use specsim_sim::scenario::{unique_policy_names, PolicyRun, Scenario};
+use specsim_sim::metrics::{Summary, EXACT_PERCENTILE_LIMIT};
+use specsim_sim::scenario::{unique_policy_names, RequestStream, Scenario, StreamOptions};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// The quickstart scenario, embedded so that `specsim run` works from any directory.
 pub const QUICKSTART: &str = include_str!("../../scenarios/quickstart.toml");
@@ -31,7 +33,38 @@ pub struct RunArgs {
     /// Print the summary table only (no progress bars).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Latency values per policy kept for exact percentiles; beyond, summary.json's percentiles come
+    /// from a DDSketch (1 % relative error) and its `percentiles` field says so.
+    #[arg(long, default_value_t = EXACT_PERCENTILE_LIMIT, value_name = "N")]
+    pub exact_percentiles: usize,
+    /// Replicas in parallel between synchronisation points: `auto` uses it only where it gives exactly
+    /// the sequential results (a load-blind router: round_robin or hash; several replicas; 100k+
+    /// requests; no --steps); `on` also for load-aware routers (which then see replica load as of the
+    /// last synchronisation: see the README); `off` is the exact sequential event loop.
+    #[arg(long, value_enum, default_value_t = Parallel::Auto)]
+    pub parallel: Parallel,
+    /// Synchronisation interval of the parallel mode, milliseconds of simulated time.
+    #[arg(long, default_value_t = 100.0, value_name = "MS")]
+    pub sync_ms: f64,
+    /// Worker threads of the parallel mode [default, empty or 0: every core].
+    #[arg(long, value_name = "N", value_parser = super::sweep::parse_threads)]
+    pub threads: Option<usize>,
 }
+
+/// `--parallel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Parallel {
+    /// Parallel only where it is exact.
+    Auto,
+    /// Always parallel.
+    On,
+    /// The sequential event loop.
+    Off,
+}
+
+/// Below this many requests `--parallel auto` keeps the sequential loop (synchronisation would cost
+/// more than it saves).
+const AUTO_PARALLEL_MIN_REQUESTS: usize = 100_000;
 
 /// Loads the scenario's workload (any trace format, after the scenario's transformations) and prints
 /// what was read, skipped, repaired or clipped.
@@ -45,16 +78,82 @@ pub fn load_workload(sc: &Scenario, quiet: bool) -> Result<Workload> {
     Ok(loaded.workload)
 }
 
-/// Runs every policy of a validated scenario in parallel (one thread per policy), with progress bars.
+/// Opens the scenario's workload as a stream, once per policy. Traces whose transformations allow it
+/// stream from disk (or from the synthesiser); the others are loaded once and shared.
+pub struct Source {
+    sc: Scenario,
+    memory: Option<Arc<Workload>>,
+    /// Requests, when known before the run.
+    pub len: Option<usize>,
+}
+
+impl Source {
+    /// Prepares the scenario's workload (loading it now unless it can stream).
+    pub fn new(sc: &Scenario, quiet: bool) -> Result<Source> {
+        match specsim_traces::stream::plan_stream(&sc.file.trace, &sc.base_dir, sc.file.seed)
+            .with_context(|| sc.path.display().to_string())?
+        {
+            Some(plan) => {
+                if !quiet {
+                    eprintln!("{}", plan.describe());
+                }
+                Ok(Source {
+                    sc: sc.clone(),
+                    memory: None,
+                    len: plan.len,
+                })
+            }
+            None => {
+                let w = load_workload(sc, quiet)?;
+                Ok(Source {
+                    sc: sc.clone(),
+                    len: Some(w.len()),
+                    memory: Some(Arc::new(w)),
+                })
+            }
+        }
+    }
+
+    /// A fresh stream over the workload.
+    pub fn open(&self) -> Result<RequestStream> {
+        match &self.memory {
+            Some(w) => Ok(RequestStream::from_workload(Arc::clone(w))),
+            None => {
+                let sc = &self.sc;
+                let s =
+                    specsim_traces::stream::open_stream(&sc.file.trace, &sc.base_dir, sc.file.seed)
+                        .with_context(|| sc.path.display().to_string())?;
+                Ok(sc.checked_stream(s)?)
+            }
+        }
+    }
+}
+
+/// How `run_policies` runs each policy.
+pub struct RunOpts<'a> {
+    /// Also write steps.csv.
+    pub steps: bool,
+    /// No progress bars.
+    pub quiet: bool,
+    /// See [`RunArgs::exact_percentiles`].
+    pub exact_limit: usize,
+    /// Parallel mode's interval, decided once for the run.
+    pub sync_interval: Option<specsim_core::time::Nanos>,
+    /// Set by SIGINT.
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+/// Runs every policy of a validated scenario in parallel (one thread per policy), with progress bars,
+/// streaming each policy's results into `out/<policy>/`. Returns (name, summary) per policy.
 pub fn run_policies(
     sc: &Scenario,
-    w: &Workload,
-    steps: bool,
-    quiet: bool,
-) -> Result<Vec<PolicyRun>> {
+    source: &Source,
+    out: &Path,
+    o: &RunOpts,
+) -> Result<Vec<(String, Summary)>> {
     let names = unique_policy_names(&sc.file.policies);
     let multi = MultiProgress::new();
-    if quiet {
+    if o.quiet {
         multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let style = ProgressStyle::with_template(
@@ -62,28 +161,31 @@ pub fn run_policies(
     )
     .unwrap_or_else(|_| ProgressStyle::default_bar())
     .progress_chars("=> ");
-    let results: Vec<Result<PolicyRun>> = std::thread::scope(|s| {
+    let results: Vec<Result<(String, Summary)>> = std::thread::scope(|s| {
         let handles: Vec<_> = sc
             .file
             .policies
             .iter()
             .zip(&names)
             .map(|(p, name)| {
-                let bar = multi.add(ProgressBar::new(w.len() as u64));
+                let bar = multi.add(ProgressBar::new(source.len.unwrap_or(0) as u64));
                 bar.set_style(style.clone());
                 bar.set_prefix(name.clone());
                 s.spawn(move || {
                     let tick = |done: usize, _total: usize| bar.set_position(done as u64);
-                    let mut run = sc
-                        .run_policy(w, p, steps, Some(&tick))
+                    let stream = source.open()?;
+                    let opts = StreamOptions {
+                        record_steps: o.steps,
+                        progress: Some(&tick),
+                        exact_limit: o.exact_limit,
+                        sync_interval: o.sync_interval,
+                        cancel: o.cancel,
+                    };
+                    let run = sc
+                        .run_policy_streaming(stream, p, name, &out.join(name), &opts)
                         .with_context(|| format!("policy {name}"))?;
                     bar.finish();
-                    if &run.name != name {
-                        run.name = name.clone();
-                        run.summary.policy = name.clone();
-                        run.records.iter_mut().for_each(|r| r.policy = name.clone());
-                    }
-                    Ok(run)
+                    Ok((run.name, run.summary))
                 })
             })
             .collect();
@@ -99,7 +201,7 @@ pub fn run_policies(
 }
 
 /// The side-by-side table printed after a run.
-pub fn comparison_table(runs: &[PolicyRun]) -> String {
+pub fn comparison_table(runs: &[(String, Summary)]) -> String {
     let mut s = format!(
         "{:<20} {:>8} {:>10} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>6}\n",
         "policy",
@@ -113,11 +215,10 @@ pub fn comparison_table(runs: &[PolicyRun]) -> String {
         "TPOT p99",
         "acc.len"
     );
-    for r in runs {
-        let m = &r.summary;
+    for (name, m) in runs {
         s += &format!(
             "{:<20} {:>8} {:>10.1} {:>9.3} {:>7.2} {:>8.3}s {:>8.3}s {:>7.1}ms {:>7.1}ms {:>6.2}\n",
-            r.name,
+            name,
             m.finished,
             m.output_tokens_per_s,
             m.goodput_rps,
@@ -133,32 +234,37 @@ pub fn comparison_table(runs: &[PolicyRun]) -> String {
 }
 
 /// `comparison.csv`: one row per policy.
-fn comparison_csv(runs: &[PolicyRun]) -> String {
+fn comparison_csv(runs: &[(String, Summary)]) -> String {
     let mut s = String::from("policy,requests,finished,throughput_rps,output_tokens_per_s,goodput_rps,slo_attainment,ttft_mean_s,ttft_p50_s,ttft_p99_s,tpot_mean_s,tpot_p50_s,tpot_p99_s,e2e_mean_s,e2e_p99_s,acceptance_rate,mean_accepted_length,preemptions\n");
-    for r in runs {
-        let m = &r.summary;
+    for (name, m) in runs {
         s += &format!(
             "{},{},{},{:.6},{:.3},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{}\n",
-            r.name, m.requests, m.finished, m.throughput_rps, m.output_tokens_per_s, m.goodput_rps, m.slo_attainment, m.ttft.mean, m.ttft.p50, m.ttft.p99,
+            name, m.requests, m.finished, m.throughput_rps, m.output_tokens_per_s, m.goodput_rps, m.slo_attainment, m.ttft.mean, m.ttft.p50, m.ttft.p99,
             m.tpot.mean, m.tpot.p50, m.tpot.p99, m.e2e.mean, m.e2e.p99, m.acceptance_rate, m.mean_accepted_length, m.preemptions
         );
     }
     s
 }
 
-/// Writes every policy's result directory and the comparison file.
-pub fn write_runs(out: &Path, runs: &[PolicyRun], steps: bool) -> Result<()> {
-    for r in runs {
-        write_result_dir(
-            &out.join(&r.name),
-            &r.records,
-            &r.summary,
-            steps.then_some(r.steps.as_slice()),
-        )?;
-    }
+/// Writes the comparison file (each policy's directory was written as it ran).
+pub fn write_comparison(out: &Path, runs: &[(String, Summary)]) -> Result<()> {
     let p = out.join("comparison.csv");
     std::fs::write(&p, comparison_csv(runs)).with_context(|| format!("writing {}", p.display()))?;
     Ok(())
+}
+
+/// A flag that the first SIGINT (Ctrl-C) sets; a second one ends the process at once.
+pub fn sigint_flag() -> Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register_conditional_shutdown(
+        signal_hook::consts::SIGINT,
+        130,
+        Arc::clone(&flag),
+    )
+    .context("installing the SIGINT handler")?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&flag))
+        .context("installing the SIGINT handler")?;
+    Ok(flag)
 }
 
 /// `specsim run`.
@@ -172,22 +278,58 @@ pub fn run(a: RunArgs) -> Result<()> {
             &a.sets,
         )?,
     };
-    let w = load_workload(&sc, a.quiet)?;
+    let source = Source::new(&sc, a.quiet)?;
     let out = a
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("out").join(sc.name()));
     if !a.quiet {
         eprintln!(
-            "{}: {} requests over {:.1} s, {} policies",
+            "{}: {} requests, {} policies",
             sc.name(),
-            w.len(),
-            w.span_ns() as f64 / 1e9,
+            source
+                .len
+                .map_or_else(|| "a stream of".to_string(), |n| n.to_string()),
             sc.file.policies.len()
         );
     }
-    let runs = run_policies(&sc, &w, a.steps, a.quiet)?;
-    write_runs(&out, &runs, a.steps)?;
+    if !(a.sync_ms > 0.0 && a.sync_ms.is_finite()) {
+        bail!("--sync-ms {} must be positive", a.sync_ms);
+    }
+    let sync_interval = match a.parallel {
+        Parallel::Off => None,
+        Parallel::On => Some(specsim_core::time::ms_to_ns(a.sync_ms)),
+        Parallel::Auto => sc
+            .auto_sync_interval(source.len, a.steps, AUTO_PARALLEL_MIN_REQUESTS)
+            .map(|_| specsim_core::time::ms_to_ns(a.sync_ms)),
+    };
+    if let Some(t) = a.threads.filter(|&t| t > 0) {
+        // Only fails if the pool was already built, which nothing here does.
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global();
+    }
+    let cancel = sigint_flag()?;
+    let runs = run_policies(
+        &sc,
+        &source,
+        &out,
+        &RunOpts {
+            steps: a.steps,
+            quiet: a.quiet,
+            exact_limit: a.exact_percentiles,
+            sync_interval,
+            cancel: Some(&cancel),
+        },
+    )?;
+    if cancel.load(Ordering::Relaxed) {
+        print!("{}", comparison_table(&runs));
+        bail!(
+            "interrupted: the results in {} are partial (each policy's summary.json says so, and an INCOMPLETE file marks its directory)",
+            out.display()
+        );
+    }
+    write_comparison(&out, &runs)?;
     print!("{}", comparison_table(&runs));
     if !a.quiet {
         eprintln!("results in {}", out.display());

@@ -26,8 +26,9 @@ pub struct SweepArgs {
     /// written there.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Worker threads [default: one per core]. Results do not depend on it.
-    #[arg(long)]
+    /// Worker threads [default: one per core; an empty value or 0 also means one per core, so
+    /// `--threads ${SLURM_CPUS_PER_TASK}` works without `--cpus-per-task`]. Results do not depend on it.
+    #[arg(long, value_parser = parse_threads)]
     pub threads: Option<usize>,
     /// Override a scenario key before the grid is expanded (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -125,7 +126,8 @@ pub fn sweep_to_dir(
         &load_cell_workload,
         &SweepOptions {
             shard,
-            threads,
+            // An empty or zero --threads (e.g. an unset Slurm variable) means one per core.
+            threads: threads.filter(|&t| t > 0),
             progress: Some(&tick),
         },
     )?;
@@ -174,4 +176,15 @@ pub fn merge(a: MergeArgs) -> Result<()> {
         written(&a.out)
     );
     Ok(())
+}
+
+/// `--threads`: a count, or empty / 0 for one per core (returned as 0).
+pub fn parse_threads(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(0);
+    }
+    s.parse().map_err(|_| {
+        format!("`{s}` is not a thread count (a whole number; empty or 0 for every core)")
+    })
 }

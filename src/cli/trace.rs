@@ -223,9 +223,26 @@ pub fn run(cmd: TraceCommand) -> anyhow::Result<()> {
                 synthetic: Some(synthetic),
                 ..Default::default()
             };
-            let loaded = load_workload(&cfg, &cwd, a.seed)?;
-            emit(&convert::write(&loaded.workload, a.to), a.out.as_deref())?;
-            eprintln!("{}", loaded.report);
+            // Streams: one row at a time from the synthesiser to the output, whatever --requests is.
+            let mut stream = specsim_traces::stream::open_stream(&cfg, &cwd, a.seed)?;
+            let n = match a.out.as_deref() {
+                Some(p) => {
+                    let f = std::fs::File::create(p)
+                        .with_context(|| format!("writing {}", p.display()))?;
+                    let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
+                    convert::write_stream(&mut stream.requests, &stream.categories, a.to, &mut w)
+                        .with_context(|| format!("writing {}", p.display()))?
+                }
+                None => {
+                    let mut so = std::io::stdout().lock();
+                    convert::write_stream(&mut stream.requests, &stream.categories, a.to, &mut so)
+                        .context("writing to stdout")?
+                }
+            };
+            if let Some(s) = &cfg.synthetic {
+                eprintln!("synthetic workload: {}", specsim_traces::load::describe(s));
+            }
+            eprintln!("  {n} requests");
         }
     }
     Ok(())

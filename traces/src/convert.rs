@@ -54,6 +54,68 @@ pub fn to_vidur_csv(w: &Workload) -> String {
     s
 }
 
+/// The header line of `format` (newline included).
+pub fn header(format: OutputFormat) -> &'static str {
+    match format {
+        OutputFormat::Native => "arrival_s,prompt_tokens,output_tokens,category\n",
+        OutputFormat::Vidur => "arrived_at,num_prefill_tokens,num_decode_tokens\n",
+    }
+}
+
+/// Appends one request in `format` (newline included), exactly as [`write`] renders it.
+pub fn push_row(
+    s: &mut String,
+    format: OutputFormat,
+    r: &specsim_core::workload::RequestSpec,
+    category: Option<&str>,
+) {
+    let t = ns_to_secs(r.arrival_ns);
+    // Writing into a String cannot fail.
+    let _ = match format {
+        OutputFormat::Native => writeln!(
+            s,
+            "{:.9},{},{},{}",
+            t,
+            r.prompt_tokens,
+            r.output_tokens,
+            category.unwrap_or("")
+        ),
+        OutputFormat::Vidur => writeln!(s, "{:.9},{},{}", t, r.prompt_tokens, r.output_tokens),
+    };
+}
+
+/// Writes a request stream in `format` to `out` as it is drawn (constant memory: `trace synth` of
+/// 10⁸ requests holds one row at a time). Returns the requests written.
+pub fn write_stream(
+    requests: &mut dyn Iterator<
+        Item = Result<specsim_core::workload::RequestSpec, specsim_sim::SimError>,
+    >,
+    categories: &[String],
+    format: OutputFormat,
+    out: &mut dyn std::io::Write,
+) -> Result<u64, crate::TraceError> {
+    let io = |e| crate::TraceError::io(std::path::Path::new("output"), e);
+    let mut s = String::with_capacity(1 << 16);
+    s.push_str(header(format));
+    let mut n = 0u64;
+    for r in requests {
+        let r = r.map_err(|e| crate::TraceError::Config(e.to_string()))?;
+        let cat = r
+            .category
+            .and_then(|c| categories.get(c as usize))
+            .map(String::as_str);
+        push_row(&mut s, format, &r, cat);
+        n += 1;
+        if s.len() >= 1 << 16 {
+            out.write_all(s.as_bytes()).map_err(io)?;
+            s.clear();
+        }
+    }
+    out.write_all(s.as_bytes()).map_err(io)?;
+    out.flush().map_err(io)?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

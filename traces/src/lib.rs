@@ -64,6 +64,7 @@ pub mod load;
 pub mod paths;
 pub mod read;
 pub mod stats;
+pub mod stream;
 pub mod synth;
 pub mod trace;
 pub mod transform;

@@ -65,84 +65,154 @@ impl Column {
     }
 }
 
-/// Arrival times (ns, first at 0) of `n` requests at mean `rate` per second.
-///
-/// Poisson, Gamma and Uniform use the simulator's own sampler ([`specsim_sim::synth::ArrivalSampler`],
-/// stream `arrivals`), so a scenario gives the same bytes whether `sim` or this crate loads it.
+/// `n` arrival times (ns from the first) per `cfg` at mean `rate` req/s, seeded: [`ArrivalIter`]
+/// collected.
 pub fn arrivals(
     cfg: &ArrivalConfig,
     n: usize,
     rate: f64,
     seed: u64,
 ) -> Result<Vec<Nanos>, TraceError> {
-    positive("synthetic.rate", rate)?;
-    let mut rng = stream(seed, "arrivals", 0);
-    let mut t = 0.0f64;
     let mut out = Vec::with_capacity(n);
-    let exp = |r: f64| Exp::new(r).map_err(|e| TraceError::Config(format!("rate {r}: {e}")));
-    match *cfg {
-        ArrivalConfig::Poisson | ArrivalConfig::Gamma { .. } | ArrivalConfig::Uniform => {
-            let sampler = ArrivalSampler::new(cfg, rate)?;
-            for i in 0..n {
-                if i > 0 {
-                    t += sampler.gap(&mut rng);
-                }
-                out.push(t);
-            }
-        }
-        ArrivalConfig::Bursty {
-            burst_factor,
-            on_s,
-            off_s,
-        } => {
-            positive("arrival.burst_factor", burst_factor)?;
-            positive("arrival.on_s", on_s)?;
-            positive("arrival.off_s", off_s)?;
-            let p_on = on_s / (on_s + off_s);
-            let base = rate / (1.0 + p_on * (burst_factor - 1.0));
-            let mut on = rng.random::<f64>() < p_on;
-            let state_len = |on: bool, rng: &mut SimRng| -> Result<f64, TraceError> {
-                Ok(exp(1.0 / if on { on_s } else { off_s })?.sample(rng))
-            };
-            let mut left = state_len(on, &mut rng)?;
-            while out.len() < n {
-                let gap = exp(if on { base * burst_factor } else { base })?.sample(&mut rng);
-                if gap < left {
-                    t += gap;
-                    left -= gap;
-                    out.push(t);
-                } else {
-                    // Memoryless: jump to the switch and draw afresh in the new state.
-                    t += left;
-                    on = !on;
-                    left = state_len(on, &mut rng)?;
-                }
-            }
-        }
-        ArrivalConfig::Diurnal {
-            amplitude,
-            period_s,
-        } => {
-            if !(0.0..=1.0).contains(&amplitude) {
-                return Err(TraceError::Config(format!(
-                    "arrival.amplitude must lie in [0, 1] (got {amplitude})"
-                )));
-            }
-            positive("arrival.period_s", period_s)?;
-            let peak = rate * (1.0 + amplitude);
-            let d = exp(peak)?;
-            let w = 2.0 * std::f64::consts::PI / period_s;
-            while out.len() < n {
-                t += d.sample(&mut rng);
-                let accept = (1.0 + amplitude * (w * t).sin()) / (1.0 + amplitude);
-                if rng.random::<f64>() < accept {
-                    out.push(t);
-                }
-            }
-        }
+    for t in ArrivalIter::new(cfg, rate, seed)?.take(n) {
+        out.push(t?);
     }
-    let t0 = out.first().copied().unwrap_or(0.0);
-    Ok(out.into_iter().map(|t| secs_to_ns(t - t0)).collect())
+    Ok(out)
+}
+
+enum ArrivalState {
+    Renewal(ArrivalSampler),
+    Bursty {
+        burst_factor: f64,
+        on_s: f64,
+        off_s: f64,
+        base: f64,
+        on: bool,
+        left: f64,
+    },
+    Diurnal {
+        amplitude: f64,
+        w: f64,
+        d: Exp<f64>,
+    },
+}
+
+/// Arrival times (ns from the first) drawn one at a time, in constant memory: the same draws
+/// [`arrivals`] returns, for a workload of any length.
+pub struct ArrivalIter {
+    state: ArrivalState,
+    rng: SimRng,
+    t: f64,
+    t0: Option<f64>,
+}
+
+fn exp(r: f64) -> Result<Exp<f64>, TraceError> {
+    Exp::new(r).map_err(|e| TraceError::Config(format!("rate {r}: {e}")))
+}
+
+impl ArrivalIter {
+    /// The arrival process `cfg` at mean `rate` req/s, seeded.
+    pub fn new(cfg: &ArrivalConfig, rate: f64, seed: u64) -> Result<Self, TraceError> {
+        positive("synthetic.rate", rate)?;
+        let mut rng = stream(seed, "arrivals", 0);
+        let state = match *cfg {
+            ArrivalConfig::Poisson | ArrivalConfig::Gamma { .. } | ArrivalConfig::Uniform => {
+                ArrivalState::Renewal(ArrivalSampler::new(cfg, rate)?)
+            }
+            ArrivalConfig::Bursty {
+                burst_factor,
+                on_s,
+                off_s,
+            } => {
+                positive("arrival.burst_factor", burst_factor)?;
+                positive("arrival.on_s", on_s)?;
+                positive("arrival.off_s", off_s)?;
+                let p_on = on_s / (on_s + off_s);
+                let base = rate / (1.0 + p_on * (burst_factor - 1.0));
+                let on = rng.random::<f64>() < p_on;
+                let left = exp(1.0 / if on { on_s } else { off_s })?.sample(&mut rng);
+                ArrivalState::Bursty {
+                    burst_factor,
+                    on_s,
+                    off_s,
+                    base,
+                    on,
+                    left,
+                }
+            }
+            ArrivalConfig::Diurnal {
+                amplitude,
+                period_s,
+            } => {
+                if !(0.0..=1.0).contains(&amplitude) {
+                    return Err(TraceError::Config(format!(
+                        "arrival.amplitude must lie in [0, 1] (got {amplitude})"
+                    )));
+                }
+                positive("arrival.period_s", period_s)?;
+                ArrivalState::Diurnal {
+                    amplitude,
+                    w: 2.0 * std::f64::consts::PI / period_s,
+                    d: exp(rate * (1.0 + amplitude))?,
+                }
+            }
+        };
+        Ok(ArrivalIter {
+            state,
+            rng,
+            t: 0.0,
+            t0: None,
+        })
+    }
+
+    fn next_secs(&mut self) -> Result<f64, TraceError> {
+        let rng = &mut self.rng;
+        match &mut self.state {
+            ArrivalState::Renewal(sampler) => {
+                if self.t0.is_some() {
+                    self.t += sampler.gap(rng);
+                }
+            }
+            ArrivalState::Bursty {
+                burst_factor,
+                on_s,
+                off_s,
+                base,
+                on,
+                left,
+            } => loop {
+                let gap = exp(if *on { *base * *burst_factor } else { *base })?.sample(rng);
+                if gap < *left {
+                    self.t += gap;
+                    *left -= gap;
+                    break;
+                }
+                // Memoryless: jump to the switch and draw afresh in the new state.
+                self.t += *left;
+                *on = !*on;
+                *left = exp(1.0 / if *on { *on_s } else { *off_s })?.sample(rng);
+            },
+            ArrivalState::Diurnal { amplitude, w, d } => loop {
+                self.t += d.sample(rng);
+                let accept = (1.0 + *amplitude * (*w * self.t).sin()) / (1.0 + *amplitude);
+                if rng.random::<f64>() < accept {
+                    break;
+                }
+            },
+        }
+        Ok(self.t)
+    }
+}
+
+impl Iterator for ArrivalIter {
+    type Item = Result<Nanos, TraceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.next_secs().map(|t| {
+            let t0 = *self.t0.get_or_insert(t);
+            secs_to_ns(t - t0)
+        }))
+    }
 }
 
 /// A length distribution ready to sample.
@@ -191,63 +261,116 @@ fn empirical_rows(path: &Path, base_dir: &Path) -> Result<(PathBuf, Vec<Row>), T
     Ok((p, t.rows))
 }
 
-/// `n` synthetic requests per `cfg` (arrivals and lengths), seeded.
+/// `n` synthetic requests per `cfg` (arrivals and lengths), seeded: [`SynthIter`] collected.
 pub fn synthesize(
     cfg: &SyntheticConfig,
     base_dir: &Path,
     seed: u64,
 ) -> Result<Vec<Row>, TraceError> {
-    if cfg.requests == 0 {
-        return Err(TraceError::Config(
-            "synthetic.requests must be at least 1".into(),
-        ));
-    }
-    let times = arrivals(&cfg.arrival, cfg.requests, cfg.rate, seed)?;
-    let mut rows: Vec<Row> = times
-        .iter()
-        .enumerate()
-        .map(|(i, &t)| Row {
-            t_ns: t,
-            prompt: 1,
-            output: 1,
-            category: None,
-            src: i as u32,
-        })
-        .collect();
-    // Joint draws when both lengths come from the same file's default columns.
-    if let (
-        LengthConfig::Empirical {
-            path: pp,
-            column: pc,
-        },
-        LengthConfig::Empirical {
-            path: op,
-            column: oc,
-        },
-    ) = (&cfg.prompt, &cfg.output)
-    {
-        let same_cols = Column::parse(pc.as_deref(), Column::Prompt)? == Column::Prompt
-            && Column::parse(oc.as_deref(), Column::Output)? == Column::Output;
-        if pp == op && same_cols {
-            let (_, pairs) = empirical_rows(pp, base_dir)?;
-            let mut rng = stream(seed, "lengths", 0);
-            for r in &mut rows {
-                let src = pairs[rng.random_range(0..pairs.len())];
-                r.prompt = src.prompt;
-                r.output = src.output;
-            }
-            return Ok(rows);
-        }
-    }
-    let prompt = LengthSampler::new(&cfg.prompt, Column::Prompt, base_dir)?;
-    let output = LengthSampler::new(&cfg.output, Column::Output, base_dir)?;
-    let mut rp = stream(seed, "prompt_lengths", 0);
-    let mut ro = stream(seed, "output_lengths", 0);
-    for r in &mut rows {
-        r.prompt = prompt.sample(&mut rp);
-        r.output = output.sample(&mut ro);
+    let mut rows = Vec::with_capacity(cfg.requests);
+    for r in SynthIter::new(cfg, base_dir, seed)? {
+        rows.push(r?);
     }
     Ok(rows)
+}
+
+enum Lengths {
+    /// Whole rows of one file (prompt and output drawn together).
+    Joint(Vec<(u32, u32)>, SimRng),
+    /// Independent draws.
+    Separate(LengthSampler, SimRng, LengthSampler, SimRng),
+}
+
+/// Synthetic requests drawn one at a time in constant memory (but for an empirical length table):
+/// arrivals, prompt and output lengths each from their own stream, so the rows are exactly
+/// [`synthesize`]'s.
+pub struct SynthIter {
+    arrivals: ArrivalIter,
+    lengths: Lengths,
+    i: usize,
+    n: usize,
+}
+
+impl SynthIter {
+    /// The workload `cfg` describes; empirical length files resolve against `base_dir`.
+    pub fn new(cfg: &SyntheticConfig, base_dir: &Path, seed: u64) -> Result<Self, TraceError> {
+        if cfg.requests == 0 {
+            return Err(TraceError::Config(
+                "synthetic.requests must be at least 1".into(),
+            ));
+        }
+        let arrivals = ArrivalIter::new(&cfg.arrival, cfg.rate, seed)?;
+        // Joint draws when both lengths come from the same file's default columns.
+        if let (
+            LengthConfig::Empirical {
+                path: pp,
+                column: pc,
+            },
+            LengthConfig::Empirical {
+                path: op,
+                column: oc,
+            },
+        ) = (&cfg.prompt, &cfg.output)
+        {
+            let same_cols = Column::parse(pc.as_deref(), Column::Prompt)? == Column::Prompt
+                && Column::parse(oc.as_deref(), Column::Output)? == Column::Output;
+            if pp == op && same_cols {
+                let (_, rows) = empirical_rows(pp, base_dir)?;
+                let pairs = rows.iter().map(|r| (r.prompt, r.output)).collect();
+                return Ok(SynthIter {
+                    arrivals,
+                    lengths: Lengths::Joint(pairs, stream(seed, "lengths", 0)),
+                    i: 0,
+                    n: cfg.requests,
+                });
+            }
+        }
+        let prompt = LengthSampler::new(&cfg.prompt, Column::Prompt, base_dir)?;
+        let output = LengthSampler::new(&cfg.output, Column::Output, base_dir)?;
+        Ok(SynthIter {
+            arrivals,
+            lengths: Lengths::Separate(
+                prompt,
+                stream(seed, "prompt_lengths", 0),
+                output,
+                stream(seed, "output_lengths", 0),
+            ),
+            i: 0,
+            n: cfg.requests,
+        })
+    }
+}
+
+impl Iterator for SynthIter {
+    type Item = Result<Row, TraceError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.i >= self.n {
+            return None;
+        }
+        let t_ns = match self.arrivals.next()? {
+            Ok(t) => t,
+            Err(e) => return Some(Err(e)),
+        };
+        let (prompt, output) = match &mut self.lengths {
+            Lengths::Joint(pairs, rng) => pairs[rng.random_range(0..pairs.len())],
+            Lengths::Separate(p, rp, o, ro) => (p.sample(rp), o.sample(ro)),
+        };
+        let src = self.i as u32;
+        self.i += 1;
+        Some(Ok(Row {
+            t_ns,
+            prompt,
+            output,
+            category: None,
+            src,
+        }))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = self.n - self.i;
+        (left, Some(left))
+    }
 }
 
 fn positive(name: &str, v: f64) -> Result<(), TraceError> {

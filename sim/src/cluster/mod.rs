@@ -10,13 +10,15 @@ pub mod router;
 
 use crate::metrics::{RequestRecord, SloConfig, StepRow};
 use crate::SimError;
+use rayon::prelude::*;
 use router::{ReplicaLoad, Router};
 use specsim_core::engine::{Backend, Engine};
 use specsim_core::rng::stream;
 use specsim_core::time::{ns_to_secs, Nanos};
-use specsim_core::workload::Workload;
+use specsim_core::workload::{RequestSpec, Workload};
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Event classes, in the order they fire at equal times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -51,6 +53,26 @@ pub struct SimOptions<'a> {
     /// has already passed. Capacity planning uses it to abandon a run once its attainment target is
     /// out of reach; the verdict is the one the full run would give. None runs to completion.
     pub stop_after_misses: Option<usize>,
+    /// Set from elsewhere (a signal handler) to stop the run where it is: [`simulate_into`] returns
+    /// what finished so far with [`SimStats::interrupted`] set.
+    pub cancel: Option<&'a AtomicBool>,
+    /// Parallel mode: replicas advance in parallel between synchronisation points this far apart in
+    /// simulated time (see `simulate_windows` in this module for what can differ from the sequential run). `None`:
+    /// the exact sequential event loop. Ignored with `stop_after_misses`.
+    pub sync_interval: Option<Nanos>,
+}
+
+impl Default for SimOptions<'_> {
+    fn default() -> Self {
+        SimOptions {
+            record_steps: false,
+            progress: None,
+            seed: 0,
+            stop_after_misses: None,
+            cancel: None,
+            sync_interval: None,
+        }
+    }
 }
 
 /// What a simulation produced.
@@ -120,21 +142,226 @@ struct Key {
     seq: u64,
 }
 
-/// Runs `workload` through `replicas` behind `router` until every request finishes.
+/// Where a simulation's results go as they are produced (see [`crate::results::ResultWriter`] for the
+/// one that streams them to disk).
+pub trait SimSink {
+    /// A request finished (rows arrive in finishing order, not id order).
+    fn request(&mut self, rec: RequestRecord) -> Result<(), SimError>;
+    /// A step ended (called only when [`SimOptions::record_steps`] is set).
+    fn step(&mut self, row: StepRow) -> Result<(), SimError>;
+}
+
+/// Totals of a streamed simulation ([`simulate_into`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SimStats {
+    /// Requests that arrived (routed to a replica).
+    pub arrived: usize,
+    /// Requests that finished.
+    pub finished: usize,
+    /// Σ over requests of decode iterations (for the mean accepted length).
+    pub decode_steps: u64,
+    /// Preemptions.
+    pub preemptions: u64,
+    /// Events processed (arrivals, step ends, schedule decisions).
+    pub events: u64,
+    /// Whether [`SimOptions::stop_after_misses`] ended the run early.
+    pub stopped_early: bool,
+    /// Whether [`SimOptions::cancel`] ended the run early.
+    pub interrupted: bool,
+    /// The largest [`Engine::admission_peak`] over the replicas.
+    pub admission_peak: u32,
+    /// Synchronisation windows (parallel mode; 0 when sequential).
+    pub windows: u64,
+}
+
+/// Replica-local sequence ids: a replica's engine and backend key their per-sequence state by
+/// [`RequestSpec::id`](specsim_core::workload::RequestSpec), so the cluster hands each replica small
+/// recycled ids (a slot freed when its request finishes) and maps them back. Per-replica state is
+/// then sized by what the replica holds at once, never by the trace.
+#[derive(Debug, Default)]
+struct Slots {
+    global: Vec<u64>,
+    free: Vec<u64>,
+}
+
+impl Slots {
+    fn take(&mut self, id: u64) -> u64 {
+        match self.free.pop() {
+            Some(s) => {
+                self.global[s as usize] = id;
+                s
+            }
+            None => {
+                self.global.push(id);
+                (self.global.len() - 1) as u64
+            }
+        }
+    }
+
+    fn give_back(&mut self, slot: u64) -> Result<u64, SimError> {
+        let id = self
+            .global
+            .get(slot as usize)
+            .copied()
+            .ok_or_else(|| SimError::Backend(format!("unknown sequence slot {slot}")))?;
+        self.free.push(slot);
+        Ok(id)
+    }
+}
+
+/// The request stream's invariants, checked as requests arrive: ids `0..n` in order, arrivals sorted,
+/// lengths of at least 1.
+fn check_next(req: &RequestSpec, arrived: usize, last: Nanos) -> Result<(), SimError> {
+    if req.id != arrived as u64 {
+        return Err(SimError::Workload(format!(
+            "request {arrived} has id {}",
+            req.id
+        )));
+    }
+    if req.arrival_ns < last {
+        return Err(SimError::Workload(format!(
+            "request {arrived} arrives before request {}",
+            arrived.saturating_sub(1)
+        )));
+    }
+    if req.prompt_tokens == 0 || req.output_tokens == 0 {
+        return Err(SimError::Workload(format!(
+            "request {arrived}: prompt and output lengths must be at least 1 (got {} and {})",
+            req.prompt_tokens, req.output_tokens
+        )));
+    }
+    Ok(())
+}
+
+/// Pulls the next request of the stream, checked.
+fn pull(
+    requests: &mut dyn Iterator<Item = Result<RequestSpec, SimError>>,
+    pulled: &mut usize,
+    last: &mut Nanos,
+) -> Result<Option<RequestSpec>, SimError> {
+    match requests.next() {
+        None => Ok(None),
+        Some(r) => {
+            let r = r?;
+            check_next(&r, *pulled, *last)?;
+            *pulled += 1;
+            *last = r.arrival_ns;
+            Ok(Some(r))
+        }
+    }
+}
+
+/// Collects records in memory, by id (for [`simulate`]).
+struct VecSink {
+    records: Vec<Option<RequestRecord>>,
+    steps: Vec<StepRow>,
+}
+
+impl SimSink for VecSink {
+    fn request(&mut self, rec: RequestRecord) -> Result<(), SimError> {
+        let id = rec.id as usize;
+        match self.records.get_mut(id) {
+            Some(slot @ None) => {
+                *slot = Some(rec);
+                Ok(())
+            }
+            _ => Err(SimError::Backend(format!(
+                "request {id} finished twice or is unknown"
+            ))),
+        }
+    }
+    fn step(&mut self, row: StepRow) -> Result<(), SimError> {
+        self.steps.push(row);
+        Ok(())
+    }
+}
+
+/// Runs `workload` through `replicas` behind `router` until every request finishes, keeping every
+/// record in memory (see [`simulate_into`] for the streaming form).
 pub fn simulate(
-    mut replicas: Vec<Replica>,
-    mut router: Box<dyn Router>,
+    replicas: Vec<Replica>,
+    router: Box<dyn Router>,
     workload: &Workload,
     policy: &str,
     slo: &SloConfig,
     opts: &SimOptions,
 ) -> Result<SimOutput, SimError> {
+    let total = workload.len();
+    let mut sink = VecSink {
+        records: vec![None; total],
+        steps: Vec::new(),
+    };
+    let mut requests = workload.requests.iter().cloned().map(Ok);
+    let stats = simulate_into(
+        replicas,
+        router,
+        &mut requests,
+        total,
+        policy,
+        slo,
+        opts,
+        &mut sink,
+    )?;
+    let records: Vec<RequestRecord> = sink.records.into_iter().flatten().collect();
+    if !stats.stopped_early && !stats.interrupted && records.len() != total {
+        return Err(SimError::Backend(format!(
+            "{} of {} requests finished",
+            records.len(),
+            total
+        )));
+    }
+    Ok(SimOutput {
+        records,
+        steps: sink.steps,
+        decode_steps: stats.decode_steps,
+        preemptions: stats.preemptions,
+        events: stats.events,
+        stopped_early: stats.stopped_early || stats.interrupted,
+        admission_peak: stats.admission_peak,
+    })
+}
+
+/// Runs the request stream through `replicas` behind `router`, handing each finished request (and
+/// each step, with [`SimOptions::record_steps`]) to `sink` as it happens. Holds only what is in flight:
+/// the next arrival, each replica's queue and batch. `total` is the stream's length when known (for
+/// progress; 0 otherwise). With [`SimOptions::sync_interval`] the replicas advance in parallel
+/// between synchronisation points (`simulate_windows`); otherwise one exact event loop runs.
+#[allow(clippy::too_many_arguments)]
+pub fn simulate_into(
+    replicas: Vec<Replica>,
+    router: Box<dyn Router>,
+    requests: &mut dyn Iterator<Item = Result<RequestSpec, SimError>>,
+    total: usize,
+    policy: &str,
+    slo: &SloConfig,
+    opts: &SimOptions,
+    sink: &mut dyn SimSink,
+) -> Result<SimStats, SimError> {
     if replicas.is_empty() {
         return Err(SimError::Config("cluster has no replicas".into()));
     }
+    if let (Some(dt), None) = (opts.sync_interval, opts.stop_after_misses) {
+        return simulate_windows(
+            replicas, router, requests, total, policy, slo, opts, sink, dt,
+        );
+    }
+    simulate_sequential(replicas, router, requests, total, policy, slo, opts, sink)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn simulate_sequential(
+    mut replicas: Vec<Replica>,
+    mut router: Box<dyn Router>,
+    requests: &mut dyn Iterator<Item = Result<RequestSpec, SimError>>,
+    total: usize,
+    policy: &str,
+    slo: &SloConfig,
+    opts: &SimOptions,
+    sink: &mut dyn SimSink,
+) -> Result<SimStats, SimError> {
     let n = replicas.len();
-    let total = workload.len();
     let mut loads = vec![ReplicaLoad::default(); n];
+    let mut slots: Vec<Slots> = (0..n).map(|_| Slots::default()).collect();
     // Load to subtract from a replica when its in-flight step ends.
     let mut in_flight: Vec<Option<(u32, u64)>> = vec![None; n];
     let mut schedule_pending = vec![false; n];
@@ -148,24 +375,19 @@ pub fn simulate(
         heap.push(Reverse((Key { time, class, seq }, replica)));
     };
     let mut rng = stream(opts.seed, "routing", 0);
-    let mut records: Vec<Option<RequestRecord>> = vec![None; total];
-    let mut out = SimOutput {
-        records: Vec::new(),
-        steps: Vec::new(),
-        decode_steps: 0,
-        preemptions: 0,
-        events: 0,
-        stopped_early: false,
-        admission_peak: 0,
-    };
+    let mut out = SimStats::default();
     let mut misses = 0usize;
-    let mut next_arrival = 0usize;
+    let (mut pulled, mut last) = (0usize, 0);
+    let mut next = pull(requests, &mut pulled, &mut last)?;
     let mut now: Nanos = 0;
-    let mut done = 0usize;
 
     loop {
+        if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            out.interrupted = true;
+            break;
+        }
         // The next event is the earlier of the next arrival and the heap top, ordered by (time, class).
-        let arrival_key = workload.requests.get(next_arrival).map(|r| Key {
+        let arrival_key = next.as_ref().map(|r| Key {
             time: r.arrival_ns,
             class: EventClass::Arrival,
             seq: 0,
@@ -179,21 +401,32 @@ pub fn simulate(
         };
         out.events += 1;
         if take_arrival {
-            let req = &workload.requests[next_arrival];
-            next_arrival += 1;
+            let Some(mut req) = next.take() else {
+                break;
+            };
+            next = pull(requests, &mut pulled, &mut last)?;
+            out.arrived += 1;
             debug_assert!(req.arrival_ns >= now, "clock went backwards");
             now = req.arrival_ns;
-            let r = router.route(req, &loads, &mut rng).replica.min(n - 1);
+            let r = router.route(&req, &loads, &mut rng).replica.min(n - 1);
             loads[r].outstanding += 1;
             loads[r].outstanding_tokens += (req.prompt_tokens + req.output_tokens) as u64;
-            replicas[r].engine.add_request(req.clone())?;
+            let id = req.id;
+            let slot = slots[r].take(id);
+            req.id = slot;
+            replicas[r]
+                .engine
+                .add_request(req)
+                .map_err(|e| relabel(e, slot, id))?;
             if in_flight[r].is_none() && !schedule_pending[r] {
                 schedule_pending[r] = true;
                 push(&mut heap, now, EventClass::Schedule, r);
             }
             continue;
         }
-        let Reverse((key, r)) = heap.pop().expect("peeked");
+        let Some(Reverse((key, r))) = heap.pop() else {
+            break;
+        };
         debug_assert!(key.time >= now, "clock went backwards");
         now = key.time;
         match key.class {
@@ -213,60 +446,319 @@ pub fn simulate(
                 };
                 out.preemptions += report.preempted as u64;
                 let (mut reqs, mut tokens) = (0u32, 0u64);
-                for f in rep.engine.drain_finished() {
+                for mut f in rep.engine.drain_finished() {
                     reqs += 1;
                     tokens += (f.spec.prompt_tokens + f.spec.output_tokens) as u64;
                     out.decode_steps += f.verify_steps as u64;
-                    let id = f.spec.id as usize;
+                    f.spec.id = slots[r].give_back(f.spec.id)?;
                     let rec = RequestRecord::from_finished(&f, r as u32, policy, slo);
                     misses += usize::from(!rec.slo_met);
-                    match records.get_mut(id) {
-                        Some(slot @ None) => *slot = Some(rec),
-                        _ => {
-                            return Err(SimError::Backend(format!(
-                                "request {id} finished twice or is unknown"
-                            )))
-                        }
-                    }
-                    done += 1;
+                    sink.request(rec)?;
+                    out.finished += 1;
                 }
                 if reqs > 0 {
                     if let Some(p) = opts.progress {
-                        p(done, total);
+                        p(out.finished, total);
                     }
                 }
                 in_flight[r] = Some((reqs, tokens));
+                let end_ns = report.end_ns;
                 if opts.record_steps {
-                    out.steps.push(StepRow {
+                    sink.step(StepRow {
                         replica: r as u32,
-                        report: report.clone(),
-                    });
+                        report,
+                    })?;
                 }
-                push(&mut heap, report.end_ns, EventClass::StepEnd, r);
+                push(&mut heap, end_ns, EventClass::StepEnd, r);
                 if opts.stop_after_misses.is_some_and(|m| {
                     misses >= m || misses + late_waiting(&replicas, now, slo, m - misses) >= m
                 }) {
                     out.stopped_early = true;
                     out.admission_peak = peak(&replicas);
-                    out.records = records.into_iter().flatten().collect();
                     return Ok(out);
                 }
             }
             EventClass::Arrival => unreachable!("arrivals are not queued"),
         }
     }
+    out.admission_peak = peak(&replicas);
+    if out.interrupted {
+        return Ok(out);
+    }
     if let Some(stuck) = replicas.iter().position(|r| r.engine.has_work()) {
         return Err(SimError::Config(format!(
             "simulation stalled: replica {stuck} still has requests it cannot schedule"
         )));
     }
-    out.admission_peak = peak(&replicas);
-    out.records = records.into_iter().flatten().collect();
-    if out.records.len() != total {
-        return Err(SimError::Backend(format!(
-            "{} of {} requests finished",
-            out.records.len(),
-            total
+    Ok(out)
+}
+
+/// An engine error about a replica-local sequence id `slot`, relabelled with the request's id.
+fn relabel(e: SimError, slot: u64, id: u64) -> SimError {
+    let fix = |m: String| match m.strip_prefix(&format!("request {slot}")) {
+        Some(rest) => format!("request {id}{rest}"),
+        None => m,
+    };
+    match e {
+        SimError::Config(m) => SimError::Config(fix(m)),
+        SimError::Workload(m) => SimError::Workload(fix(m)),
+        other => other,
+    }
+}
+
+/// One replica in the parallel mode: its engine, its own events, and what it produced since the last
+/// synchronisation.
+struct Lane {
+    replica: Replica,
+    index: u32,
+    slots: Slots,
+    /// Arrivals routed to it, not yet added (arrival order).
+    queue: VecDeque<RequestSpec>,
+    heap: BinaryHeap<Reverse<Key>>,
+    seq: u64,
+    in_flight: Option<(u32, u64)>,
+    schedule_pending: bool,
+    /// Load that finished since the last synchronisation (requests, tokens).
+    finished_load: (u32, u64),
+    done: Vec<RequestRecord>,
+    steps: Vec<StepRow>,
+    decode_steps: u64,
+    preemptions: u64,
+    events: u64,
+}
+
+impl Lane {
+    fn push(&mut self, time: Nanos, class: EventClass) {
+        self.seq += 1;
+        self.heap.push(Reverse(Key {
+            time,
+            class,
+            seq: self.seq,
+        }));
+    }
+
+    /// Time of its next event, if any.
+    fn next_time(&self) -> Option<Nanos> {
+        let a = self.queue.front().map(|r| r.arrival_ns);
+        let h = self.heap.peek().map(|Reverse(k)| k.time);
+        match (a, h) {
+            (Some(a), Some(h)) => Some(a.min(h)),
+            (x, None) | (None, x) => x,
+        }
+    }
+
+    /// Processes its events before `end`, in the sequential loop's order for one replica.
+    fn advance(
+        &mut self,
+        end: Nanos,
+        policy: &str,
+        slo: &SloConfig,
+        record_steps: bool,
+    ) -> Result<(), SimError> {
+        loop {
+            let a = self
+                .queue
+                .front()
+                .map(|r| (r.arrival_ns, EventClass::Arrival));
+            let h = self.heap.peek().map(|Reverse(k)| (k.time, k.class));
+            let take_arrival = match (a, h) {
+                (None, None) => return Ok(()),
+                (Some(a), None) => {
+                    if a.0 >= end {
+                        return Ok(());
+                    }
+                    true
+                }
+                (None, Some(h)) => {
+                    if h.0 >= end {
+                        return Ok(());
+                    }
+                    false
+                }
+                (Some(a), Some(h)) => {
+                    if a.0.min(h.0) >= end {
+                        return Ok(());
+                    }
+                    a < h
+                }
+            };
+            self.events += 1;
+            if take_arrival {
+                let Some(mut req) = self.queue.pop_front() else {
+                    return Ok(());
+                };
+                let now = req.arrival_ns;
+                let id = req.id;
+                let slot = self.slots.take(id);
+                req.id = slot;
+                self.replica
+                    .engine
+                    .add_request(req)
+                    .map_err(|e| relabel(e, slot, id))?;
+                if self.in_flight.is_none() && !self.schedule_pending {
+                    self.schedule_pending = true;
+                    self.push(now, EventClass::Schedule);
+                }
+                continue;
+            }
+            let Some(Reverse(key)) = self.heap.pop() else {
+                return Ok(());
+            };
+            let now = key.time;
+            match key.class {
+                EventClass::StepEnd => {
+                    if let Some((reqs, tokens)) = self.in_flight.take() {
+                        self.finished_load.0 += reqs;
+                        self.finished_load.1 += tokens;
+                    }
+                    self.schedule_pending = true;
+                    self.push(now, EventClass::Schedule);
+                }
+                EventClass::Schedule => {
+                    self.schedule_pending = false;
+                    let rep = &mut self.replica;
+                    let Some(report) = rep.engine.step(now, rep.backend.as_mut())? else {
+                        continue;
+                    };
+                    self.preemptions += report.preempted as u64;
+                    let (mut reqs, mut tokens) = (0u32, 0u64);
+                    for mut f in rep.engine.drain_finished() {
+                        reqs += 1;
+                        tokens += (f.spec.prompt_tokens + f.spec.output_tokens) as u64;
+                        self.decode_steps += f.verify_steps as u64;
+                        f.spec.id = self.slots.give_back(f.spec.id)?;
+                        self.done
+                            .push(RequestRecord::from_finished(&f, self.index, policy, slo));
+                    }
+                    self.in_flight = Some((reqs, tokens));
+                    let end_ns = report.end_ns;
+                    if record_steps {
+                        self.steps.push(StepRow {
+                            replica: self.index,
+                            report,
+                        });
+                    }
+                    self.push(end_ns, EventClass::StepEnd);
+                }
+                EventClass::Arrival => unreachable!("arrivals are not queued"),
+            }
+        }
+    }
+}
+
+/// The parallel mode: simulated time is cut into windows of `dt`; at the start of each window the
+/// router places every arrival of the window (seeing replica loads as of the window's start, plus the
+/// requests it has itself placed since), then every replica advances through the window on its own,
+/// in parallel (rayon), in exactly the order the sequential loop would process its events.
+///
+/// What can differ from [`simulate_sequential`]: only routing. A replica's trajectory depends on
+/// nothing but the requests routed to it, so with a router that ignores load
+/// ([`Router::stateless`]: round robin, hash) every request's record is identical. A load-aware
+/// router sees, for each replica, `outstanding` too high by at most the requests that replica
+/// finished since the window's start (and `outstanding_tokens` by their tokens): completions are
+/// applied at the next synchronisation instead of at their step end. Steps of one replica keep their
+/// order in `steps.csv`; rows of different replicas are grouped by window.
+#[allow(clippy::too_many_arguments)]
+fn simulate_windows(
+    replicas: Vec<Replica>,
+    mut router: Box<dyn Router>,
+    requests: &mut dyn Iterator<Item = Result<RequestSpec, SimError>>,
+    total: usize,
+    policy: &str,
+    slo: &SloConfig,
+    opts: &SimOptions,
+    sink: &mut dyn SimSink,
+    dt: Nanos,
+) -> Result<SimStats, SimError> {
+    let dt = dt.max(1);
+    let n = replicas.len();
+    let mut lanes: Vec<Lane> = replicas
+        .into_iter()
+        .enumerate()
+        .map(|(i, replica)| Lane {
+            replica,
+            index: i as u32,
+            slots: Slots::default(),
+            queue: VecDeque::new(),
+            heap: BinaryHeap::new(),
+            seq: 0,
+            in_flight: None,
+            schedule_pending: false,
+            finished_load: (0, 0),
+            done: Vec::new(),
+            steps: Vec::new(),
+            decode_steps: 0,
+            preemptions: 0,
+            events: 0,
+        })
+        .collect();
+    let mut loads = vec![ReplicaLoad::default(); n];
+    let mut rng = stream(opts.seed, "routing", 0);
+    let mut out = SimStats::default();
+    let (mut pulled, mut last) = (0usize, 0);
+    let mut next = pull(requests, &mut pulled, &mut last)?;
+    loop {
+        if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            out.interrupted = true;
+            break;
+        }
+        // The window starts at the earliest pending event.
+        let start = lanes
+            .iter()
+            .filter_map(Lane::next_time)
+            .chain(next.as_ref().map(|r| r.arrival_ns))
+            .min();
+        let Some(start) = start else {
+            break;
+        };
+        let end = start.saturating_add(dt);
+        out.windows += 1;
+        while let Some(req) = next.take_if(|r| r.arrival_ns < end) {
+            next = pull(requests, &mut pulled, &mut last)?;
+            out.arrived += 1;
+            let r = router.route(&req, &loads, &mut rng).replica.min(n - 1);
+            loads[r].outstanding += 1;
+            loads[r].outstanding_tokens += (req.prompt_tokens + req.output_tokens) as u64;
+            lanes[r].queue.push_back(req);
+        }
+        lanes
+            .par_iter_mut()
+            .try_for_each(|l| l.advance(end, policy, slo, opts.record_steps))?;
+        let before = out.finished;
+        for (l, load) in lanes.iter_mut().zip(loads.iter_mut()) {
+            let (reqs, tokens) = std::mem::take(&mut l.finished_load);
+            load.outstanding -= reqs;
+            load.outstanding_tokens -= tokens;
+            for rec in l.done.drain(..) {
+                sink.request(rec)?;
+                out.finished += 1;
+            }
+            for row in l.steps.drain(..) {
+                sink.step(row)?;
+            }
+        }
+        if out.finished > before {
+            if let Some(p) = opts.progress {
+                p(out.finished, total);
+            }
+        }
+    }
+    for l in &lanes {
+        out.decode_steps += l.decode_steps;
+        out.preemptions += l.preemptions;
+        out.events += l.events;
+    }
+    out.admission_peak = lanes
+        .iter()
+        .map(|l| l.replica.engine.admission_peak())
+        .max()
+        .unwrap_or(0);
+    if out.interrupted {
+        return Ok(out);
+    }
+    if let Some(stuck) = lanes.iter().position(|l| l.replica.engine.has_work()) {
+        return Err(SimError::Config(format!(
+            "simulation stalled: replica {stuck} still has requests it cannot schedule"
         )));
     }
     Ok(out)

@@ -1,11 +1,13 @@
 //! Routers: which replica serves an arriving request. Each router is one small file; ties are broken
 //! toward the lowest replica index unless the router says otherwise.
 
+mod hash;
 mod least_outstanding;
 mod least_tokens;
 mod power_of_two;
 mod round_robin;
 
+pub use hash::Hash;
 pub use least_outstanding::LeastOutstanding;
 pub use least_tokens::LeastTokens;
 pub use power_of_two::PowerOfTwo;
@@ -37,6 +39,12 @@ pub struct Routed {
 pub trait Router: Send {
     /// Chooses among `loads` (one per replica, never empty).
     fn route(&mut self, req: &RequestSpec, loads: &[ReplicaLoad], rng: &mut SimRng) -> Routed;
+
+    /// Whether decisions ignore `loads` (and so the parallel mode routes exactly as the sequential
+    /// one). Default false.
+    fn stateless(&self) -> bool {
+        false
+    }
 }
 
 /// `router = "..."` in `[cluster]`.
@@ -52,6 +60,8 @@ pub enum RouterKind {
     LeastTokens,
     /// Two random replicas, the less loaded one.
     PowerOfTwo,
+    /// A fixed replica per request id (hash), ignoring load.
+    Hash,
 }
 
 impl RouterKind {
@@ -62,7 +72,13 @@ impl RouterKind {
             RouterKind::LeastOutstanding => Box::new(LeastOutstanding),
             RouterKind::LeastTokens => Box::new(LeastTokens),
             RouterKind::PowerOfTwo => Box::new(PowerOfTwo),
+            RouterKind::Hash => Box::new(Hash),
         }
+    }
+
+    /// Whether the router ignores replica load (see [`Router::stateless`]).
+    pub fn stateless(self) -> bool {
+        self.build().stateless()
     }
 }
 

@@ -19,4 +19,8 @@ impl Router for RoundRobin {
             reason: "next in turn",
         }
     }
+
+    fn stateless(&self) -> bool {
+        true
+    }
 }
