@@ -256,8 +256,10 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     cfg.deadline = a.deadline.map(|d| secs("deadline", d)).transpose()?;
     cfg.concurrency_limit = a.concurrency_limit;
     cfg.abort_after = a.abort_after;
-    if a.policy_label.is_empty() || a.policy_label.contains(['/', '\\', ',']) {
-        bail!("--policy-label must be a non-empty name without '/', '\\' or ','");
+    specsim_sim::limits::check_path_name("--policy-label", &a.policy_label)
+        .map_err(anyhow::Error::msg)?;
+    if a.policy_label.contains(',') {
+        bail!("--policy-label must be a name without ','");
     }
     let out_root = a
         .out

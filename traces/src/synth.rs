@@ -78,7 +78,7 @@ pub fn arrivals(
     positive("synthetic.rate", rate)?;
     let mut rng = stream(seed, "arrivals", 0);
     let mut t = 0.0f64;
-    let mut out = Vec::with_capacity(n);
+    let mut out = Vec::with_capacity(n.min(1 << 20));
     let exp = |r: f64| Exp::new(r).map_err(|e| TraceError::Config(format!("rate {r}: {e}")));
     match *cfg {
         ArrivalConfig::Poisson | ArrivalConfig::Gamma { .. } | ArrivalConfig::Uniform => {

@@ -287,7 +287,8 @@ impl Engine {
 
     /// Whether a request of this size can ever run on this engine (its whole context fits in KV).
     pub fn fits(&self, prompt_tokens: u32, output_tokens: u32) -> bool {
-        self.kv.blocks_for(prompt_tokens + output_tokens) <= self.kv.total()
+        (prompt_tokens as u64 + output_tokens as u64).div_ceil(self.kv.block_size() as u64)
+            <= self.kv.total() as u64
     }
 
     /// Queues a request. Fails if it can never fit in KV.
@@ -302,7 +303,7 @@ impl Engine {
             return Err(CoreError::Config(format!(
                 "request {} needs {} tokens of KV but a replica holds {} ({} blocks of {})",
                 spec.id,
-                spec.prompt_tokens + spec.output_tokens,
+                spec.prompt_tokens as u64 + spec.output_tokens as u64,
                 self.kv.total() as u64 * self.kv.block_size() as u64,
                 self.kv.total(),
                 self.kv.block_size()
