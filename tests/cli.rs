@@ -249,3 +249,48 @@ fn path_escaping_names_are_refused() {
     assert_eq!(left, vec![std::ffi::OsString::from("work")]);
     assert!(!work.join("out").exists());
 }
+
+/// Errors quote input files only as a short, escaped excerpt: a binary trace does not flood the
+/// terminal, and a `[cost] path` that is not a profile is not echoed.
+#[test]
+fn foreign_and_binary_files_are_quoted_as_short_escaped_excerpts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = b"arrival_s,prompt_tokens,output_tokens\n".to_vec();
+    let mut x: u32 = 12345;
+    for _ in 0..5000 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        bytes.push((x >> 16) as u8);
+    }
+    let garbage = dir.path().join("garbage.csv");
+    std::fs::write(&garbage, &bytes).unwrap();
+    let headless = dir.path().join("headless.csv");
+    std::fs::write(&headless, &bytes[38..]).unwrap();
+    for f in [&garbage, &headless] {
+        let o = specsim(&["trace", "stats", f.to_str().unwrap()]);
+        let err = stderr(&o);
+        assert!(!o.status.success());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.len() < 400, "{} bytes: {err}", err.len());
+        assert!(!err.trim_end().chars().any(|c| c.is_control() || c == '\u{FFFD}'), "{err:?}");
+    }
+    let secret = dir.path().join("secrets");
+    std::fs::write(
+        &secret,
+        "root:x:0:0:root:/root:/bin/bash\nalice:SECRET-LINE-TWO\nbob:SECRET-LINE-THREE\n",
+    )
+    .unwrap();
+    let (ok, err, _) = run_text(
+        &quickstart(),
+        &[
+            "--set",
+            "cost.kind=\"profile\"",
+            "--set",
+            &format!("cost.path={:?}", secret.display().to_string()),
+            "--set",
+            "engine.kv_blocks=1000",
+        ],
+    );
+    assert_one_clear_line(ok, &err, &["secrets"]);
+    assert!(!err.contains("SECRET"), "{err}");
+    assert!(err.len() < 400, "{err}");
+}

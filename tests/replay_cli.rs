@@ -89,6 +89,12 @@ fn replay_of_a_dead_engine_records_every_request_as_failed_and_exits_non_zero() 
             .unwrap();
     assert_eq!(summary["failed"], 5);
     assert_eq!(summary["finished"], 0);
+    // Nothing finished: no latency, written as null rather than a perfect 0.0.
+    for m in ["ttft", "tpot", "e2e"] {
+        for q in ["mean", "p50", "p90", "p99", "max"] {
+            assert!(summary[m][q].is_null(), "{m}.{q} = {}", summary[m][q]);
+        }
+    }
     // Bad input is one line, not a panic.
     let o = specsim(&["replay", &sc, "--endpoint", "https://example.invalid"]);
     assert!(!o.status.success());

@@ -362,18 +362,7 @@ pub fn short(s: &str, max: usize) -> String {
     }
 }
 
-/// A short, escaped excerpt of bytes from an input file, for error messages: at most `max` bytes,
-/// printable ASCII kept, everything else escaped (`\n`, `\x00`), `...` when cut.
-pub fn excerpt(bytes: &[u8], max: usize) -> String {
-    let mut s = String::new();
-    for &b in bytes.iter().take(max) {
-        s.extend(std::ascii::escape_default(b).map(char::from));
-    }
-    if bytes.len() > max {
-        s += "...";
-    }
-    s
-}
+pub use specsim_core::excerpt;
 
 #[cfg(test)]
 mod tests {
@@ -408,12 +397,6 @@ mod tests {
         for ok in ["quickstart", "fig3 load", "azure_conv-2", "qwen.cpu"] {
             assert!(check_path_name("name", ok).is_ok(), "{ok}");
         }
-    }
-
-    #[test]
-    fn excerpts_are_short_and_escaped() {
-        assert_eq!(excerpt(b"ab\n\x00\xff", 10), "ab\\n\\x00\\xff");
-        assert_eq!(excerpt(&[b'x'; 100], 5), "xxxxx...");
     }
 
     /// The documented table in docs/scenario-keys.md is this module's.
