@@ -159,3 +159,138 @@ fn missing_scenario_file_is_one_line() {
     );
     assert!(!Path::new("/nonexistent").exists());
 }
+
+/// Extreme values fail with one line naming the key (issue 17): no capacity-overflow panic, no giant
+/// allocation, no absurd clock, no silent clamping, no wrapped counts.
+#[test]
+fn out_of_range_values_name_their_key() {
+    let cases: &[(&str, &str)] = &[
+        ("trace.synthetic.requests=9223372036854775807", "trace.synthetic.requests"),
+        ("cluster.replicas=100000000", "cluster.replicas"),
+        ("trace.synthetic.rate=1e-308", "trace.synthetic.rate"),
+        ("trace.synthetic.rate=-3", "trace.synthetic.rate"),
+        ("models.tp=0", "models.tp"),
+        ("models.draft_tp=1000", "models.draft_tp"),
+        ("cluster.groups=[]", "cluster.groups"),
+        ("cluster.groups=[{replicas=1, tp=0}]", "cluster.groups.0.tp"),
+        ("engine.block_size=0", "engine.block_size"),
+        ("engine.max_num_seqs=0", "engine.max_num_seqs"),
+        ("engine.max_batched_tokens=0", "engine.max_batched_tokens"),
+        ("engine.kv_blocks=0", "engine.kv_blocks"),
+        ("engine.gpu_memory_utilization=1.5", "engine.gpu_memory_utilization"),
+        ("policies.1.k=100000", "policies.1.k"),
+        ("policies.2.k_max=4294967295", "policies.2.k_max"),
+        ("slo.ttft_s=inf", "slo.ttft_s"),
+        ("slo.tpot_s=nan", "slo.tpot_s"),
+        ("trace.synthetic.prompt.max=4294967295", "trace.synthetic.prompt.max"),
+        ("trace.synthetic.output.mean=0", "trace.synthetic.output.mean"),
+        ("acceptance.confidence_beta=[0.0, 2.0]", "acceptance.confidence_beta.0"),
+        ("cost.target_overhead_ms=-1", "cost.target_overhead_ms"),
+        ("seed=-1", "seed"),
+    ];
+    for (set, key) in cases {
+        let (ok, err, path) = run_text(
+            &quickstart(),
+            &["--set", "trace.synthetic.requests=50", "--set", set],
+        );
+        assert_one_clear_line(ok, &err, &[&path, key]);
+    }
+    // A rate that is in range but spreads the requests over more than the clock's span.
+    let (ok, err, _) = run_text(
+        &quickstart(),
+        &["--set", "trace.synthetic.rate=0.000001"],
+    );
+    assert_one_clear_line(ok, &err, &["trace.synthetic.rate", "spans"]);
+}
+
+#[test]
+fn set_type_errors_name_the_key() {
+    let (ok, err, path) = run_text(&quickstart(), &["--set", "trace.synthetic.rate=abc"]);
+    assert_one_clear_line(ok, &err, &[&path, "trace.synthetic.rate", "abc"]);
+    let (ok, err, _) = run_text(&quickstart(), &["--set", "engine.chunked_prefill=7"]);
+    assert_one_clear_line(ok, &err, &["engine.chunked_prefill"]);
+}
+
+/// A scenario `name` becomes `out/<name>`: one that would leave the output folder is refused, and
+/// nothing is written anywhere.
+#[test]
+fn path_escaping_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let scen = work.join("s.toml");
+    let abs = dir.path().join("abs");
+    for name in [
+        "../../escaped".to_string(),
+        "..".to_string(),
+        abs.display().to_string(),
+        "a/b".to_string(),
+        ".hidden".to_string(),
+    ] {
+        let text = quickstart().replace(
+            "name = \"quickstart\"",
+            &format!("name = {:?}", name),
+        );
+        std::fs::write(&scen, text).unwrap();
+        for cmd in ["run", "sweep"] {
+            let o = Command::new(env!("CARGO_BIN_EXE_specsim"))
+                .current_dir(&work)
+                .args([cmd, "-q", "s.toml", "--set", "trace.synthetic.requests=20"])
+                .output()
+                .unwrap();
+            assert_one_clear_line(o.status.success(), &stderr(&o), &["name"]);
+        }
+    }
+    let mut left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec![std::ffi::OsString::from("work")]);
+    assert!(!work.join("out").exists());
+}
+
+/// Errors quote input files only as a short, escaped excerpt: a binary trace does not flood the
+/// terminal, and a `[cost] path` that is not a profile is not echoed.
+#[test]
+fn foreign_and_binary_files_are_quoted_as_short_escaped_excerpts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = b"arrival_s,prompt_tokens,output_tokens\n".to_vec();
+    let mut x: u32 = 12345;
+    for _ in 0..5000 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        bytes.push((x >> 16) as u8);
+    }
+    let garbage = dir.path().join("garbage.csv");
+    std::fs::write(&garbage, &bytes).unwrap();
+    let headless = dir.path().join("headless.csv");
+    std::fs::write(&headless, &bytes[38..]).unwrap();
+    for f in [&garbage, &headless] {
+        let o = specsim(&["trace", "stats", f.to_str().unwrap()]);
+        let err = stderr(&o);
+        assert!(!o.status.success());
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.len() < 400, "{} bytes: {err}", err.len());
+        assert!(!err.trim_end().chars().any(|c| c.is_control() || c == '\u{FFFD}'), "{err:?}");
+    }
+    let secret = dir.path().join("secrets");
+    std::fs::write(
+        &secret,
+        "root:x:0:0:root:/root:/bin/bash\nalice:SECRET-LINE-TWO\nbob:SECRET-LINE-THREE\n",
+    )
+    .unwrap();
+    let (ok, err, _) = run_text(
+        &quickstart(),
+        &[
+            "--set",
+            "cost.kind=\"profile\"",
+            "--set",
+            &format!("cost.path={:?}", secret.display().to_string()),
+            "--set",
+            "engine.kv_blocks=1000",
+        ],
+    );
+    assert_one_clear_line(ok, &err, &["secrets"]);
+    assert!(!err.contains("SECRET"), "{err}");
+    assert!(err.len() < 400, "{err}");
+}

@@ -89,6 +89,12 @@ fn replay_of_a_dead_engine_records_every_request_as_failed_and_exits_non_zero() 
             .unwrap();
     assert_eq!(summary["failed"], 5);
     assert_eq!(summary["finished"], 0);
+    // Nothing finished: no latency, written as null rather than a perfect 0.0.
+    for m in ["ttft", "tpot", "e2e"] {
+        for q in ["mean", "p50", "p90", "p99", "max"] {
+            assert!(summary[m][q].is_null(), "{m}.{q} = {}", summary[m][q]);
+        }
+    }
     // Bad input is one line, not a panic.
     let o = specsim(&["replay", &sc, "--endpoint", "https://example.invalid"]);
     assert!(!o.status.success());
@@ -134,4 +140,120 @@ fn a_prediction_compared_with_itself_has_no_error() {
     let o = specsim(&["compare", dir.path().to_str().unwrap(), p]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("no requests.csv"), "{}", stderr(&o));
+}
+
+/// A loopback server that runs `serve` on every connection (each on its own thread) until the test
+/// drops it; returns its URL.
+struct BadServer {
+    url: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl BadServer {
+    fn start(serve: fn(std::net::TcpStream)) -> BadServer {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        l.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let s = stop.clone();
+        std::thread::spawn(move || {
+            // Bounded: the test ends it, and it stops by itself after two minutes.
+            let t0 = std::time::Instant::now();
+            while !s.load(std::sync::atomic::Ordering::Relaxed) && t0.elapsed().as_secs() < 120 {
+                match l.accept() {
+                    Ok((c, _)) => {
+                        c.set_nonblocking(false).unwrap();
+                        std::thread::spawn(move || serve(c));
+                    }
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            }
+        });
+        BadServer { url, stop }
+    }
+}
+
+impl Drop for BadServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Accepts and never answers (reads the request, holds the connection for a while).
+fn black_hole(mut c: std::net::TcpStream) {
+    use std::io::Read;
+    c.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    let mut buf = [0u8; 4096];
+    let t0 = std::time::Instant::now();
+    while t0.elapsed().as_secs() < 60 {
+        match c.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Answers with headers that promise a body, then stalls.
+fn header_then_stall(mut c: std::net::TcpStream) {
+    use std::io::{Read, Write};
+    let mut buf = [0u8; 4096];
+    let _ = c.read(&mut buf);
+    let _ = c.write_all(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n{\"data\": [",
+    );
+    let _ = c.flush();
+    std::thread::sleep(std::time::Duration::from_secs(60));
+}
+
+/// Replay against a server that never answers, or stalls after its headers: the set-up requests
+/// (model name, /tokenize, the characters-per-token probe) are bounded by --timeout and --deadline, so
+/// the command ends within the deadline plus a small margin, exits non-zero, and leaves a record.
+#[test]
+fn replay_against_a_black_hole_or_stalling_server_ends_by_its_deadline_with_a_record() {
+    for (name, serve) in [
+        ("black-hole", black_hole as fn(std::net::TcpStream)),
+        ("header-then-stall", header_then_stall),
+    ] {
+        let server = BadServer::start(serve);
+        let dir = tempfile::tempdir().unwrap();
+        let sc = scenario(dir.path());
+        let prompts = dir.path().join("prompts.jsonl");
+        std::fs::write(
+            &prompts,
+            "{\"category\": \"writing\", \"turns\": [\"Write a short story about a lighthouse keeper who finds a message in a bottle, and what it says.\"]}\n",
+        )
+        .unwrap();
+        let out = dir.path().join("meas");
+        let t0 = std::time::Instant::now();
+        let o = specsim(&[
+            "replay",
+            &sc,
+            "--endpoint",
+            &server.url,
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--timeout",
+            "2",
+            "--deadline",
+            "6",
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ]);
+        let took = t0.elapsed().as_secs_f64();
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{name}: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        assert!(took < 6.0 + 6.0, "{name}: took {took:.1} s: {err}");
+        // A record: every request is a failed row, and replay.json says why.
+        let csv = std::fs::read_to_string(out.join("measured/requests.csv"))
+            .unwrap_or_else(|e| panic!("{name}: no record ({e}): {err}"));
+        assert_eq!(csv.lines().count(), 6, "{name}: {csv}");
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join("measured/summary.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(summary["failed"], 5, "{name}");
+        assert!(out.join("measured/replay.json").is_file(), "{name}");
+    }
 }

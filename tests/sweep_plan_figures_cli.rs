@@ -90,7 +90,7 @@ fn sharded_sweeps_merge_into_the_unsharded_table() {
     ok(&merged);
     let read = |d: &str| std::fs::read_to_string(Path::new(&p(d)).join("results.csv")).unwrap();
     let full = read("full");
-    assert_eq!(full.lines().count(), 2 + 6, "{full}");
+    assert_eq!(full.lines().count(), 3 + 6, "{full}");
     assert_eq!(full, read("full2"));
     assert_eq!(full, read("merged"));
     #[cfg(feature = "parquet")]
@@ -272,4 +272,94 @@ fn figure_7_draws_a_committed_study() {
     let bad = fig7(&["--study", study_arg]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("cell-b.json"));
+}
+
+/// Shards swept with different `--set` values are different experiments: merge refuses them and names
+/// the key (issue 17), from the scenario.toml beside each table, or by fingerprint without it.
+#[test]
+fn merge_refuses_shards_of_different_experiments_by_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = dir.path().join("s.toml");
+    std::fs::write(&sc, SWEEP).unwrap();
+    let p = |x: &str| dir.path().join(x).to_str().unwrap().to_string();
+    let sc = sc.to_str().unwrap();
+    for (i, n) in [(0, 400), (1, 300)] {
+        ok(&specsim(&[
+            "sweep",
+            sc,
+            "-q",
+            "--shard",
+            &format!("{i}/2"),
+            "--set",
+            &format!("trace.synthetic.requests={n}"),
+            "--out",
+            &p(&format!("shard{i}")),
+        ]));
+    }
+    let m = specsim(&["merge", &p("shard0"), &p("shard1"), "--out", &p("merged")]);
+    let err = String::from_utf8_lossy(&m.stderr);
+    assert!(!m.status.success(), "{err}");
+    assert!(
+        err.contains("trace.synthetic.requests = 400") && err.contains("300"),
+        "{err}"
+    );
+    assert!(!Path::new(&p("merged")).join("results.csv").exists());
+    // Only the CSVs: the fingerprints still differ.
+    std::fs::remove_file(Path::new(&p("shard1")).join("scenario.toml")).unwrap();
+    let m = specsim(&["merge", &p("shard0"), &p("shard1"), "--out", &p("merged")]);
+    let err = String::from_utf8_lossy(&m.stderr);
+    assert!(!m.status.success() && err.contains("fingerprint"), "{err}");
+    // The same experiment merges.
+    ok(&specsim(&[
+        "sweep",
+        sc,
+        "-q",
+        "--shard",
+        "1/2",
+        "--set",
+        "trace.synthetic.requests=400",
+        "--out",
+        &p("shard1"),
+    ]));
+    ok(&specsim(&["merge", &p("shard0"), &p("shard1"), "--out", &p("merged")]));
+    let merged = std::fs::read_to_string(Path::new(&p("merged")).join("results.csv")).unwrap();
+    assert!(merged.lines().nth(1).unwrap().starts_with("# scenario="), "{merged}");
+}
+
+/// A sweep killed into a folder holding an older table leaves no complete-looking table behind.
+#[test]
+fn a_killed_sweep_leaves_no_stale_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = dir.path().join("s.toml");
+    std::fs::write(&sc, SWEEP).unwrap();
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let old = "# cells=6\ncell,x\n0,old\n";
+    std::fs::write(out.join("results.csv"), old).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_specsim"))
+        .args([
+            "sweep",
+            sc.to_str().unwrap(),
+            "-q",
+            "--threads",
+            "1",
+            "--set",
+            "trace.synthetic.requests=3000000",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while out.join("results.csv").exists() && start.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(child.try_wait().unwrap().is_none(), "the sweep ended too soon");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.join("results.csv").exists(), "stale table left behind");
+    assert!(!out.join("results.parquet").exists());
 }

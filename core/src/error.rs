@@ -51,3 +51,52 @@ impl CoreError {
         }
     }
 }
+
+/// A short, escaped excerpt of input bytes for an error message: at most about `max` characters of
+/// output, control characters, `\\` and bytes that are not UTF-8 escaped (`\\n`, `\\xff`), `...` when
+/// cut. Errors quote what they read only through this, so a binary or foreign file never floods the
+/// terminal.
+pub fn excerpt(bytes: &[u8], max: usize) -> String {
+    let mut out = String::new();
+    let mut n = 0;
+    let mut push = |piece: &str, out: &mut String| {
+        let len = piece.chars().count();
+        if n + len > max {
+            return false;
+        }
+        out.push_str(piece);
+        n += len;
+        true
+    };
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            let piece = if c.is_control() || c == '\\' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            };
+            if !push(&piece, &mut out) {
+                out += "...";
+                return out;
+            }
+        }
+        for b in chunk.invalid() {
+            if !push(&format!("\\x{b:02x}"), &mut out) {
+                out += "...";
+                return out;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn excerpts_are_short_and_escaped() {
+        assert_eq!(super::excerpt(b"ab\n\x00\xff", 20), "ab\\n\\u{0}\\xff");
+        assert_eq!(super::excerpt(b"\xff\xff\xff", 9), "\\xff\\xff...");
+        assert_eq!(super::excerpt("é€".as_bytes(), 10), "é€");
+        assert_eq!(super::excerpt(&[b'x'; 100], 5), "xxxxx...");
+    }
+}

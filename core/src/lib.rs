@@ -44,4 +44,4 @@ pub mod shape;
 pub mod time;
 pub mod workload;
 
-pub use error::CoreError;
+pub use error::{excerpt, CoreError};

@@ -155,7 +155,8 @@ impl Workload {
                 origin: origin.into(),
                 line: 1,
                 msg: format!(
-                    "header must contain arrival_s,prompt_tokens,output_tokens (got `{header}`)"
+                    "header must contain arrival_s,prompt_tokens,output_tokens (got `{}`)",
+                    crate::excerpt(header.as_bytes(), 120)
                 ),
             });
         };
@@ -182,7 +183,12 @@ impl Workload {
             };
             let a: f64 = get(ia, "arrival_s")?
                 .parse()
-                .map_err(|_| err(format!("arrival_s `{}` is not a number", fields[ia])))?;
+                .map_err(|_| {
+                    err(format!(
+                        "arrival_s `{}` is not a number",
+                        crate::excerpt(fields[ia].as_bytes(), 40)
+                    ))
+                })?;
             if !a.is_finite() || a < 0.0 {
                 return Err(err(format!(
                     "arrival_s must be a non-negative number (got {a})"
@@ -198,7 +204,12 @@ impl Workload {
                 let s = get(i, name)?;
                 let v: u32 = s
                     .parse()
-                    .map_err(|_| err(format!("{name} `{s}` is not a positive integer")))?;
+                    .map_err(|_| {
+                        err(format!(
+                            "{name} `{}` is not a positive integer",
+                            crate::excerpt(s.as_bytes(), 40)
+                        ))
+                    })?;
                 if v == 0 {
                     return Err(err(format!("{name} must be at least 1")));
                 }

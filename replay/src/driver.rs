@@ -250,6 +250,49 @@ fn unsent(id: u64, arrival_s: f64, prompt: u32, output: u32, failure: Failure) -
     }
 }
 
+/// The outcome of a replay that never started (its set-up failed or used up the deadline): every
+/// request is a failed row with `why`, none was sent, so the result directory still records the
+/// attempt and why it ended.
+pub fn aborted_outcome(
+    workload: &Workload,
+    cfg: &ReplayConfig,
+    endpoint: String,
+    why: &str,
+) -> ReplayOutcome {
+    let results: Vec<RequestResult> = workload
+        .requests
+        .iter()
+        .map(|r| {
+            unsent(
+                r.id,
+                ns_to_secs(r.arrival_ns),
+                r.prompt_tokens,
+                r.output_tokens,
+                Failure::Aborted(why.to_string()),
+            )
+        })
+        .collect();
+    let records: Vec<RequestRecord> = results
+        .iter()
+        .map(|r| record_of(r, &cfg.policy_label, &cfg.slo))
+        .collect();
+    let total = results.len();
+    let summary = Summary::from_records(&cfg.policy_label, &records, total, total, 0, 0, &cfg.slo);
+    let stats = stats_of(
+        &results,
+        endpoint,
+        Some(why.to_string()),
+        0.0,
+        &PromptMode::TokenIds,
+    );
+    ReplayOutcome {
+        records,
+        summary,
+        results,
+        stats,
+    }
+}
+
 /// Replays `workload` against `endpoint` (see the module doc). `progress` is called after each
 /// result. Never fails: every request comes back as a finished or failed row.
 pub async fn replay<E: Endpoint>(

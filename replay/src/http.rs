@@ -27,6 +27,50 @@ use std::time::{Duration, Instant};
 /// Most bytes of an error body kept in a failure message.
 const ERROR_BODY_CHARS: usize = 200;
 
+/// Most bytes read of a set-up response (`/v1/models`, `/tokenize`, the probe completion) or of an
+/// error body: a server that sends more is answered with an error, not with unbounded memory.
+pub const MAX_SETUP_BODY: usize = 1 << 20;
+
+/// Longest line of an event stream (a server streaming one endless line is a protocol error).
+pub const MAX_EVENT_LINE: usize = 1 << 20;
+
+/// Set-up waits when no limit is given: each request at most this long.
+const DEFAULT_SETUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads a response body of at most `limit` bytes, all of it by `until`.
+async fn read_limited(
+    resp: reqwest::Response,
+    limit: usize,
+    until: tokio::time::Instant,
+) -> Result<String, String> {
+    if let Some(n) = resp.content_length().filter(|&n| n > limit as u64) {
+        return Err(format!(
+            "the response declares {n} bytes, more than the {limit} read"
+        ));
+    }
+    let mut stream = resp.bytes_stream();
+    let mut buf = Vec::new();
+    loop {
+        match tokio::time::timeout_at(until, stream.next()).await {
+            Err(_) => {
+                return Err(format!(
+                    "the response body stalled ({} bytes read before the time limit)",
+                    buf.len()
+                ))
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(error_line(&e)),
+            Ok(Some(Ok(b))) => {
+                if buf.len() + b.len() > limit {
+                    return Err(format!("the response body is larger than {limit} bytes"));
+                }
+                buf.extend_from_slice(&b);
+            }
+        }
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
 /// A streaming OpenAI-compatible completions endpoint.
 #[derive(Debug, Clone)]
 pub struct HttpEndpoint {
@@ -35,6 +79,10 @@ pub struct HttpEndpoint {
     completions: String,
     model: Option<String>,
     temperature: Option<f32>,
+    /// Longest one set-up request (headers and body) may take.
+    setup_timeout: Duration,
+    /// When every set-up request must be over (the replay's deadline), if any.
+    setup_until: Option<tokio::time::Instant>,
 }
 
 /// The server root of an endpoint URL: `http://h:p`, `http://h:p/v1` and
@@ -101,7 +149,48 @@ impl HttpEndpoint {
             client,
             model,
             temperature,
+            setup_timeout: DEFAULT_SETUP_TIMEOUT,
+            setup_until: None,
         })
+    }
+
+    /// Bounds every set-up request (`discover_model`, `tokenize_count`, `count_prompt_tokens`): each
+    /// one at most `timeout` (the replay's `--timeout`), and all of them over by `until` (its
+    /// `--deadline`, counted from the start of the command).
+    pub fn set_limits(&mut self, timeout: Duration, until: Option<std::time::Instant>) {
+        self.setup_timeout = timeout;
+        self.setup_until = until.map(tokio::time::Instant::from_std);
+    }
+
+    /// When the set-up request starting now must be over, or why none may start.
+    fn setup_deadline(&self) -> Result<(tokio::time::Instant, Duration), String> {
+        let now = tokio::time::Instant::now();
+        let mut until = now + self.setup_timeout;
+        if let Some(d) = self.setup_until {
+            if d <= now {
+                return Err("the replay deadline passed during set-up".into());
+            }
+            until = until.min(d);
+        }
+        Ok((until, until - now))
+    }
+
+    /// Sends a set-up request and reads its status and (bounded) body, all within the set-up limits.
+    async fn setup_call(
+        &self,
+        url: &str,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(u16, String), String> {
+        let (until, limit) = self.setup_deadline().map_err(|e| format!("{url}: {e}"))?;
+        let resp = tokio::time::timeout_at(until, req.send())
+            .await
+            .map_err(|_| format!("{url}: no answer in {:.1} s", limit.as_secs_f64()))?
+            .map_err(|e| format!("{url}: {}", error_line(&e)))?;
+        let status = resp.status().as_u16();
+        let text = read_limited(resp, MAX_SETUP_BODY, until)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        Ok((status, text))
     }
 
     /// The model name that will be sent, if any.
@@ -116,17 +205,10 @@ impl HttpEndpoint {
             return Ok(m.clone());
         }
         let url = format!("{}/v1/models", self.base);
-        let resp = tokio::time::timeout(Duration::from_secs(10), self.client.get(&url).send())
-            .await
-            .map_err(|_| format!("{url}: no answer in 10 s"))?
-            .map_err(|e| format!("{url}: {}", error_line(&e)))?;
-        if !resp.status().is_success() {
-            return Err(format!("{url}: HTTP {}", resp.status().as_u16()));
+        let (status, text) = self.setup_call(&url, self.client.get(&url)).await?;
+        if !(200..300).contains(&status) {
+            return Err(format!("{url}: HTTP {status}"));
         }
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| format!("{url}: {}", error_line(&e)))?;
         let v: Value = serde_json::from_str(&text).map_err(|e| format!("{url}: {e}"))?;
         let id = v["data"][0]["id"]
             .as_str()
@@ -140,19 +222,16 @@ impl HttpEndpoint {
     /// many tokens the engine's tokenizer makes of it (used to measure characters per token).
     pub async fn count_prompt_tokens(&self, text: &str) -> Result<u32, String> {
         let body = self.body(&Prompt::Text(text.to_string()), 1, false);
-        let resp = tokio::time::timeout(
-            Duration::from_secs(180),
-            self.client
-                .post(&self.completions)
-                .header("content-type", "application/json")
-                .body(body.to_string())
-                .send(),
-        )
-        .await
-        .map_err(|_| "no answer in 180 s".to_string())?
-        .map_err(|e| error_line(&e))?;
-        let status = resp.status().as_u16();
-        let text = resp.text().await.map_err(|e| error_line(&e))?;
+        let url = &self.completions;
+        let (status, text) = self
+            .setup_call(
+                url,
+                self.client
+                    .post(url)
+                    .header("content-type", "application/json")
+                    .body(body.to_string()),
+            )
+            .await?;
         if !(200..300).contains(&status) {
             return Err(format!(
                 "HTTP {status}: {}",
@@ -174,25 +253,18 @@ impl HttpEndpoint {
             body["model"] = json!(m);
         }
         let url = format!("{}/tokenize", self.base);
-        let resp = tokio::time::timeout(
-            Duration::from_secs(30),
-            self.client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(body.to_string())
-                .send(),
-        )
-        .await
-        .map_err(|_| format!("{url}: no answer in 30 s"))?
-        .map_err(|e| format!("{url}: {}", error_line(&e)))?;
-        let status = resp.status().as_u16();
+        let (status, text) = self
+            .setup_call(
+                &url,
+                self.client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.to_string()),
+            )
+            .await?;
         if status == 404 || status == 405 {
             return Ok(None);
         }
-        let text = resp
-            .text()
-            .await
-            .map_err(|e| format!("{url}: {}", error_line(&e)))?;
         if !(200..300).contains(&status) {
             return Err(format!(
                 "{url}: HTTP {status}: {}",
@@ -249,10 +321,9 @@ impl Endpoint for HttpEndpoint {
             .map_err(|e| Failure::Connect(error_line(&e)))?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
-            let text = tokio::time::timeout(Duration::from_secs(5), resp.text())
+            let until = tokio::time::Instant::now() + Duration::from_secs(5);
+            let text = read_limited(resp, 64 << 10, until)
                 .await
-                .ok()
-                .and_then(Result::ok)
                 .unwrap_or_default();
             return Err(Failure::Status {
                 status,
@@ -267,6 +338,11 @@ impl Endpoint for HttpEndpoint {
             let at = Instant::now();
             for data in sse.push(&bytes) {
                 done |= handle_event(&data, at, obs)?;
+            }
+            if sse.overflowed() {
+                return Err(Failure::Protocol(format!(
+                    "an event-stream line or event is longer than {MAX_EVENT_LINE} bytes"
+                )));
             }
             if done {
                 return Ok(());
@@ -356,6 +432,7 @@ pub struct SseParser {
     line: Vec<u8>,
     data: Option<String>,
     last_was_cr: bool,
+    overflow: bool,
 }
 
 impl SseParser {
@@ -371,11 +448,18 @@ impl SseParser {
             if b == b'\n' || b == b'\r' {
                 let line = std::mem::take(&mut self.line);
                 self.line_done(&line, &mut out);
-            } else {
+            } else if self.line.len() < MAX_EVENT_LINE {
                 self.line.push(b);
+            } else {
+                self.overflow = true;
             }
         }
         out
+    }
+
+    /// Whether a line or an event grew past [`MAX_EVENT_LINE`] (its excess was dropped).
+    pub fn overflowed(&self) -> bool {
+        self.overflow
     }
 
     /// The data of an event left unterminated at the end of the body, if any.
@@ -403,6 +487,7 @@ impl SseParser {
         };
         if field == "data" {
             match &mut self.data {
+                Some(d) if d.len() + value.len() >= MAX_EVENT_LINE => self.overflow = true,
                 Some(d) => {
                     d.push('\n');
                     d.push_str(value);

@@ -41,7 +41,7 @@ pub mod prompts;
 pub mod results;
 
 pub use compare::{compare_dirs, write_comparison, Comparison};
-pub use driver::{replay, Progress, ReplayConfig, ReplayOutcome};
+pub use driver::{aborted_outcome, replay, Progress, ReplayConfig, ReplayOutcome};
 pub use endpoint::{Chunk, Endpoint, EndpointRequest, Failure, Observation};
 pub use error::ReplayError;
 pub use http::HttpEndpoint;

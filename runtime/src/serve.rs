@@ -12,7 +12,7 @@ use crate::generate::Generator;
 use crate::live::{DraftSource, LiveBackend};
 use crate::metrics::Metrics;
 use crate::model::Model;
-use crate::server::{router, serve_on, AppState, ServerLimits};
+use crate::server::{router, serve_with, AppState, ConnLimits, ServerLimits};
 use crate::tokenizer::GgufTokenizer;
 use specsim_core::cost::linear::{LinearCoefficients, LinearCost};
 use specsim_core::cost::profile::{Profile, ProfileCost};
@@ -59,6 +59,13 @@ pub struct ServeConfig {
     pub model_name: Option<String>,
     /// Run the engine over the scripted echo backend instead of models.
     pub fake: bool,
+    /// Wall time of each target forward of the echo backend (`fake`), milliseconds.
+    pub fake_step_ms: u64,
+    /// On SIGTERM or Ctrl-C: how long requests in flight may take to finish before they are ended
+    /// (streams with an error event and `[DONE]`).
+    pub shutdown_grace: std::time::Duration,
+    /// Connection limits (the header read timeout).
+    pub conn: ConnLimits,
 }
 
 /// Why `serve` could not start or stopped with an error.
@@ -172,7 +179,7 @@ fn fixture_tokenizer() -> Result<GgufTokenizer, ServeError> {
 }
 
 /// Runs `specsim serve`: loads the tokenizer and models, starts the engine thread and serves HTTP until
-/// Ctrl-C.
+/// SIGTERM or Ctrl-C, then drains (see [`ServeConfig::shutdown_grace`]) and returns `Ok`.
 pub fn serve(config: &ServeConfig) -> Result<(), ServeError> {
     if let Some(n) = config.threads {
         if n == 0 {
@@ -207,7 +214,8 @@ pub fn serve(config: &ServeConfig) -> Result<(), ServeError> {
     let metrics = Arc::new(Metrics::default());
     let tokenizer = Arc::new(tokenizer);
     let generator: Arc<dyn Generator> = if config.fake {
-        let backend = crate::driver::echo::EchoBackend::new(0.8);
+        let backend = crate::driver::echo::EchoBackend::new(0.8)
+            .with_step_delay(std::time::Duration::from_millis(config.fake_step_ms));
         let driver = config.driver_config(tokenizer.eos_ids().to_vec())?;
         Arc::new(spawn_engine(
             driver,
@@ -225,13 +233,16 @@ pub fn serve(config: &ServeConfig) -> Result<(), ServeError> {
         model_name,
         metrics,
     ));
-    let app = router(state);
+    let app = router(state.clone());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(io_err("starting the async runtime"))?;
+    let grace = config.shutdown_grace;
     rt.block_on(async move {
+        // Listen for the signals before anything can send them.
+        let mut signals = Signals::new().map_err(io_err("installing signal handlers"))?;
         let addr = format!("{}:{}", config.host, config.port);
         let listener = tokio::net::TcpListener::bind(&addr)
             .await
@@ -239,21 +250,95 @@ pub fn serve(config: &ServeConfig) -> Result<(), ServeError> {
         let local = listener
             .local_addr()
             .map_err(io_err("reading the bound address"))?;
-        eprintln!("specsim serve: listening on http://{local} (Ctrl-C to stop)");
-        let server = serve_on(listener, app, async {
-            let _ = tokio::signal::ctrl_c().await;
-            eprintln!("specsim serve: finishing requests in flight (Ctrl-C again to quit now)");
+        eprintln!("specsim serve: listening on http://{local} (SIGTERM or Ctrl-C drains and stops)");
+        let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+        // SIGTERM (what Kubernetes, systemd and docker send) and SIGINT (Ctrl-C) drain alike: stop
+        // accepting, let requests in flight finish for up to the grace period, then end the rest
+        // cleanly (a stream gets an error event and [DONE]) and exit 0. A second signal ends them now.
+        let st = state.clone();
+        tokio::spawn(async move {
+            let first = signals.next().await;
+            st.begin_drain();
+            eprintln!(
+                "specsim serve: {first}: draining ({} requests in flight, {:.0} s grace; signal again to end them now)",
+                st.in_flight(),
+                grace.as_secs_f64()
+            );
+            let _ = drain_tx.send(true);
+            tokio::select! {
+                _ = tokio::time::sleep(grace) => {
+                    let n = st.in_flight();
+                    if n > 0 {
+                        eprintln!("specsim serve: grace period over: ending {n} requests in flight");
+                    }
+                }
+                s = signals.next() => eprintln!("specsim serve: {s} again: ending requests in flight now"),
+            }
+            st.end_in_flight();
         });
-        let second_interrupt = async {
-            let _ = tokio::signal::ctrl_c().await;
-            let _ = tokio::signal::ctrl_c().await;
+        let mut stop = drain_rx.clone();
+        let server = serve_with(
+            listener,
+            app,
+            async move {
+                let _ = stop.wait_for(|d| *d).await;
+            },
+            config.conn,
+        );
+        // A safety net: connections that do not close by themselves after the cut are left behind.
+        let mut after = drain_rx;
+        let backstop = async move {
+            let _ = after.wait_for(|d| *d).await;
+            tokio::time::sleep(grace + std::time::Duration::from_secs(5)).await;
         };
-        tokio::select! {
+        let r = tokio::select! {
             r = server => r.map_err(io_err("serving HTTP")),
-            _ = second_interrupt => Ok(()),
-        }
+            _ = backstop => Ok(()),
+        };
+        eprintln!("specsim serve: stopped");
+        r
     })
 }
+
+/// SIGTERM and SIGINT, listened for from the start.
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// The next signal's name.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
+    }
+}
+
 /// Loads the models `args` name and starts the engine thread over the live backend.
 ///
 /// Every id in the tokenizer's end-of-sequence list stops a sequence: the backend stops on the file's

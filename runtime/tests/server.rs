@@ -1002,6 +1002,9 @@ async fn real_qwen_pair_serves_a_chat_completion() {
         limits: ServerLimits::default(),
         model_name: None,
         fake: false,
+        fake_step_ms: 0,
+        shutdown_grace: Duration::from_secs(20),
+        conn: specsim_runtime::server::ConnLimits::default(),
     };
     let tokenizer = Arc::new(GgufTokenizer::from_gguf_file(&target).expect("tokenizer"));
     let metrics = Arc::new(Metrics::default());
@@ -1067,4 +1070,119 @@ async fn real_qwen_pair_serves_a_chat_completion() {
         "real Qwen pair via HTTP (static-4): {text:?}; acceptance {accepted}/{drafted} = {:.2}",
         accepted as f64 / drafted as f64
     );
+}
+
+/// A server over the fake generator with `serve_with`'s connection limits; returns its address.
+async fn start_with_conn_limits(conn: specsim_runtime::server::ConnLimits) -> String {
+    let fake = FakeGenerator::new(FakeConfig::default());
+    let state = AppState::new(
+        Arc::new(fake),
+        Arc::new(tiny_tokenizer()),
+        limits(),
+        "tiny",
+        Arc::new(Metrics::default()),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(specsim_runtime::server::serve_with(
+        listener,
+        router(Arc::new(state)),
+        std::future::pending(),
+        conn,
+    ));
+    addr
+}
+
+/// Reads from `c` until the server closes it (or `limit` passes); returns what was read and when it
+/// closed.
+async fn read_until_closed(
+    c: &mut tokio::net::TcpStream,
+    limit: Duration,
+) -> (String, Option<Duration>) {
+    use tokio::io::AsyncReadExt;
+    let t0 = std::time::Instant::now();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit.saturating_sub(t0.elapsed()), c.read(&mut buf)).await {
+            Err(_) => return (String::from_utf8_lossy(&out).into_owned(), None),
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                return (String::from_utf8_lossy(&out).into_owned(), Some(t0.elapsed()))
+            }
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Slow-header ("slowloris") clients: a connection that trickles its headers is closed after the
+/// header read timeout, however many there are; a well-behaved request on another connection is
+/// answered meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_are_cut_off_by_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let addr = start_with_conn_limits(specsim_runtime::server::ConnLimits {
+        header_read_timeout: Duration::from_millis(800),
+    })
+    .await;
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        c.write_all(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        slow.push(c);
+    }
+    // Keep trickling a header byte now and then: still too slow.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for c in &mut slow {
+            let _ = c.write_all(b"X").await;
+        }
+    }
+    let r = reqwest::get(format!("http://{addr}/health")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    for c in &mut slow {
+        let (_, closed) = read_until_closed(c, Duration::from_secs(10)).await;
+        let closed = closed.expect("slow-header connection still open");
+        assert!(closed < Duration::from_secs(5), "{closed:?}");
+    }
+}
+
+/// A huge declared Content-Length is refused at once with a JSON 413, without waiting for the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_declared_content_length_is_refused_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let addr = start_with_conn_limits(Default::default()).await;
+    let mut c = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    c.write_all(
+        b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 99999999999\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let t0 = std::time::Instant::now();
+    let (text, _) = read_until_closed(&mut c, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    let body = &text[text.find("\r\n\r\n").unwrap() + 4..];
+    let v: Value = serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {body}"));
+    assert_eq!(v["error"]["code"], "body_too_large");
+}
+
+/// A wrong method gets 405 with an OpenAI-shaped JSON error, not an empty body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_method_is_a_json_405() {
+    let addr = start_with_conn_limits(Default::default()).await;
+    let r = reqwest::get(format!("http://{addr}/v1/completions")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let v: Value = r.json_body().await;
+    assert_eq!(v["error"]["code"], "method_not_allowed");
+    assert!(v["error"]["message"].as_str().unwrap().contains("GET"));
+    let r = reqwest::Client::new()
+        .delete(format!("http://{addr}/health"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let v: Value = r.json_body().await;
+    assert_eq!(v["error"]["type"], "invalid_request_error");
 }

@@ -29,6 +29,7 @@
 //! Time is integer nanoseconds; the same scenario and seed give the same bytes.
 
 pub mod cluster;
+pub mod limits;
 pub mod metrics;
 pub mod plan;
 pub mod results;

@@ -227,19 +227,49 @@ pub fn parse_requests_csv(text: &str, origin: &str) -> Result<Vec<RequestRecord>
     Ok(out)
 }
 
-/// Mean and percentiles of one latency.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+/// Mean and percentiles of one latency. With no values (nothing finished, or no request had a second
+/// token for TPOT) every field is NaN, written as `null` in `summary.json`: there is no latency, and
+/// 0.0 would read as a perfect one.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LatencyStats {
     /// Mean, seconds.
+    #[serde(deserialize_with = "null_as_nan")]
     pub mean: f64,
     /// Median.
+    #[serde(deserialize_with = "null_as_nan")]
     pub p50: f64,
     /// 90th percentile.
+    #[serde(deserialize_with = "null_as_nan")]
     pub p90: f64,
     /// 99th percentile.
+    #[serde(deserialize_with = "null_as_nan")]
     pub p99: f64,
     /// Maximum.
+    #[serde(deserialize_with = "null_as_nan")]
     pub max: f64,
+}
+
+impl Default for LatencyStats {
+    fn default() -> Self {
+        LatencyStats {
+            mean: f64::NAN,
+            p50: f64::NAN,
+            p90: f64::NAN,
+            p99: f64::NAN,
+            max: f64::NAN,
+        }
+    }
+}
+
+impl LatencyStats {
+    /// Whether there were no values.
+    pub fn is_empty(&self) -> bool {
+        self.mean.is_nan()
+    }
+}
+
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Exact percentile of sorted values by linear interpolation between order statistics

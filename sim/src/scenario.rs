@@ -368,11 +368,17 @@ impl Scenario {
                 }
             })?;
         }
+        crate::limits::check_ranges(&raw).map_err(|msg| SimError::Scenario {
+            file: label.clone(),
+            msg,
+        })?;
         let file: ScenarioFile = if sets.is_empty() {
             toml::from_str(text).map_err(|e| toml_error(&label, Some(text), &e))?
         } else {
-            ScenarioFile::deserialize(toml::Value::Table(raw.clone()))
-                .map_err(|e| toml_error(&label, None, &e))?
+            match ScenarioFile::deserialize(toml::Value::Table(raw.clone())) {
+                Ok(f) => f,
+                Err(e) => return Err(Self::blame_set(text, &label, sets, &e)),
+            }
         };
         let sc = Scenario {
             file,
@@ -382,6 +388,38 @@ impl Scenario {
         };
         sc.validate()?;
         Ok(sc)
+    }
+
+    /// A deserialisation error after `--set` overrides, blamed on the first `--set` that causes it
+    /// (so the message names its key), or on the file's line when the file alone fails.
+    fn blame_set(text: &str, label: &str, sets: &[String], e: &toml::de::Error) -> SimError {
+        if let Err(e) = toml::from_str::<ScenarioFile>(text) {
+            return toml_error(label, Some(text), &e);
+        }
+        let Ok(mut raw) = toml::from_str::<toml::Table>(text) else {
+            return toml_error(label, None, e);
+        };
+        for s in sets {
+            let Some((k, v)) = s.split_once('=') else {
+                continue;
+            };
+            if set_key(&mut raw, k.trim(), parse_set_value(v.trim())).is_err() {
+                break;
+            }
+            if let Err(e) = ScenarioFile::deserialize(toml::Value::Table(raw.clone())) {
+                let msg = e.message().replace('\n', " ");
+                return SimError::Scenario {
+                    file: label.to_string(),
+                    msg: format!(
+                        "--set {}={}: {}",
+                        k.trim(),
+                        crate::limits::short(v.trim(), 60),
+                        msg.trim()
+                    ),
+                };
+            }
+        }
+        toml_error(label, None, e)
     }
 
     /// The scenario's display name.
@@ -412,6 +450,49 @@ impl Scenario {
     /// Checks everything that can be checked without the workload.
     pub fn validate(&self) -> Result<(), SimError> {
         let f = &self.file;
+        crate::limits::check_ranges(&self.raw).map_err(|m| self.err(m))?;
+        if let Some(n) = &f.name {
+            crate::limits::check_path_name("name", n).map_err(|m| self.err(m))?;
+        }
+        let explicit_groups = matches!(
+            self.raw.get("cluster").and_then(|c| c.get("groups")),
+            Some(toml::Value::Array(a)) if a.is_empty()
+        );
+        if explicit_groups {
+            return Err(self.err(
+                "cluster.groups = [] has no replica group: give at least one group, or drop the key and use cluster.replicas",
+            ));
+        }
+        let total: u64 = self.groups().iter().map(|g| g.replicas as u64).sum();
+        if total > crate::limits::MAX_REPLICAS {
+            return Err(self.err(format!(
+                "cluster: {total} replicas in all; at most {} are allowed",
+                crate::limits::MAX_REPLICAS
+            )));
+        }
+        if let Some(m) = &f.models {
+            for (what, spec) in [("target_spec", &m.target_spec), ("draft_spec", &m.draft_spec)] {
+                if let Some(s) = spec {
+                    if s.kv_heads > s.heads {
+                        return Err(self.err(format!(
+                            "models.{what}.kv_heads = {} must not exceed heads = {}",
+                            s.kv_heads, s.heads
+                        )));
+                    }
+                }
+            }
+        }
+        if let Some(syn) = &f.trace.synthetic {
+            let span = syn.requests.saturating_sub(1) as f64 / syn.rate;
+            if span > crate::limits::MAX_SPAN_S {
+                return Err(self.err(format!(
+                    "trace.synthetic.rate = {} with {} requests spans about {span:.3e} s, more than the {:.0e} s a workload may span: raise the rate or lower trace.synthetic.requests",
+                    syn.rate,
+                    syn.requests,
+                    crate::limits::MAX_SPAN_S
+                )));
+            }
+        }
         if f.policies.is_empty() {
             return Err(self.err("[[policies]]: at least one policy is required"));
         }
@@ -646,6 +727,24 @@ impl Scenario {
     /// Fails if some request can never fit in a replica's KV cache.
     pub fn check_workload(&self, w: &Workload) -> Result<(), SimError> {
         w.validate()?;
+        if w.span_ns() as f64 / 1e9 > crate::limits::MAX_SPAN_S {
+            return Err(self.err(format!(
+                "the workload spans {:.3e} s, more than the {:.0e} s allowed (check trace.rate_scale, trace.target_rate or the trace's arrival times)",
+                w.span_ns() as f64 / 1e9,
+                crate::limits::MAX_SPAN_S
+            )));
+        }
+        let max = crate::limits::MAX_TOKENS;
+        if let Some(r) = w
+            .requests
+            .iter()
+            .find(|r| r.prompt_tokens > max || r.output_tokens > max)
+        {
+            return Err(self.err(format!(
+                "request {} has {} prompt and {} output tokens; at most {max} each are allowed (clip with trace.max_prompt / trace.max_output)",
+                r.id, r.prompt_tokens, r.output_tokens
+            )));
+        }
         for g in 0..self.groups().len() {
             let spec = self.file.policies.iter().any(|p| p.build().k_max() > 0);
             let (_, kv) = self.group_setup(g, spec)?;

@@ -204,8 +204,30 @@ impl Grid {
                 set_key(&mut raw, &a.key, v).map_err(|m| err(format!("sweep {m}")))?;
             }
         }
-        let file = ScenarioFile::deserialize(toml::Value::Table(raw.clone()))
-            .map_err(|e| err(e.message().replace('\n', " ").trim().to_string()))?;
+        crate::limits::check_ranges(&raw).map_err(&err)?;
+        let file = match ScenarioFile::deserialize(toml::Value::Table(raw.clone())) {
+            Ok(f) => f,
+            Err(e) => {
+                // Name the axis whose value does not fit its key.
+                let mut probe = base.raw.clone();
+                for (a, &c) in self.axes.iter().zip(&cell.coords) {
+                    if a.key == POLICY_AXIS {
+                        probe.insert("policies".into(), toml::Value::Array(vec![a.values[c].clone()]));
+                    } else {
+                        let _ = set_key(&mut probe, &a.key, a.values[c].clone());
+                    }
+                    if let Err(e) = ScenarioFile::deserialize(toml::Value::Table(probe.clone())) {
+                        return Err(err(format!(
+                            "sweep.\"{}\" = {}: {}",
+                            a.key,
+                            crate::limits::short(&a.values[c].to_string(), 60),
+                            e.message().replace('\n', " ").trim()
+                        )));
+                    }
+                }
+                return Err(err(e.message().replace('\n', " ").trim().to_string()));
+            }
+        };
         let sc = Scenario {
             file,
             path: base.path.clone(),
@@ -303,6 +325,72 @@ pub struct SweepTable {
     pub rows: Vec<Vec<String>>,
     /// Cells in the whole grid (so a merge can tell whether shards are missing).
     pub total_cells: usize,
+    /// [`fingerprint`] of the resolved scenario the table was swept from (`None` in tables written
+    /// before fingerprints existed).
+    pub fingerprint: Option<String>,
+    /// The resolved scenario itself, when known (a sweep's, or the `scenario.toml` beside a results
+    /// file): it lets a refused merge name the key that differs.
+    pub scenario: Option<toml::Table>,
+}
+
+/// The resolved scenario's keys flattened to `dotted.key -> value` (arrays by index), without
+/// `description`, which does not change results.
+pub fn scenario_keys(raw: &toml::Table) -> BTreeMap<String, String> {
+    fn go(v: &toml::Value, path: &mut Vec<String>, out: &mut BTreeMap<String, String>) {
+        match v {
+            toml::Value::Table(t) => {
+                for (k, x) in t {
+                    path.push(k.clone());
+                    go(x, path, out);
+                    path.pop();
+                }
+            }
+            toml::Value::Array(a) if !a.is_empty() => {
+                for (i, x) in a.iter().enumerate() {
+                    path.push(i.to_string());
+                    go(x, path, out);
+                    path.pop();
+                }
+            }
+            other => {
+                out.insert(path.join("."), other.to_string());
+            }
+        }
+    }
+    let mut t = raw.clone();
+    t.remove("description");
+    let mut out = BTreeMap::new();
+    go(&toml::Value::Table(t), &mut Vec::new(), &mut out);
+    out
+}
+
+/// A fingerprint of the resolved scenario (after `--set`): 16 hex digits of a 64-bit FNV-1a hash of
+/// its flattened keys and values. Shards of one experiment have the same one; `merge` refuses tables
+/// whose fingerprints differ.
+pub fn fingerprint(raw: &toml::Table) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in scenario_keys(raw) {
+        for b in k.bytes().chain([b'=']).chain(v.bytes()).chain([b'\n']) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+/// The keys whose values differ between two resolved scenarios, as `key = a` / `key = b` pairs.
+pub fn scenario_diff(a: &toml::Table, b: &toml::Table) -> Vec<(String, String, String)> {
+    let (ka, kb) = (scenario_keys(a), scenario_keys(b));
+    let keys: std::collections::BTreeSet<&String> = ka.keys().chain(kb.keys()).collect();
+    keys.into_iter()
+        .filter(|k| ka.get(*k) != kb.get(*k))
+        .map(|k| {
+            let show = |m: &BTreeMap<String, String>| {
+                m.get(k).cloned().unwrap_or_else(|| "(unset)".into())
+            };
+            (k.clone(), show(&ka), show(&kb))
+        })
+        .collect()
 }
 
 /// Quotes a CSV field when it holds a comma, quote or newline.
@@ -338,11 +426,16 @@ fn split_csv_line(line: &str) -> Vec<String> {
 
 /// The comment line that records the grid size in a results CSV.
 const TOTAL_PREFIX: &str = "# cells=";
+/// The comment line that records the scenario fingerprint.
+const SCENARIO_PREFIX: &str = "# scenario=";
 
 impl SweepTable {
     /// Renders the CSV: a `# cells=N` line, the header, then one line per row.
     pub fn to_csv(&self) -> String {
         let mut s = format!("{TOTAL_PREFIX}{}\n", self.total_cells);
+        if let Some(f) = &self.fingerprint {
+            let _ = writeln!(s, "{SCENARIO_PREFIX}{f}");
+        }
         let line = |v: &[String]| v.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(",");
         s += &line(&self.columns);
         s.push('\n');
@@ -368,12 +461,24 @@ impl SweepTable {
                     .map_err(|_| perr(1, format!("bad `{TOTAL_PREFIX}` line")))?,
                 _ => return Err(perr(1, format!("expected a `{TOTAL_PREFIX}N` line"))),
             };
-        let columns = match lines.next() {
-            Some((_, l)) => split_csv_line(l),
+        let mut lines = lines.peekable();
+        let fingerprint = match lines.peek() {
+            Some((_, l)) if l.starts_with(SCENARIO_PREFIX) => {
+                let f = l[SCENARIO_PREFIX.len()..].trim().to_string();
+                if f.len() != 16 || !f.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(perr(2, format!("bad `{SCENARIO_PREFIX}` line")));
+                }
+                lines.next();
+                Some(f)
+            }
+            _ => None,
+        };
+        let (hn, columns) = match lines.next() {
+            Some((n, l)) => (n + 1, split_csv_line(l)),
             None => return Err(perr(2, "missing header".into())),
         };
         if columns.first().map(String::as_str) != Some("cell") {
-            return Err(perr(2, "the first column must be `cell`".into()));
+            return Err(perr(hn, "the first column must be `cell`".into()));
         }
         let mut rows = Vec::new();
         for (n, l) in lines {
@@ -396,6 +501,8 @@ impl SweepTable {
             columns,
             rows,
             total_cells,
+            fingerprint,
+            scenario: None,
         })
     }
 
@@ -435,7 +542,33 @@ pub fn merge_tables(
     let mut by_cell: BTreeMap<usize, (String, Vec<String>)> = BTreeMap::new();
     let columns = first.columns.clone();
     let total = first.total_cells;
+    let fp = first.fingerprint.clone();
+    let scenario = first.scenario.clone();
+    let fname = first_name.clone();
     for (name, t) in std::iter::once((first_name, first)).chain(it) {
+        if t.fingerprint != fp {
+            let diff = match (&scenario, &t.scenario) {
+                (Some(a), Some(b)) => scenario_diff(a, b),
+                _ => Vec::new(),
+            };
+            let show = |f: &Option<String>| f.clone().unwrap_or_else(|| "none".into());
+            let what = if let Some((k, a, b)) = diff.first() {
+                let more = match diff.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more key{})", n - 1, if n == 2 { "" } else { "s" }),
+                };
+                format!("{k} = {a} in {fname} but {b} in {name}{more}")
+            } else {
+                format!(
+                    "scenario fingerprint {} in {fname} but {} in {name}",
+                    show(&fp),
+                    show(&t.fingerprint)
+                )
+            };
+            return Err(SimError::Config(format!(
+                "merge: {name} comes from a different experiment: {what}"
+            )));
+        }
         if t.columns != columns || t.total_cells != total {
             return Err(SimError::Config(format!(
                 "merge: {name} comes from a different sweep (its columns or grid size differ)"
@@ -468,6 +601,8 @@ pub fn merge_tables(
         columns,
         rows: by_cell.into_values().map(|(_, r)| r).collect(),
         total_cells: total,
+        fingerprint: fp,
+        scenario,
     })
 }
 
@@ -558,17 +693,62 @@ pub fn run_sweep(
         columns,
         rows,
         total_cells: grid.len(),
+        fingerprint: Some(fingerprint(&base.raw)),
+        scenario: Some(base.raw.clone()),
     })
+}
+
+/// Removes the result files of an earlier sweep or merge from `dir` (before a new one starts), so a
+/// run that is killed leaves no complete-looking table behind.
+pub fn clear_results(dir: &Path) -> Result<(), SimError> {
+    for name in ["results.csv", "results.parquet", SCENARIO_FILE] {
+        let p = dir.join(name);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SimError::io(&p, e)),
+        }
+    }
+    Ok(())
+}
+
+/// Name of the resolved scenario written beside `results.csv`.
+pub const SCENARIO_FILE: &str = "scenario.toml";
+
+/// Writes `bytes` to `path` through a temporary file in the same folder, renamed into place once
+/// complete: a process killed mid-write leaves the old file or none, never a partial one.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SimError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.partial"));
+    std::fs::write(&tmp, bytes).map_err(|e| SimError::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| SimError::io(path, e))
 }
 
 /// Writes `results.csv` into `dir`, and `results.parquet` (same table, typed columns) when the crate
 /// feature `parquet` is on.
 pub fn write_table(dir: &Path, table: &SweepTable) -> Result<(), SimError> {
     std::fs::create_dir_all(dir).map_err(|e| SimError::io(dir, e))?;
+    if let Some(sc) = &table.scenario {
+        let p = dir.join(SCENARIO_FILE);
+        let text = format!(
+            "# The resolved scenario (after --set) these results were swept from; fingerprint {}.\n{}",
+            table.fingerprint.as_deref().unwrap_or("none"),
+            toml::to_string(sc).map_err(|e| SimError::Config(format!("{}: {e}", p.display())))?
+        );
+        write_atomically(&p, text.as_bytes())?;
+    }
     let p = dir.join("results.csv");
-    std::fs::write(&p, table.to_csv()).map_err(|e| SimError::io(&p, e))?;
+    write_atomically(&p, table.to_csv().as_bytes())?;
     #[cfg(feature = "parquet")]
-    parquet::write_parquet(&dir.join("results.parquet"), table)?;
+    {
+        let p = dir.join("results.parquet");
+        let tmp = dir.join(".results.parquet.partial");
+        parquet::write_parquet(&tmp, table)?;
+        std::fs::rename(&tmp, &p).map_err(|e| SimError::io(&p, e))?;
+    }
     Ok(())
 }
 
@@ -596,7 +776,14 @@ mod tests {
             columns: vec!["cell".into(), "x".into()],
             rows: vec![vec!["0".into(), "a,\"b\"".into()]],
             total_cells: 1,
+            fingerprint: Some("0123456789abcdef".into()),
+            scenario: None,
         };
         assert_eq!(SweepTable::parse_csv(&t.to_csv(), "t").unwrap(), t);
+        let old = SweepTable {
+            fingerprint: None,
+            ..t.clone()
+        };
+        assert_eq!(SweepTable::parse_csv(&old.to_csv(), "t").unwrap(), old);
     }
 }

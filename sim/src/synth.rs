@@ -128,7 +128,7 @@ pub fn generate(cfg: &SyntheticConfig, seed: u64) -> Result<Workload, SimError> 
     let mut rp = stream(seed, "prompt_lengths", 0);
     let mut ro = stream(seed, "output_lengths", 0);
     let mut w = Workload::default();
-    w.requests.reserve(cfg.requests);
+    w.requests.reserve(cfg.requests.min(1 << 20));
     let mut t = 0.0;
     for i in 0..cfg.requests {
         if i > 0 {

@@ -31,6 +31,10 @@ enum Command {
     /// Trace tools: statistics, format conversion, synthesis.
     Trace(trace::TraceArgs),
     /// Serve a draft/target GGUF pair with speculative decoding behind an OpenAI-compatible HTTP API.
+    ///
+    /// SIGTERM (Kubernetes, systemd, docker) and SIGINT (Ctrl-C) both drain: the server stops
+    /// accepting, lets requests in flight finish within --shutdown-grace, ends the rest cleanly (an
+    /// error event and [DONE] on a stream) and exits 0.
     Serve(serve::ServeArgs),
     /// Measure a live engine (OpenAI-compatible endpoint) on a scenario's workload, open loop.
     Replay(replay::ReplayArgs),

@@ -243,7 +243,14 @@ async fn fit_prompts(
 
 /// `specsim replay`.
 pub fn run(a: ReplayArgs) -> Result<()> {
+    // The deadline covers the whole command, set-up included: counted from here.
+    let t0 = std::time::Instant::now();
     let sc = Scenario::load(&a.scenario, &a.sets)?;
+    specsim_sim::limits::check_path_name("--policy-label", &a.policy_label)
+        .map_err(anyhow::Error::msg)?;
+    if a.policy_label.contains(',') {
+        bail!("--policy-label must be a name without ','");
+    }
     let mut w = super::run::load_workload(&sc, a.quiet)?;
     if let Some(n) = a.max_requests {
         w.requests.truncate(n);
@@ -253,12 +260,9 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     }
     let mut cfg = ReplayConfig::new(a.policy_label.clone(), sc.file.slo);
     cfg.request_timeout = secs("timeout", a.timeout)?;
-    cfg.deadline = a.deadline.map(|d| secs("deadline", d)).transpose()?;
+    let deadline = a.deadline.map(|d| secs("deadline", d)).transpose()?;
     cfg.concurrency_limit = a.concurrency_limit;
     cfg.abort_after = a.abort_after;
-    if a.policy_label.is_empty() || a.policy_label.contains(['/', '\\', ',']) {
-        bail!("--policy-label must be a non-empty name without '/', '\\' or ','");
-    }
     let out_root = a
         .out
         .clone()
@@ -267,16 +271,38 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     let quiet = a.quiet;
     let outcome = specsim_replay::block_on(async {
         let mut ep = HttpEndpoint::new(&a.endpoint, a.model.clone(), a.temperature)?;
-        match ep.discover_model().await {
-            Ok(m) if !quiet => eprintln!("endpoint {}: model {m}", a.endpoint),
-            Ok(_) => {}
-            Err(e) => eprintln!("warning: no model name ({e}); sending requests without one"),
-        }
-        let prompts = if a.token_prompts {
-            PromptMode::TokenIds
-        } else {
-            text_prompts(&a, &sc, &w, &ep, quiet).await?
+        // Every set-up wait (model name, /tokenize, the characters-per-token probe) is bounded by
+        // --timeout each and by --deadline in all.
+        ep.set_limits(cfg.request_timeout, deadline.map(|d| t0 + d));
+        let setup = async {
+            match ep.discover_model().await {
+                Ok(m) if !quiet => eprintln!("endpoint {}: model {m}", a.endpoint),
+                Ok(_) => {}
+                Err(e) => eprintln!("warning: no model name ({e}); sending requests without one"),
+            }
+            if a.token_prompts {
+                Ok(PromptMode::TokenIds)
+            } else {
+                text_prompts(&a, &sc, &w, &ep, quiet).await
+            }
         };
+        let prompts = match setup.await {
+            Ok(p) => p,
+            Err(e) => {
+                let why = format!("set-up failed: {e:#}");
+                eprintln!("error: {why}");
+                return anyhow::Ok(specsim_replay::aborted_outcome(&w, &cfg, ep.describe(), &why));
+            }
+        };
+        // What is left of the deadline is the run's.
+        if let Some(d) = deadline {
+            let left = d.saturating_sub(t0.elapsed());
+            if left.is_zero() {
+                let why = "the deadline passed during set-up";
+                return anyhow::Ok(specsim_replay::aborted_outcome(&w, &cfg, ep.describe(), why));
+            }
+            cfg.deadline = Some(left);
+        }
         if !quiet {
             eprintln!(
                 "{}: replaying {} requests over {:.1} s against {}",

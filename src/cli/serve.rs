@@ -4,10 +4,13 @@ use anyhow::Context;
 use clap::Args;
 use specsim_core::policy::PolicyConfig;
 use specsim_runtime::serve::{serve, ServeConfig};
-use specsim_runtime::server::ServerLimits;
+use specsim_runtime::server::{ConnLimits, ServerLimits};
 use std::path::PathBuf;
 
 /// Command-line flags of `specsim serve`.
+///
+/// SIGTERM and SIGINT (Ctrl-C) both drain: no new connections or requests, requests in flight finish
+/// within --shutdown-grace (then end with an error event and [DONE]), exit status 0.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Draft model GGUF (needed unless --policy none or --fake).
@@ -73,6 +76,22 @@ pub struct ServeArgs {
     /// clients and replays); uses the target's tokenizer if --target is given, else a tiny byte tokenizer.
     #[arg(long)]
     pub fake: bool,
+    /// With --fake: wall time of each engine step in milliseconds, so that streams last as with a
+    /// model (for testing clients, drains and disconnects).
+    #[arg(long, default_value_t = 0, value_name = "MS")]
+    pub fake_step_ms: u64,
+    /// Shutdown: on SIGTERM (what Kubernetes, systemd and docker send) or SIGINT (Ctrl-C) the server
+    /// drains: it stops accepting connections, refuses new requests with 503, and lets requests in
+    /// flight finish for up to this many seconds; then it ends the rest cleanly (a stream gets an error
+    /// event and `data: [DONE]`, a non-streaming request a 503) and exits with status 0. A second signal
+    /// ends them at once. Keep it below the orchestrator's own grace period (Kubernetes: 30 s).
+    #[arg(long, default_value_t = 20.0, value_name = "SECONDS")]
+    pub shutdown_grace: f64,
+    /// Close a connection whose request headers have not all arrived this many seconds after it
+    /// started sending them (slow-header clients cannot hold connections open). Request bodies have
+    /// 30 s, and a declared Content-Length over --max-body-bytes is refused at once with 413.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    pub header_timeout: f64,
 }
 
 impl ServeArgs {
@@ -81,6 +100,20 @@ impl ServeArgs {
         let policy = PolicyConfig::from_name(&self.policy)
             .map_err(anyhow::Error::msg)
             .context("--policy")?;
+        let secs = |name: &str, v: f64| {
+            if v.is_finite() && (0.0..=86_400.0).contains(&v) {
+                Ok(std::time::Duration::from_secs_f64(v))
+            } else {
+                Err(anyhow::anyhow!(
+                    "--{name} must be a number of seconds in [0, 86400] (got {v})"
+                ))
+            }
+        };
+        let shutdown_grace = secs("shutdown-grace", self.shutdown_grace)?;
+        let header_timeout = secs("header-timeout", self.header_timeout)?;
+        if header_timeout.is_zero() {
+            anyhow::bail!("--header-timeout must be positive");
+        }
         Ok(ServeConfig {
             draft: self.draft,
             target: self.target,
@@ -104,6 +137,11 @@ impl ServeArgs {
             },
             model_name: self.model_name,
             fake: self.fake,
+            fake_step_ms: self.fake_step_ms,
+            shutdown_grace,
+            conn: ConnLimits {
+                header_read_timeout: header_timeout,
+            },
         })
     }
 }

@@ -7,7 +7,8 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use specsim_sim::scenario::Scenario;
 use specsim_sim::sweep::{
-    merge_tables, run_sweep, write_table, Grid, Shard, SweepOptions, SweepTable,
+    clear_results, merge_tables, run_sweep, write_table, Grid, Shard, SweepOptions, SweepTable,
+    SCENARIO_FILE,
 };
 use specsim_sim::SimError;
 use std::path::{Path, PathBuf};
@@ -119,6 +120,9 @@ pub fn sweep_to_dir(
     quiet: bool,
 ) -> Result<SweepTable> {
     let grid = Grid::from_scenario(sc)?;
+    // An older table in the output folder would look complete if this sweep were killed: remove it
+    // first; the new one is written under a temporary name and renamed once complete.
+    clear_results(out)?;
     let bar = cell_bar(grid.cells(shard).len(), "cells", quiet);
     let tick = |done: usize, _: usize| bar.set_position(done as u64);
     let table = run_sweep(
@@ -156,7 +160,12 @@ pub fn read_table(p: &Path) -> Result<(String, SweepTable)> {
     let text =
         std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
     let name = file.display().to_string();
-    let t = SweepTable::parse_csv(&text, &name)?;
+    let mut t = SweepTable::parse_csv(&text, &name)?;
+    // The resolved scenario beside it, when there, names the key that differs in a refused merge.
+    let sc = file.with_file_name(SCENARIO_FILE);
+    if let Ok(text) = std::fs::read_to_string(&sc) {
+        t.scenario = toml::from_str(&text).ok();
+    }
     Ok((name, t))
 }
 
@@ -168,6 +177,7 @@ pub fn merge(a: MergeArgs) -> Result<()> {
         .map(|p| read_table(p))
         .collect::<Result<Vec<_>>>()?;
     let merged = merge_tables(tables, !a.allow_partial)?;
+    clear_results(&a.out)?;
     write_table(&a.out, &merged)?;
     eprintln!(
         "{} of {} cells in {}",

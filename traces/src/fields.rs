@@ -12,7 +12,7 @@ pub fn parse_datetime_ns(s: &[u8]) -> Result<i64, String> {
     let bad = |why: &str| {
         Err(format!(
             "bad timestamp `{}`: {why}",
-            String::from_utf8_lossy(s)
+            specsim_core::excerpt(s, 40)
         ))
     };
     let s = trim(s);
@@ -124,14 +124,14 @@ pub fn parse_time_ns(s: &[u8], unit_ns: f64, name: &str) -> Result<i64, String> 
         Err(_) => {
             return Err(format!(
                 "{name} `{}` is not a number",
-                String::from_utf8_lossy(t)
+                specsim_core::excerpt(t, 40)
             ))
         }
     };
     let ns = v * unit_ns;
     // About 146 years either way: beyond that the value is a unit mix-up, not a trace.
     if !ns.is_finite() || ns.abs() > 4.6e18 {
-        return Err(format!("{name} `{text}` is out of range"));
+        return Err(format!("{name} `{}` is out of range", specsim_core::excerpt(t, 40)));
     }
     Ok(ns.round() as i64)
 }
@@ -147,7 +147,7 @@ pub fn parse_tokens(s: &[u8], name: &str) -> Result<u32, String> {
         if v > u32::MAX as u64 {
             return Err(format!(
                 "{name} `{}` is too large",
-                String::from_utf8_lossy(t)
+                specsim_core::excerpt(t, 40)
             ));
         }
         i += 1;
@@ -156,8 +156,8 @@ pub fn parse_tokens(s: &[u8], name: &str) -> Result<u32, String> {
         return Ok(v as u32);
     }
     // Slow path: a float spelling, a sign, or garbage.
-    let text = String::from_utf8_lossy(t);
-    match text.parse::<f64>() {
+    let text = specsim_core::excerpt(t, 40);
+    match std::str::from_utf8(t).unwrap_or("x").parse::<f64>() {
         Ok(f) if f < 0.0 => Err(format!("{name} `{text}` is negative")),
         Ok(f) if f.is_finite() && f.fract() == 0.0 && f <= u32::MAX as f64 => Ok(f as u32),
         Ok(_) => Err(format!("{name} `{text}` is not a whole number of tokens")),

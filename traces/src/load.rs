@@ -4,6 +4,7 @@ use crate::read::read_trace;
 use crate::trace::{rows_to_workload, PrefixBlocks, Skipped};
 use crate::{paths, synth, transform, Format, TraceError};
 use specsim_core::workload::Workload;
+use specsim_sim::limits;
 use specsim_sim::trace_config::{ArrivalConfig, LengthConfig, SyntheticConfig, TraceConfig};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,7 @@ pub fn load_workload(
     base_dir: &Path,
     seed: u64,
 ) -> Result<LoadedWorkload, TraceError> {
+    check_limits(cfg)?;
     let mut report = LoadReport::default();
     let (mut rows, mut categories, prefix) = match (&cfg.path, &cfg.synthetic) {
         (Some(_), Some(_)) => {
@@ -133,11 +135,39 @@ pub fn load_workload(
     report.requests = rows.len();
     let (workload, prefix) = rows_to_workload(&rows, &categories, prefix.as_ref());
     workload.validate()?;
+    let span = workload.span_ns() as f64 / 1e9;
+    if span > limits::MAX_SPAN_S {
+        return Err(TraceError::Config(format!(
+            "the workload spans {span:.3e} s, more than the {:.0e} s allowed (check rate_scale, target_rate or the trace's times)",
+            limits::MAX_SPAN_S
+        )));
+    }
     Ok(LoadedWorkload {
         workload,
         prefix,
         report,
     })
+}
+
+/// Every number of the `[trace]` table in its documented range ([`specsim_sim::limits`]), and a
+/// synthetic workload's span inside the clock's, before anything is read or allocated.
+fn check_limits(cfg: &TraceConfig) -> Result<(), TraceError> {
+    let v = toml::Value::try_from(cfg).map_err(|e| TraceError::Config(e.to_string()))?;
+    let mut t = toml::Table::new();
+    t.insert("trace".into(), v);
+    limits::check_ranges(&t).map_err(TraceError::Config)?;
+    if let Some(s) = &cfg.synthetic {
+        let span = s.requests.saturating_sub(1) as f64 / s.rate;
+        if span > limits::MAX_SPAN_S {
+            return Err(TraceError::Config(format!(
+                "trace.synthetic.rate = {} with {} requests spans about {span:.3e} s, more than the {:.0e} s a workload may span",
+                s.rate,
+                s.requests,
+                limits::MAX_SPAN_S
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// One line describing a synthetic workload.

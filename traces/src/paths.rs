@@ -21,11 +21,20 @@ pub const SHARED_ENV: &str = "SPECSIM_SHARED";
 pub fn resolve(path: &Path, base_dir: &Path) -> Result<PathBuf, TraceError> {
     let text = path.to_string_lossy();
     if let Some(rel) = text.strip_prefix(SHARED_PREFIX) {
+        let rel = Path::new(rel.trim_start_matches('/'));
+        if rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
+        {
+            return Err(TraceError::Config(format!(
+                "`{text}`: a shared: path must stay inside the shared folder (no `..` or root)"
+            )));
+        }
         let root = shared_dir(base_dir).ok_or_else(|| TraceError::SharedNotFound {
             spec: text.to_string(),
             looked_from: base_dir.to_path_buf(),
         })?;
-        return Ok(root.join(rel.trim_start_matches('/')));
+        return Ok(root.join(rel));
     }
     if path.is_absolute() {
         Ok(path.to_path_buf())
@@ -78,5 +87,13 @@ mod tests {
             .unwrap()
             .join("shared/traces/x.csv");
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn shared_paths_cannot_climb_out_of_the_shared_folder() {
+        for bad in ["shared:../etc/passwd", "shared:traces/../../x", "shared://..//x"] {
+            let e = resolve(Path::new(bad), Path::new("/")).unwrap_err().to_string();
+            assert!(e.contains("inside the shared folder"), "{bad}: {e}");
+        }
     }
 }

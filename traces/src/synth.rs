@@ -73,7 +73,8 @@ pub fn arrivals(
     rate: f64,
     seed: u64,
 ) -> Result<Vec<Nanos>, TraceError> {
-    let mut out = Vec::with_capacity(n);
+    // A count sizes no allocation up front beyond a cap: the vector grows with what is drawn.
+    let mut out = Vec::with_capacity(n.min(1 << 20));
     for t in ArrivalIter::new(cfg, rate, seed)?.take(n) {
         out.push(t?);
     }

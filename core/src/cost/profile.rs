@@ -229,9 +229,29 @@ impl Profile {
     /// Reads and validates a profile file.
     pub fn load(path: &Path) -> Result<Profile, CoreError> {
         let text = std::fs::read_to_string(path).map_err(|e| CoreError::io(path, e))?;
-        let p: Profile = toml::from_str(&text).map_err(|e| CoreError::Scenario {
-            file: path.display().to_string(),
-            msg: e.to_string(),
+        // The parser's own message quotes the offending line; a file that is not a profile at all
+        // (`path = "/etc/passwd"`) must not be echoed, so give its line and a short excerpt only.
+        let p: Profile = toml::from_str(&text).map_err(|e| {
+            let (file, line) = match e.span() {
+                Some(s) => {
+                    let start = s.start.min(text.len());
+                    let line_no = text[..start].bytes().filter(|&b| b == b'\n').count() + 1;
+                    let line = text[..start].rfind('\n').map_or(0, |i| i + 1);
+                    let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+                    (
+                        format!("{}:{line_no}", path.display()),
+                        format!(" (at `{}`)", crate::excerpt(text[line..end].as_bytes(), 40)),
+                    )
+                }
+                None => (path.display().to_string(), String::new()),
+            };
+            CoreError::Scenario {
+                file,
+                msg: format!(
+                    "not a profile written by specsim calibrate: {}{line}",
+                    crate::excerpt(e.message().trim().as_bytes(), 120)
+                ),
+            }
         })?;
         p.validate().map_err(|msg| CoreError::Scenario {
             file: path.display().to_string(),

@@ -312,7 +312,7 @@ impl Engine {
             return Err(CoreError::Config(format!(
                 "request {} needs {} tokens of KV but a replica holds {} ({} blocks of {})",
                 spec.id,
-                spec.prompt_tokens + spec.output_tokens,
+                spec.prompt_tokens as u64 + spec.output_tokens as u64,
                 self.kv.total() as u64 * self.kv.block_size() as u64,
                 self.kv.total(),
                 self.kv.block_size()

@@ -82,6 +82,7 @@ pub struct EchoBackend {
     confidence: f32,
     live: Arc<AtomicUsize>,
     gate: Option<Arc<StepGate>>,
+    step_delay: std::time::Duration,
 }
 
 impl EchoBackend {
@@ -92,7 +93,15 @@ impl EchoBackend {
             confidence,
             live: Arc::new(AtomicUsize::new(0)),
             gate: None,
+            step_delay: std::time::Duration::ZERO,
         }
+    }
+
+    /// The same, with every target forward taking `delay` of wall time (so streams last a while, as
+    /// with a model: `specsim serve --fake --fake-step-ms N`).
+    pub fn with_step_delay(mut self, delay: std::time::Duration) -> Self {
+        self.step_delay = delay;
+        self
     }
 
     /// The same, with every target forward waiting for a permit from `gate`.
@@ -129,6 +138,9 @@ impl Backend for EchoBackend {
     fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, CoreError> {
         if let Some(g) = &self.gate {
             g.acquire();
+        }
+        if !self.step_delay.is_zero() {
+            std::thread::sleep(self.step_delay);
         }
         let mut outcomes = Vec::with_capacity(items.len());
         for it in items {

@@ -26,17 +26,97 @@ pub use crate::generate::{
     RequestSampling, SubmitError,
 };
 pub use crate::metrics::{ForwardModel, Metrics};
-pub use routes::{router, AppState, ServerLimits};
+pub use routes::{router, AppState, ServerLimits, BODY_READ_TIMEOUT};
 
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
 use std::future::Future;
+use std::time::Duration;
 
-/// Serves `app` on `listener` until `shutdown` resolves; in-flight responses are allowed to finish.
+/// Connection-level limits of [`serve_with`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnLimits {
+    /// A client must send a request's complete headers within this time of starting it (or of the
+    /// connection opening), else the connection is closed: slow-header ("slowloris") clients cannot
+    /// hold connections open.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            header_read_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, with the default [`ConnLimits`]; in-flight
+/// responses are allowed to finish.
 pub async fn serve_on(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, app, shutdown, ConnLimits::default()).await
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves. Then it stops accepting, asks every open
+/// connection to close once its in-flight response is done (idle keep-alive connections close at once),
+/// and returns when all are closed. Every connection has a header read timeout
+/// ([`ConnLimits::header_read_timeout`]).
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    limits: ConnLimits,
+) -> std::io::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // Every connection task holds a receiver; `closed()` resolves when the last one is gone.
+    let (open_tx, open_rx) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(_) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = TowerToHyperService::new(app.clone());
+        let mut stop = stop_rx.clone();
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            let mut builder = Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            let mut conn = std::pin::pin!(conn);
+            let mut asked = false;
+            loop {
+                tokio::select! {
+                    _ = conn.as_mut() => break,
+                    r = stop.wait_for(|s| *s), if !asked => {
+                        asked = true;
+                        if r.is_ok() {
+                            conn.as_mut().graceful_shutdown();
+                        }
+                    }
+                }
+            }
+            drop(open);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    drop(open_rx);
+    open_tx.closed().await;
+    Ok(())
 }

@@ -19,7 +19,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -56,6 +56,11 @@ pub struct AppState {
     metrics: Arc<Metrics>,
     next_id: AtomicU64,
     created: u64,
+    /// Set when the server drains (SIGTERM or Ctrl-C): new requests get 503.
+    draining: AtomicBool,
+    /// Set when the drain's grace period is over: requests still in flight end now, streams with an
+    /// error event and `[DONE]`.
+    cut: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -75,8 +80,100 @@ impl AppState {
             metrics,
             next_id: AtomicU64::new(1),
             created: unix_now(),
+            draining: AtomicBool::new(false),
+            cut: tokio::sync::watch::channel(false).0,
         }
     }
+
+    /// Starts draining: requests arriving from now on are refused with 503; those in flight go on.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Ends every request still in flight: a stream sends an error event and `[DONE]`, a
+    /// non-streaming request answers 503. Used when a drain's grace period is over.
+    pub fn end_in_flight(&self) {
+        self.begin_drain();
+        self.cut.send_replace(true);
+    }
+
+    /// Requests in flight (generations submitted and not yet answered or cancelled).
+    pub fn in_flight(&self) -> usize {
+        self.cut.receiver_count()
+    }
+
+    /// Resolves once [`AppState::end_in_flight`] was called.
+    fn cut_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.cut.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
+    }
+}
+
+/// Longest a request body may take to arrive once its headers have (408 beyond).
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Refuses a declared `Content-Length` over the limit at once (413, before any of the body is read),
+/// and bounds the time the body may take to arrive (408), so neither a huge declared body nor a slow
+/// one holds a connection.
+async fn body_guard(
+    State(limit): State<usize>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "body_too_large",
+            format!(
+                "the request declares a {} byte body; at most {limit} bytes are accepted",
+                declared.unwrap_or(0)
+            ),
+        )
+        .into_response();
+    }
+    if req.method() != axum::http::Method::POST {
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match tokio::time::timeout(
+        BODY_READ_TIMEOUT,
+        axum::body::to_bytes(body, limit.saturating_add(1)),
+    )
+    .await
+    {
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "invalid_request_error",
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            )
+            .into_response()
+        }
+        Ok(Err(_)) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request_error",
+                "body_too_large",
+                format!("the request body is larger than {limit} bytes"),
+            )
+            .into_response()
+        }
+        Ok(Ok(b)) => b,
+    };
+    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
 }
 
 fn unix_now() -> u64 {
@@ -96,8 +193,19 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(limit, body_guard))
         .with_state(state)
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "invalid_request_error",
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -611,6 +719,10 @@ async fn respond(st: Arc<AppState>, kind: Kind, job: Result<Job, ApiError>) -> R
             return e.into_response();
         }
     };
+    if st.draining.load(Ordering::SeqCst) {
+        st.metrics.request(ep, Outcome::Rejected);
+        return shutting_down().into_response();
+    }
     let start = Instant::now();
     let generation = match st.submit(&job) {
         Ok(g) => g,
@@ -713,6 +825,15 @@ impl ResponseCtx {
     }
 }
 
+fn shutting_down() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "server_error",
+        "shutting_down",
+        "the server is shutting down",
+    )
+}
+
 fn generator_failed(msg: impl Into<String>) -> ApiError {
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -732,8 +853,16 @@ async fn full_response(
 ) -> Response {
     let mut out = TextOut::new(stops);
     let mut text = String::new();
+    let mut cut = std::pin::pin!(st.cut_signal());
     let step = loop {
-        match generation.next().await {
+        let event = tokio::select! {
+            e = generation.next() => e,
+            _ = &mut cut => {
+                guard.outcome = Outcome::Error;
+                return shutting_down().into_response();
+            }
+        };
+        match event {
             Some(GenEvent::Tokens(t)) => {
                 timing.tokens(t.len());
                 match out.push(&st.tokenizer, &t) {
@@ -804,6 +933,8 @@ struct StreamState {
     include_usage: bool,
     first_chunk: bool,
     phase: Phase,
+    /// Resolves when the server's drain grace period is over.
+    cut: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 }
 
 impl StreamState {
@@ -812,9 +943,14 @@ impl StreamState {
     }
 
     fn fail(&mut self, msg: String) -> Event {
+        self.fail_with(generator_failed(msg))
+    }
+
+    /// An error event; `[DONE]` follows.
+    fn fail_with(&mut self, e: ApiError) -> Event {
         self.guard.outcome = Outcome::Error;
         self.phase = Phase::Done;
-        Self::data(&generator_failed(msg).body())
+        Self::data(&e.body())
     }
 
     /// The last text chunk, with its finish reason; what follows is usage (if asked for) and `[DONE]`.
@@ -840,7 +976,14 @@ impl StreamState {
             match self.phase {
                 Phase::Running => {
                     let event = match self.generation.as_mut() {
-                        Some(g) => g.next().await,
+                        Some(g) => tokio::select! {
+                            e = g.next() => e,
+                            _ = &mut self.cut => {
+                                // Cancel the request, then end the stream cleanly.
+                                self.generation = None;
+                                return Some(self.fail_with(shutting_down()));
+                            }
+                        },
                         None => None,
                     };
                     match event {
@@ -892,7 +1035,9 @@ fn stream_response(
     include_usage: bool,
     stops: Vec<String>,
 ) -> Response {
+    let cut = Box::pin(st.cut_signal());
     let state = StreamState {
+        cut,
         st,
         ctx,
         generation: Some(generation),

@@ -24,6 +24,9 @@ use std::sync::Arc;
 /// Key of the grid size in the file's key-value metadata.
 pub const TOTAL_CELLS_KEY: &str = "specsim.total_cells";
 
+/// Key of the scenario fingerprint (see [`super::fingerprint`]) in the file's key-value metadata.
+pub const FINGERPRINT_KEY: &str = "specsim.scenario_fingerprint";
+
 /// Summary columns stored as integers.
 const COUNT_COLUMNS: &[&str] = &["requests", "finished", "preemptions", "events"];
 
@@ -138,10 +141,19 @@ pub fn write_parquet(path: &Path, table: &SweepTable) -> Result<(), SimError> {
         .build()
         .map_err(|e| perr(path, e))?;
     let props = WriterProperties::builder()
-        .set_key_value_metadata(Some(vec![KeyValue::new(
-            TOTAL_CELLS_KEY.to_string(),
-            table.total_cells.to_string(),
-        )]))
+        .set_key_value_metadata(Some(
+            std::iter::once(KeyValue::new(
+                TOTAL_CELLS_KEY.to_string(),
+                table.total_cells.to_string(),
+            ))
+            .chain(
+                table
+                    .fingerprint
+                    .iter()
+                    .map(|f| KeyValue::new(FINGERPRINT_KEY.to_string(), f.clone())),
+            )
+            .collect(),
+        ))
         .build();
     let file = std::fs::File::create(path).map_err(|e| SimError::io(path, e))?;
     let mut writer = SerializedFileWriter::new(file, Arc::new(schema), Arc::new(props))
@@ -264,6 +276,8 @@ mod tests {
                 row(3, "2.25", "4", "false", "static, k = 3"),
             ],
             total_cells: 8,
+            fingerprint: None,
+            scenario: None,
         };
         use ColumnType::*;
         let types = table.column_types();

@@ -117,6 +117,7 @@ pub(crate) fn read<R: Read>(
         .map(|h| String::from_utf8_lossy(h).into_owned())
         .collect::<Vec<_>>()
         .join(",");
+    let header_line = specsim_core::excerpt(header_line.as_bytes(), 120);
     let find = |name: &str| {
         headers.iter().position(|h| {
             let h = trim(h.strip_prefix(b"\xef\xbb\xbf").unwrap_or(h));

@@ -85,7 +85,7 @@ fn finish(trace: RawTrace, path: &Path) -> Result<RawTrace, TraceError> {
     Ok(trace)
 }
 
-/// The first non-blank line, without a byte-order mark or line end (lossy UTF-8, at most 512 bytes).
+/// The first non-blank line, without a byte-order mark or line end (an escaped excerpt of at most 80 characters).
 fn first_line(bytes: &[u8]) -> String {
     let bytes = bytes.strip_prefix(b"\xef\xbb\xbf").unwrap_or(bytes);
     let line = bytes
@@ -93,5 +93,5 @@ fn first_line(bytes: &[u8]) -> String {
         .find(|l| !crate::fields::trim(l).is_empty())
         .map(crate::fields::trim)
         .unwrap_or(&[]);
-    String::from_utf8_lossy(&line[..line.len().min(512)]).into_owned()
+    specsim_core::excerpt(line, 80)
 }
