@@ -471,7 +471,10 @@ impl Scenario {
             )));
         }
         if let Some(m) = &f.models {
-            for (what, spec) in [("target_spec", &m.target_spec), ("draft_spec", &m.draft_spec)] {
+            for (what, spec) in [
+                ("target_spec", &m.target_spec),
+                ("draft_spec", &m.draft_spec),
+            ] {
                 if let Some(s) = spec {
                     if s.kv_heads > s.heads {
                         return Err(self.err(format!(
@@ -500,8 +503,10 @@ impl Scenario {
             p.validate()
                 .map_err(|m| self.err(format!("policies[{i}]: {m}")))?;
         }
-        if f.trace.path.is_none() && f.trace.synthetic.is_none() {
-            return Err(self.err("[trace]: set `path` (a trace file) or `[trace.synthetic]`"));
+        if f.trace.path.is_none() && f.trace.synthetic.is_none() && f.trace.timestamps.is_none() {
+            return Err(self.err(
+                "[trace]: set `path` (a trace file), `[trace.synthetic]` or `[trace.timestamps]`",
+            ));
         }
         if f.cluster.groups.is_empty() && f.cluster.replicas == 0
             || f.cluster.groups.iter().any(|g| g.replicas == 0)

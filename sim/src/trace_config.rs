@@ -22,6 +22,9 @@ pub struct TraceConfig {
     /// A synthetic workload, used when `path` is absent (its lengths may come from any trace or
     /// length-only file through `empirical`).
     pub synthetic: Option<SyntheticConfig>,
+    /// Arrival times from a file that holds only them, with lengths drawn by seed (instead of `path`
+    /// or `synthetic`).
+    pub timestamps: Option<TimestampsConfig>,
     /// Keep only requests arriving in `[start_s, start_s + duration_s)`, times re-based to `start_s`.
     pub start_s: Option<f64>,
     /// Window length in seconds.
@@ -60,6 +63,28 @@ pub struct SyntheticConfig {
     pub prompt: LengthConfig,
     /// Output length distribution.
     pub output: LengthConfig,
+}
+
+/// `[trace.timestamps]`: every arrival time of a timestamp-only file (a column of seconds, e.g. the
+/// SpecServe/AdaSpec evaluation's `Timestamp` traces), each request's lengths drawn by seed from
+/// distributions — a length-statistics or trace file through `empirical`, as the paper paired its
+/// arrivals with a dataset's prompts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimestampsConfig {
+    /// The file (CSV with a header; relative and `shared:` paths as for `path`).
+    pub path: PathBuf,
+    /// The column holding arrival times in seconds (default `Timestamp`).
+    #[serde(default = "default_timestamp_column")]
+    pub column: String,
+    /// Prompt length distribution.
+    pub prompt: LengthConfig,
+    /// Output length distribution.
+    pub output: LengthConfig,
+}
+
+fn default_timestamp_column() -> String {
+    "Timestamp".into()
 }
 
 /// Arrival process of a synthetic workload.

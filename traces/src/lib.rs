@@ -66,6 +66,7 @@ pub mod read;
 pub mod stats;
 pub mod stream;
 pub mod synth;
+pub mod timestamps;
 pub mod trace;
 pub mod transform;
 

@@ -2,7 +2,7 @@
 
 use crate::read::read_trace;
 use crate::trace::{rows_to_workload, PrefixBlocks, Skipped};
-use crate::{paths, synth, transform, Format, TraceError};
+use crate::{paths, synth, timestamps, transform, Format, TraceError};
 use specsim_core::workload::Workload;
 use specsim_sim::limits;
 use specsim_sim::trace_config::{ArrivalConfig, LengthConfig, SyntheticConfig, TraceConfig};
@@ -87,7 +87,30 @@ pub fn load_workload(
 ) -> Result<LoadedWorkload, TraceError> {
     check_limits(cfg)?;
     let mut report = LoadReport::default();
+    if cfg.timestamps.is_some()
+        && (cfg.path.is_some() || cfg.synthetic.is_some() || cfg.format.is_some())
+    {
+        return Err(TraceError::Config(
+            "`[trace.timestamps]` brings its own arrivals and lengths: set it without `path`, \
+             `format` or `[trace.synthetic]`"
+                .into(),
+        ));
+    }
     let (mut rows, mut categories, prefix) = match (&cfg.path, &cfg.synthetic) {
+        (None, None) if cfg.timestamps.is_some() => {
+            let ts = cfg.timestamps.as_ref().expect("checked");
+            let (rows, path, warnings) = timestamps::timestamp_rows(ts, base_dir, seed)?;
+            report.rows_read = rows.len() as u64;
+            report.warnings = warnings;
+            report.synthetic = Some(format!(
+                "arrivals from column `{}` of {}, prompt {}, output {}",
+                ts.column,
+                path.display(),
+                length_label(&ts.prompt),
+                length_label(&ts.output)
+            ));
+            (rows, Vec::new(), None)
+        }
         (Some(_), Some(_)) => {
             return Err(TraceError::Config(
                 "set either `path` (a trace file) or `[trace.synthetic]`, not both; to draw lengths from a \
@@ -188,12 +211,7 @@ pub fn describe(s: &SyntheticConfig) -> String {
             period_s,
         } => format!("diurnal ±{amplitude} over {period_s} s"),
     };
-    let len = |l: &LengthConfig| match l {
-        LengthConfig::Fixed { value } => format!("{value}"),
-        LengthConfig::Uniform { min, max } => format!("uniform [{min}, {max}]"),
-        LengthConfig::Lognormal { mean, std, .. } => format!("lognormal mean {mean} sd {std}"),
-        LengthConfig::Empirical { path, .. } => format!("from {}", path.display()),
-    };
+    let len = length_label;
     format!(
         "{} requests, {arrival} arrivals at {} req/s, prompt {}, output {}",
         s.requests,
@@ -201,4 +219,14 @@ pub fn describe(s: &SyntheticConfig) -> String {
         len(&s.prompt),
         len(&s.output)
     )
+}
+
+/// One phrase describing a length distribution.
+fn length_label(l: &LengthConfig) -> String {
+    match l {
+        LengthConfig::Fixed { value } => format!("{value}"),
+        LengthConfig::Uniform { min, max } => format!("uniform [{min}, {max}]"),
+        LengthConfig::Lognormal { mean, std, .. } => format!("lognormal mean {mean} sd {std}"),
+        LengthConfig::Empirical { path, .. } => format!("from {}", path.display()),
+    }
 }

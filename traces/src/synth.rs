@@ -275,7 +275,8 @@ pub fn synthesize(
     Ok(rows)
 }
 
-enum Lengths {
+/// Request lengths drawn one request at a time, each kind from its own seeded stream.
+pub enum Lengths {
     /// Whole rows of one file (prompt and output drawn together).
     Joint(Vec<(u32, u32)>, SimRng),
     /// Independent draws.
@@ -300,8 +301,25 @@ impl SynthIter {
                 "synthetic.requests must be at least 1".into(),
             ));
         }
-        let arrivals = ArrivalIter::new(&cfg.arrival, cfg.rate, seed)?;
-        // Joint draws when both lengths come from the same file's default columns.
+        Ok(SynthIter {
+            arrivals: ArrivalIter::new(&cfg.arrival, cfg.rate, seed)?,
+            lengths: Lengths::new(&cfg.prompt, &cfg.output, base_dir, seed)?,
+            i: 0,
+            n: cfg.requests,
+        })
+    }
+}
+
+impl Lengths {
+    /// Prompt and output length draws for `prompt` and `output`: whole rows of one file when both
+    /// name the same file's default columns (stream `lengths`), else independent draws (streams
+    /// `prompt_lengths` and `output_lengths`). Empirical files resolve against `base_dir`.
+    pub fn new(
+        prompt: &LengthConfig,
+        output: &LengthConfig,
+        base_dir: &Path,
+        seed: u64,
+    ) -> Result<Self, TraceError> {
         if let (
             LengthConfig::Empirical {
                 path: pp,
@@ -311,34 +329,30 @@ impl SynthIter {
                 path: op,
                 column: oc,
             },
-        ) = (&cfg.prompt, &cfg.output)
+        ) = (prompt, output)
         {
             let same_cols = Column::parse(pc.as_deref(), Column::Prompt)? == Column::Prompt
                 && Column::parse(oc.as_deref(), Column::Output)? == Column::Output;
             if pp == op && same_cols {
                 let (_, rows) = empirical_rows(pp, base_dir)?;
                 let pairs = rows.iter().map(|r| (r.prompt, r.output)).collect();
-                return Ok(SynthIter {
-                    arrivals,
-                    lengths: Lengths::Joint(pairs, stream(seed, "lengths", 0)),
-                    i: 0,
-                    n: cfg.requests,
-                });
+                return Ok(Lengths::Joint(pairs, stream(seed, "lengths", 0)));
             }
         }
-        let prompt = LengthSampler::new(&cfg.prompt, Column::Prompt, base_dir)?;
-        let output = LengthSampler::new(&cfg.output, Column::Output, base_dir)?;
-        Ok(SynthIter {
-            arrivals,
-            lengths: Lengths::Separate(
-                prompt,
-                stream(seed, "prompt_lengths", 0),
-                output,
-                stream(seed, "output_lengths", 0),
-            ),
-            i: 0,
-            n: cfg.requests,
-        })
+        Ok(Lengths::Separate(
+            LengthSampler::new(prompt, Column::Prompt, base_dir)?,
+            stream(seed, "prompt_lengths", 0),
+            LengthSampler::new(output, Column::Output, base_dir)?,
+            stream(seed, "output_lengths", 0),
+        ))
+    }
+
+    /// The next request's (prompt, output) lengths.
+    pub fn draw(&mut self) -> (u32, u32) {
+        match self {
+            Lengths::Joint(pairs, rng) => pairs[rng.random_range(0..pairs.len())],
+            Lengths::Separate(p, rp, o, ro) => (p.sample(rp), o.sample(ro)),
+        }
     }
 }
 
@@ -353,10 +367,7 @@ impl Iterator for SynthIter {
             Ok(t) => t,
             Err(e) => return Some(Err(e)),
         };
-        let (prompt, output) = match &mut self.lengths {
-            Lengths::Joint(pairs, rng) => pairs[rng.random_range(0..pairs.len())],
-            Lengths::Separate(p, rp, o, ro) => (p.sample(rp), o.sample(ro)),
-        };
+        let (prompt, output) = self.lengths.draw();
         let src = self.i as u32;
         self.i += 1;
         Some(Ok(Row {

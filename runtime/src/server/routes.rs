@@ -172,8 +172,11 @@ async fn body_guard(
         }
         Ok(Ok(b)) => b,
     };
-    next.run(axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes)))
-        .await
+    next.run(axum::extract::Request::from_parts(
+        parts,
+        axum::body::Body::from(bytes),
+    ))
+    .await
 }
 
 fn unix_now() -> u64 {

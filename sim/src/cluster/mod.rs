@@ -40,6 +40,7 @@ pub struct Replica {
 }
 
 /// Options of one simulation.
+#[derive(Default)]
 pub struct SimOptions<'a> {
     /// Keep one row per step for `steps.csv`.
     pub record_steps: bool,
@@ -60,19 +61,6 @@ pub struct SimOptions<'a> {
     /// simulated time (see `simulate_windows` in this module for what can differ from the sequential run). `None`:
     /// the exact sequential event loop. Ignored with `stop_after_misses`.
     pub sync_interval: Option<Nanos>,
-}
-
-impl Default for SimOptions<'_> {
-    fn default() -> Self {
-        SimOptions {
-            record_steps: false,
-            progress: None,
-            seed: 0,
-            stop_after_misses: None,
-            cancel: None,
-            sync_interval: None,
-        }
-    }
 }
 
 /// What a simulation produced.

@@ -22,9 +22,17 @@ fn axis_names(grid: &Grid, key: &str) -> Vec<String> {
                 format!("{} + {} (TP{tp})", s("target"), s("draft"))
             }
             toml::Value::Table(t) => {
-                let p = t.get("path").and_then(|x| x.as_str()).unwrap_or("?");
+                // A trace file, or the arrivals file of `[trace.timestamps]`.
+                let p = t
+                    .get("path")
+                    .or_else(|| t.get("timestamps").and_then(|x| x.get("path")))
+                    .and_then(|x| x.as_str())
+                    .unwrap_or("?");
                 let stem = p.rsplit('/').next().unwrap_or(p);
                 match stem {
+                    s if p.contains("adaspec/") => {
+                        format!("AdaSpec {}", s.trim_end_matches(".csv"))
+                    }
                     s if s.contains("conv") && s.contains("Azure") => "Azure conv".into(),
                     s if s.contains("code") => "Azure code".into(),
                     s if s.starts_with("conversation") => "Mooncake".into(),
@@ -84,7 +92,8 @@ pub(super) fn fig2(sc: &Scenario, place: &SweepPlace) -> Result<Figure> {
     }
     Ok(Figure {
         name: "fig2_latency".into(),
-        title: "TPOT and TTFT per policy × trace × model pair (300-s trace windows)".into(),
+        title: "TPOT and TTFT per policy × trace × model pair (AdaSpec arrivals, ShareGPT lengths)"
+            .into(),
         panels,
         cols: models.len().max(1),
         panel_size: (560, 380),
