@@ -51,7 +51,7 @@ pub struct RequestRecord {
     pub tpot_s: f64,
     /// End-to-end latency.
     pub e2e_s: f64,
-    /// Draft tokens verified.
+    /// Draft tokens proposed (verified, or eliminated by the policy before verification).
     pub drafted: u64,
     /// Draft tokens accepted.
     pub accepted: u64,
@@ -335,7 +335,7 @@ pub struct Summary {
     pub tpot: LatencyStats,
     /// End-to-end latency.
     pub e2e: LatencyStats,
-    /// Draft tokens verified.
+    /// Draft tokens proposed (verified, or eliminated by the policy before verification).
     pub drafted: u64,
     /// Draft tokens accepted.
     pub accepted: u64,

@@ -268,3 +268,64 @@ fn abort_removes_waiting_and_running_requests_and_returns_their_kv() {
         "aborted requests are not reported as finished"
     );
 }
+
+/// Drafts a policy eliminates before verification were drafted — their draft forwards were paid — so
+/// they count in `drafted`; only the verified ones can be accepted. Hand-worked: a policy that drafts 4
+/// (capped, as always, at one fewer than the tokens still owed) and keeps 1 per step, every draft
+/// accepted, one request of 1 prompt token and 9 output tokens: prefill emits 1 (8 owed); each decode
+/// step verifies 1 draft and emits 2, drafting min(4, owed - 1): 4 (6 owed), 4 (4), 3 (2), 1 (0) —
+/// 4 steps, 12 proposed drafts, 4 accepted.
+#[test]
+fn eliminated_drafts_count_as_drafted() {
+    use specsim_core::policy::{DraftView, SpeculationPolicy};
+    use specsim_core::workload::RequestSpec;
+    struct DraftFourKeepOne;
+    impl SpeculationPolicy for DraftFourKeepOne {
+        fn name(&self) -> String {
+            "draft-4-keep-1".into()
+        }
+        fn k_max(&self) -> u32 {
+            4
+        }
+        fn draft_next(&mut self, view: &DraftView, keep: &mut [bool]) {
+            if view.position >= 4 {
+                keep.fill(false);
+            }
+        }
+        fn finalize(&mut self, _view: &DraftView, k: &mut [u32]) {
+            k.iter_mut().for_each(|x| *x = (*x).min(1));
+        }
+    }
+    let cfg = EngineConfig {
+        kv_blocks: Some(100),
+        ..Default::default()
+    };
+    let cost = Arc::new(COST);
+    let mut engine = Engine::new(cfg, Box::new(DraftFourKeepOne), cost.clone()).unwrap();
+    let mut backend = SimBackend::new(
+        cost,
+        Arc::new(ConstantAcceptance { alpha: 1.0 }),
+        stream(1, "acceptance", 0),
+        true,
+    );
+    engine
+        .add_request(RequestSpec {
+            id: 0,
+            arrival_ns: 0,
+            prompt_tokens: 1,
+            output_tokens: 9,
+            category: None,
+        })
+        .unwrap();
+    let mut now = 0;
+    let mut reported = 0;
+    while let Some(r) = engine.step(now, &mut backend).unwrap() {
+        now = r.end_ns;
+        reported += r.drafted;
+    }
+    let f = engine.drain_finished().pop().unwrap();
+    assert_eq!(f.output_tokens, 9);
+    assert_eq!(f.verify_steps, 4);
+    assert_eq!((f.drafted, f.accepted), (12, 4));
+    assert_eq!(reported, 12, "step reports count proposed drafts too");
+}

@@ -99,7 +99,8 @@ pub struct FinishedRequest {
     pub finish_ns: Nanos,
     /// Output tokens emitted (equals `spec.output_tokens` unless the backend stopped it early).
     pub output_tokens: u32,
-    /// Draft tokens verified for it.
+    /// Draft tokens proposed for it — each cost a draft-forward position — whether verified or
+    /// eliminated by the policy before verification.
     pub drafted: u64,
     /// Of those, accepted.
     pub accepted: u64,
@@ -138,7 +139,7 @@ pub struct StepReport {
     pub target_tokens: u32,
     /// Largest draft length verified this step.
     pub k_max: u32,
-    /// Draft tokens verified.
+    /// Draft tokens proposed (verified or eliminated before verification).
     pub drafted: u32,
     /// Draft tokens accepted.
     pub accepted: u32,
@@ -866,11 +867,12 @@ impl Engine {
             )));
         }
         let (mut drafted, mut accepted) = (0, 0);
-        for ((item, &i), o) in s
+        for (idx, ((item, &i), o)) in s
             .target_items
             .iter()
             .zip(&s.target_owner)
             .zip(&res.outcomes)
+            .enumerate()
         {
             let seq = &mut self.running[i];
             seq.steps += 1;
@@ -887,12 +889,16 @@ impl Engine {
                 TargetWork::Verify { drafted: k } => {
                     let a = o.accepted.min(k);
                     let emit = o.emitted.clamp(1, a + 1).min(seq.remaining());
+                    // Verifications come first in the batch, in decode order: item `idx` is decode
+                    // sequence `idx`, whose confidences count every draft it proposed — the policy may
+                    // have eliminated some before verification, but their draft forwards were paid.
+                    let proposed = s.confidences.get(idx).map_or(k, |c| c.len() as u32).max(k);
                     seq.kv_tokens += 1 + a;
                     seq.generated += emit;
-                    seq.drafted += k as u64;
+                    seq.drafted += proposed as u64;
                     seq.accepted += a as u64;
                     seq.verify_steps += 1;
-                    drafted += k;
+                    drafted += proposed;
                     accepted += a;
                     // Release the slots of rejected drafts (and of drafts trimmed before verification).
                     let mut blocks = seq.blocks;
