@@ -157,7 +157,7 @@ pub fn write_runs(out: &Path, runs: &[PolicyRun], steps: bool) -> Result<()> {
         )?;
     }
     let p = out.join("comparison.csv");
-    std::fs::write(&p, comparison_csv(runs)).with_context(|| format!("writing {}", p.display()))?;
+    specsim_sim::sweep::write_atomically(&p, comparison_csv(runs).as_bytes())?;
     Ok(())
 }
 
@@ -185,6 +185,14 @@ pub fn run(a: RunArgs) -> Result<()> {
             w.span_ns() as f64 / 1e9,
             sc.file.policies.len()
         );
+    }
+    // Results of an earlier run in the same folder would look complete if this one were killed.
+    specsim_sim::metrics::remove_stale(&out, &["comparison.csv"])?;
+    for name in unique_policy_names(&sc.file.policies) {
+        specsim_sim::metrics::remove_stale(
+            &out.join(name),
+            &["summary.json", "requests.csv", "steps.csv"],
+        )?;
     }
     let runs = run_policies(&sc, &w, a.steps, a.quiet)?;
     write_runs(&out, &runs, a.steps)?;

@@ -76,6 +76,7 @@ pub fn load_cell_workload(sc: &Scenario) -> Result<specsim_core::workload::Workl
 
 /// `specsim sweep`.
 pub fn sweep(a: SweepArgs) -> Result<()> {
+    check_threads(a.threads)?;
     let sc = Scenario::load(&a.scenario, &a.sets)?;
     let shard = match &a.shard {
         Some(s) => Shard::parse(s)?,
@@ -120,6 +121,14 @@ pub fn sweep(a: SweepArgs) -> Result<()> {
     write_table(&out, &table)?;
     if !a.quiet {
         eprintln!("{} rows in {}", table.rows.len(), written(&out));
+    }
+    Ok(())
+}
+
+/// `--threads` in [1, 1024].
+pub fn check_threads(t: Option<usize>) -> Result<()> {
+    if t.is_some_and(|n| n == 0 || n > 1024) {
+        anyhow::bail!("--threads must be in [1, 1024]");
     }
     Ok(())
 }
