@@ -165,7 +165,10 @@ fn missing_scenario_file_is_one_line() {
 #[test]
 fn out_of_range_values_name_their_key() {
     let cases: &[(&str, &str)] = &[
-        ("trace.synthetic.requests=9223372036854775807", "trace.synthetic.requests"),
+        (
+            "trace.synthetic.requests=9223372036854775807",
+            "trace.synthetic.requests",
+        ),
         ("cluster.replicas=100000000", "cluster.replicas"),
         ("trace.synthetic.rate=1e-308", "trace.synthetic.rate"),
         ("trace.synthetic.rate=-3", "trace.synthetic.rate"),
@@ -177,14 +180,26 @@ fn out_of_range_values_name_their_key() {
         ("engine.max_num_seqs=0", "engine.max_num_seqs"),
         ("engine.max_batched_tokens=0", "engine.max_batched_tokens"),
         ("engine.kv_blocks=0", "engine.kv_blocks"),
-        ("engine.gpu_memory_utilization=1.5", "engine.gpu_memory_utilization"),
+        (
+            "engine.gpu_memory_utilization=1.5",
+            "engine.gpu_memory_utilization",
+        ),
         ("policies.1.k=100000", "policies.1.k"),
         ("policies.2.k_max=4294967295", "policies.2.k_max"),
         ("slo.ttft_s=inf", "slo.ttft_s"),
         ("slo.tpot_s=nan", "slo.tpot_s"),
-        ("trace.synthetic.prompt.max=4294967295", "trace.synthetic.prompt.max"),
-        ("trace.synthetic.output.mean=0", "trace.synthetic.output.mean"),
-        ("acceptance.confidence_beta=[0.0, 2.0]", "acceptance.confidence_beta.0"),
+        (
+            "trace.synthetic.prompt.max=4294967295",
+            "trace.synthetic.prompt.max",
+        ),
+        (
+            "trace.synthetic.output.mean=0",
+            "trace.synthetic.output.mean",
+        ),
+        (
+            "acceptance.confidence_beta=[0.0, 2.0]",
+            "acceptance.confidence_beta.0",
+        ),
         ("cost.target_overhead_ms=-1", "cost.target_overhead_ms"),
         ("seed=-1", "seed"),
     ];
@@ -196,10 +211,7 @@ fn out_of_range_values_name_their_key() {
         assert_one_clear_line(ok, &err, &[&path, key]);
     }
     // A rate that is in range but spreads the requests over more than the clock's span.
-    let (ok, err, _) = run_text(
-        &quickstart(),
-        &["--set", "trace.synthetic.rate=0.000001"],
-    );
+    let (ok, err, _) = run_text(&quickstart(), &["--set", "trace.synthetic.rate=0.000001"]);
     assert_one_clear_line(ok, &err, &["trace.synthetic.rate", "spans"]);
 }
 
@@ -227,10 +239,7 @@ fn path_escaping_names_are_refused() {
         "a/b".to_string(),
         ".hidden".to_string(),
     ] {
-        let text = quickstart().replace(
-            "name = \"quickstart\"",
-            &format!("name = {:?}", name),
-        );
+        let text = quickstart().replace("name = \"quickstart\"", &format!("name = {:?}", name));
         std::fs::write(&scen, text).unwrap();
         for cmd in ["run", "sweep"] {
             let o = Command::new(env!("CARGO_BIN_EXE_specsim"))
@@ -271,7 +280,12 @@ fn foreign_and_binary_files_are_quoted_as_short_escaped_excerpts() {
         assert!(!o.status.success());
         assert_eq!(err.lines().count(), 1, "{err}");
         assert!(err.len() < 400, "{} bytes: {err}", err.len());
-        assert!(!err.trim_end().chars().any(|c| c.is_control() || c == '\u{FFFD}'), "{err:?}");
+        assert!(
+            !err.trim_end()
+                .chars()
+                .any(|c| c.is_control() || c == '\u{FFFD}'),
+            "{err:?}"
+        );
     }
     let secret = dir.path().join("secrets");
     std::fs::write(

@@ -182,7 +182,8 @@ impl Drop for BadServer {
 /// Accepts and never answers (reads the request, holds the connection for a while).
 fn black_hole(mut c: std::net::TcpStream) {
     use std::io::Read;
-    c.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
     let mut buf = [0u8; 4096];
     let t0 = std::time::Instant::now();
     while t0.elapsed().as_secs() < 60 {

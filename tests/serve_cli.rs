@@ -99,19 +99,32 @@ fn sigterm_drains_open_streams_and_exits_zero() {
             .lines()
             .filter_map(|l| l.strip_prefix("data: "))
             .collect();
-        assert_eq!(events.last(), Some(&"[DONE]"), "stream {i} cut short: {body}");
+        assert_eq!(
+            events.last(),
+            Some(&"[DONE]"),
+            "stream {i} cut short: {body}"
+        );
         let before = events[events.len() - 2];
         let v: serde_json::Value = serde_json::from_str(before).unwrap();
         if v.get("error").is_some() {
             assert_eq!(v["error"]["code"], "shutting_down", "{before}");
             ended_by_error += 1;
         } else {
-            assert!(v["choices"][0]["finish_reason"].is_string(), "stream {i}: {before}");
+            assert!(
+                v["choices"][0]["finish_reason"].is_string(),
+                "stream {i}: {before}"
+            );
         }
         // The chunked body was closed properly (its last chunk is the empty one).
-        assert!(body.ends_with("0\r\n\r\n"), "stream {i} not terminated: {body:?}");
+        assert!(
+            body.ends_with("0\r\n\r\n"),
+            "stream {i} not terminated: {body:?}"
+        );
     }
-    assert_eq!(ended_by_error, 4, "the long streams end at the grace period");
+    assert_eq!(
+        ended_by_error, 4,
+        "the long streams end at the grace period"
+    );
     let status = wait_exit(&mut child, Duration::from_secs_f64(grace + 5.0)).unwrap_or_else(|| {
         let _ = child.kill();
         panic!("serve did not exit after SIGTERM");
@@ -146,5 +159,8 @@ fn serve_help_says_how_it_stops() {
         .output()
         .unwrap();
     let help = String::from_utf8_lossy(&o.stdout);
-    assert!(help.contains("SIGTERM") && help.contains("--shutdown-grace"), "{help}");
+    assert!(
+        help.contains("SIGTERM") && help.contains("--shutdown-grace"),
+        "{help}"
+    );
 }

@@ -283,9 +283,18 @@ fn merge_refuses_shards_of_different_experiments_by_key() {
         "--out",
         &p("shard1"),
     ]));
-    ok(&specsim(&["merge", &p("shard0"), &p("shard1"), "--out", &p("merged")]));
+    ok(&specsim(&[
+        "merge",
+        &p("shard0"),
+        &p("shard1"),
+        "--out",
+        &p("merged"),
+    ]));
     let merged = std::fs::read_to_string(Path::new(&p("merged")).join("results.csv")).unwrap();
-    assert!(merged.lines().nth(1).unwrap().starts_with("# scenario="), "{merged}");
+    assert!(
+        merged.lines().nth(1).unwrap().starts_with("# scenario="),
+        "{merged}"
+    );
 }
 
 /// A sweep killed into a folder holding an older table leaves no complete-looking table behind.
@@ -319,7 +328,10 @@ fn a_killed_sweep_leaves_no_stale_table() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
-    assert!(child.try_wait().unwrap().is_none(), "the sweep ended too soon");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the sweep ended too soon"
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!out.join("results.csv").exists(), "stale table left behind");

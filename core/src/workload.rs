@@ -181,14 +181,12 @@ impl Workload {
                     .copied()
                     .ok_or_else(|| err(format!("missing field `{name}`")))
             };
-            let a: f64 = get(ia, "arrival_s")?
-                .parse()
-                .map_err(|_| {
-                    err(format!(
-                        "arrival_s `{}` is not a number",
-                        crate::excerpt(fields[ia].as_bytes(), 40)
-                    ))
-                })?;
+            let a: f64 = get(ia, "arrival_s")?.parse().map_err(|_| {
+                err(format!(
+                    "arrival_s `{}` is not a number",
+                    crate::excerpt(fields[ia].as_bytes(), 40)
+                ))
+            })?;
             if !a.is_finite() || a < 0.0 {
                 return Err(err(format!(
                     "arrival_s must be a non-negative number (got {a})"
@@ -202,14 +200,12 @@ impl Workload {
             last = a;
             let parse_len = |i: usize, name: &str| -> Result<u32, CoreError> {
                 let s = get(i, name)?;
-                let v: u32 = s
-                    .parse()
-                    .map_err(|_| {
-                        err(format!(
-                            "{name} `{}` is not a positive integer",
-                            crate::excerpt(s.as_bytes(), 40)
-                        ))
-                    })?;
+                let v: u32 = s.parse().map_err(|_| {
+                    err(format!(
+                        "{name} `{}` is not a positive integer",
+                        crate::excerpt(s.as_bytes(), 40)
+                    ))
+                })?;
                 if v == 0 {
                     return Err(err(format!("{name} must be at least 1")));
                 }

@@ -138,28 +138,136 @@ impl Metrics {
         }
         let hist = |b: &[f64]| Histogram::new(b.iter().copied());
         let m = Metrics {
-            vllm_labels: [("model_name", model.to_string()), ("engine", "0".to_string())],
-            requests: reg(&mut r, "specsim_requests", "Requests by endpoint and outcome", Family::default()),
-            prompt_tokens: reg(&mut r, "specsim_prompt_tokens", "Prompt tokens of finished requests", Counter::default()),
-            completion_tokens: reg(&mut r, "specsim_generation_tokens", "Tokens generated for finished requests", Counter::default()),
-            ttft: reg(&mut r, "specsim_time_to_first_token_seconds", "Time from request arrival to its first token", hist(TTFT_BUCKETS)),
-            tpot: reg(&mut r, "specsim_time_per_output_token_seconds", "Mean time between output tokens after the first, per request", hist(TPOT_BUCKETS)),
-            batch: reg(&mut r, "specsim_batch_size", "Sequences per verification step", hist(BATCH_BUCKETS)),
-            steps: reg(&mut r, "specsim_steps", "Verification steps", Counter::default()),
-            forwards: reg(&mut r, "specsim_forwards", "Model forwards", Family::default()),
-            forward_seconds: reg(&mut r, "specsim_forward_seconds", "Measured time in model forwards (sampling and verification included)", Family::default()),
-            forward_predicted: reg(&mut r, "specsim_forward_predicted_seconds", "Time the cost model (serve --profile) predicts for the same forwards", Family::default()),
-            chosen_k: reg(&mut r, "specsim_chosen_k", "Sequences verified with k draft tokens, by k", Family::default()),
-            drafted_at: reg(&mut r, "specsim_draft_tokens", "Draft tokens verified, by draft position (0-based)", Family::default()),
-            accepted_at: reg(&mut r, "specsim_draft_accepted", "Draft tokens accepted, by draft position (0-based)", Family::default()),
-            vllm_drafts: reg(&mut r, "vllm:spec_decode_num_drafts", "Number of spec decoding drafts", Family::default()),
-            vllm_draft_tokens: reg(&mut r, "vllm:spec_decode_num_draft_tokens", "Number of draft tokens", Family::default()),
-            vllm_accepted: reg(&mut r, "vllm:spec_decode_num_accepted_tokens", "Number of accepted tokens", Family::default()),
-            vllm_accepted_per_pos: reg(&mut r, "vllm:spec_decode_num_accepted_tokens_per_pos", "Accepted tokens per draft position", Family::default()),
-            in_flight: reg(&mut r, "specsim_requests_in_flight", "Requests accepted and not finished", Gauge::default()),
-            running: reg(&mut r, "specsim_requests_running", "Requests in the running batch", Gauge::default()),
-            kv_used: reg(&mut r, "specsim_kv_used_tokens", "KV cache in use, in tokens", Gauge::default()),
-            kv_capacity: reg(&mut r, "specsim_kv_capacity_tokens", "KV cache capacity, in tokens", Gauge::default()),
+            vllm_labels: [
+                ("model_name", model.to_string()),
+                ("engine", "0".to_string()),
+            ],
+            requests: reg(
+                &mut r,
+                "specsim_requests",
+                "Requests by endpoint and outcome",
+                Family::default(),
+            ),
+            prompt_tokens: reg(
+                &mut r,
+                "specsim_prompt_tokens",
+                "Prompt tokens of finished requests",
+                Counter::default(),
+            ),
+            completion_tokens: reg(
+                &mut r,
+                "specsim_generation_tokens",
+                "Tokens generated for finished requests",
+                Counter::default(),
+            ),
+            ttft: reg(
+                &mut r,
+                "specsim_time_to_first_token_seconds",
+                "Time from request arrival to its first token",
+                hist(TTFT_BUCKETS),
+            ),
+            tpot: reg(
+                &mut r,
+                "specsim_time_per_output_token_seconds",
+                "Mean time between output tokens after the first, per request",
+                hist(TPOT_BUCKETS),
+            ),
+            batch: reg(
+                &mut r,
+                "specsim_batch_size",
+                "Sequences per verification step",
+                hist(BATCH_BUCKETS),
+            ),
+            steps: reg(
+                &mut r,
+                "specsim_steps",
+                "Verification steps",
+                Counter::default(),
+            ),
+            forwards: reg(
+                &mut r,
+                "specsim_forwards",
+                "Model forwards",
+                Family::default(),
+            ),
+            forward_seconds: reg(
+                &mut r,
+                "specsim_forward_seconds",
+                "Measured time in model forwards (sampling and verification included)",
+                Family::default(),
+            ),
+            forward_predicted: reg(
+                &mut r,
+                "specsim_forward_predicted_seconds",
+                "Time the cost model (serve --profile) predicts for the same forwards",
+                Family::default(),
+            ),
+            chosen_k: reg(
+                &mut r,
+                "specsim_chosen_k",
+                "Sequences verified with k draft tokens, by k",
+                Family::default(),
+            ),
+            drafted_at: reg(
+                &mut r,
+                "specsim_draft_tokens",
+                "Draft tokens verified, by draft position (0-based)",
+                Family::default(),
+            ),
+            accepted_at: reg(
+                &mut r,
+                "specsim_draft_accepted",
+                "Draft tokens accepted, by draft position (0-based)",
+                Family::default(),
+            ),
+            vllm_drafts: reg(
+                &mut r,
+                "vllm:spec_decode_num_drafts",
+                "Number of spec decoding drafts",
+                Family::default(),
+            ),
+            vllm_draft_tokens: reg(
+                &mut r,
+                "vllm:spec_decode_num_draft_tokens",
+                "Number of draft tokens",
+                Family::default(),
+            ),
+            vllm_accepted: reg(
+                &mut r,
+                "vllm:spec_decode_num_accepted_tokens",
+                "Number of accepted tokens",
+                Family::default(),
+            ),
+            vllm_accepted_per_pos: reg(
+                &mut r,
+                "vllm:spec_decode_num_accepted_tokens_per_pos",
+                "Accepted tokens per draft position",
+                Family::default(),
+            ),
+            in_flight: reg(
+                &mut r,
+                "specsim_requests_in_flight",
+                "Requests accepted and not finished",
+                Gauge::default(),
+            ),
+            running: reg(
+                &mut r,
+                "specsim_requests_running",
+                "Requests in the running batch",
+                Gauge::default(),
+            ),
+            kv_used: reg(
+                &mut r,
+                "specsim_kv_used_tokens",
+                "KV cache in use, in tokens",
+                Gauge::default(),
+            ),
+            kv_capacity: reg(
+                &mut r,
+                "specsim_kv_capacity_tokens",
+                "KV cache capacity, in tokens",
+                Gauge::default(),
+            ),
             registry: r,
         };
         // vLLM's counters exist (at 0) from the start, as vLLM's do.
@@ -214,9 +322,13 @@ impl Metrics {
             accepted += a.min(d) as u64;
             for pos in 0..d as usize {
                 let slot = pos.min(MAX_TRACKED_POSITIONS - 1).to_string();
-                self.drafted_at.get_or_create(&[("position", slot.clone())]).inc();
+                self.drafted_at
+                    .get_or_create(&[("position", slot.clone())])
+                    .inc();
                 if (pos as u32) < a {
-                    self.accepted_at.get_or_create(&[("position", slot.clone())]).inc();
+                    self.accepted_at
+                        .get_or_create(&[("position", slot.clone())])
+                        .inc();
                     let [m, e] = self.vllm_labels.clone();
                     self.vllm_accepted_per_pos
                         .get_or_create(&[m, e, ("position", slot)])
@@ -224,7 +336,9 @@ impl Metrics {
                 }
             }
         }
-        self.vllm_drafts.get_or_create(&self.vllm_labels).inc_by(drafts);
+        self.vllm_drafts
+            .get_or_create(&self.vllm_labels)
+            .inc_by(drafts);
         self.vllm_draft_tokens
             .get_or_create(&self.vllm_labels)
             .inc_by(drafted);

@@ -1137,7 +1137,10 @@ async fn read_until_closed(
         match tokio::time::timeout(limit.saturating_sub(t0.elapsed()), c.read(&mut buf)).await {
             Err(_) => return (String::from_utf8_lossy(&out).into_owned(), None),
             Ok(Ok(0)) | Ok(Err(_)) => {
-                return (String::from_utf8_lossy(&out).into_owned(), Some(t0.elapsed()))
+                return (
+                    String::from_utf8_lossy(&out).into_owned(),
+                    Some(t0.elapsed()),
+                )
             }
             Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
         }
@@ -1202,7 +1205,9 @@ async fn a_huge_declared_content_length_is_refused_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_method_is_a_json_405() {
     let addr = start_with_conn_limits(Default::default()).await;
-    let r = reqwest::get(format!("http://{addr}/v1/completions")).await.unwrap();
+    let r = reqwest::get(format!("http://{addr}/v1/completions"))
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 405);
     let v: Value = r.json_body().await;
     assert_eq!(v["error"]["code"], "method_not_allowed");

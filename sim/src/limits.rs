@@ -85,19 +85,49 @@ pub const KEYS: &[KeyRange] = &[
     int("trace.max_output", 1.0, TOK, "tokens"),
     int("trace.max_context", 2.0, 2.0 * TOK, "tokens"),
     real("trace.categories.*", Incl(0.0), Incl(1e6), "weight"),
-    int("trace.synthetic.requests", 1.0, MAX_REQUESTS as f64, "requests"),
+    int(
+        "trace.synthetic.requests",
+        1.0,
+        MAX_REQUESTS as f64,
+        "requests",
+    ),
     real("trace.synthetic.rate", Incl(1e-6), Incl(1e6), "requests/s"),
     real("trace.synthetic.arrival.cv", Excl(0.0), Incl(100.0), "-"),
-    real("trace.synthetic.arrival.burst_factor", Incl(1.0), Incl(1e6), "x"),
+    real(
+        "trace.synthetic.arrival.burst_factor",
+        Incl(1.0),
+        Incl(1e6),
+        "x",
+    ),
     real("trace.synthetic.arrival.on_s", Excl(0.0), Incl(SPAN), "s"),
     real("trace.synthetic.arrival.off_s", Excl(0.0), Incl(SPAN), "s"),
-    real("trace.synthetic.arrival.amplitude", Incl(0.0), Excl(1.0), "fraction"),
-    real("trace.synthetic.arrival.period_s", Excl(0.0), Incl(SPAN), "s"),
+    real(
+        "trace.synthetic.arrival.amplitude",
+        Incl(0.0),
+        Excl(1.0),
+        "fraction",
+    ),
+    real(
+        "trace.synthetic.arrival.period_s",
+        Excl(0.0),
+        Incl(SPAN),
+        "s",
+    ),
     int("trace.synthetic.{prompt,output}.value", 1.0, TOK, "tokens"),
     int("trace.synthetic.{prompt,output}.min", 1.0, TOK, "tokens"),
     int("trace.synthetic.{prompt,output}.max", 1.0, TOK, "tokens"),
-    real("trace.synthetic.{prompt,output}.mean", Excl(0.0), Incl(TOK), "tokens"),
-    real("trace.synthetic.{prompt,output}.std", Excl(0.0), Incl(TOK), "tokens"),
+    real(
+        "trace.synthetic.{prompt,output}.mean",
+        Excl(0.0),
+        Incl(TOK),
+        "tokens",
+    ),
+    real(
+        "trace.synthetic.{prompt,output}.std",
+        Excl(0.0),
+        Incl(TOK),
+        "tokens",
+    ),
     // [slo]
     real("slo.{ttft_s,tpot_s,e2e_s}", Excl(0.0), Incl(1e6), "s"),
     // [cluster]
@@ -110,44 +140,139 @@ pub const KEYS: &[KeyRange] = &[
     int("engine.kv_blocks", 1.0, u32::MAX as f64, "blocks"),
     int("engine.max_num_seqs", 1.0, SEQS, "sequences"),
     int("engine.max_batched_tokens", 1.0, 16.0 * TOK, "tokens"),
-    real("engine.gpu_memory_utilization", Excl(0.0), Incl(1.0), "fraction"),
+    real(
+        "engine.gpu_memory_utilization",
+        Excl(0.0),
+        Incl(1.0),
+        "fraction",
+    ),
     // [models]
     int("models.{tp,draft_tp}", 1.0, 64.0, "GPUs"),
-    int("models.{target_spec,draft_spec}.layers", 1.0, 1024.0, "layers"),
+    int(
+        "models.{target_spec,draft_spec}.layers",
+        1.0,
+        1024.0,
+        "layers",
+    ),
     int("models.{target_spec,draft_spec}.hidden", 1.0, TOK, "-"),
     int("models.{target_spec,draft_spec}.heads", 1.0, SEQS, "heads"),
-    int("models.{target_spec,draft_spec}.kv_heads", 1.0, SEQS, "heads"),
+    int(
+        "models.{target_spec,draft_spec}.kv_heads",
+        1.0,
+        SEQS,
+        "heads",
+    ),
     int("models.{target_spec,draft_spec}.ffn", 1.0, 4.0 * TOK, "-"),
-    int("models.{target_spec,draft_spec}.vocab", 1.0, 16.0 * TOK, "tokens"),
-    real("models.{target_spec,draft_spec}.weight_bytes", Excl(0.0), Incl(8.0), "bytes"),
-    real("models.{target_spec,draft_spec}.kv_bytes", Excl(0.0), Incl(8.0), "bytes"),
+    int(
+        "models.{target_spec,draft_spec}.vocab",
+        1.0,
+        16.0 * TOK,
+        "tokens",
+    ),
+    real(
+        "models.{target_spec,draft_spec}.weight_bytes",
+        Excl(0.0),
+        Incl(8.0),
+        "bytes",
+    ),
+    real(
+        "models.{target_spec,draft_spec}.kv_bytes",
+        Excl(0.0),
+        Incl(8.0),
+        "bytes",
+    ),
     real("models.hardware_spec.memory_gb", Excl(0.0), Incl(1e6), "GB"),
-    real("models.hardware_spec.mem_bandwidth_tbs", Excl(0.0), Incl(1e3), "TB/s"),
-    real("models.hardware_spec.peak_tflops", Excl(0.0), Incl(1e6), "TFLOP/s"),
-    real("models.hardware_spec.interconnect_gbs", Excl(0.0), Incl(1e6), "GB/s"),
+    real(
+        "models.hardware_spec.mem_bandwidth_tbs",
+        Excl(0.0),
+        Incl(1e3),
+        "TB/s",
+    ),
+    real(
+        "models.hardware_spec.peak_tflops",
+        Excl(0.0),
+        Incl(1e6),
+        "TFLOP/s",
+    ),
+    real(
+        "models.hardware_spec.interconnect_gbs",
+        Excl(0.0),
+        Incl(1e6),
+        "GB/s",
+    ),
     // [cost]
-    real("cost.{compute_efficiency,memory_efficiency}", Excl(0.0), Incl(1.0), "fraction"),
-    real("cost.{target_overhead_ms,draft_overhead_ms}", Incl(0.0), Incl(1e6), "ms"),
-    real("cost.{target_ms,target_per_token_ms,draft_ms,draft_per_seq_ms}", Incl(0.0), Incl(1e6), "ms"),
-    real("cost.{draft,target,prefill}.{a,b,c,d}", Incl(-1e12), Incl(1e12), "ns (per unit)"),
+    real(
+        "cost.{compute_efficiency,memory_efficiency}",
+        Excl(0.0),
+        Incl(1.0),
+        "fraction",
+    ),
+    real(
+        "cost.{target_overhead_ms,draft_overhead_ms}",
+        Incl(0.0),
+        Incl(1e6),
+        "ms",
+    ),
+    real(
+        "cost.{target_ms,target_per_token_ms,draft_ms,draft_per_seq_ms}",
+        Incl(0.0),
+        Incl(1e6),
+        "ms",
+    ),
+    real(
+        "cost.{draft,target,prefill}.{a,b,c,d}",
+        Incl(-1e12),
+        Incl(1e12),
+        "ns (per unit)",
+    ),
     // [acceptance]
     real("acceptance.alpha", Incl(0.0), Incl(1.0), "probability"),
     real("acceptance.alphas.*", Incl(0.0), Incl(1.0), "probability"),
     real("acceptance.confidence_beta.*", Excl(0.0), Incl(1e6), "-"),
     real("acceptance.curve.*.*", Incl(0.0), Incl(1.0), "probability"),
-    real("acceptance.position_decay", Excl(0.0), Incl(1.0), "x per position"),
-    real("acceptance.categories.*.confidence_beta.*", Excl(0.0), Incl(1e6), "-"),
-    real("acceptance.categories.*.curve.*.*", Incl(0.0), Incl(1.0), "probability"),
-    real("acceptance.categories.*.position_decay", Excl(0.0), Incl(1.0), "x per position"),
+    real(
+        "acceptance.position_decay",
+        Excl(0.0),
+        Incl(1.0),
+        "x per position",
+    ),
+    real(
+        "acceptance.categories.*.confidence_beta.*",
+        Excl(0.0),
+        Incl(1e6),
+        "-",
+    ),
+    real(
+        "acceptance.categories.*.curve.*.*",
+        Incl(0.0),
+        Incl(1.0),
+        "probability",
+    ),
+    real(
+        "acceptance.categories.*.position_decay",
+        Excl(0.0),
+        Incl(1.0),
+        "x per position",
+    ),
     // [[policies]] (also plan.policies)
     int("policies.*.{k,k_max}", 0.0, DRAFT, "tokens"),
-    real("policies.*.{confidence,alpha0}", Incl(0.0), Incl(1.0), "probability"),
+    real(
+        "policies.*.{confidence,alpha0}",
+        Incl(0.0),
+        Incl(1.0),
+        "probability",
+    ),
     real("policies.*.bias", Excl(0.0), Incl(1e6), "x"),
     int("policies.*.table.*.0", 1.0, SEQS, "sequences"),
     int("policies.*.table.*.1", 0.0, DRAFT, "tokens"),
     // [plan]
     real("plan.target", Excl(0.0), Incl(1.0), "fraction"),
-    real("plan.{rate_scale,max_rate_scale}", Incl(1e-6), Incl(1e6), "x"),
+    real(
+        "plan.{rate_scale,max_rate_scale}",
+        Incl(1e-6),
+        Incl(1e6),
+        "x",
+    ),
     int("plan.tp.*", 1.0, 64.0, "GPUs"),
     int("plan.replicas.*", 1.0, REPL, "replicas"),
     int("plan.max_batch.*", 1.0, SEQS, "sequences"),
@@ -290,10 +415,8 @@ pub fn unranged_keys(raw: &toml::Table) -> Vec<String> {
                     path.pop();
                 }
             }
-            toml::Value::Integer(_) | toml::Value::Float(_) => {
-                if range_of(path).is_none() {
-                    out.push(path.join("."));
-                }
+            toml::Value::Integer(_) | toml::Value::Float(_) if range_of(path).is_none() => {
+                out.push(path.join("."));
             }
             _ => {}
         }
@@ -374,8 +497,10 @@ mod tests {
 
     #[test]
     fn ranges_name_the_key_with_array_indices() {
-        let e = check_ranges(&table("[[policies]]\nkind='none'\n[[policies]]\nkind='static'\nk=100"))
-            .unwrap_err();
+        let e = check_ranges(&table(
+            "[[policies]]\nkind='none'\n[[policies]]\nkind='static'\nk=100",
+        ))
+        .unwrap_err();
         assert!(e.starts_with("policies.1.k = 100 is out of range"), "{e}");
         let e = check_ranges(&table("[trace.synthetic]\nrate=1e-308")).unwrap_err();
         assert!(e.contains("trace.synthetic.rate"), "{e}");
@@ -391,7 +516,9 @@ mod tests {
 
     #[test]
     fn path_names_must_be_one_component() {
-        for bad in ["", "..", "../x", "/abs", "a/b", "a\\b", ".hidden", "-x", "a\0b", "c:x", " a"] {
+        for bad in [
+            "", "..", "../x", "/abs", "a/b", "a\\b", ".hidden", "-x", "a\0b", "c:x", " a",
+        ] {
             assert!(check_path_name("name", bad).is_err(), "{bad:?}");
         }
         for ok in ["quickstart", "fig3 load", "azure_conv-2", "qwen.cpu"] {
@@ -439,11 +566,18 @@ mod tests {
                             }
                         }
                     }
-                    missing.extend(unranged_keys(&t).into_iter().map(|k| format!("{}: {k}", p.display())));
+                    missing.extend(
+                        unranged_keys(&t)
+                            .into_iter()
+                            .map(|k| format!("{}: {k}", p.display())),
+                    );
                 }
             }
         }
         assert!(files > 10);
-        assert!(missing.is_empty(), "numeric keys without a range: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "numeric keys without a range: {missing:?}"
+        );
     }
 }

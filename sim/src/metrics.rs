@@ -480,9 +480,8 @@ pub fn write_result_dir(
     std::fs::create_dir_all(dir).map_err(|e| SimError::io(dir, e))?;
     // Each file under a temporary name, renamed when complete; summary.json last, so a directory
     // with a summary is a complete one.
-    let w = |name: &str, text: String| {
-        crate::sweep::write_atomically(&dir.join(name), text.as_bytes())
-    };
+    let w =
+        |name: &str, text: String| crate::sweep::write_atomically(&dir.join(name), text.as_bytes());
     w("requests.csv", requests_csv(rows))?;
     if let Some(steps) = steps {
         w("steps.csv", steps_csv(steps))?;

@@ -464,7 +464,10 @@ impl Scenario {
             )));
         }
         if let Some(m) = &f.models {
-            for (what, spec) in [("target_spec", &m.target_spec), ("draft_spec", &m.draft_spec)] {
+            for (what, spec) in [
+                ("target_spec", &m.target_spec),
+                ("draft_spec", &m.draft_spec),
+            ] {
                 if let Some(s) = spec {
                     if s.kv_heads > s.heads {
                         return Err(self.err(format!(

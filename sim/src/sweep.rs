@@ -212,7 +212,10 @@ impl Grid {
                 let mut probe = base.raw.clone();
                 for (a, &c) in self.axes.iter().zip(&cell.coords) {
                     if a.key == POLICY_AXIS {
-                        probe.insert("policies".into(), toml::Value::Array(vec![a.values[c].clone()]));
+                        probe.insert(
+                            "policies".into(),
+                            toml::Value::Array(vec![a.values[c].clone()]),
+                        );
                     } else {
                         let _ = set_key(&mut probe, &a.key, a.values[c].clone());
                     }

@@ -302,7 +302,12 @@ pub fn run(a: ReplayArgs) -> Result<()> {
             Err(e) => {
                 let why = format!("set-up failed: {e:#}");
                 eprintln!("error: {why}");
-                return anyhow::Ok(specsim_replay::aborted_outcome(&w, &cfg, ep.describe(), &why));
+                return anyhow::Ok(specsim_replay::aborted_outcome(
+                    &w,
+                    &cfg,
+                    ep.describe(),
+                    &why,
+                ));
             }
         };
         // What is left of the deadline is the run's.
@@ -310,7 +315,12 @@ pub fn run(a: ReplayArgs) -> Result<()> {
             let left = d.saturating_sub(t0.elapsed());
             if left.is_zero() {
                 let why = "the deadline passed during set-up";
-                return anyhow::Ok(specsim_replay::aborted_outcome(&w, &cfg, ep.describe(), why));
+                return anyhow::Ok(specsim_replay::aborted_outcome(
+                    &w,
+                    &cfg,
+                    ep.describe(),
+                    why,
+                ));
             }
             cfg.deadline = Some(left);
         }

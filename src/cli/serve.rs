@@ -115,9 +115,19 @@ impl ServeArgs {
             ("--max-num-seqs", self.max_num_seqs as u64, 1, 65_536),
             ("--max-queue", self.max_queue as u64, 1, 1_000_000),
             ("--kv-tokens", self.kv_tokens, 1, 1 << 32),
-            ("--max-prompt-tokens", self.max_prompt_tokens as u64, 1, max_tok),
+            (
+                "--max-prompt-tokens",
+                self.max_prompt_tokens as u64,
+                1,
+                max_tok,
+            ),
             ("--max-tokens", self.max_tokens as u64, 1, max_tok),
-            ("--default-max-tokens", self.default_max_tokens as u64, 1, self.max_tokens as u64),
+            (
+                "--default-max-tokens",
+                self.default_max_tokens as u64,
+                1,
+                self.max_tokens as u64,
+            ),
             ("--max-body-bytes", self.max_body_bytes as u64, 1, 1 << 30),
             ("--fake-step-ms", self.fake_step_ms, 0, 60_000),
         ] {

@@ -131,7 +131,10 @@ pub fn parse_time_ns(s: &[u8], unit_ns: f64, name: &str) -> Result<i64, String> 
     let ns = v * unit_ns;
     // About 146 years either way: beyond that the value is a unit mix-up, not a trace.
     if !ns.is_finite() || ns.abs() > 4.6e18 {
-        return Err(format!("{name} `{}` is out of range", specsim_core::excerpt(t, 40)));
+        return Err(format!(
+            "{name} `{}` is out of range",
+            specsim_core::excerpt(t, 40)
+        ));
     }
     Ok(ns.round() as i64)
 }

@@ -22,10 +22,12 @@ pub fn resolve(path: &Path, base_dir: &Path) -> Result<PathBuf, TraceError> {
     let text = path.to_string_lossy();
     if let Some(rel) = text.strip_prefix(SHARED_PREFIX) {
         let rel = Path::new(rel.trim_start_matches('/'));
-        if rel
-            .components()
-            .any(|c| !matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir))
-        {
+        if rel.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        }) {
             return Err(TraceError::Config(format!(
                 "`{text}`: a shared: path must stay inside the shared folder (no `..` or root)"
             )));
@@ -91,8 +93,14 @@ mod tests {
 
     #[test]
     fn shared_paths_cannot_climb_out_of_the_shared_folder() {
-        for bad in ["shared:../etc/passwd", "shared:traces/../../x", "shared://..//x"] {
-            let e = resolve(Path::new(bad), Path::new("/")).unwrap_err().to_string();
+        for bad in [
+            "shared:../etc/passwd",
+            "shared:traces/../../x",
+            "shared://..//x",
+        ] {
+            let e = resolve(Path::new(bad), Path::new("/"))
+                .unwrap_err()
+                .to_string();
             assert!(e.contains("inside the shared folder"), "{bad}: {e}");
         }
     }

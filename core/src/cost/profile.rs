@@ -240,7 +240,10 @@ impl Profile {
                     let end = text[start..].find('\n').map_or(text.len(), |i| start + i);
                     (
                         format!("{}:{line_no}", path.display()),
-                        format!(" (at `{}`)", crate::excerpt(text[line..end].as_bytes(), 40)),
+                        format!(
+                            " (at `{}`)",
+                            crate::excerpt(&text.as_bytes()[line..end], 40)
+                        ),
                     )
                 }
                 None => (path.display().to_string(), String::new()),
