@@ -29,10 +29,13 @@ pub struct ReplayArgs {
     /// policy's name so that `specsim compare PRED_DIR MEASURED_DIR` pairs them.
     #[arg(long, default_value = "measured")]
     pub policy_label: String,
-    /// Per-request timeout in seconds, from when the request is sent.
+    /// Per-request timeout in seconds, from when the request is sent; it also bounds each set-up
+    /// request (model name, /tokenize, the characters-per-token probe), headers and body.
     #[arg(long, default_value_t = 300.0)]
     pub timeout: f64,
-    /// Deadline of the whole run in seconds [default: last arrival + timeout + 10].
+    /// Deadline of the whole replay in seconds, counted from the command's start, set-up included
+    /// [default: last arrival + timeout + 10 after set-up]. A replay whose set-up fails or runs out of
+    /// time still writes its results (every request failed, with why) and exits non-zero.
     #[arg(long)]
     pub deadline: Option<f64>,
     /// Most requests in flight at once (later arrivals wait in the client, and the wait counts in
