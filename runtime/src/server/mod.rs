@@ -9,8 +9,8 @@
 //! 2. [`routes`] — handlers: parse and validate (OpenAI error shape on failure), apply the chat template,
 //!    tokenize, submit, then answer as one JSON body or as server-sent events with incremental
 //!    detokenization.
-//! 3. [`crate::metrics`] — Prometheus text: requests, TTFT/TPOT, batch size, k chosen, acceptance per draft
-//!    position, KV use.
+//! 3. [`crate::metrics`] — Prometheus text (prometheus-client): requests, TTFT/TPOT, batch size, k chosen,
+//!    acceptance per draft position (also under vLLM's `vllm:spec_decode_*` names), KV use.
 //!
 //! Routes: `POST /v1/completions`, `POST /v1/chat/completions`, `GET /v1/models`, `GET /health`,
 //! `GET /metrics`. Requests may set `ignore_eos` and `max_tokens` to force output lengths (replays do).
