@@ -84,7 +84,9 @@ fn sigterm_drains_open_streams_and_exits_zero() {
     streams.extend((0..4).map(|_| open_stream(&addr, 4000)));
     // And one non-streaming request that cannot finish within the grace.
     let mut plain = TcpStream::connect(&addr).unwrap();
-    plain.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     let body = "{\"prompt\": \"hello\", \"max_tokens\": 4000}";
     write!(
         plain,

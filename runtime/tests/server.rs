@@ -1172,6 +1172,10 @@ async fn slow_headers_are_cut_off_by_the_header_timeout() {
             let _ = c.write_all(b"X").await;
         }
     }
+    // And connections that send nothing at all.
+    for _ in 0..5 {
+        slow.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
+    }
     let r = reqwest::get(format!("http://{addr}/health")).await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
     for c in &mut slow {

@@ -92,6 +92,20 @@ pub async fn serve_with(
         let mut stop = stop_rx.clone();
         let open = open_rx.clone();
         tokio::spawn(async move {
+            // hyper's header timer starts at a request's first byte: a connection that sends
+            // nothing at all is closed here after the same time.
+            // A connection still silent when the server stops is closed too.
+            let mut first = [0u8; 1];
+            let spoke = tokio::select! {
+                r = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)) => {
+                    matches!(r, Ok(Ok(n)) if n > 0)
+                }
+                _ = stop.wait_for(|s| *s) => false,
+            };
+            if !spoke {
+                drop(open);
+                return;
+            }
             let mut builder = Builder::new(TokioExecutor::new());
             builder
                 .http1()
