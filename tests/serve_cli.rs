@@ -82,6 +82,18 @@ fn sigterm_drains_open_streams_and_exits_zero() {
     // queue).
     let mut streams = vec![open_stream(&addr, 60)];
     streams.extend((0..4).map(|_| open_stream(&addr, 4000)));
+    // And one non-streaming request that cannot finish within the grace.
+    let mut plain = TcpStream::connect(&addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let body = "{\"prompt\": \"hello\", \"max_tokens\": 4000}";
+    write!(
+        plain,
+        "POST /v1/completions HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
     std::thread::sleep(Duration::from_millis(300));
     let t0 = Instant::now();
     let kill = Command::new("kill")
@@ -125,6 +137,10 @@ fn sigterm_drains_open_streams_and_exits_zero() {
         ended_by_error, 4,
         "the long streams end at the grace period"
     );
+    let mut answer = String::new();
+    plain.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("shutting_down"), "{answer}");
     let status = wait_exit(&mut child, Duration::from_secs_f64(grace + 5.0)).unwrap_or_else(|| {
         let _ = child.kill();
         panic!("serve did not exit after SIGTERM");

@@ -34,7 +34,7 @@ pub fn write_replay_dir(dir: &Path, outcome: &ReplayOutcome) -> Result<(), Repla
     write_result_dir(dir, &outcome.records, &outcome.summary, None)?;
     let w = |name: &str, text: String| {
         let p = dir.join(name);
-        std::fs::write(&p, text).map_err(|e| ReplayError::io(&p, e))
+        specsim_sim::sweep::write_atomically(&p, text.as_bytes()).map_err(ReplayError::from)
     };
     w("chunks.csv", chunks_csv(outcome))?;
     w(

@@ -1,65 +1,41 @@
-//! Serving metrics in Prometheus text format (exposition format 0.0.4), written by hand: a few counters
-//! and histograms do not need a metrics framework.
+//! Serving metrics for `/metrics`, kept in a [`prometheus_client`] registry and encoded by it in the
+//! Prometheus text format (0.0.4).
 //!
 //! The HTTP layer records request outcomes, token counts, TTFT and TPOT; the engine driver records each
-//! verification step (batch size, k chosen per sequence, acceptance per draft position); KV use and queue
-//! depth are read from [`Load`] when `/metrics` is scraped.
+//! verification step (batch size, k chosen per sequence, acceptance per draft position) and each model
+//! forward; KV use and queue depth are read from [`Load`] when `/metrics` is scraped.
+//!
+//! Besides specsim's own names (`specsim_*`), the speculative-decoding counters are also offered under
+//! vLLM's names, with vLLM's `model_name` and `engine` labels, so a dashboard built for vLLM reads this
+//! engine unchanged:
+//!
+//! | vLLM name | meaning |
+//! |---|---|
+//! | `vllm:spec_decode_num_drafts_total` | draft proposals: sequences verified with at least one draft token |
+//! | `vllm:spec_decode_num_draft_tokens_total` | draft tokens verified |
+//! | `vllm:spec_decode_num_accepted_tokens_total` | draft tokens accepted |
+//! | `vllm:spec_decode_num_accepted_tokens_per_pos_total{position}` | accepted draft tokens by 0-based draft position |
 
 use crate::generate::Load;
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
 
 /// Draft positions tracked individually; deeper positions are counted in the last bucket.
 pub const MAX_TRACKED_POSITIONS: usize = 16;
+
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 const TTFT_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 ];
 const TPOT_BUCKETS: &[f64] = &[0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
-
-#[derive(Debug, Clone)]
-struct Histogram {
-    bounds: &'static [f64],
-    counts: Vec<u64>,
-    sum: f64,
-    count: u64,
-}
-
-impl Histogram {
-    fn new(bounds: &'static [f64]) -> Self {
-        Histogram {
-            bounds,
-            counts: vec![0; bounds.len()],
-            sum: 0.0,
-            count: 0,
-        }
-    }
-
-    fn observe(&mut self, v: f64) {
-        if !v.is_finite() {
-            return;
-        }
-        for (b, c) in self.bounds.iter().zip(self.counts.iter_mut()) {
-            if v <= *b {
-                *c += 1;
-            }
-        }
-        self.sum += v;
-        self.count += 1;
-    }
-
-    fn write(&self, out: &mut String, name: &str, help: &str) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        for (b, c) in self.bounds.iter().zip(&self.counts) {
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {c}");
-        }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", self.count);
-        let _ = writeln!(out, "{name}_sum {}", self.sum);
-        let _ = writeln!(out, "{name}_count {}", self.count);
-    }
-}
 
 /// How a request ended, as counted by `specsim_requests_total{outcome=…}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -70,7 +46,7 @@ pub enum Outcome {
     Cancelled,
     /// Refused with a 4xx before generation (bad input, limits).
     Invalid,
-    /// Refused because the queue was full.
+    /// Refused because the queue was full (or the server was draining).
     Rejected,
     /// The generator failed.
     Error,
@@ -107,68 +83,208 @@ impl ForwardModel {
     }
 }
 
-/// Measured and predicted forward time of one model.
-#[derive(Debug, Clone, Copy, Default)]
-struct ForwardTotals {
-    forwards: u64,
-    measured_s: f64,
-    predicted_s: f64,
-}
-
-/// Reads one counter of [`ForwardTotals`] as exposition text.
-type ForwardValue = fn(&ForwardTotals) -> String;
-
-#[derive(Debug)]
-struct Inner {
-    forwards: BTreeMap<ForwardModel, ForwardTotals>,
-    requests: BTreeMap<(&'static str, Outcome), u64>,
-    prompt_tokens: u64,
-    completion_tokens: u64,
-    ttft: Histogram,
-    tpot: Histogram,
-    batch: Histogram,
-    steps: u64,
-    chosen_k: BTreeMap<u32, u64>,
-    drafted_at: [u64; MAX_TRACKED_POSITIONS],
-    accepted_at: [u64; MAX_TRACKED_POSITIONS],
-}
+type Labels1 = [(&'static str, String); 1];
+type Labels2 = [(&'static str, String); 2];
+type Labels3 = [(&'static str, String); 3];
+type SecondsCounter = Counter<f64, AtomicU64>;
 
 /// The server's metric registry; shared by the HTTP handlers and the engine driver.
 #[derive(Debug)]
 pub struct Metrics {
-    inner: Mutex<Inner>,
+    registry: Registry,
+    /// vLLM's labels: `model_name`, `engine`.
+    vllm_labels: Labels2,
+    requests: Family<Labels2, Counter>,
+    prompt_tokens: Counter,
+    completion_tokens: Counter,
+    ttft: Histogram,
+    tpot: Histogram,
+    batch: Histogram,
+    steps: Counter,
+    forwards: Family<Labels1, Counter>,
+    forward_seconds: Family<Labels1, SecondsCounter>,
+    forward_predicted: Family<Labels1, SecondsCounter>,
+    chosen_k: Family<Labels1, Counter>,
+    drafted_at: Family<Labels1, Counter>,
+    accepted_at: Family<Labels1, Counter>,
+    vllm_drafts: Family<Labels2, Counter>,
+    vllm_draft_tokens: Family<Labels2, Counter>,
+    vllm_accepted: Family<Labels2, Counter>,
+    vllm_accepted_per_pos: Family<Labels3, Counter>,
+    in_flight: Gauge,
+    running: Gauge,
+    kv_used: Gauge,
+    kv_capacity: Gauge,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics {
-            inner: Mutex::new(Inner {
-                forwards: BTreeMap::new(),
-                requests: BTreeMap::new(),
-                prompt_tokens: 0,
-                completion_tokens: 0,
-                ttft: Histogram::new(TTFT_BUCKETS),
-                tpot: Histogram::new(TPOT_BUCKETS),
-                batch: Histogram::new(BATCH_BUCKETS),
-                steps: 0,
-                chosen_k: BTreeMap::new(),
-                drafted_at: [0; MAX_TRACKED_POSITIONS],
-                accepted_at: [0; MAX_TRACKED_POSITIONS],
-            }),
-        }
+        Metrics::new("specsim")
     }
 }
 
 impl Metrics {
-    fn with<T>(&self, f: impl FnOnce(&mut Inner) -> T) -> T {
-        // A panic while holding the lock cannot leave the counters inconsistent in a harmful way.
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut g)
+    /// A registry whose vLLM-named counters carry `model_name = model` (the served model's name).
+    pub fn new(model: &str) -> Self {
+        let mut r = Registry::default();
+        fn reg<M: prometheus_client::registry::Metric + Clone>(
+            r: &mut Registry,
+            name: &str,
+            help: &str,
+            m: M,
+        ) -> M {
+            r.register(name, help, m.clone());
+            m
+        }
+        let hist = |b: &[f64]| Histogram::new(b.iter().copied());
+        let m = Metrics {
+            vllm_labels: [
+                ("model_name", model.to_string()),
+                ("engine", "0".to_string()),
+            ],
+            requests: reg(
+                &mut r,
+                "specsim_requests",
+                "Requests by endpoint and outcome",
+                Family::default(),
+            ),
+            prompt_tokens: reg(
+                &mut r,
+                "specsim_prompt_tokens",
+                "Prompt tokens of finished requests",
+                Counter::default(),
+            ),
+            completion_tokens: reg(
+                &mut r,
+                "specsim_generation_tokens",
+                "Tokens generated for finished requests",
+                Counter::default(),
+            ),
+            ttft: reg(
+                &mut r,
+                "specsim_time_to_first_token_seconds",
+                "Time from request arrival to its first token",
+                hist(TTFT_BUCKETS),
+            ),
+            tpot: reg(
+                &mut r,
+                "specsim_time_per_output_token_seconds",
+                "Mean time between output tokens after the first, per request",
+                hist(TPOT_BUCKETS),
+            ),
+            batch: reg(
+                &mut r,
+                "specsim_batch_size",
+                "Sequences per verification step",
+                hist(BATCH_BUCKETS),
+            ),
+            steps: reg(
+                &mut r,
+                "specsim_steps",
+                "Verification steps",
+                Counter::default(),
+            ),
+            forwards: reg(
+                &mut r,
+                "specsim_forwards",
+                "Model forwards",
+                Family::default(),
+            ),
+            forward_seconds: reg(
+                &mut r,
+                "specsim_forward_seconds",
+                "Measured time in model forwards (sampling and verification included)",
+                Family::default(),
+            ),
+            forward_predicted: reg(
+                &mut r,
+                "specsim_forward_predicted_seconds",
+                "Time the cost model (serve --profile) predicts for the same forwards",
+                Family::default(),
+            ),
+            chosen_k: reg(
+                &mut r,
+                "specsim_chosen_k",
+                "Sequences verified with k draft tokens, by k",
+                Family::default(),
+            ),
+            drafted_at: reg(
+                &mut r,
+                "specsim_draft_tokens",
+                "Draft tokens verified, by draft position (0-based)",
+                Family::default(),
+            ),
+            accepted_at: reg(
+                &mut r,
+                "specsim_draft_accepted",
+                "Draft tokens accepted, by draft position (0-based)",
+                Family::default(),
+            ),
+            vllm_drafts: reg(
+                &mut r,
+                "vllm:spec_decode_num_drafts",
+                "Number of spec decoding drafts",
+                Family::default(),
+            ),
+            vllm_draft_tokens: reg(
+                &mut r,
+                "vllm:spec_decode_num_draft_tokens",
+                "Number of draft tokens",
+                Family::default(),
+            ),
+            vllm_accepted: reg(
+                &mut r,
+                "vllm:spec_decode_num_accepted_tokens",
+                "Number of accepted tokens",
+                Family::default(),
+            ),
+            vllm_accepted_per_pos: reg(
+                &mut r,
+                "vllm:spec_decode_num_accepted_tokens_per_pos",
+                "Accepted tokens per draft position",
+                Family::default(),
+            ),
+            in_flight: reg(
+                &mut r,
+                "specsim_requests_in_flight",
+                "Requests accepted and not finished",
+                Gauge::default(),
+            ),
+            running: reg(
+                &mut r,
+                "specsim_requests_running",
+                "Requests in the running batch",
+                Gauge::default(),
+            ),
+            kv_used: reg(
+                &mut r,
+                "specsim_kv_used_tokens",
+                "KV cache in use, in tokens",
+                Gauge::default(),
+            ),
+            kv_capacity: reg(
+                &mut r,
+                "specsim_kv_capacity_tokens",
+                "KV cache capacity, in tokens",
+                Gauge::default(),
+            ),
+            registry: r,
+        };
+        // vLLM's counters exist (at 0) from the start, as vLLM's do.
+        for f in [&m.vllm_drafts, &m.vllm_draft_tokens, &m.vllm_accepted] {
+            let _ = f.get_or_create(&m.vllm_labels);
+        }
+        m
     }
 
     /// Counts a request on `endpoint` (`completions`, `chat`) that ended with `outcome`.
     pub fn request(&self, endpoint: &'static str, outcome: Outcome) {
-        self.with(|m| *m.requests.entry((endpoint, outcome)).or_insert(0) += 1);
+        self.requests
+            .get_or_create(&[
+                ("endpoint", endpoint.to_string()),
+                ("outcome", outcome.label().to_string()),
+            ])
+            .inc();
     }
 
     /// Records a finished request's token counts and latencies (TPOT only with two or more tokens).
@@ -179,16 +295,14 @@ impl Metrics {
         ttft_s: Option<f64>,
         tpot_s: Option<f64>,
     ) {
-        self.with(|m| {
-            m.prompt_tokens += prompt_tokens as u64;
-            m.completion_tokens += completion_tokens as u64;
-            if let Some(t) = ttft_s {
-                m.ttft.observe(t);
-            }
-            if let Some(t) = tpot_s {
-                m.tpot.observe(t);
-            }
-        });
+        self.prompt_tokens.inc_by(prompt_tokens as u64);
+        self.completion_tokens.inc_by(completion_tokens as u64);
+        if let Some(t) = ttft_s.filter(|t| t.is_finite()) {
+            self.ttft.observe(t);
+        }
+        if let Some(t) = tpot_s.filter(|t| t.is_finite()) {
+            self.tpot.observe(t);
+        }
     }
 
     /// Records one verification step: for each sequence in the batch, `(drafted, accepted)`.
@@ -196,95 +310,65 @@ impl Metrics {
         if seqs.is_empty() {
             return;
         }
-        self.with(|m| {
-            m.steps += 1;
-            m.batch.observe(seqs.len() as f64);
-            for &(drafted, accepted) in seqs {
-                *m.chosen_k.entry(drafted).or_insert(0) += 1;
-                for pos in 0..drafted as usize {
-                    let slot = pos.min(MAX_TRACKED_POSITIONS - 1);
-                    m.drafted_at[slot] += 1;
-                    if (pos as u32) < accepted {
-                        m.accepted_at[slot] += 1;
-                    }
+        self.steps.inc();
+        self.batch.observe(seqs.len() as f64);
+        let (mut drafts, mut drafted, mut accepted) = (0u64, 0u64, 0u64);
+        for &(d, a) in seqs {
+            self.chosen_k.get_or_create(&[("k", d.to_string())]).inc();
+            if d > 0 {
+                drafts += 1;
+            }
+            drafted += d as u64;
+            accepted += a.min(d) as u64;
+            for pos in 0..d as usize {
+                let slot = pos.min(MAX_TRACKED_POSITIONS - 1).to_string();
+                self.drafted_at
+                    .get_or_create(&[("position", slot.clone())])
+                    .inc();
+                if (pos as u32) < a {
+                    self.accepted_at
+                        .get_or_create(&[("position", slot.clone())])
+                        .inc();
+                    let [m, e] = self.vllm_labels.clone();
+                    self.vllm_accepted_per_pos
+                        .get_or_create(&[m, e, ("position", slot)])
+                        .inc();
                 }
             }
-        });
+        }
+        self.vllm_drafts
+            .get_or_create(&self.vllm_labels)
+            .inc_by(drafts);
+        self.vllm_draft_tokens
+            .get_or_create(&self.vllm_labels)
+            .inc_by(drafted);
+        self.vllm_accepted
+            .get_or_create(&self.vllm_labels)
+            .inc_by(accepted);
     }
 
     /// Records one model forward: its measured time and what the cost model predicted for its batch.
     pub fn forward(&self, model: ForwardModel, measured_ns: u64, predicted_ns: u64) {
-        self.with(|m| {
-            let t = m.forwards.entry(model).or_default();
-            t.forwards += 1;
-            t.measured_s += measured_ns as f64 / 1e9;
-            t.predicted_s += predicted_ns as f64 / 1e9;
-        });
+        let l = [("model", model.label().to_string())];
+        self.forwards.get_or_create(&l).inc();
+        self.forward_seconds
+            .get_or_create(&l)
+            .inc_by(measured_ns as f64 / 1e9);
+        self.forward_predicted
+            .get_or_create(&l)
+            .inc_by(predicted_ns as f64 / 1e9);
     }
 
     /// The Prometheus text exposition, with occupancy gauges from `load`.
     pub fn render(&self, load: &Load) -> String {
+        let g = |x: u64| i64::try_from(x).unwrap_or(i64::MAX);
+        self.in_flight.set(g(load.in_flight as u64));
+        self.running.set(g(load.running as u64));
+        self.kv_used.set(g(load.kv_used_tokens));
+        self.kv_capacity.set(g(load.kv_capacity_tokens));
         let mut out = String::new();
-        self.with(|m| {
-            out.push_str("# HELP specsim_requests_total Requests by endpoint and outcome.\n# TYPE specsim_requests_total counter\n");
-            for ((ep, oc), n) in &m.requests {
-                let _ = writeln!(out, "specsim_requests_total{{endpoint=\"{ep}\",outcome=\"{}\"}} {n}", oc.label());
-            }
-            let _ = writeln!(out, "# HELP specsim_prompt_tokens_total Prompt tokens of finished requests.\n# TYPE specsim_prompt_tokens_total counter\nspecsim_prompt_tokens_total {}", m.prompt_tokens);
-            let _ = writeln!(out, "# HELP specsim_generation_tokens_total Tokens generated for finished requests.\n# TYPE specsim_generation_tokens_total counter\nspecsim_generation_tokens_total {}", m.completion_tokens);
-            m.ttft.write(&mut out, "specsim_time_to_first_token_seconds", "Time from request arrival to its first token.");
-            m.tpot.write(&mut out, "specsim_time_per_output_token_seconds", "Mean time between output tokens after the first, per request.");
-            m.batch.write(&mut out, "specsim_batch_size", "Sequences per verification step.");
-            let _ = writeln!(out, "# HELP specsim_steps_total Verification steps.\n# TYPE specsim_steps_total counter\nspecsim_steps_total {}", m.steps);
-            let forwards: [(&str, &str, ForwardValue); 3] = [
-                ("specsim_forwards_total", "Model forwards.", |t| t.forwards.to_string()),
-                ("specsim_forward_seconds_total", "Measured time in model forwards (sampling and verification included).", |t| format!("{:.6}", t.measured_s)),
-                ("specsim_forward_predicted_seconds_total", "Time the cost model (serve --profile) predicts for the same forwards.", |t| format!("{:.6}", t.predicted_s)),
-            ];
-            for (name, help, value) in forwards {
-                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-                for (model, t) in &m.forwards {
-                    let _ = writeln!(out, "{name}{{model=\"{}\"}} {}", model.label(), value(t));
-                }
-            }
-            out.push_str("# HELP specsim_chosen_k_total Sequences verified with k draft tokens, by k.\n# TYPE specsim_chosen_k_total counter\n");
-            for (k, n) in &m.chosen_k {
-                let _ = writeln!(out, "specsim_chosen_k_total{{k=\"{k}\"}} {n}");
-            }
-            out.push_str("# HELP specsim_draft_tokens_total Draft tokens verified, by draft position (0-based).\n# TYPE specsim_draft_tokens_total counter\n");
-            for (p, n) in m.drafted_at.iter().enumerate().filter(|(_, n)| **n > 0) {
-                let _ = writeln!(out, "specsim_draft_tokens_total{{position=\"{p}\"}} {n}");
-            }
-            out.push_str("# HELP specsim_draft_accepted_total Draft tokens accepted, by draft position (0-based).\n# TYPE specsim_draft_accepted_total counter\n");
-            for (p, n) in m.accepted_at.iter().enumerate().filter(|(_, n)| **n > 0) {
-                let _ = writeln!(out, "specsim_draft_accepted_total{{position=\"{p}\"}} {n}");
-            }
-        });
-        let gauges = [
-            (
-                "specsim_requests_in_flight",
-                "Requests accepted and not finished.",
-                load.in_flight as u64,
-            ),
-            (
-                "specsim_requests_running",
-                "Requests in the running batch.",
-                load.running as u64,
-            ),
-            (
-                "specsim_kv_used_tokens",
-                "KV cache in use, in tokens.",
-                load.kv_used_tokens,
-            ),
-            (
-                "specsim_kv_capacity_tokens",
-                "KV cache capacity, in tokens.",
-                load.kv_capacity_tokens,
-            ),
-        ];
-        for (name, help, v) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        }
+        // Writing into a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
         out
     }
 }
@@ -292,17 +376,6 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn histogram_buckets_are_cumulative() {
-        let mut h = Histogram::new(&[1.0, 2.0, 4.0]);
-        for v in [0.5, 1.0, 1.5, 3.0, 10.0] {
-            h.observe(v);
-        }
-        assert_eq!(h.counts, vec![2, 3, 4]);
-        assert_eq!(h.count, 5);
-        assert_eq!(h.sum, 16.0);
-    }
 
     #[test]
     fn acceptance_is_counted_per_position() {
@@ -320,6 +393,11 @@ mod tests {
             "specsim_chosen_k_total{k=\"3\"} 1",
             "specsim_batch_size_bucket{le=\"2\"} 0",
             "specsim_batch_size_bucket{le=\"4\"} 1",
+            "vllm:spec_decode_num_drafts_total{model_name=\"specsim\",engine=\"0\"} 2",
+            "vllm:spec_decode_num_draft_tokens_total{model_name=\"specsim\",engine=\"0\"} 5",
+            "vllm:spec_decode_num_accepted_tokens_total{model_name=\"specsim\",engine=\"0\"} 3",
+            "vllm:spec_decode_num_accepted_tokens_per_pos_total{model_name=\"specsim\",engine=\"0\",position=\"0\"} 2",
+            "vllm:spec_decode_num_accepted_tokens_per_pos_total{model_name=\"specsim\",engine=\"0\",position=\"1\"} 1",
             "specsim_steps_total 1",
         ] {
             assert!(
@@ -340,10 +418,10 @@ mod tests {
         for line in [
             "specsim_forwards_total{model=\"draft\"} 1",
             "specsim_forwards_total{model=\"target\"} 2",
-            "specsim_forward_seconds_total{model=\"target\"} 0.200000",
-            "specsim_forward_predicted_seconds_total{model=\"target\"} 0.200000",
-            "specsim_forward_seconds_total{model=\"draft\"} 0.030000",
-            "specsim_forward_predicted_seconds_total{model=\"draft\"} 0.025000",
+            "specsim_forward_seconds_total{model=\"target\"} 0.2",
+            "specsim_forward_predicted_seconds_total{model=\"target\"} 0.2",
+            "specsim_forward_seconds_total{model=\"draft\"} 0.03",
+            "specsim_forward_predicted_seconds_total{model=\"draft\"} 0.025",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }

@@ -211,7 +211,7 @@ pub fn serve(config: &ServeConfig) -> Result<(), ServeError> {
                 |s| s.to_string_lossy().into_owned(),
             )
     });
-    let metrics = Arc::new(Metrics::default());
+    let metrics = Arc::new(Metrics::new(&model_name));
     let tokenizer = Arc::new(tokenizer);
     let generator: Arc<dyn Generator> = if config.fake {
         let backend = crate::driver::echo::EchoBackend::new(0.8)

@@ -635,11 +635,17 @@ async fn step_log_sets_each_forward_beside_the_cost_models_prediction() {
         assert!((p - 0.092).abs() < 1e-6, "{predicted:?}");
     }
     let text = metrics.render(&Default::default());
-    let want = format!(
-        "specsim_forward_predicted_seconds_total{{model=\"target\"}} {:.6}",
-        predicted.iter().sum::<f64>()
+    let key = "specsim_forward_predicted_seconds_total{model=\"target\"} ";
+    let got: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .unwrap_or_else(|| panic!("missing {key} in\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(
+        (got - predicted.iter().sum::<f64>()).abs() < 1e-6,
+        "{got} in\n{text}"
     );
-    assert!(text.lines().any(|l| l == want), "missing {want} in\n{text}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -694,6 +700,30 @@ async fn engine_streams_concurrent_clients_with_speculation() {
         metrics.contains("specsim_draft_tokens_total{position=\"2\"} 12"),
         "{metrics}"
     );
+    // The same counts under vLLM's names and labels (12 drafts of 3 tokens, all accepted), so a
+    // dashboard built for vLLM reads them unchanged.
+    let vllm = |name: &str, extra: &str| -> u64 {
+        let key = format!("{name}{{model_name=\"specsim\",engine=\"0\"{extra}}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .unwrap_or_else(|| panic!("missing {key} in\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(vllm("vllm:spec_decode_num_drafts_total", ""), 12);
+    assert_eq!(vllm("vllm:spec_decode_num_draft_tokens_total", ""), 36);
+    assert_eq!(vllm("vllm:spec_decode_num_accepted_tokens_total", ""), 36);
+    for p in 0..3 {
+        assert_eq!(
+            vllm(
+                "vllm:spec_decode_num_accepted_tokens_per_pos_total",
+                &format!(",position=\"{p}\"")
+            ),
+            12
+        );
+    }
+    assert!(metrics.contains("# TYPE vllm:spec_decode_num_drafts_total counter"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1141,6 +1171,10 @@ async fn slow_headers_are_cut_off_by_the_header_timeout() {
         for c in &mut slow {
             let _ = c.write_all(b"X").await;
         }
+    }
+    // And connections that send nothing at all.
+    for _ in 0..5 {
+        slow.push(tokio::net::TcpStream::connect(&addr).await.unwrap());
     }
     let r = reqwest::get(format!("http://{addr}/health")).await.unwrap();
     assert_eq!(r.status().as_u16(), 200);

@@ -441,6 +441,20 @@ pub fn unranged_keys(raw: &toml::Table) -> Vec<String> {
     out
 }
 
+/// After a table deserialised: every number in it must sit on a key of [`KEYS`]. One that does not
+/// was taken by serde in a way no key documents (a table written as an array, `engine = [1]`, fills
+/// the struct's fields by position), so it is refused, naming where it is.
+pub fn check_no_stray_numbers(raw: &toml::Table) -> Result<(), String> {
+    let mut t = raw.clone();
+    t.remove("sweep");
+    match unranged_keys(&t).first() {
+        None => Ok(()),
+        Some(k) => Err(format!(
+            "{k}: no scenario key takes a number here (is a table written as an array? see docs/scenario-keys.md)"
+        )),
+    }
+}
+
 /// The Markdown table of [`KEYS`] (the one in `docs/scenario-keys.md`).
 pub fn markdown_table() -> String {
     let mut s = String::from("| key | range | type | unit |\n|---|---|---|---|\n");
@@ -527,6 +541,8 @@ mod tests {
         assert!(check_ranges(&table("[engine]\nblock_size=16")).is_ok());
         let e = check_ranges(&table("[engine]\nblock_size=0")).unwrap_err();
         assert!(e.contains("engine.block_size = 0"), "{e}");
+        let e = check_no_stray_numbers(&table("engine = [1]")).unwrap_err();
+        assert!(e.starts_with("engine.0: no scenario key"), "{e}");
     }
 
     #[test]

@@ -758,17 +758,31 @@ pub fn write_result_dir(
     steps: Option<&[StepRow]>,
 ) -> Result<(), SimError> {
     std::fs::create_dir_all(dir).map_err(|e| SimError::io(dir, e))?;
-    let w = |name: &str, text: String| {
-        let p = dir.join(name);
-        std::fs::write(&p, text).map_err(|e| SimError::io(&p, e))
-    };
+    // Each file under a temporary name, renamed when complete; summary.json last, so a directory
+    // with a summary is a complete one.
+    let w =
+        |name: &str, text: String| crate::sweep::write_atomically(&dir.join(name), text.as_bytes());
     w("requests.csv", requests_csv(rows))?;
+    if let Some(steps) = steps {
+        w("steps.csv", steps_csv(steps))?;
+    }
     w(
         "summary.json",
         serde_json::to_string_pretty(summary).unwrap_or_default() + "\n",
     )?;
-    if let Some(steps) = steps {
-        w("steps.csv", steps_csv(steps))?;
+    Ok(())
+}
+
+/// Removes the result files `names` of an earlier run from `dir` (missing ones are fine), before a new
+/// run starts: a run that is then killed leaves no complete-looking results from the old one.
+pub fn remove_stale(dir: &Path, names: &[&str]) -> Result<(), SimError> {
+    for name in names {
+        let p = dir.join(name);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SimError::io(&p, e)),
+        }
     }
     Ok(())
 }

@@ -380,6 +380,10 @@ impl Scenario {
                 Err(e) => return Err(Self::blame_set(text, &label, sets, &e)),
             }
         };
+        crate::limits::check_no_stray_numbers(&raw).map_err(|msg| SimError::Scenario {
+            file: label.clone(),
+            msg,
+        })?;
         let sc = Scenario {
             file,
             path: path.to_path_buf(),

@@ -231,6 +231,7 @@ impl Grid {
                 return Err(err(e.message().replace('\n', " ").trim().to_string()));
             }
         };
+        crate::limits::check_no_stray_numbers(&raw).map_err(&err)?;
         let sc = Scenario {
             file,
             path: base.path.clone(),

@@ -50,6 +50,34 @@ pub struct CalibrateArgs {
 
 /// Runs `specsim calibrate`.
 pub fn run(a: CalibrateArgs) -> Result<()> {
+    // Counts that size the grid and the runs have ranges.
+    let max_tok = specsim_sim::limits::MAX_TOKENS as u64;
+    for (flag, v, lo, hi) in [
+        (
+            "--k-max",
+            Some(a.k_max as u64),
+            1,
+            specsim_sim::limits::MAX_DRAFT,
+        ),
+        (
+            "--max-prompts",
+            a.max_prompts.map(|n| n as u64),
+            1,
+            1_000_000,
+        ),
+        (
+            "--max-new-tokens",
+            a.max_new_tokens.map(u64::from),
+            1,
+            max_tok,
+        ),
+        ("--max-context", a.max_context.map(u64::from), 1, max_tok),
+        ("--threads", a.threads.map(|n| n as u64), 1, 1024),
+    ] {
+        if let Some(v) = v.filter(|v| !(lo..=hi).contains(v)) {
+            anyhow::bail!("{flag} = {v} is out of range: must be in [{lo}, {hi}]");
+        }
+    }
     let threads = match a.threads {
         Some(0) => anyhow::bail!("--threads must be at least 1"),
         Some(n) => n,

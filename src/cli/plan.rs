@@ -94,6 +94,7 @@ fn plan_figure(r: &PlanResult, name: &str) -> Figure {
 
 /// `specsim plan`.
 pub fn run(a: PlanArgs) -> Result<()> {
+    super::sweep::check_threads(a.threads)?;
     let sc = Scenario::load(&a.scenario, &a.sets)?;
     let w = super::run::load_workload(&sc, a.quiet)?;
     let out = a
@@ -125,7 +126,7 @@ pub fn run(a: PlanArgs) -> Result<()> {
     bar.finish_and_clear();
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let csv = out.join("plan.csv");
-    std::fs::write(&csv, r.to_csv()).with_context(|| format!("writing {}", csv.display()))?;
+    specsim_sim::sweep::write_atomically(&csv, r.to_csv().as_bytes())?;
     specsim_plots::render(&plan_figure(&r, &sc.name()), &out)?;
     print!("{}", r.pareto_table());
     let runs: u32 = r.rows.iter().map(|x| x.runs).sum();

@@ -29,10 +29,13 @@ pub struct ReplayArgs {
     /// policy's name so that `specsim compare PRED_DIR MEASURED_DIR` pairs them.
     #[arg(long, default_value = "measured")]
     pub policy_label: String,
-    /// Per-request timeout in seconds, from when the request is sent.
+    /// Per-request timeout in seconds, from when the request is sent; it also bounds each set-up
+    /// request (model name, /tokenize, the characters-per-token probe), headers and body.
     #[arg(long, default_value_t = 300.0)]
     pub timeout: f64,
-    /// Deadline of the whole run in seconds [default: last arrival + timeout + 10].
+    /// Deadline of the whole replay in seconds, counted from the command's start, set-up included
+    /// [default: last arrival + timeout + 10 after set-up]. A replay whose set-up fails or runs out of
+    /// time still writes its results (every request failed, with why) and exits non-zero.
     #[arg(long)]
     pub deadline: Option<f64>,
     /// Most requests in flight at once (later arrivals wait in the client, and the wait counts in
@@ -78,9 +81,12 @@ pub struct ReplayArgs {
     pub quiet: bool,
 }
 
+/// Longest --timeout or --deadline, seconds (a year: longer is a typo, and would overflow the clock).
+const MAX_SECS: f64 = 366.0 * 86_400.0;
+
 fn secs(name: &str, v: f64) -> Result<Duration> {
-    if !(v.is_finite() && v > 0.0) {
-        bail!("--{name} must be a positive number of seconds (got {v})");
+    if !(v.is_finite() && v > 0.0 && v <= MAX_SECS) {
+        bail!("--{name} must be a positive number of seconds, at most {MAX_SECS} (got {v:?})");
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -132,8 +138,8 @@ async fn text_prompts(
     let set = PromptSet::load(&path)
         .context("reading the prompt set (give another with --prompts, or use --token-prompts)")?;
     let given = match a.chars_per_token {
-        Some(c) if c.is_finite() && c > 0.0 => Some(c),
-        Some(c) => bail!("--chars-per-token must be positive (got {c})"),
+        Some(c) if c.is_finite() && c > 0.0 && c <= 64.0 => Some(c),
+        Some(c) => bail!("--chars-per-token must be in (0, 64] (got {c})"),
         None => None,
     };
     let probe = set.text(0, None, ReplayConfig::probe_chars_per_token());
@@ -261,6 +267,9 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     let mut cfg = ReplayConfig::new(a.policy_label.clone(), sc.file.slo);
     cfg.request_timeout = secs("timeout", a.timeout)?;
     let deadline = a.deadline.map(|d| secs("deadline", d)).transpose()?;
+    if a.concurrency_limit.is_some_and(|n| n == 0 || n > 1_000_000) {
+        bail!("--concurrency-limit must be in [1, 1000000]");
+    }
     cfg.concurrency_limit = a.concurrency_limit;
     cfg.abort_after = a.abort_after;
     let out_root = a
@@ -268,6 +277,11 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("out").join(format!("{}-replay", sc.name())));
     let out = out_root.join(&a.policy_label);
+    // An earlier replay's results would look complete if this one were killed.
+    specsim_sim::metrics::remove_stale(
+        &out,
+        &["summary.json", "requests.csv", "chunks.csv", "replay.json"],
+    )?;
     let quiet = a.quiet;
     let outcome = specsim_replay::block_on(async {
         let mut ep = HttpEndpoint::new(&a.endpoint, a.model.clone(), a.temperature)?;

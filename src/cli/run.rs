@@ -249,7 +249,7 @@ fn comparison_csv(runs: &[(String, Summary)]) -> String {
 /// Writes the comparison file (each policy's directory was written as it ran).
 pub fn write_comparison(out: &Path, runs: &[(String, Summary)]) -> Result<()> {
     let p = out.join("comparison.csv");
-    std::fs::write(&p, comparison_csv(runs)).with_context(|| format!("writing {}", p.display()))?;
+    specsim_sim::sweep::write_atomically(&p, comparison_csv(runs).as_bytes())?;
     Ok(())
 }
 
@@ -308,6 +308,14 @@ pub fn run(a: RunArgs) -> Result<()> {
         let _ = rayon::ThreadPoolBuilder::new()
             .num_threads(t)
             .build_global();
+    }
+    // Results of an earlier run in the same folder would look complete if this one were killed.
+    specsim_sim::metrics::remove_stale(&out, &["comparison.csv"])?;
+    for name in unique_policy_names(&sc.file.policies) {
+        specsim_sim::metrics::remove_stale(
+            &out.join(name),
+            &["summary.json", "requests.csv", "steps.csv", "INCOMPLETE"],
+        )?;
     }
     let cancel = sigint_flag()?;
     let runs = run_policies(

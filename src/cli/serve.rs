@@ -105,10 +105,36 @@ impl ServeArgs {
                 Ok(std::time::Duration::from_secs_f64(v))
             } else {
                 Err(anyhow::anyhow!(
-                    "--{name} must be a number of seconds in [0, 86400] (got {v})"
+                    "--{name} must be a number of seconds in [0, 86400] (got {v:?})"
                 ))
             }
         };
+        // Every count that sizes an allocation (KV cache, position tables, queues, bodies) has a range.
+        let max_tok = specsim_sim::limits::MAX_TOKENS as u64;
+        for (flag, v, lo, hi) in [
+            ("--max-num-seqs", self.max_num_seqs as u64, 1, 65_536),
+            ("--max-queue", self.max_queue as u64, 1, 1_000_000),
+            ("--kv-tokens", self.kv_tokens, 1, 1 << 32),
+            (
+                "--max-prompt-tokens",
+                self.max_prompt_tokens as u64,
+                1,
+                max_tok,
+            ),
+            ("--max-tokens", self.max_tokens as u64, 1, max_tok),
+            (
+                "--default-max-tokens",
+                self.default_max_tokens as u64,
+                1,
+                self.max_tokens as u64,
+            ),
+            ("--max-body-bytes", self.max_body_bytes as u64, 1, 1 << 30),
+            ("--fake-step-ms", self.fake_step_ms, 0, 60_000),
+        ] {
+            if !(lo..=hi).contains(&v) {
+                anyhow::bail!("{flag} = {v} is out of range: must be in [{lo}, {hi}]");
+            }
+        }
         let shutdown_grace = secs("shutdown-grace", self.shutdown_grace)?;
         let header_timeout = secs("header-timeout", self.header_timeout)?;
         if header_timeout.is_zero() {
@@ -185,6 +211,15 @@ mod tests {
             (1 << 20, 4096, 4096)
         );
         assert!(Cli::try_parse_from(["specsim", "--port", "http"]).is_err());
+        for bad in [
+            ["specsim", "--max-prompt-tokens", "1000000000000"],
+            ["specsim", "--max-num-seqs", "0"],
+            ["specsim", "--shutdown-grace", "1e300"],
+        ] {
+            let c = Cli::try_parse_from(bad).unwrap();
+            let e = format!("{:#}", c.serve.config().unwrap_err());
+            assert!(e.contains(bad[1]), "{e}");
+        }
         let bad = Cli::try_parse_from(["specsim", "--policy", "magic"]).unwrap();
         let e = format!("{:#}", bad.serve.config().unwrap_err());
         assert!(e.contains("--policy") && e.contains("magic"), "{e}");

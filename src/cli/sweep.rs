@@ -77,6 +77,7 @@ pub fn load_cell_workload(sc: &Scenario) -> Result<specsim_core::workload::Workl
 
 /// `specsim sweep`.
 pub fn sweep(a: SweepArgs) -> Result<()> {
+    check_threads(a.threads)?;
     let sc = Scenario::load(&a.scenario, &a.sets)?;
     let shard = match &a.shard {
         Some(s) => Shard::parse(s)?,
@@ -138,6 +139,14 @@ pub fn sweep_to_dir(
     bar.finish_and_clear();
     write_table(out, &table)?;
     Ok(table)
+}
+
+/// `--threads` at most 1024 (0, or an empty value, means one per core: see [`parse_threads`]).
+pub fn check_threads(t: Option<usize>) -> Result<()> {
+    if t.is_some_and(|n| n > 1024) {
+        anyhow::bail!("--threads must be at most 1024 (0 or empty: one per core)");
+    }
+    Ok(())
 }
 
 /// The result files `write_table` wrote into `dir`, for messages.

@@ -9,8 +9,8 @@
 //! 2. [`routes`] — handlers: parse and validate (OpenAI error shape on failure), apply the chat template,
 //!    tokenize, submit, then answer as one JSON body or as server-sent events with incremental
 //!    detokenization.
-//! 3. [`crate::metrics`] — Prometheus text: requests, TTFT/TPOT, batch size, k chosen, acceptance per draft
-//!    position, KV use.
+//! 3. [`crate::metrics`] — Prometheus text (prometheus-client): requests, TTFT/TPOT, batch size, k chosen,
+//!    acceptance per draft position (also under vLLM's `vllm:spec_decode_*` names), KV use.
 //!
 //! Routes: `POST /v1/completions`, `POST /v1/chat/completions`, `GET /v1/models`, `GET /health`,
 //! `GET /metrics`. Requests may set `ignore_eos` and `max_tokens` to force output lengths (replays do).
@@ -92,6 +92,20 @@ pub async fn serve_with(
         let mut stop = stop_rx.clone();
         let open = open_rx.clone();
         tokio::spawn(async move {
+            // hyper's header timer starts at a request's first byte: a connection that sends
+            // nothing at all is closed here after the same time.
+            // A connection still silent when the server stops is closed too.
+            let mut first = [0u8; 1];
+            let spoke = tokio::select! {
+                r = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)) => {
+                    matches!(r, Ok(Ok(n)) if n > 0)
+                }
+                _ = stop.wait_for(|s| *s) => false,
+            };
+            if !spoke {
+                drop(open);
+                return;
+            }
             let mut builder = Builder::new(TokioExecutor::new());
             builder
                 .http1()
