@@ -708,6 +708,7 @@ impl Scenario {
             progress,
             seed: self.file.seed,
             stop_after_misses,
+            concurrency: self.file.trace.concurrency,
         };
         let out = simulate(
             replicas,

@@ -51,6 +51,11 @@ pub struct SimOptions<'a> {
     /// has already passed. Capacity planning uses it to abandon a run once its attainment target is
     /// out of reach; the verdict is the one the full run would give. None runs to completion.
     pub stop_after_misses: Option<usize>,
+    /// Closed loop: keep this many requests in flight. The workload's arrival times are ignored; the
+    /// first `concurrency` requests arrive at time 0, and each time a request finishes the next one (in
+    /// workload order) arrives at that instant (its TTFT counts from then). None: open loop, requests
+    /// arrive at their own times.
+    pub concurrency: Option<u32>,
 }
 
 /// What a simulation produced.
@@ -132,6 +137,11 @@ pub fn simulate(
     if replicas.is_empty() {
         return Err(SimError::Config("cluster has no replicas".into()));
     }
+    if opts.concurrency == Some(0) {
+        return Err(SimError::Config(
+            "trace.concurrency must be at least 1".into(),
+        ));
+    }
     let n = replicas.len();
     let total = workload.len();
     let mut loads = vec![ReplicaLoad::default(); n];
@@ -162,11 +172,27 @@ pub fn simulate(
     let mut next_arrival = 0usize;
     let mut now: Nanos = 0;
     let mut done = 0usize;
+    // Closed loop: requests released (by a finish) but not yet delivered, as (time, index).
+    let mut released: BinaryHeap<Reverse<(Nanos, usize)>> = BinaryHeap::new();
+    if let Some(c) = opts.concurrency {
+        for i in 0..(c as usize).min(total) {
+            released.push(Reverse((0, i)));
+        }
+        next_arrival = (c as usize).min(total);
+    }
 
     loop {
         // The next event is the earlier of the next arrival and the heap top, ordered by (time, class).
-        let arrival_key = workload.requests.get(next_arrival).map(|r| Key {
-            time: r.arrival_ns,
+        let next: Option<(Nanos, usize)> = if opts.concurrency.is_some() {
+            released.peek().map(|Reverse(x)| *x)
+        } else {
+            workload
+                .requests
+                .get(next_arrival)
+                .map(|r| (r.arrival_ns, next_arrival))
+        };
+        let arrival_key = next.map(|(time, _)| Key {
+            time,
             class: EventClass::Arrival,
             seq: 0,
         });
@@ -179,8 +205,15 @@ pub fn simulate(
         };
         out.events += 1;
         if take_arrival {
-            let req = &workload.requests[next_arrival];
-            next_arrival += 1;
+            let Some((time, idx)) = next else { break };
+            let mut req = workload.requests[idx].clone();
+            if opts.concurrency.is_some() {
+                released.pop();
+                req.arrival_ns = time;
+            } else {
+                next_arrival += 1;
+            }
+            let req = &req;
             debug_assert!(req.arrival_ns >= now, "clock went backwards");
             now = req.arrival_ns;
             let r = router.route(req, &loads, &mut rng).replica.min(n - 1);
@@ -220,6 +253,10 @@ pub fn simulate(
                     let id = f.spec.id as usize;
                     let rec = RequestRecord::from_finished(&f, r as u32, policy, slo);
                     misses += usize::from(!rec.slo_met);
+                    if opts.concurrency.is_some() && next_arrival < total {
+                        released.push(Reverse((f.finish_ns, next_arrival)));
+                        next_arrival += 1;
+                    }
                     match records.get_mut(id) {
                         Some(slot @ None) => *slot = Some(rec),
                         _ => {
