@@ -49,6 +49,17 @@ pub enum CalibrateError {
     /// The engine core refused a step (only when measuring the scheduling overhead).
     #[error("engine: {0}")]
     Engine(#[from] specsim_core::CoreError),
+    /// A measured table (operator latencies, serving results, acceptance traces) is missing, malformed
+    /// or does not cover what was asked.
+    #[error("{file}: {field}: {msg}")]
+    Table {
+        /// The file (or the folder where it should be).
+        file: String,
+        /// The column, key or setting at fault.
+        field: String,
+        /// What is wrong.
+        msg: String,
+    },
     /// The profile or its report could not be written.
     #[error("{path}: {source}")]
     Io {
@@ -70,6 +81,14 @@ pub(crate) fn first_line(msg: &str) -> String {
 }
 
 impl CalibrateError {
+    pub(crate) fn table(file: impl std::fmt::Display, field: &str, msg: impl Into<String>) -> Self {
+        CalibrateError::Table {
+            file: file.to_string(),
+            field: field.to_string(),
+            msg: first_line(&msg.into()),
+        }
+    }
+
     pub(crate) fn io(path: &std::path::Path, source: std::io::Error) -> Self {
         CalibrateError::Io {
             path: path.display().to_string(),

@@ -31,6 +31,7 @@ pub mod acceptance;
 mod error;
 pub mod fit;
 pub mod latency;
+pub mod ops;
 pub mod prompt_set;
 pub mod provenance;
 pub mod run;

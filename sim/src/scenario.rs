@@ -800,6 +800,7 @@ impl Scenario {
             progress,
             seed: self.file.seed,
             stop_after_misses,
+            concurrency: self.file.trace.concurrency,
             ..Default::default()
         };
         let out = simulate(
@@ -937,6 +938,7 @@ impl Scenario {
             stop_after_misses: None,
             cancel: opts.cancel,
             sync_interval: opts.sync_interval,
+            concurrency: self.file.trace.concurrency,
         };
         struct Sink<'w>(&'w mut ResultWriter);
         impl SimSink for Sink<'_> {

@@ -162,3 +162,120 @@ fn hand_worked_three_request_timeline() {
         ]
     );
 }
+
+/// Closed loop at concurrency 1: requests run one after another, each arriving the instant the one
+/// before it finishes; with a fixed cost its TTFT is one prefill step and its TPOT one decode step, so
+/// E2E = TTFT + (n − 1)·TPOT for every request, to the nanosecond.
+#[test]
+fn closed_loop_at_concurrency_one_runs_requests_back_to_back() {
+    let sc = scenario(
+        r#"
+        seed = 3
+        [trace]
+        concurrency = 1
+        [trace.synthetic]
+        requests = 50
+        rate = 0.001
+        prompt = { kind = "uniform", min = 10, max = 200 }
+        output = { kind = "uniform", min = 1, max = 40 }
+        [engine]
+        kv_blocks = 1000
+        [cost]
+        kind = "fixed"
+        target_ms = 5.0
+        target_per_token_ms = 0.01
+        [acceptance]
+        kind = "constant"
+        alpha = 0.0
+        [[policies]]
+        kind = "none"
+        "#,
+    );
+    let run = &run_all(&sc)[0];
+    assert_eq!(run.records.len(), 50);
+    let mut recs = run.records.clone();
+    recs.sort_by_key(|r| r.id);
+    // Open-loop arrivals at 0.001/s would put request 1 some 1000 s after request 0.
+    assert_eq!(recs[0].arrival_s, 0.0);
+    for w in recs.windows(2) {
+        assert!(
+            (w[1].arrival_s - w[0].finish_s).abs() < 1e-9,
+            "request {} arrives at {} but {} finished at {}",
+            w[1].id,
+            w[1].arrival_s,
+            w[0].id,
+            w[0].finish_s
+        );
+    }
+    for r in &recs {
+        // Prefill of p tokens: 5 ms + p·0.01 ms; each later token one 1-token step: 5.01 ms.
+        let ttft = 0.005 + r.prompt_tokens as f64 * 0.00001;
+        let tpot = 0.00501;
+        assert!((r.ttft_s - ttft).abs() < 1e-9, "ttft {} vs {ttft}", r.ttft_s);
+        if r.output_tokens > 1 {
+            assert!((r.tpot_s - tpot).abs() < 1e-9, "tpot {}", r.tpot_s);
+        }
+        let want = r.ttft_s + (r.output_tokens - 1) as f64 * r.tpot_s;
+        assert!((r.e2e_s - want).abs() < 1e-9, "e2e {} vs {want}", r.e2e_s);
+        let by_hand = ttft + (r.output_tokens - 1) as f64 * tpot;
+        assert!((r.e2e_s - by_hand).abs() < 1e-9);
+    }
+}
+
+/// Closed loop at concurrency N: N requests are always in flight, so by Little's law throughput =
+/// N / mean E2E (within 1 %: the ramp at the start and the drain at the end are a few of 4000).
+#[test]
+fn closed_loop_throughput_obeys_littles_law() {
+    for (c, spec) in [(8u32, "none"), (24, "static")] {
+        let policy = if spec == "none" {
+            "kind = \"none\"".to_string()
+        } else {
+            "kind = \"static\"\nk = 3".to_string()
+        };
+        let sc = scenario(&format!(
+            r#"
+            seed = 9
+            [trace]
+            concurrency = {c}
+            [trace.synthetic]
+            requests = 4000
+            rate = 1.0
+            prompt = {{ kind = "uniform", min = 20, max = 400 }}
+            output = {{ kind = "uniform", min = 5, max = 120 }}
+            [engine]
+            kv_blocks = 100000
+            chunked_prefill = true
+            [cost]
+            kind = "fixed"
+            target_ms = 8.0
+            target_per_token_ms = 0.02
+            draft_ms = 1.0
+            [acceptance]
+            kind = "constant"
+            alpha = 0.7
+            [[policies]]
+            {policy}
+            "#
+        ));
+        let run = &run_all(&sc)[0];
+        let n = run.records.len() as f64;
+        assert_eq!(n, 4000.0);
+        let mean_e2e = run.records.iter().map(|r| r.e2e_s).sum::<f64>() / n;
+        let little = c as f64 / mean_e2e;
+        let got = run.summary.throughput_rps;
+        assert!(
+            (got - little).abs() / little < 0.01,
+            "concurrency {c}: throughput {got} vs N / mean E2E {little}"
+        );
+        // Never more than N in flight: at any arrival, at most N − 1 earlier requests are unfinished.
+        let mut recs = run.records.clone();
+        recs.sort_by(|a, b| a.arrival_s.total_cmp(&b.arrival_s));
+        for (i, r) in recs.iter().enumerate() {
+            let open = recs[..i]
+                .iter()
+                .filter(|o| o.finish_s > r.arrival_s + 1e-12)
+                .count();
+            assert!(open < c as usize, "{open} in flight when {} arrived", r.id);
+        }
+    }
+}

@@ -1,4 +1,7 @@
 //! `specsim calibrate --draft D.gguf --target T.gguf --out P.toml`: profile a real pair, fit the models.
+//! `specsim calibrate --from-ops DIR --gpu G --target MODEL [--draft MODEL] --tp N --out P.toml`: the
+//! same profile format composed from measured GPU operator tables; with `--silicon-check` or
+//! `--specbench DIR`, the checks against measured GPU runs instead (see docs/GPU.md).
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -11,15 +14,40 @@ use std::path::PathBuf;
 /// Arguments of `specsim calibrate`.
 #[derive(Args)]
 pub struct CalibrateArgs {
-    /// Draft model (GGUF).
+    /// Draft model (GGUF; with --from-ops a catalog name, optional).
     #[arg(long)]
-    pub draft: PathBuf,
-    /// Target model (GGUF); must share the draft's vocabulary and tokenizer.
+    pub draft: Option<PathBuf>,
+    /// Target model (GGUF, sharing the draft's vocabulary and tokenizer; with --from-ops a catalog name).
     #[arg(long)]
-    pub target: PathBuf,
-    /// Profile to write (written as OUT.partial with complete = false until the end).
+    pub target: Option<PathBuf>,
+    /// Profile to write (written as OUT.partial with complete = false until the end); with
+    /// --silicon-check a folder for the tables.
     #[arg(long)]
-    pub out: PathBuf,
+    pub out: Option<PathBuf>,
+    /// Compose the profile from measured GPU operator tables in this folder (aiconfigurator's, e.g.
+    /// ../shared/gpu/aiconfigurator) instead of timing local models.
+    #[arg(long, value_name = "DIR")]
+    pub from_ops: Option<PathBuf>,
+    /// GPU of the operator tables: H100-SXM, H200 or A100-80G.
+    #[arg(long, default_value = "H100-SXM")]
+    pub gpu: String,
+    /// Tensor-parallel degree (with --from-ops).
+    #[arg(long, default_value_t = 1)]
+    pub tp: u32,
+    /// Weight dtype of the GEMM tables (with --from-ops): bf16 or fp8.
+    #[arg(long, default_value = "bf16")]
+    pub dtype: String,
+    /// Per-iteration overhead outside the forwards written to the profile (with --from-ops), µs.
+    #[arg(long, default_value_t = 0.0)]
+    pub step_overhead_us: f64,
+    /// With --from-ops: predict every expressible vLLM row of the tables' silicon_sample.csv
+    /// (closed loop at its concurrency) and write the comparison to the --out folder.
+    #[arg(long)]
+    pub silicon_check: bool,
+    /// With --from-ops: SpecDecode-Bench acceptance traces in this folder: print both per-position
+    /// conventions and the predicted EAGLE-3 and n-gram speed-ups (--target, --gpu) per dataset.
+    #[arg(long, value_name = "DIR")]
+    pub specbench: Option<PathBuf>,
     /// Small grid and prompt subset (minutes instead of an hour on two cores).
     #[arg(long)]
     pub quick: bool,
@@ -78,6 +106,15 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
             anyhow::bail!("{flag} = {v} is out of range: must be in [{lo}, {hi}]");
         }
     }
+    if let Some(dir) = a.from_ops.clone() {
+        return run_from_ops(&a, &dir);
+    }
+    let (Some(draft), Some(target), Some(out)) = (a.draft.clone(), a.target.clone(), a.out.clone())
+    else {
+        anyhow::bail!(
+            "--draft, --target and --out are required (GGUF models), unless --from-ops DIR"
+        );
+    };
     let threads = match a.threads {
         Some(0) => anyhow::bail!("--threads must be at least 1"),
         Some(n) => n,
@@ -95,9 +132,9 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
         }
     };
     let opts = CalibrateOptions {
-        draft: a.draft,
-        target: a.target,
-        out: a.out.clone(),
+        draft,
+        target,
+        out: out.clone(),
         prompts,
         grid: {
             let mut g = if a.quick {
@@ -162,7 +199,7 @@ pub fn run(a: CalibrateArgs) -> Result<()> {
     });
     bar.finish_and_clear();
     let report = report?;
-    print_summary(&report, &a.out);
+    print_summary(&report, &out);
     Ok(())
 }
 
@@ -204,4 +241,167 @@ fn print_summary(r: &CalibrationReport, out: &std::path::Path) {
             s.measured_mean_accepted_length, s.predicted_mean_accepted_length
         );
     }
+}
+
+/// `--from-ops`: a profile composed from operator tables, or the silicon / SpecDecode-Bench checks.
+fn run_from_ops(a: &CalibrateArgs, dir: &std::path::Path) -> Result<()> {
+    use specsim_calibrate::ops::{self, silicon, OpsGrid, OpsOptions};
+    if !matches!(a.dtype.as_str(), "bf16" | "fp8") {
+        anyhow::bail!("--dtype must be bf16 or fp8 (got {})", a.dtype);
+    }
+    if !(a.step_overhead_us.is_finite() && a.step_overhead_us >= 0.0) {
+        anyhow::bail!("--step-overhead-us must be a non-negative number");
+    }
+    let overhead_ns = a.step_overhead_us * 1e3;
+    if a.silicon_check {
+        let out = a
+            .out
+            .clone()
+            .context("--silicon-check needs --out DIR for its tables")?;
+        let path = silicon::silicon_path(dir)?;
+        let (rows, skipped) = silicon::read_rows(&path)?;
+        let bar = ProgressBar::new(rows.len() as u64);
+        let check = silicon::run_check(dir, &rows, skipped, overhead_ns, &|i, _| {
+            bar.set_position(i as u64)
+        })?;
+        bar.finish_and_clear();
+        std::fs::create_dir_all(&out).with_context(|| out.display().to_string())?;
+        let write = |name: &str, text: String| -> Result<()> {
+            let p = out.join(name);
+            std::fs::write(&p, text).with_context(|| p.display().to_string())
+        };
+        write("silicon.csv", silicon::to_csv(&check.rows)?)?;
+        write("silicon_mape.csv", silicon::to_csv(&check.mape)?)?;
+        write(
+            "silicon.md",
+            format!(
+                "{}\n{}",
+                silicon::to_markdown(&check.mape)?,
+                silicon::to_markdown(&check.rows)?
+            ),
+        )?;
+        for n in &check.notes {
+            eprintln!("warning: {n}");
+        }
+        println!(
+            "{} rows predicted ({} rows of {} not expressible); wrote {}",
+            check.rows.height(),
+            check.skipped,
+            path.display(),
+            out.display()
+        );
+        print!("{}", silicon::to_markdown(&check.mape)?);
+        return Ok(());
+    }
+    let target = a
+        .target
+        .as_ref()
+        .context("--target MODEL (a catalog name) is required with --from-ops")?
+        .to_string_lossy()
+        .into_owned();
+    if let Some(sb) = &a.specbench {
+        return run_specbench(a, dir, sb, &target);
+    }
+    let out = a
+        .out
+        .clone()
+        .context("--out P.toml is required with --from-ops")?;
+    let mut o = OpsOptions::new(dir, &a.gpu, &target);
+    o.draft = a.draft.as_ref().map(|d| d.to_string_lossy().into_owned());
+    o.tp = a.tp;
+    o.dtype = a.dtype.clone();
+    o.k_max = a.k_max;
+    o.step_overhead_ns = overhead_ns;
+    let p = ops::profile_from_ops(&o, &OpsGrid::default())?;
+    for n in &p.notes {
+        eprintln!("warning: {n}");
+    }
+    ops::write_profile(&p.profile, &out)?;
+    let v = &p.profile.verify;
+    println!(
+        "wrote {}: decode at batch 1, context {}: {:.3} ms; prefill of {} tokens: {:.3} ms",
+        out.display(),
+        v.context[0],
+        v.ns[0][0][0] / 1e6,
+        p.profile.prefill.tokens[p.profile.prefill.tokens.len() / 2],
+        p.profile.prefill.ns[p.profile.prefill.tokens.len() / 2] / 1e6
+    );
+    Ok(())
+}
+
+/// `--specbench DIR`: per dataset, the measured accepted lengths, both per-position conventions, and
+/// the predicted batch-1 speed-ups of EAGLE-3 and n-gram drafting.
+fn run_specbench(
+    a: &CalibrateArgs,
+    dir: &std::path::Path,
+    sb: &std::path::Path,
+    target: &str,
+) -> Result<()> {
+    use specsim_calibrate::ops::compose::Composer;
+    use specsim_calibrate::ops::{catalog_model, specbench, GpuTables};
+    use specsim_core::acceptance::trace::{conditional_to_unconditional, StepTrace};
+    let loc = GpuTables::locate(dir, &a.gpu)?;
+    let tm = catalog_model(target, "--target")?;
+    let ops_t = loc.open(&tm, a.tp, &a.dtype, "bfloat16")?;
+    let mut head_model = tm.clone();
+    head_model.name = format!("EAGLE-3 head of {}", tm.name);
+    head_model.layers = 1;
+    head_model.vocab = 32000;
+    let t = Composer {
+        model: &tm,
+        tp: a.tp,
+        ops: &ops_t,
+    };
+    let h = Composer {
+        model: &head_model,
+        tp: a.tp,
+        ops: &ops_t,
+    };
+    let costs = specbench::StepCosts {
+        target: &t,
+        head: &h,
+        ngram_fraction: 0.005875,
+    };
+    let round = |v: &[f64]| {
+        v.iter()
+            .take(6)
+            .map(|x| format!("{x:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!("| dataset | method | acc_len mean (positions) | tokens/step walked, k=20 | conditional c_0..5 | unconditional (vLLM) u_0..5 | speed-up k=1 | k=3 | k=5 | k=7 | best k |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    for name in specbench::DATASETS {
+        let d = specbench::read_dataset(sb, name)?;
+        let ctx = d.mean_prompt + d.mean_generated / 2.0;
+        for (method, acc, eagle) in [("EAGLE-3", &d.eagle, true), ("n-gram", &d.ngram, false)] {
+            let full = StepTrace::from_positions(name, acc, None).map_err(anyhow::Error::msg)?;
+            let c = full.fit_conditional();
+            let u = conditional_to_unconditional(&c);
+            let mut cells = Vec::new();
+            let mut best = (0u32, 1.0f64);
+            for k in 1..=10u32 {
+                let tr =
+                    StepTrace::from_positions(name, acc, Some(k)).map_err(anyhow::Error::msg)?;
+                let s = costs.speedup(eagle, k, &tr, ctx)?;
+                if matches!(k, 1 | 3 | 5 | 7) {
+                    cells.push(format!("{:.2}x ({:.2} tok)", s.speedup, s.tokens_per_step));
+                }
+                if s.speedup > best.1 {
+                    best = (k, s.speedup);
+                }
+            }
+            println!(
+                "| {name} | {method} | {:.2} | {:.2} | {} | {} | {} | k={} {:.2}x |",
+                specbench::mean_over_positions(acc),
+                full.mean_tokens_per_step(),
+                round(&c),
+                round(&u),
+                cells.join(" | "),
+                best.0,
+                best.1
+            );
+        }
+    }
+    Ok(())
 }

@@ -5,6 +5,8 @@
 //! accepted length of a step is the number of leading accepted draws. With a constant rate α and k
 //! drafts the expected number of emitted tokens is `(1 − α^{k+1}) / (1 − α)`.
 
+pub mod trace;
+
 use crate::rng::SimRng;
 use crate::workload::CategoryId;
 use rand::RngExt;

@@ -33,6 +33,9 @@ pub struct ModelSpec {
     pub heads: u32,
     /// Key/value heads.
     pub kv_heads: u32,
+    /// Head dimension when it is not `hidden / heads` (Qwen3: 128 with hidden 5120 and 64 heads).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<u32>,
     /// MLP intermediate size.
     pub ffn: u32,
     /// Vocabulary size.
@@ -53,16 +56,24 @@ fn two() -> f64 {
 }
 
 impl ModelSpec {
-    /// Head dimension.
+    /// Head dimension (`hidden / heads` unless the model says otherwise).
     pub fn head_dim(&self) -> f64 {
-        self.hidden as f64 / self.heads as f64
+        match self.head_dim {
+            Some(d) => d as f64,
+            None => self.hidden as f64 / self.heads as f64,
+        }
+    }
+
+    /// Width of the query projection's output (`heads × head_dim`; the hidden size for most models).
+    pub fn q_dim(&self) -> f64 {
+        self.heads as f64 * self.head_dim()
     }
 
     /// Weights in the decoder layers (attention projections and MLP), read by every forward.
     pub fn layer_params(&self) -> f64 {
         let h = self.hidden as f64;
         let kv = self.kv_heads as f64 * self.head_dim();
-        let attn = 2.0 * h * h + 2.0 * h * kv;
+        let attn = 2.0 * h * self.q_dim() + 2.0 * h * kv;
         let mlp = 3.0 * h * self.ffn as f64;
         self.layers as f64 * (attn + mlp)
     }
@@ -122,6 +133,7 @@ fn model(
         kv_heads,
         ffn,
         vocab,
+        head_dim: None,
         tied_embeddings: tied,
         weight_bytes: 2.0,
         kv_bytes: 2.0,
@@ -150,6 +162,20 @@ pub fn models() -> Vec<ModelSpec> {
         model("Llama-3.2-1B", 16, 2048, 32, 8, 8192, 128256, true),
         model("Llama-3.1-8B", 32, 4096, 32, 8, 14336, 128256, false),
         model("Llama-3.3-70B", 80, 8192, 64, 8, 28672, 128256, false),
+        // Llama-3.1-70B has Llama-3.3-70B's shape (config.json of both).
+        model("Llama-3.1-70B", 80, 8192, 64, 8, 28672, 128256, false),
+        model("Llama-3.1-405B", 126, 16384, 128, 8, 53248, 128256, false),
+        model("Llama-2-70B", 80, 8192, 64, 8, 28672, 32000, false),
+        model("Qwen2.5-7B", 28, 3584, 28, 4, 18944, 152064, false),
+        model("Qwen2.5-32B", 64, 5120, 40, 8, 27648, 152064, false),
+        ModelSpec {
+            head_dim: Some(128),
+            ..model("Qwen3-8B", 36, 4096, 32, 8, 12288, 151936, false)
+        },
+        ModelSpec {
+            head_dim: Some(128),
+            ..model("Qwen3-32B", 64, 5120, 64, 8, 25600, 151936, false)
+        },
         model("Qwen2.5-Coder-0.5B", 24, 896, 14, 2, 4864, 151936, true),
         model("Qwen2.5-Coder-1.5B", 28, 1536, 12, 2, 8960, 151936, true),
     ]
@@ -194,6 +220,18 @@ mod tests {
             "{}",
             m.total_params()
         );
+        // Qwen3-32B: 32.8 B published (config: head_dim 128 with 64 heads over hidden 5120).
+        let q3 = find_model("Qwen3-32B").unwrap();
+        assert!(
+            (q3.total_params() / 1e9 - 32.8).abs() < 0.2,
+            "{}",
+            q3.total_params()
+        );
+        // Llama-3.1-8B: 8.03 B published; Qwen2.5-7B: 7.61 B.
+        let l8 = find_model("Llama-3.1-8B").unwrap();
+        assert!((l8.total_params() / 1e9 - 8.03).abs() < 0.02);
+        let q7 = find_model("Qwen2.5-7B").unwrap();
+        assert!((q7.total_params() / 1e9 - 7.61).abs() < 0.02, "{}", q7.total_params());
         let q = find_model("Qwen2.5-Coder-1.5B").unwrap();
         // 1.54 B published (1.31 B without embeddings): layer params ≈ 1.31 B.
         assert!(

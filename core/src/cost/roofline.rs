@@ -109,7 +109,7 @@ impl Roofline {
         let pad = rows - shape.new_tokens;
         let flops = 2.0 * m.layer_params() * rows as f64
             + 2.0 * m.head_params() * (shape.logit_positions + pad) as f64
-            + 4.0 * m.layers as f64 * m.hidden as f64 * shape.attended as f64;
+            + 4.0 * m.layers as f64 * m.q_dim() * shape.attended as f64;
         let bytes = (m.layer_params() + m.head_params()) * m.weight_bytes
             + m.kv_bytes_per_token() * (shape.context_tokens as f64 + shape.new_tokens as f64);
         let compute_s = flops / (self.hardware.peak_tflops * 1e12 * self.compute_efficiency * tp);

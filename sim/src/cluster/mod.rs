@@ -61,6 +61,12 @@ pub struct SimOptions<'a> {
     /// simulated time (see `simulate_windows` in this module for what can differ from the sequential run). `None`:
     /// the exact sequential event loop. Ignored with `stop_after_misses`.
     pub sync_interval: Option<Nanos>,
+    /// Closed loop: keep this many requests in flight. The first `concurrency` requests arrive at their
+    /// own times (a ramp-up; all at 0 for a burst); after that each time a request finishes the next
+    /// one (in workload order) arrives at that instant (its TTFT counts from then), whatever its own
+    /// time. None: open loop, requests arrive at their own times. Runs sequentially (the parallel mode
+    /// does not apply).
+    pub concurrency: Option<u32>,
 }
 
 /// What a simulation produced.
@@ -328,7 +334,12 @@ pub fn simulate_into(
     if replicas.is_empty() {
         return Err(SimError::Config("cluster has no replicas".into()));
     }
-    if let (Some(dt), None) = (opts.sync_interval, opts.stop_after_misses) {
+    if opts.concurrency == Some(0) {
+        return Err(SimError::Config(
+            "trace.concurrency must be at least 1".into(),
+        ));
+    }
+    if let (Some(dt), None, None) = (opts.sync_interval, opts.stop_after_misses, opts.concurrency) {
         return simulate_windows(
             replicas, router, requests, total, policy, slo, opts, sink, dt,
         );
@@ -367,6 +378,11 @@ fn simulate_sequential(
     let mut misses = 0usize;
     let (mut pulled, mut last) = (0usize, 0);
     let mut next = pull(requests, &mut pulled, &mut last)?;
+    // Closed loop: after the first `concurrency` requests (a ramp-up at their own times), each finish
+    // releases a slot, and the next request arrives at the earliest released slot (not before `now`:
+    // a slot released during the ramp-up waits for it).
+    let ramp_up = opts.concurrency.unwrap_or(0) as u64;
+    let mut released: BinaryHeap<Reverse<Nanos>> = BinaryHeap::new();
     let mut now: Nanos = 0;
 
     loop {
@@ -375,8 +391,14 @@ fn simulate_sequential(
             break;
         }
         // The next event is the earlier of the next arrival and the heap top, ordered by (time, class).
-        let arrival_key = next.as_ref().map(|r| Key {
-            time: r.arrival_ns,
+        let arrival_time = match (&next, opts.concurrency) {
+            (None, _) => None,
+            (Some(r), None) => Some(r.arrival_ns),
+            (Some(r), Some(_)) if (out.arrived as u64) < ramp_up => Some(r.arrival_ns),
+            (Some(_), Some(_)) => released.peek().map(|Reverse(t)| (*t).max(now)),
+        };
+        let arrival_key = arrival_time.map(|time| Key {
+            time,
             class: EventClass::Arrival,
             seq: 0,
         });
@@ -393,6 +415,10 @@ fn simulate_sequential(
                 break;
             };
             next = pull(requests, &mut pulled, &mut last)?;
+            if opts.concurrency.is_some() && (out.arrived as u64) >= ramp_up {
+                // Closed loop: it arrives when a slot was released, whatever its trace time.
+                req.arrival_ns = released.pop().map_or(now, |Reverse(t)| t.max(now));
+            }
             out.arrived += 1;
             debug_assert!(req.arrival_ns >= now, "clock went backwards");
             now = req.arrival_ns;
@@ -439,6 +465,9 @@ fn simulate_sequential(
                     tokens += (f.spec.prompt_tokens + f.spec.output_tokens) as u64;
                     out.decode_steps += f.verify_steps as u64;
                     f.spec.id = slots[r].give_back(f.spec.id)?;
+                    if opts.concurrency.is_some() {
+                        released.push(Reverse(f.finish_ns));
+                    }
                     let rec = RequestRecord::from_finished(&f, r as u32, policy, slo);
                     misses += usize::from(!rec.slo_met);
                     sink.request(rec)?;

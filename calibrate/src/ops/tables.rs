@@ -1,0 +1,427 @@
+//! The aiconfigurator operator tables (parquet, read with polars' eager reader) as lookups over shape
+//! space: GEMM by (m, n, k), context and generation attention by (batch, length) for a head layout,
+//! all-reduce by message size for a TP degree.
+//!
+//! Layout under the folder given (`--from-ops`): `aic-core/src/aiconfigurator_core/systems/` (or that
+//! folder itself) holding `<gpu>.yaml` and `data/<gpu>/{gemm,attention,comm}/vllm/<version>/*.parquet`.
+//! Latencies in the files are milliseconds; everything here is nanoseconds.
+
+use super::interp::{bracket, reach_note, Curve, Reach};
+use crate::{CalibrateError, Result};
+use polars::prelude::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Commit of `ai-dynamo/aiconfigurator` the shared tables were copied from (shared/gpu/SOURCES.md).
+pub const AIC_COMMIT: &str = "095f58a51c4ca8e61b66ec108d86f223f8d559ce";
+
+/// A GPU of the tables: catalog name and folder name.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GpuName {
+    /// Name in specsim's hardware catalog.
+    pub catalog: &'static str,
+    /// Folder and yaml stem in aiconfigurator.
+    pub folder: &'static str,
+}
+
+/// The GPUs the tables cover.
+pub const GPUS: [GpuName; 3] = [
+    GpuName {
+        catalog: "H100-SXM",
+        folder: "h100_sxm",
+    },
+    GpuName {
+        catalog: "H200",
+        folder: "h200_sxm",
+    },
+    GpuName {
+        catalog: "A100-80G",
+        folder: "a100_sxm",
+    },
+];
+
+/// Finds a GPU by catalog or folder name (case-insensitive; `H200-SXM` and `A100-SXM` also accepted).
+pub fn find_gpu(name: &str) -> Option<GpuName> {
+    let n = name.to_ascii_lowercase().replace('-', "_");
+    GPUS.into_iter().find(|g| {
+        g.folder == n
+            || g.catalog.eq_ignore_ascii_case(name)
+            || n == g.folder.replace("_sxm", "")
+            || (g.folder == "a100_sxm" && n == "a100_80g")
+    })
+}
+
+/// The `systems/` folder under `dir` (accepts the shared `aiconfigurator/` folder or `systems/` itself).
+pub fn systems_dir(dir: &Path) -> Result<PathBuf> {
+    let deep = dir.join("aic-core/src/aiconfigurator_core/systems");
+    for d in [deep, dir.to_path_buf()] {
+        if d.join("data").is_dir() {
+            return Ok(d);
+        }
+    }
+    Err(CalibrateError::table(
+        dir.display(),
+        "data",
+        "no aiconfigurator systems folder here (expected aic-core/src/aiconfigurator_core/systems/data or data/)",
+    ))
+}
+
+/// Reads a parquet file into a data frame; a missing or unreadable file is an error naming it.
+pub fn read_parquet(path: &Path) -> Result<DataFrame> {
+    let f = std::fs::File::open(path)
+        .map_err(|e| CalibrateError::table(path.display(), "file", e.to_string()))?;
+    ParquetReader::new(f)
+        .finish()
+        .map_err(|e| CalibrateError::table(path.display(), "parquet", e.to_string()))
+}
+
+/// A numeric column as f64; a missing column or a null/non-finite cell names the row.
+pub fn f64_col(df: &DataFrame, path: &Path, name: &str) -> Result<Vec<f64>> {
+    let c = df
+        .column(name)
+        .map_err(|_| CalibrateError::table(path.display(), name, "column missing"))?;
+    let c = c
+        .cast(&DataType::Float64)
+        .map_err(|e| CalibrateError::table(path.display(), name, format!("not numeric: {e}")))?;
+    let ca = c
+        .f64()
+        .map_err(|e| CalibrateError::table(path.display(), name, e.to_string()))?;
+    ca.iter()
+        .enumerate()
+        .map(|(i, v)| {
+            v.filter(|x| x.is_finite()).ok_or_else(|| {
+                CalibrateError::table(
+                    path.display(),
+                    name,
+                    format!("row {i}: missing or not a finite number"),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A column as strings (numbers formatted); a missing column is an error, a null cell is "".
+pub fn str_col(df: &DataFrame, path: &Path, name: &str) -> Result<Vec<String>> {
+    let c = df
+        .column(name)
+        .map_err(|_| CalibrateError::table(path.display(), name, "column missing"))?;
+    let c = c
+        .cast(&DataType::String)
+        .map_err(|e| CalibrateError::table(path.display(), name, e.to_string()))?;
+    let ca = c
+        .str()
+        .map_err(|e| CalibrateError::table(path.display(), name, e.to_string()))?;
+    Ok(ca.iter().map(|v| v.unwrap_or("").to_string()).collect())
+}
+
+/// Notes on lookups outside the measured ranges, deduplicated.
+pub type Notes = BTreeSet<String>;
+
+/// GEMM latency by (m, n, k) for one dtype.
+#[derive(Debug, Clone)]
+pub struct GemmTable {
+    /// The file.
+    pub path: PathBuf,
+    by_nk: BTreeMap<(u64, u64), Curve>,
+    ns: Vec<f64>,
+    ks: Vec<f64>,
+}
+
+impl GemmTable {
+    /// Reads `gemm_perf.parquet`, keeping rows of `dtype` (`bf16` or `bfloat16`, `fp8`, `fp8_block`).
+    pub fn read(path: &Path, dtype: &str) -> Result<GemmTable> {
+        let dtype = if dtype == "bf16" { "bfloat16" } else { dtype };
+        let df = read_parquet(path)?;
+        let dt = str_col(&df, path, "gemm_dtype")?;
+        let (m, n, k) = (
+            f64_col(&df, path, "m")?,
+            f64_col(&df, path, "n")?,
+            f64_col(&df, path, "k")?,
+        );
+        let lat = f64_col(&df, path, "latency")?;
+        let mut pts: BTreeMap<(u64, u64), Vec<(f64, f64)>> = BTreeMap::new();
+        for i in 0..lat.len() {
+            if dt[i] == dtype {
+                pts.entry((n[i] as u64, k[i] as u64))
+                    .or_default()
+                    .push((m[i], lat[i] * 1e6));
+            }
+        }
+        if pts.is_empty() {
+            let have: BTreeSet<&String> = dt.iter().collect();
+            return Err(CalibrateError::table(
+                path.display(),
+                "gemm_dtype",
+                format!("no rows of dtype {dtype} (the file has {have:?})"),
+            ));
+        }
+        let ns: BTreeSet<u64> = pts.keys().map(|p| p.0).collect();
+        let ks: BTreeSet<u64> = pts.keys().map(|p| p.1).collect();
+        Ok(GemmTable {
+            path: path.to_path_buf(),
+            by_nk: pts
+                .into_iter()
+                .filter_map(|(key, v)| Curve::new(v).map(|c| (key, c)))
+                .collect(),
+            ns: ns.into_iter().map(|x| x as f64).collect(),
+            ks: ks.into_iter().map(|x| x as f64).collect(),
+        })
+    }
+
+    /// The measured (n, k) pairs.
+    pub fn shapes(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.by_nk.keys().copied()
+    }
+
+    /// Nanoseconds of an (m × k) · (k × n) product: exact on a measured (m, n, k), multilinear between
+    /// measured neighbours (m along each measured (n, k) curve, then n and k), linear outside (noted).
+    pub fn ns(&self, m: f64, n: f64, k: f64, notes: &mut Notes) -> Result<f64> {
+        let curve_at = |nn: f64, kk: f64, notes: &mut Notes| -> Result<f64> {
+            let c = self.by_nk.get(&(nn as u64, kk as u64)).ok_or_else(|| {
+                CalibrateError::table(
+                    self.path.display(),
+                    "n,k",
+                    format!("no measured GEMM with n = {nn}, k = {kk} to interpolate (n,k) = ({n}, {k}) from"),
+                )
+            })?;
+            let (y, reach) = c.eval(m);
+            if let Some(s) = reach_note("gemm m", m, reach) {
+                notes.insert(format!("{}: {s} (n = {nn}, k = {kk})", self.path.display()));
+            }
+            Ok(y)
+        };
+        if self.by_nk.contains_key(&(n as u64, k as u64)) && n.fract() == 0.0 && k.fract() == 0.0 {
+            return curve_at(n, k, notes);
+        }
+        let (n0, n1, tn) = bracket(&self.ns, n)
+            .ok_or_else(|| CalibrateError::table(self.path.display(), "n", "empty"))?;
+        let (k0, k1, tk) = bracket(&self.ks, k)
+            .ok_or_else(|| CalibrateError::table(self.path.display(), "k", "empty"))?;
+        for (what, x, t, lo, hi) in [("gemm n", n, tn, n0, n1), ("gemm k", k, tk, k0, k1)] {
+            let reach = if t < 0.0 {
+                Reach::Below(lo)
+            } else if t > 1.0 {
+                Reach::Above(hi)
+            } else {
+                Reach::Inside
+            };
+            if let Some(s) = reach_note(what, x, reach) {
+                notes.insert(format!("{}: {s}", self.path.display()));
+            }
+        }
+        let at = curve_at;
+        let lo = lerp(at(n0, k0, notes)?, at(n0, k1, notes)?, tk);
+        let hi = lerp(at(n1, k0, notes)?, at(n1, k1, notes)?, tk);
+        Ok(lerp(lo, hi, tn).max(0.0))
+    }
+}
+
+fn lerp(a: f64, b: f64, t: f64) -> f64 {
+    if t == 0.0 {
+        a
+    } else {
+        a + (b - a) * t
+    }
+}
+
+/// Attention latency by (batch, length) for one head layout: per batch size a curve over length,
+/// interpolated linearly across batch sizes.
+#[derive(Debug, Clone)]
+pub struct AttnTable {
+    /// The file.
+    pub path: PathBuf,
+    /// The length column (`isl` for context, `step` for generation).
+    pub length_col: &'static str,
+    by_batch: BTreeMap<u64, Curve>,
+    batches: Vec<f64>,
+}
+
+/// A head layout of the attention tables (per GPU, after tensor parallelism).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Heads {
+    /// Query heads per GPU.
+    pub q: u64,
+    /// Key/value heads per GPU.
+    pub kv: u64,
+    /// Head dimension.
+    pub dim: u64,
+}
+
+impl AttnTable {
+    /// Reads a context (`isl`) or generation (`step`) attention table for one head layout and KV dtype.
+    pub fn read(
+        path: &Path,
+        length_col: &'static str,
+        heads: Heads,
+        kv_dtype: &str,
+    ) -> Result<AttnTable> {
+        let df = read_parquet(path)?;
+        let b = f64_col(&df, path, "batch_size")?;
+        let len = f64_col(&df, path, length_col)?;
+        let hq = f64_col(&df, path, "num_heads")?;
+        let hkv = f64_col(&df, path, "num_key_value_heads")?;
+        let dim = f64_col(&df, path, "head_dim")?;
+        let kvd = str_col(&df, path, "kv_cache_dtype")?;
+        let lat = f64_col(&df, path, "latency")?;
+        let mut pts: BTreeMap<u64, Vec<(f64, f64)>> = BTreeMap::new();
+        let mut layouts = BTreeSet::new();
+        for i in 0..lat.len() {
+            layouts.insert((hq[i] as u64, hkv[i] as u64, dim[i] as u64, kvd[i].clone()));
+            if hq[i] as u64 == heads.q
+                && hkv[i] as u64 == heads.kv
+                && dim[i] as u64 == heads.dim
+                && kvd[i] == kv_dtype
+            {
+                pts.entry(b[i] as u64)
+                    .or_default()
+                    .push((len[i], lat[i] * 1e6));
+            }
+        }
+        if pts.is_empty() {
+            let near: Vec<String> = layouts
+                .iter()
+                .filter(|l| l.2 == heads.dim)
+                .take(12)
+                .map(|l| format!("{}/{}/{} {}", l.0, l.1, l.2, l.3))
+                .collect();
+            return Err(CalibrateError::table(
+                path.display(),
+                "num_heads,num_key_value_heads,head_dim,kv_cache_dtype",
+                format!(
+                    "no rows for {} query / {} KV heads of dim {} with KV {kv_dtype} (some measured: {})",
+                    heads.q,
+                    heads.kv,
+                    heads.dim,
+                    near.join(", ")
+                ),
+            ));
+        }
+        let batches = pts.keys().map(|&x| x as f64).collect();
+        Ok(AttnTable {
+            path: path.to_path_buf(),
+            length_col,
+            by_batch: pts
+                .into_iter()
+                .filter_map(|(key, v)| Curve::new(v).map(|c| (key, c)))
+                .collect(),
+            batches,
+        })
+    }
+
+    /// Nanoseconds of one layer's attention for `batch` sequences of `length` tokens.
+    pub fn ns(&self, batch: f64, length: f64, notes: &mut Notes) -> Result<f64> {
+        let (b0, b1, t) = bracket(&self.batches, batch)
+            .ok_or_else(|| CalibrateError::table(self.path.display(), "batch_size", "empty"))?;
+        let reach = if t < 0.0 {
+            Reach::Below(b0)
+        } else if t > 1.0 {
+            Reach::Above(b1)
+        } else {
+            Reach::Inside
+        };
+        if let Some(s) = reach_note("attention batch_size", batch, reach) {
+            notes.insert(format!("{}: {s}", self.path.display()));
+        }
+        let mut at = |b: f64| -> Result<f64> {
+            let c = self.by_batch.get(&(b as u64)).ok_or_else(|| {
+                CalibrateError::table(
+                    self.path.display(),
+                    "batch_size",
+                    format!("no curve for batch {b}"),
+                )
+            })?;
+            let (y, reach) = c.eval(length);
+            if let Some(s) = reach_note(self.length_col, length, reach) {
+                notes.insert(format!("{}: {s} (batch {b})", self.path.display()));
+            }
+            Ok(y)
+        };
+        let (y0, y1) = (at(b0)?, if t == 0.0 { 0.0 } else { at(b1)? });
+        Ok(lerp(y0, y1, t).max(0.0))
+    }
+}
+
+/// All-reduce latency by message size (elements) for one TP degree.
+#[derive(Debug, Clone)]
+pub struct AllReduceTable {
+    /// The file.
+    pub path: PathBuf,
+    curve: Curve,
+}
+
+impl AllReduceTable {
+    /// Reads vLLM's custom all-reduce table for `gpus` GPUs and `backend` (`vllm_graph` or
+    /// `vllm_eager`).
+    pub fn read(path: &Path, gpus: u32, backend: &str) -> Result<AllReduceTable> {
+        let df = read_parquet(path)?;
+        let n = f64_col(&df, path, "num_gpus")?;
+        let size = f64_col(&df, path, "message_size")?;
+        let be = str_col(&df, path, "backend")?;
+        let lat = f64_col(&df, path, "latency")?;
+        let pts: Vec<(f64, f64)> = (0..lat.len())
+            .filter(|&i| n[i] as u32 == gpus && be[i] == backend)
+            .map(|i| (size[i], lat[i] * 1e6))
+            .collect();
+        let curve = Curve::new(pts).ok_or_else(|| {
+            CalibrateError::table(
+                path.display(),
+                "num_gpus,backend",
+                format!("no rows for {gpus} GPUs with backend {backend}"),
+            )
+        })?;
+        Ok(AllReduceTable {
+            path: path.to_path_buf(),
+            curve,
+        })
+    }
+
+    /// Nanoseconds of one all-reduce of `elements` bf16 values.
+    pub fn ns(&self, elements: f64, notes: &mut Notes) -> f64 {
+        let (y, reach) = self.curve.eval(elements);
+        if let Some(s) = reach_note("all-reduce message_size", elements, reach) {
+            notes.insert(format!("{}: {s}", self.path.display()));
+        }
+        y
+    }
+}
+
+/// Memory-bound element-wise operations as aiconfigurator prices them, from the system yaml: bytes /
+/// (bandwidth × empirical scaling) + a constant latency per operation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemOps {
+    /// Datasheet bandwidth, bytes/s (`gpu.mem_bw`).
+    pub bandwidth: f64,
+    /// `gpu.mem_bw_empirical_scaling_factor`.
+    pub scaling: f64,
+    /// `gpu.mem_empirical_constant_latency`, seconds.
+    pub constant_s: f64,
+}
+
+impl MemOps {
+    /// Reads the three keys from `<gpu>.yaml` (plain `key: value` lines; no YAML library needed).
+    pub fn read(path: &Path) -> Result<MemOps> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| CalibrateError::table(path.display(), "file", e.to_string()))?;
+        let get = |key: &str| -> Result<f64> {
+            text.lines()
+                .map(|l| l.split('#').next().unwrap_or("").trim())
+                .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+                .ok_or_else(|| CalibrateError::table(path.display(), key, "key missing"))?
+                .trim()
+                .parse::<f64>()
+                .map_err(|e| {
+                    CalibrateError::table(path.display(), key, format!("not a number: {e}"))
+                })
+        };
+        Ok(MemOps {
+            bandwidth: get("mem_bw")?,
+            scaling: get("mem_bw_empirical_scaling_factor")?,
+            constant_s: get("mem_empirical_constant_latency")?,
+        })
+    }
+
+    /// Nanoseconds of one operation moving `bytes`.
+    pub fn ns(&self, bytes: f64) -> f64 {
+        (bytes / (self.bandwidth * self.scaling) + self.constant_s) * 1e9
+    }
+}
