@@ -175,8 +175,15 @@ impl GpuTables {
         };
         let context = attn(self.context_path(), "isl")?;
         let generation = attn(self.generation_path(), "step")?;
+        let gemm = GemmTable::read(&self.gemm_path(), dtype)?;
+        let gemm_head = if matches!(dtype, "bf16" | "bfloat16") {
+            gemm.clone()
+        } else {
+            GemmTable::read(&self.gemm_path(), "bf16")?
+        };
         Ok(OpSet {
-            gemm: GemmTable::read(&self.gemm_path(), dtype)?,
+            gemm,
+            gemm_head,
             context,
             generation,
             allreduce,
@@ -257,7 +264,9 @@ pub fn profile_from_ops(o: &OpsOptions, grid: &OpsGrid) -> Result<OpsProfile> {
     let target = catalog_model(&o.target, "--target")?;
     let ops = loc.open(&target, o.tp, &o.dtype, &o.kv_dtype)?;
     let mut notes = Notes::new();
-    notes.extend(ops.notes.iter().cloned());
+    for n in &ops.notes {
+        notes.push_line(n.clone());
+    }
     let t = Composer {
         model: &target,
         tp: o.tp,
@@ -286,7 +295,9 @@ pub fn profile_from_ops(o: &OpsOptions, grid: &OpsGrid) -> Result<OpsProfile> {
         Some(name) => {
             let dm = catalog_model(name, "--draft")?;
             let dops = loc.open(&dm, o.tp, &o.dtype, &o.kv_dtype)?;
-            notes.extend(dops.notes.iter().cloned());
+            for n in &dops.notes {
+                notes.push_line(n.clone());
+            }
             let d = Composer {
                 model: &dm,
                 tp: o.tp,
@@ -360,7 +371,7 @@ pub fn profile_from_ops(o: &OpsOptions, grid: &OpsGrid) -> Result<OpsProfile> {
         "method".into(),
         "per layer: QKV, O, gate+up, down GEMMs; context/generation attention; 2 all-reduces (TP>1); element-wise ops as bytes/(mem_bw x scaling) + constant (system yaml); LM head".into(),
     );
-    let notes: Vec<String> = notes.into_iter().collect();
+    let notes: Vec<String> = notes.lines();
     if !notes.is_empty() {
         provenance.insert("extrapolated".into(), notes.join(" | "));
     }

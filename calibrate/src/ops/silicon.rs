@@ -5,8 +5,10 @@
 //!
 //! Simulated engine (vLLM V1 defaults): chunked prefill with an 8192-token budget, up to 1024
 //! sequences, KV blocks of 16 tokens filling 90 % of GPU memory after the weights, no speculation.
-//! Each row runs `10 × concurrency` requests (at least 20); TTFT and TPOT are the means over requests,
-//! as `vllm bench serve` reports them.
+//! Each row runs `10 × concurrency` requests (at least 20), the first `concurrency` phased evenly over
+//! one request's expected life (a long run's steady state, not lockstep waves of simultaneous
+//! prefills); TTFT and TPOT are means over requests as `vllm bench serve` reports them, without the
+//! ramp-up and the drain (the first and last `concurrency` requests).
 
 use super::tables::{find_gpu, systems_dir};
 use super::{catalog_model, profile_from_ops, OpsGrid, OpsOptions};
@@ -15,7 +17,7 @@ use polars::prelude::*;
 use specsim_core::acceptance::ConstantAcceptance;
 use specsim_core::cost::catalog::find_hardware;
 use specsim_core::cost::profile::ProfileCost;
-use specsim_core::cost::CostModel;
+use specsim_core::cost::{BatchShape, CostModel};
 use specsim_core::engine::{Engine, EngineConfig};
 use specsim_core::policy::PolicyConfig;
 use specsim_core::rng::stream;
@@ -208,9 +210,20 @@ pub fn predict_closed_loop(
     concurrency: u32,
     requests: usize,
 ) -> Result<Prediction> {
+    // The steady state of a closed loop: the first `concurrency` requests phased evenly over one
+    // request's expected life (its prefill plus osl − 1 decode steps at this batch), so finishes, and
+    // hence new prefills, are spread as in a long run rather than in lockstep waves.
+    let life_ns = cost.target_step(&BatchShape::prefill(isl)) as f64
+        + (osl.saturating_sub(1)) as f64
+            * cost.target_step(&BatchShape::uniform(concurrency, 1, (isl + osl / 2) as u64)) as f64;
     let mut w = Workload::default();
-    for _ in 0..requests {
-        w.push(0, isl, osl, None);
+    for i in 0..requests {
+        let t = if i < concurrency as usize {
+            (life_ns * i as f64 / concurrency as f64).round() as u64
+        } else {
+            life_ns.round() as u64
+        };
+        w.push(t, isl, osl, None);
     }
     let cfg = EngineConfig {
         kv_blocks: Some(kv_blocks),
@@ -244,10 +257,23 @@ pub fn predict_closed_loop(
             concurrency: Some(concurrency),
         },
     )?;
-    let n = out.records.len().max(1) as f64;
+    // Means over the steady part: without the ramp-up (the first `concurrency` requests) and the
+    // drain (the last `concurrency`, which finish with fewer in flight).
+    let c = concurrency as u64;
+    let steady: Vec<_> = out
+        .records
+        .iter()
+        .filter(|r| r.id >= c && r.id + c < requests as u64)
+        .collect();
+    let recs: Vec<_> = if steady.is_empty() {
+        out.records.iter().collect()
+    } else {
+        steady
+    };
+    let n = recs.len().max(1) as f64;
     Ok(Prediction {
-        ttft_ms: out.records.iter().map(|r| r.ttft_s).sum::<f64>() / n * 1e3,
-        tpot_ms: out.records.iter().map(|r| r.tpot_s).sum::<f64>() / n * 1e3,
+        ttft_ms: recs.iter().map(|r| r.ttft_s).sum::<f64>() / n * 1e3,
+        tpot_ms: recs.iter().map(|r| r.tpot_s).sum::<f64>() / n * 1e3,
         kv_blocks,
     })
 }
@@ -266,6 +292,9 @@ pub struct SiliconCheck {
     pub notes: Vec<String>,
 }
 
+/// (GPU, model, dtype, TP) of a composed profile.
+type ProfileKey = (String, String, String, u32);
+
 fn pl(e: PolarsError) -> CalibrateError {
     CalibrateError::Config(format!("polars: {e}"))
 }
@@ -279,8 +308,7 @@ pub fn run_check(
     step_overhead_ns: f64,
     progress: &dyn Fn(usize, usize),
 ) -> Result<SiliconCheck> {
-    let mut costs: BTreeMap<(String, String, String, u32), (Arc<dyn CostModel>, u32)> =
-        BTreeMap::new();
+    let mut costs: BTreeMap<ProfileKey, (Arc<dyn CostModel>, u32)> = BTreeMap::new();
     let mut notes = Vec::new();
     let mut preds = Vec::with_capacity(rows.len());
     for (i, r) in rows.iter().enumerate() {

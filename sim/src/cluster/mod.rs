@@ -51,10 +51,10 @@ pub struct SimOptions<'a> {
     /// has already passed. Capacity planning uses it to abandon a run once its attainment target is
     /// out of reach; the verdict is the one the full run would give. None runs to completion.
     pub stop_after_misses: Option<usize>,
-    /// Closed loop: keep this many requests in flight. The workload's arrival times are ignored; the
-    /// first `concurrency` requests arrive at time 0, and each time a request finishes the next one (in
-    /// workload order) arrives at that instant (its TTFT counts from then). None: open loop, requests
-    /// arrive at their own times.
+    /// Closed loop: keep this many requests in flight. The first `concurrency` requests arrive at their
+    /// own times (a ramp-up; all at 0 for a burst); after that each time a request finishes the next
+    /// one (in workload order) arrives at that instant (its TTFT counts from then), whatever its own
+    /// time. None: open loop, requests arrive at their own times.
     pub concurrency: Option<u32>,
 }
 
@@ -175,8 +175,8 @@ pub fn simulate(
     // Closed loop: requests released (by a finish) but not yet delivered, as (time, index).
     let mut released: BinaryHeap<Reverse<(Nanos, usize)>> = BinaryHeap::new();
     if let Some(c) = opts.concurrency {
-        for i in 0..(c as usize).min(total) {
-            released.push(Reverse((0, i)));
+        for (i, r) in workload.requests.iter().take(c as usize).enumerate() {
+            released.push(Reverse((r.arrival_ns, i)));
         }
         next_arrival = (c as usize).min(total);
     }
