@@ -14,7 +14,8 @@ use std::path::PathBuf;
 /// Arguments of `specsim calibrate`.
 #[derive(Args)]
 pub struct CalibrateArgs {
-    /// Draft model (GGUF; with --from-ops a catalog name, optional).
+    /// Draft model (GGUF; with --from-ops optional: a catalog name, `eagle3` for an EAGLE-3 head on
+    /// the target, or `ngram` for n-gram lookup).
     #[arg(long)]
     pub draft: Option<PathBuf>,
     /// Target model (GGUF, sharing the draft's vocabulary and tokenizer; with --from-ops a catalog name).
@@ -315,10 +316,7 @@ fn run_specbench(
     let loc = GpuTables::locate(dir, &a.gpu)?;
     let tm = catalog_model(target, "--target")?;
     let ops_t = loc.open(&tm, a.tp, &a.dtype, "bfloat16")?;
-    let mut head_model = tm.clone();
-    head_model.name = format!("EAGLE-3 head of {}", tm.name);
-    head_model.layers = 1;
-    head_model.vocab = 32000;
+    let head_model = specsim_calibrate::ops::compose::eagle3_head(&tm);
     let t = Composer {
         model: &tm,
         tp: a.tp,
@@ -332,7 +330,7 @@ fn run_specbench(
     let costs = specbench::StepCosts {
         target: &t,
         head: &h,
-        ngram_fraction: 0.005875,
+        ngram_fraction: specsim_calibrate::ops::NGRAM_FRACTION_OF_VERIFY,
     };
     let round = |v: &[f64]| {
         v.iter()

@@ -48,6 +48,18 @@ pub struct Composer<'a> {
     pub ops: &'a OpSet,
 }
 
+/// An EAGLE-3 draft head on `target` as a one-layer model: one decoder layer of the target's shape and
+/// an LM head over EAGLE-3's 32,000-token draft vocabulary (its fc over three of the target's hidden
+/// states is a separate GEMM, n = hidden, k = 3·hidden, added by the caller).
+pub fn eagle3_head(target: &ModelSpec) -> ModelSpec {
+    let mut m = target.clone();
+    m.name = format!("EAGLE-3 head of {}", target.name);
+    m.layers = 1;
+    m.vocab = 32000;
+    m.tied_embeddings = false;
+    m
+}
+
 /// The per-GPU head layout of a model at a TP degree (KV heads replicated when fewer than GPUs).
 pub fn heads(model: &ModelSpec, tp: u32) -> Heads {
     let tp = tp.max(1) as u64;
