@@ -45,6 +45,10 @@ pub struct CalibrateArgs {
     /// (closed loop at its concurrency) and write the comparison to the --out folder.
     #[arg(long)]
     pub silicon_check: bool,
+    /// With --silicon-check: also predict the LLMServingSim H100 reference run (Llama-3.1-70B TP 4,
+    /// ShareGPT 300 requests at 10 req/s) from its workload JSONL.
+    #[arg(long, value_name = "FILE")]
+    pub llmservingsim: Option<PathBuf>,
     /// With --from-ops: SpecDecode-Bench acceptance traces in this folder: print both per-position
     /// conventions and the predicted EAGLE-3 and n-gram speed-ups (--target, --gpu) per dataset.
     #[arg(long, value_name = "DIR")]
@@ -264,6 +268,17 @@ fn run_from_ops(a: &CalibrateArgs, dir: &std::path::Path) -> Result<()> {
             out.display()
         );
         print!("{}", silicon::to_markdown(&check.mape)?);
+        if let Some(w) = &a.llmservingsim {
+            let r = silicon::llmservingsim_reference(dir, w)?;
+            println!(
+                "LLMServingSim H100 reference (Llama-3.1-70B bf16 TP4, {}): predicted {:.0} output tok/s ({:.0} with prompts), mean TTFT {:.1} ms, mean TPOT {:.2} ms; measured vLLM 1833.89 tok/s, 61.5 ms, 26.72 ms",
+                w.display(),
+                r.output_tok_s,
+                r.total_tok_s,
+                r.ttft_ms,
+                r.tpot_ms
+            );
+        }
         return Ok(());
     }
     let target = a

@@ -225,38 +225,7 @@ pub fn predict_closed_loop(
         };
         w.push(t, isl, osl, None);
     }
-    let cfg = EngineConfig {
-        kv_blocks: Some(kv_blocks),
-        max_num_seqs: 1024,
-        max_batched_tokens: 8192,
-        chunked_prefill: true,
-        ..EngineConfig::default()
-    };
-    let policy = PolicyConfig::None;
-    let engine = Engine::new(cfg, policy.build(), Arc::clone(&cost))?;
-    let backend = SimBackend::new(
-        Arc::clone(&cost),
-        Arc::new(ConstantAcceptance { alpha: 0.0 }),
-        stream(0, "acceptance", 0),
-        false,
-    );
-    let out = simulate(
-        vec![Replica {
-            engine,
-            backend: Box::new(backend),
-        }],
-        RouterKind::default().build(),
-        &w,
-        "none",
-        &SloConfig::default(),
-        &SimOptions {
-            record_steps: false,
-            progress: None,
-            seed: 0,
-            stop_after_misses: None,
-            concurrency: Some(concurrency),
-        },
-    )?;
+    let out = run_engine(cost, kv_blocks, &w, Some(concurrency))?;
     // Means over the steady part: without the ramp-up (the first `concurrency` requests) and the
     // drain (the last `concurrency`, which finish with fewer in flight).
     let c = concurrency as u64;
@@ -275,6 +244,127 @@ pub fn predict_closed_loop(
         ttft_ms: recs.iter().map(|r| r.ttft_s).sum::<f64>() / n * 1e3,
         tpot_ms: recs.iter().map(|r| r.tpot_s).sum::<f64>() / n * 1e3,
         kv_blocks,
+    })
+}
+
+/// Simulates `w` on one replica with vLLM V1 defaults (chunked prefill, 8192-token budget, up to 1024
+/// sequences), no speculation; closed loop at `concurrency` when given.
+pub fn run_engine(
+    cost: Arc<dyn CostModel>,
+    kv_blocks: u32,
+    w: &Workload,
+    concurrency: Option<u32>,
+) -> Result<specsim_sim::cluster::SimOutput> {
+    let cfg = EngineConfig {
+        kv_blocks: Some(kv_blocks),
+        max_num_seqs: 1024,
+        max_batched_tokens: 8192,
+        chunked_prefill: true,
+        ..EngineConfig::default()
+    };
+    let policy = PolicyConfig::None;
+    let engine = Engine::new(cfg, policy.build(), Arc::clone(&cost))?;
+    let backend = SimBackend::new(
+        Arc::clone(&cost),
+        Arc::new(ConstantAcceptance { alpha: 0.0 }),
+        stream(0, "acceptance", 0),
+        false,
+    );
+    Ok(simulate(
+        vec![Replica {
+            engine,
+            backend: Box::new(backend),
+        }],
+        RouterKind::default().build(),
+        w,
+        "none",
+        &SloConfig::default(),
+        &SimOptions {
+            record_steps: false,
+            progress: None,
+            seed: 0,
+            stop_after_misses: None,
+            concurrency,
+        },
+    )?)
+}
+
+/// The LLMServingSim H100 reference (`evaluation/figure_8`, single instance): Llama-3.1-70B on 4 H100s
+/// serving `sharegpt_req300_rate10_llama.jsonl` open loop; measured vLLM 1,833.89 tok/s, mean TTFT
+/// 61.5 ms, mean TPOT 26.72 ms (`SD_latency.tsv`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServingResult {
+    /// Output tokens per second over the run (first arrival to last finish).
+    pub output_tok_s: f64,
+    /// Prompt + output tokens per second.
+    pub total_tok_s: f64,
+    /// Mean TTFT, ms.
+    pub ttft_ms: f64,
+    /// Mean TPOT, ms.
+    pub tpot_ms: f64,
+}
+
+/// Reads LLMServingSim's workload JSONL (`input_toks`, `output_toks`, `arrival_time_ns`).
+pub fn read_llmservingsim_workload(path: &Path) -> Result<Workload> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        input_toks: u32,
+        output_toks: u32,
+        arrival_time_ns: u64,
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CalibrateError::table(path.display(), "file", e.to_string()))?;
+    let mut w = Workload::default();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let r: Row = serde_json::from_str(line).map_err(|e| {
+            CalibrateError::table(
+                format!("{}:{}", path.display(), i + 1),
+                "line",
+                e.to_string(),
+            )
+        })?;
+        w.push(
+            r.arrival_time_ns,
+            r.input_toks.max(1),
+            r.output_toks.max(1),
+            None,
+        );
+    }
+    w.sort_and_renumber();
+    Ok(w)
+}
+
+/// Predicts the LLMServingSim reference run: Llama-3.1-70B bf16, TP 4, H100 tables under `dir`.
+pub fn llmservingsim_reference(dir: &Path, workload: &Path) -> Result<ServingResult> {
+    let mut o = OpsOptions::new(dir, "H100-SXM", "Llama-3.1-70B");
+    o.tp = 4;
+    let p = profile_from_ops(&o, &OpsGrid::default())?;
+    let m = catalog_model("Llama-3.1-70B", "model")?;
+    let blocks = kv_blocks(80.0, 4, 0.9, m.weight_bytes_total(), m.kv_bytes_per_token())
+        .ok_or_else(|| CalibrateError::Config("Llama-3.1-70B does not fit on 4 × H100".into()))?;
+    let w = read_llmservingsim_workload(workload)?;
+    let out = run_engine(
+        Arc::new(ProfileCost { profile: p.profile }),
+        blocks,
+        &w,
+        None,
+    )?;
+    let r = &out.records;
+    let n = r.len().max(1) as f64;
+    let start = r.iter().map(|x| x.arrival_s).fold(f64::INFINITY, f64::min);
+    let end = r.iter().map(|x| x.finish_s).fold(0.0, f64::max);
+    let dur = (end - start).max(1e-9);
+    let out_tok: f64 = r.iter().map(|x| x.output_tokens as f64).sum();
+    let in_tok: f64 = r.iter().map(|x| x.prompt_tokens as f64).sum();
+    Ok(ServingResult {
+        output_tok_s: out_tok / dur,
+        total_tok_s: (out_tok + in_tok) / dur,
+        ttft_ms: r.iter().map(|x| x.ttft_s).sum::<f64>() / n * 1e3,
+        tpot_ms: r.iter().map(|x| x.tpot_s).sum::<f64>() / n * 1e3,
     })
 }
 
