@@ -261,3 +261,36 @@ fn bad_inputs_name_the_file_and_field() {
     );
     assert_eq!(e.lines().count(), 1);
 }
+
+/// Drafters as the field uses them: an EAGLE-3 head costs one layer plus its fc and a 32k LM head
+/// (bounded below by reading those weights once), n-gram lookup a fixed fraction of verification.
+#[test]
+fn eagle3_and_ngram_drafters_are_priced_from_the_tables() {
+    let dir = need_tables!();
+    let mut o = OpsOptions::new(&dir, "H100-SXM", "Llama-3.1-8B");
+    o.draft = Some("eagle3".into());
+    let p = profile_from_ops(&o, &OpsGrid::default()).unwrap().profile;
+    // Weights an EAGLE-3 head reads per forward, by hand: one Llama-3.1-8B layer, fc 3·4096 → 4096,
+    // LM head 32000 × 4096; bf16, at 3.35 TB/s.
+    let layer = 2.0 * 4096.0 * 4096.0 + 2.0 * 4096.0 * 1024.0 + 3.0 * 4096.0 * 14336.0;
+    let bytes = 2.0 * (layer + 3.0 * 4096.0 * 4096.0 + 32000.0 * 4096.0);
+    let floor = bytes / 3.35e12 * 1e9;
+    let head = p.draft.ns[0][0];
+    eprintln!(
+        "EAGLE-3 head, batch 1: {:.3} ms (floor {:.3} ms)",
+        head / 1e6,
+        floor / 1e6
+    );
+    assert!(
+        head >= floor && head <= 3.0 * floor,
+        "{head} vs floor {floor}"
+    );
+    assert!(head < p.verify.ns[0][0][0] / 5.0);
+    o.draft = Some("ngram".into());
+    let p = profile_from_ops(&o, &OpsGrid::default()).unwrap().profile;
+    for (i, row) in p.draft.ns.iter().enumerate() {
+        for (j, d) in row.iter().enumerate() {
+            assert_eq!(*d, p.verify.ns[i][0][j] * 0.005875);
+        }
+    }
+}

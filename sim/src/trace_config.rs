@@ -47,8 +47,8 @@ pub struct TraceConfig {
     /// Attach categories by a seeded mix: `{ coding = 0.5, writing = 0.5 }`.
     pub categories: Option<std::collections::BTreeMap<String, f64>>,
     /// Closed-loop load: keep this many requests in flight (as `vllm bench serve --max-concurrency`,
-    /// aiperf). The arrival times of the trace are then ignored: the first `concurrency` requests arrive
-    /// at time 0 and each later one (in trace order) when an earlier one finishes. Absent: open loop.
+    /// aiperf). The first `concurrency` requests arrive at their own times (the ramp-up) and each later
+    /// one (in trace order) when an earlier one finishes, whatever its own time. Absent: open loop.
     pub concurrency: Option<u32>,
 }
 

@@ -176,6 +176,7 @@ fn closed_loop_at_concurrency_one_runs_requests_back_to_back() {
         [trace.synthetic]
         requests = 50
         rate = 0.001
+        arrival = { kind = "uniform" }
         prompt = { kind = "uniform", min = 10, max = 200 }
         output = { kind = "uniform", min = 1, max = 40 }
         [engine]
@@ -195,8 +196,8 @@ fn closed_loop_at_concurrency_one_runs_requests_back_to_back() {
     assert_eq!(run.records.len(), 50);
     let mut recs = run.records.clone();
     recs.sort_by_key(|r| r.id);
-    // Open-loop arrivals at 0.001/s would put request 1 some 1000 s after request 0.
-    assert_eq!(recs[0].arrival_s, 0.0);
+    // Open-loop arrivals at 0.001/s would put request 1 some 1000 s after request 0; closed, it
+    // arrives when request 0 finishes.
     for w in recs.windows(2) {
         assert!(
             (w[1].arrival_s - w[0].finish_s).abs() < 1e-9,
@@ -211,7 +212,11 @@ fn closed_loop_at_concurrency_one_runs_requests_back_to_back() {
         // Prefill of p tokens: 5 ms + p·0.01 ms; each later token one 1-token step: 5.01 ms.
         let ttft = 0.005 + r.prompt_tokens as f64 * 0.00001;
         let tpot = 0.00501;
-        assert!((r.ttft_s - ttft).abs() < 1e-9, "ttft {} vs {ttft}", r.ttft_s);
+        assert!(
+            (r.ttft_s - ttft).abs() < 1e-9,
+            "ttft {} vs {ttft}",
+            r.ttft_s
+        );
         if r.output_tokens > 1 {
             assert!((r.tpot_s - tpot).abs() < 1e-9, "tpot {}", r.tpot_s);
         }
@@ -223,7 +228,8 @@ fn closed_loop_at_concurrency_one_runs_requests_back_to_back() {
 }
 
 /// Closed loop at concurrency N: N requests are always in flight, so by Little's law throughput =
-/// N / mean E2E (within 1 %: the ramp at the start and the drain at the end are a few of 4000).
+/// N / mean E2E (within 1 %: the ramp-up (the first N arrive at 1000/s) and the drain at the end are a
+/// few of 4000).
 #[test]
 fn closed_loop_throughput_obeys_littles_law() {
     for (c, spec) in [(8u32, "none"), (24, "static")] {
@@ -239,7 +245,7 @@ fn closed_loop_throughput_obeys_littles_law() {
             concurrency = {c}
             [trace.synthetic]
             requests = 4000
-            rate = 1.0
+            rate = 1000.0
             prompt = {{ kind = "uniform", min = 20, max = 400 }}
             output = {{ kind = "uniform", min = 5, max = 120 }}
             [engine]

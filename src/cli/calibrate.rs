@@ -14,7 +14,8 @@ use std::path::PathBuf;
 /// Arguments of `specsim calibrate`.
 #[derive(Args)]
 pub struct CalibrateArgs {
-    /// Draft model (GGUF; with --from-ops a catalog name, optional).
+    /// Draft model (GGUF; with --from-ops optional: a catalog name, `eagle3` for an EAGLE-3 head on
+    /// the target, or `ngram` for n-gram lookup).
     #[arg(long)]
     pub draft: Option<PathBuf>,
     /// Target model (GGUF, sharing the draft's vocabulary and tokenizer; with --from-ops a catalog name).
@@ -44,6 +45,10 @@ pub struct CalibrateArgs {
     /// (closed loop at its concurrency) and write the comparison to the --out folder.
     #[arg(long)]
     pub silicon_check: bool,
+    /// With --silicon-check: also predict the LLMServingSim H100 reference run (Llama-3.1-70B TP 4,
+    /// ShareGPT 300 requests at 10 req/s) from its workload JSONL.
+    #[arg(long, value_name = "FILE")]
+    pub llmservingsim: Option<PathBuf>,
     /// With --from-ops: SpecDecode-Bench acceptance traces in this folder: print both per-position
     /// conventions and the predicted EAGLE-3 and n-gram speed-ups (--target, --gpu) per dataset.
     #[arg(long, value_name = "DIR")]
@@ -291,6 +296,17 @@ fn run_from_ops(a: &CalibrateArgs, dir: &std::path::Path) -> Result<()> {
             out.display()
         );
         print!("{}", silicon::to_markdown(&check.mape)?);
+        if let Some(w) = &a.llmservingsim {
+            let r = silicon::llmservingsim_reference(dir, w)?;
+            println!(
+                "LLMServingSim H100 reference (Llama-3.1-70B bf16 TP4, {}): predicted {:.0} output tok/s ({:.0} with prompts), mean TTFT {:.1} ms, mean TPOT {:.2} ms; measured vLLM 1833.89 tok/s, 61.5 ms, 26.72 ms",
+                w.display(),
+                r.output_tok_s,
+                r.total_tok_s,
+                r.ttft_ms,
+                r.tpot_ms
+            );
+        }
         return Ok(());
     }
     let target = a
@@ -343,10 +359,7 @@ fn run_specbench(
     let loc = GpuTables::locate(dir, &a.gpu)?;
     let tm = catalog_model(target, "--target")?;
     let ops_t = loc.open(&tm, a.tp, &a.dtype, "bfloat16")?;
-    let mut head_model = tm.clone();
-    head_model.name = format!("EAGLE-3 head of {}", tm.name);
-    head_model.layers = 1;
-    head_model.vocab = 32000;
+    let head_model = specsim_calibrate::ops::compose::eagle3_head(&tm);
     let t = Composer {
         model: &tm,
         tp: a.tp,
@@ -360,7 +373,7 @@ fn run_specbench(
     let costs = specbench::StepCosts {
         target: &t,
         head: &h,
-        ngram_fraction: 0.005875,
+        ngram_fraction: specsim_calibrate::ops::NGRAM_FRACTION_OF_VERIFY,
     };
     let round = |v: &[f64]| {
         v.iter()

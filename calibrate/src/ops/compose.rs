@@ -6,7 +6,8 @@
 //! hidden, k = ffn/tp) GEMMs, two all-reduces of the activations when `tp > 1`, and the memory-bound
 //! element-wise operations (two add+RMSNorm, the SwiGLU activation) priced as aiconfigurator prices
 //! them (bytes over scaled bandwidth plus a constant). Around the layers: the embedding gather, the
-//! final norm and the LM head (n = vocab/tp, k = hidden, m = positions whose logits are needed).
+//! final norm and the LM head (n = vocab/tp, k = hidden, m = positions whose logits are needed; bf16
+//! even with FP8 weights, as FP8 checkpoints keep it).
 //!
 //! A verification of `t` tokens per sequence is priced as generation attention over `batch × t`
 //! queries at the sequence's context (each verified token reads the whole KV), which is what a
@@ -23,6 +24,8 @@ pub const CUDA_GRAPH_MAX_TOKENS: f64 = 512.0;
 pub struct OpSet {
     /// GEMMs of the weight dtype.
     pub gemm: GemmTable,
+    /// bf16 GEMMs, for the LM head (FP8 checkpoints keep it in bf16).
+    pub gemm_head: GemmTable,
     /// Context (prefill) attention for the model's per-GPU heads.
     pub context: AttnTable,
     /// Generation (decode) attention for the model's per-GPU heads.
@@ -43,6 +46,18 @@ pub struct Composer<'a> {
     pub tp: u32,
     /// The tables.
     pub ops: &'a OpSet,
+}
+
+/// An EAGLE-3 draft head on `target` as a one-layer model: one decoder layer of the target's shape and
+/// an LM head over EAGLE-3's 32,000-token draft vocabulary (its fc over three of the target's hidden
+/// states is a separate GEMM, n = hidden, k = 3·hidden, added by the caller).
+pub fn eagle3_head(target: &ModelSpec) -> ModelSpec {
+    let mut m = target.clone();
+    m.name = format!("EAGLE-3 head of {}", target.name);
+    m.layers = 1;
+    m.vocab = 32000;
+    m.tied_embeddings = false;
+    m
 }
 
 /// The per-GPU head layout of a model at a TP degree (KV heads replicated when fewer than GPUs).
@@ -101,7 +116,7 @@ impl Composer<'_> {
     /// The LM head for `logits` positions.
     pub fn lm_head(&self, logits: f64, notes: &mut Notes) -> Result<f64> {
         let md = self.model;
-        self.ops.gemm.ns(
+        self.ops.gemm_head.ns(
             logits.max(1.0),
             md.vocab as f64 / self.tp.max(1) as f64,
             md.hidden as f64,

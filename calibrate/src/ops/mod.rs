@@ -28,6 +28,10 @@ use tables::{AllReduceTable, AttnTable, GemmTable, Heads, MemOps, Notes};
 /// present for all three GPUs).
 pub const VLLM_VERSION: &str = "0.14.0";
 
+/// n-gram lookup's CPU time per step as a fraction of the verification, measured by SpecDecode-Bench
+/// on H100 (`predictor_coefficients.toml`, `draft_ngram.fraction_of_verify_time`).
+pub const NGRAM_FRACTION_OF_VERIFY: f64 = 0.005875;
+
 /// What `specsim calibrate --from-ops` asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OpsOptions {
@@ -37,7 +41,7 @@ pub struct OpsOptions {
     pub gpu: String,
     /// Target model (catalog name).
     pub target: String,
-    /// Draft model (catalog name), if any.
+    /// Drafter, if any: a catalog model, `eagle3` (an EAGLE-3 head on the target) or `ngram`.
     pub draft: Option<String>,
     /// Tensor-parallel degree of the target (and of the draft).
     pub tp: u32,
@@ -175,8 +179,15 @@ impl GpuTables {
         };
         let context = attn(self.context_path(), "isl")?;
         let generation = attn(self.generation_path(), "step")?;
+        let gemm = GemmTable::read(&self.gemm_path(), dtype)?;
+        let gemm_head = if matches!(dtype, "bf16" | "bfloat16") {
+            gemm.clone()
+        } else {
+            GemmTable::read(&self.gemm_path(), "bf16")?
+        };
         Ok(OpSet {
-            gemm: GemmTable::read(&self.gemm_path(), dtype)?,
+            gemm,
+            gemm_head,
             context,
             generation,
             allreduce,
@@ -247,8 +258,10 @@ pub struct OpsProfile {
 }
 
 /// Composes the profile: `[verify]` over batch × tokens per sequence (1..=k_max+1) × context,
-/// `[prefill]` over lengths, `[draft]`/`[draft_prefill]` from the draft model (without one, a
-/// negligible 1 ns draft so the file stays valid for target-only scenarios), `overhead.step_ns`.
+/// `[prefill]` over lengths, `[draft]`/`[draft_prefill]` from the drafter — a draft model, an EAGLE-3
+/// head ([`compose::eagle3_head`] plus its fc), or n-gram lookup (no forward: a fraction of the
+/// verification; without a drafter, a negligible 1 ns draft so the file stays valid for target-only
+/// scenarios) — and `overhead.step_ns`.
 pub fn profile_from_ops(o: &OpsOptions, grid: &OpsGrid) -> Result<OpsProfile> {
     if o.tp == 0 {
         return Err(CalibrateError::Config("--tp must be at least 1".into()));
@@ -257,7 +270,9 @@ pub fn profile_from_ops(o: &OpsOptions, grid: &OpsGrid) -> Result<OpsProfile> {
     let target = catalog_model(&o.target, "--target")?;
     let ops = loc.open(&target, o.tp, &o.dtype, &o.kv_dtype)?;
     let mut notes = Notes::new();
-    notes.extend(ops.notes.iter().cloned());
+    for n in &ops.notes {
+        notes.push_line(n.clone());
+    }
     let t = Composer {
         model: &target,
         tp: o.tp,
@@ -282,28 +297,76 @@ pub fn profile_from_ops(o: &OpsOptions, grid: &OpsGrid) -> Result<OpsProfile> {
         .map(|&n| Ok(t.prefill(n, &mut notes)?.total()))
         .collect::<Result<Vec<f64>>>()?;
     let mut provenance = BTreeMap::new();
-    let (draft, draft_prefill) = match &o.draft {
+    let (draft, draft_prefill) = match o.draft.as_deref() {
+        Some(name) if name.eq_ignore_ascii_case("ngram") || name.eq_ignore_ascii_case("n-gram") => {
+            // n-gram lookup: no draft forward; its CPU time per step is SpecDecode-Bench's measured
+            // fraction of the verification (0.5875 %), charged per draft position at the target's
+            // decode time of the same batch and context.
+            let ns = grid
+                .batch
+                .iter()
+                .enumerate()
+                .map(|(i, _)| {
+                    grid.context
+                        .iter()
+                        .enumerate()
+                        .map(|(j, _)| verify[i][0][j] * NGRAM_FRACTION_OF_VERIFY)
+                        .collect()
+                })
+                .collect();
+            provenance.insert(
+                "draft".into(),
+                format!("n-gram lookup: {NGRAM_FRACTION_OF_VERIFY} x the target's decode step (SpecDecode-Bench predictor_coefficients.toml)"),
+            );
+            (
+                Table2 {
+                    batch: grid.batch.clone(),
+                    context: grid.context.clone(),
+                    ns,
+                },
+                Some(Table1 {
+                    tokens: vec![1.0, 2.0],
+                    ns: vec![0.0, 0.0],
+                }),
+            )
+        }
         Some(name) => {
-            let dm = catalog_model(name, "--draft")?;
+            let eagle = name.eq_ignore_ascii_case("eagle3") || name.eq_ignore_ascii_case("eagle-3");
+            let dm = if eagle {
+                compose::eagle3_head(&target)
+            } else {
+                catalog_model(name, "--draft")?
+            };
             let dops = loc.open(&dm, o.tp, &o.dtype, &o.kv_dtype)?;
-            notes.extend(dops.notes.iter().cloned());
+            for n in &dops.notes {
+                notes.push_line(n.clone());
+            }
             let d = Composer {
                 model: &dm,
                 tp: o.tp,
                 ops: &dops,
             };
+            // EAGLE-3's fc over three of the target's hidden states, per token.
+            let fc = |m: f64, notes: &mut Notes| -> Result<f64> {
+                if eagle {
+                    let h = dm.hidden as f64;
+                    dops.gemm.ns(m, h, 3.0 * h, notes)
+                } else {
+                    Ok(0.0)
+                }
+            };
             let mut ns = Vec::new();
             for &b in &grid.batch {
                 let mut row = Vec::new();
                 for &c in &grid.context {
-                    row.push(d.decode(b, 1.0, c, &mut notes)?.total());
+                    row.push(d.decode(b, 1.0, c, &mut notes)?.total() + fc(b, &mut notes)?);
                 }
                 ns.push(row);
             }
             let dp = grid
                 .prefill
                 .iter()
-                .map(|&n| Ok(d.prefill(n, &mut notes)?.total()))
+                .map(|&n| Ok(d.prefill(n, &mut notes)?.total() + fc(n, &mut notes)?))
                 .collect::<Result<Vec<f64>>>()?;
             provenance.insert("draft".into(), dm.name.clone());
             (
@@ -360,7 +423,13 @@ pub fn profile_from_ops(o: &OpsOptions, grid: &OpsGrid) -> Result<OpsProfile> {
         "method".into(),
         "per layer: QKV, O, gate+up, down GEMMs; context/generation attention; 2 all-reduces (TP>1); element-wise ops as bytes/(mem_bw x scaling) + constant (system yaml); LM head".into(),
     );
-    let notes: Vec<String> = notes.into_iter().collect();
+    // Paths in the notes relative to the systems folder, as in `tables`.
+    let prefix = format!("{}/", loc.systems.display());
+    let notes: Vec<String> = notes
+        .lines()
+        .into_iter()
+        .map(|n| n.replace(&prefix, ""))
+        .collect();
     if !notes.is_empty() {
         provenance.insert("extrapolated".into(), notes.join(" | "));
     }

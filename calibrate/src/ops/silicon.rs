@@ -5,8 +5,10 @@
 //!
 //! Simulated engine (vLLM V1 defaults): chunked prefill with an 8192-token budget, up to 1024
 //! sequences, KV blocks of 16 tokens filling 90 % of GPU memory after the weights, no speculation.
-//! Each row runs `10 × concurrency` requests (at least 20); TTFT and TPOT are the means over requests,
-//! as `vllm bench serve` reports them.
+//! Each row runs `10 × concurrency` requests (at least 20), the first `concurrency` phased evenly over
+//! one request's expected life (a long run's steady state, not lockstep waves of simultaneous
+//! prefills); TTFT and TPOT are means over requests as `vllm bench serve` reports them, without the
+//! ramp-up and the drain (the first and last `concurrency` requests).
 
 use super::tables::{find_gpu, systems_dir};
 use super::{catalog_model, profile_from_ops, OpsGrid, OpsOptions};
@@ -15,7 +17,7 @@ use polars::prelude::*;
 use specsim_core::acceptance::ConstantAcceptance;
 use specsim_core::cost::catalog::find_hardware;
 use specsim_core::cost::profile::ProfileCost;
-use specsim_core::cost::CostModel;
+use specsim_core::cost::{BatchShape, CostModel};
 use specsim_core::engine::{Engine, EngineConfig};
 use specsim_core::policy::PolicyConfig;
 use specsim_core::rng::stream;
@@ -208,10 +210,51 @@ pub fn predict_closed_loop(
     concurrency: u32,
     requests: usize,
 ) -> Result<Prediction> {
+    // The steady state of a closed loop: the first `concurrency` requests phased evenly over one
+    // request's expected life (its prefill plus osl − 1 decode steps at this batch), so finishes, and
+    // hence new prefills, are spread as in a long run rather than in lockstep waves.
+    let life_ns = cost.target_step(&BatchShape::prefill(isl)) as f64
+        + (osl.saturating_sub(1)) as f64
+            * cost.target_step(&BatchShape::uniform(concurrency, 1, (isl + osl / 2) as u64)) as f64;
     let mut w = Workload::default();
-    for _ in 0..requests {
-        w.push(0, isl, osl, None);
+    for i in 0..requests {
+        let t = if i < concurrency as usize {
+            (life_ns * i as f64 / concurrency as f64).round() as u64
+        } else {
+            life_ns.round() as u64
+        };
+        w.push(t, isl, osl, None);
     }
+    let out = run_engine(cost, kv_blocks, &w, Some(concurrency))?;
+    // Means over the steady part: without the ramp-up (the first `concurrency` requests) and the
+    // drain (the last `concurrency`, which finish with fewer in flight).
+    let c = concurrency as u64;
+    let steady: Vec<_> = out
+        .records
+        .iter()
+        .filter(|r| r.id >= c && r.id + c < requests as u64)
+        .collect();
+    let recs: Vec<_> = if steady.is_empty() {
+        out.records.iter().collect()
+    } else {
+        steady
+    };
+    let n = recs.len().max(1) as f64;
+    Ok(Prediction {
+        ttft_ms: recs.iter().map(|r| r.ttft_s).sum::<f64>() / n * 1e3,
+        tpot_ms: recs.iter().map(|r| r.tpot_s).sum::<f64>() / n * 1e3,
+        kv_blocks,
+    })
+}
+
+/// Simulates `w` on one replica with vLLM V1 defaults (chunked prefill, 8192-token budget, up to 1024
+/// sequences), no speculation; closed loop at `concurrency` when given.
+pub fn run_engine(
+    cost: Arc<dyn CostModel>,
+    kv_blocks: u32,
+    w: &Workload,
+    concurrency: Option<u32>,
+) -> Result<specsim_sim::cluster::SimOutput> {
     let cfg = EngineConfig {
         kv_blocks: Some(kv_blocks),
         max_num_seqs: 1024,
@@ -227,13 +270,13 @@ pub fn predict_closed_loop(
         stream(0, "acceptance", 0),
         false,
     );
-    let out = simulate(
+    Ok(simulate(
         vec![Replica {
             engine,
             backend: Box::new(backend),
         }],
         RouterKind::default().build(),
-        &w,
+        w,
         "none",
         &SloConfig::default(),
         &SimOptions {
@@ -241,14 +284,87 @@ pub fn predict_closed_loop(
             progress: None,
             seed: 0,
             stop_after_misses: None,
-            concurrency: Some(concurrency),
+            concurrency,
         },
+    )?)
+}
+
+/// The LLMServingSim H100 reference (`evaluation/figure_8`, single instance): Llama-3.1-70B on 4 H100s
+/// serving `sharegpt_req300_rate10_llama.jsonl` open loop; measured vLLM 1,833.89 tok/s, mean TTFT
+/// 61.5 ms, mean TPOT 26.72 ms (`SD_latency.tsv`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ServingResult {
+    /// Output tokens per second over the run (first arrival to last finish).
+    pub output_tok_s: f64,
+    /// Prompt + output tokens per second.
+    pub total_tok_s: f64,
+    /// Mean TTFT, ms.
+    pub ttft_ms: f64,
+    /// Mean TPOT, ms.
+    pub tpot_ms: f64,
+}
+
+/// Reads LLMServingSim's workload JSONL (`input_toks`, `output_toks`, `arrival_time_ns`).
+pub fn read_llmservingsim_workload(path: &Path) -> Result<Workload> {
+    #[derive(serde::Deserialize)]
+    struct Row {
+        input_toks: u32,
+        output_toks: u32,
+        arrival_time_ns: u64,
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CalibrateError::table(path.display(), "file", e.to_string()))?;
+    let mut w = Workload::default();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let r: Row = serde_json::from_str(line).map_err(|e| {
+            CalibrateError::table(
+                format!("{}:{}", path.display(), i + 1),
+                "line",
+                e.to_string(),
+            )
+        })?;
+        w.push(
+            r.arrival_time_ns,
+            r.input_toks.max(1),
+            r.output_toks.max(1),
+            None,
+        );
+    }
+    w.sort_and_renumber();
+    Ok(w)
+}
+
+/// Predicts the LLMServingSim reference run: Llama-3.1-70B bf16, TP 4, H100 tables under `dir`.
+pub fn llmservingsim_reference(dir: &Path, workload: &Path) -> Result<ServingResult> {
+    let mut o = OpsOptions::new(dir, "H100-SXM", "Llama-3.1-70B");
+    o.tp = 4;
+    let p = profile_from_ops(&o, &OpsGrid::default())?;
+    let m = catalog_model("Llama-3.1-70B", "model")?;
+    let blocks = kv_blocks(80.0, 4, 0.9, m.weight_bytes_total(), m.kv_bytes_per_token())
+        .ok_or_else(|| CalibrateError::Config("Llama-3.1-70B does not fit on 4 × H100".into()))?;
+    let w = read_llmservingsim_workload(workload)?;
+    let out = run_engine(
+        Arc::new(ProfileCost { profile: p.profile }),
+        blocks,
+        &w,
+        None,
     )?;
-    let n = out.records.len().max(1) as f64;
-    Ok(Prediction {
-        ttft_ms: out.records.iter().map(|r| r.ttft_s).sum::<f64>() / n * 1e3,
-        tpot_ms: out.records.iter().map(|r| r.tpot_s).sum::<f64>() / n * 1e3,
-        kv_blocks,
+    let r = &out.records;
+    let n = r.len().max(1) as f64;
+    let start = r.iter().map(|x| x.arrival_s).fold(f64::INFINITY, f64::min);
+    let end = r.iter().map(|x| x.finish_s).fold(0.0, f64::max);
+    let dur = (end - start).max(1e-9);
+    let out_tok: f64 = r.iter().map(|x| x.output_tokens as f64).sum();
+    let in_tok: f64 = r.iter().map(|x| x.prompt_tokens as f64).sum();
+    Ok(ServingResult {
+        output_tok_s: out_tok / dur,
+        total_tok_s: (out_tok + in_tok) / dur,
+        ttft_ms: r.iter().map(|x| x.ttft_s).sum::<f64>() / n * 1e3,
+        tpot_ms: r.iter().map(|x| x.tpot_s).sum::<f64>() / n * 1e3,
     })
 }
 
@@ -266,6 +382,9 @@ pub struct SiliconCheck {
     pub notes: Vec<String>,
 }
 
+/// (GPU, model, dtype, TP) of a composed profile.
+type ProfileKey = (String, String, String, u32);
+
 fn pl(e: PolarsError) -> CalibrateError {
     CalibrateError::Config(format!("polars: {e}"))
 }
@@ -279,8 +398,7 @@ pub fn run_check(
     step_overhead_ns: f64,
     progress: &dyn Fn(usize, usize),
 ) -> Result<SiliconCheck> {
-    let mut costs: BTreeMap<(String, String, String, u32), (Arc<dyn CostModel>, u32)> =
-        BTreeMap::new();
+    let mut costs: BTreeMap<ProfileKey, (Arc<dyn CostModel>, u32)> = BTreeMap::new();
     let mut notes = Vec::new();
     let mut preds = Vec::with_capacity(rows.len());
     for (i, r) in rows.iter().enumerate() {

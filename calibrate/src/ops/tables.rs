@@ -114,8 +114,87 @@ pub fn str_col(df: &DataFrame, path: &Path, name: &str) -> Result<Vec<String>> {
     Ok(ca.iter().map(|v| v.unwrap_or("").to_string()).collect())
 }
 
-/// Notes on lookups outside the measured ranges, deduplicated.
-pub type Notes = BTreeSet<String>;
+/// Notes on lookups outside the measured ranges: per file and axis, how many and the farthest.
+#[derive(Debug, Clone, Default)]
+pub struct Notes {
+    by_axis: BTreeMap<(String, String), (usize, f64, String)>,
+    other: BTreeSet<String>,
+}
+
+impl Notes {
+    /// No notes.
+    pub fn new() -> Notes {
+        Notes::default()
+    }
+
+    /// True when every lookup was inside its table.
+    pub fn is_empty(&self) -> bool {
+        self.by_axis.is_empty() && self.other.is_empty()
+    }
+
+    /// Records a lookup of `what = x` in `file` that fell at `reach` (nothing when inside); `ctx` says
+    /// which curve (e.g. the batch size).
+    pub fn add(&mut self, file: &Path, what: &str, x: f64, reach: Reach, ctx: &str) {
+        let Some(sentence) = reach_note(what, x, reach) else {
+            return;
+        };
+        let edge = match reach {
+            Reach::Below(e) | Reach::Above(e) => e,
+            Reach::Inside => return,
+        };
+        let far = if x > edge {
+            x / edge
+        } else {
+            edge / x.max(1e-300)
+        };
+        let e = self
+            .by_axis
+            .entry((file.display().to_string(), what.to_string()))
+            .or_insert((0, 0.0, String::new()));
+        e.0 += 1;
+        if far > e.1 {
+            e.1 = far;
+            e.2 = format!("{sentence}{ctx}");
+        }
+    }
+
+    /// Records a free-form note.
+    pub fn push_line(&mut self, line: String) {
+        self.other.insert(line);
+    }
+
+    /// Adds every note of `o`.
+    pub fn merge(&mut self, o: &Notes) {
+        for (k, v) in &o.by_axis {
+            let e = self
+                .by_axis
+                .entry(k.clone())
+                .or_insert((0, 0.0, String::new()));
+            e.0 += v.0;
+            if v.1 > e.1 {
+                e.1 = v.1;
+                e.2 = v.2.clone();
+            }
+        }
+        self.other.extend(o.other.iter().cloned());
+    }
+
+    /// One line per file and axis, then the free-form notes.
+    pub fn lines(&self) -> Vec<String> {
+        self.by_axis
+            .iter()
+            .map(|((file, what), (n, _, worst))| {
+                format!("{file}: {what}: {n} lookup(s) outside the measured range; the farthest: {worst}")
+            })
+            .chain(self.other.iter().cloned())
+            .collect()
+    }
+
+    /// The lines, as an iterator.
+    pub fn iter(&self) -> impl Iterator<Item = String> {
+        self.lines().into_iter()
+    }
+}
 
 /// GEMM latency by (m, n, k) for one dtype.
 #[derive(Debug, Clone)]
@@ -185,9 +264,13 @@ impl GemmTable {
                 )
             })?;
             let (y, reach) = c.eval(m);
-            if let Some(s) = reach_note("gemm m", m, reach) {
-                notes.insert(format!("{}: {s} (n = {nn}, k = {kk})", self.path.display()));
-            }
+            notes.add(
+                &self.path,
+                "gemm m",
+                m,
+                reach,
+                &format!(" (n = {nn}, k = {kk})"),
+            );
             Ok(y)
         };
         if self.by_nk.contains_key(&(n as u64, k as u64)) && n.fract() == 0.0 && k.fract() == 0.0 {
@@ -205,9 +288,7 @@ impl GemmTable {
             } else {
                 Reach::Inside
             };
-            if let Some(s) = reach_note(what, x, reach) {
-                notes.insert(format!("{}: {s}", self.path.display()));
-            }
+            notes.add(&self.path, what, x, reach, "");
         }
         let at = curve_at;
         let lo = lerp(at(n0, k0, notes)?, at(n0, k1, notes)?, tk);
@@ -319,9 +400,7 @@ impl AttnTable {
         } else {
             Reach::Inside
         };
-        if let Some(s) = reach_note("attention batch_size", batch, reach) {
-            notes.insert(format!("{}: {s}", self.path.display()));
-        }
+        notes.add(&self.path, "attention batch_size", batch, reach, "");
         let mut at = |b: f64| -> Result<f64> {
             let c = self.by_batch.get(&(b as u64)).ok_or_else(|| {
                 CalibrateError::table(
@@ -331,9 +410,13 @@ impl AttnTable {
                 )
             })?;
             let (y, reach) = c.eval(length);
-            if let Some(s) = reach_note(self.length_col, length, reach) {
-                notes.insert(format!("{}: {s} (batch {b})", self.path.display()));
-            }
+            notes.add(
+                &self.path,
+                self.length_col,
+                length,
+                reach,
+                &format!(" (batch {b})"),
+            );
             Ok(y)
         };
         let (y0, y1) = (at(b0)?, if t == 0.0 { 0.0 } else { at(b1)? });
@@ -378,9 +461,7 @@ impl AllReduceTable {
     /// Nanoseconds of one all-reduce of `elements` bf16 values.
     pub fn ns(&self, elements: f64, notes: &mut Notes) -> f64 {
         let (y, reach) = self.curve.eval(elements);
-        if let Some(s) = reach_note("all-reduce message_size", elements, reach) {
-            notes.insert(format!("{}: {s}", self.path.display()));
-        }
+        notes.add(&self.path, "all-reduce message_size", elements, reach, "");
         y
     }
 }

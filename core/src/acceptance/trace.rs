@@ -15,8 +15,8 @@
 //! ## Traces
 //!
 //! A trace (SpecDecode-Bench's `acc_len` arrays, read by `specsim-calibrate`) gives, per request and per
-//! output position `i`, the tokens one speculative step starting at `i` would produce (accepted drafts
-//! + 1). A run walks it: a step at `i` produces `acc[i]` tokens and the next step starts at
+//! output position `i`, the tokens one speculative step starting at `i` would produce (accepted
+//! drafts plus one). A run walks it: a step at `i` produces `acc[i]` tokens and the next step starts at
 //! `i + acc[i]` ([`StepTrace::from_positions`]). With fewer drafts `k` than the run had, a step produces
 //! `min(acc[i], k + 1)` (the first `k` drafts are the same).
 

@@ -231,7 +231,11 @@ mod tests {
         let l8 = find_model("Llama-3.1-8B").unwrap();
         assert!((l8.total_params() / 1e9 - 8.03).abs() < 0.02);
         let q7 = find_model("Qwen2.5-7B").unwrap();
-        assert!((q7.total_params() / 1e9 - 7.61).abs() < 0.02, "{}", q7.total_params());
+        assert!(
+            (q7.total_params() / 1e9 - 7.61).abs() < 0.02,
+            "{}",
+            q7.total_params()
+        );
         let q = find_model("Qwen2.5-Coder-1.5B").unwrap();
         // 1.54 B published (1.31 B without embeddings): layer params ≈ 1.31 B.
         assert!(
