@@ -13,7 +13,7 @@ fn sigint_leaves_files_that_say_they_are_partial() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("r");
     // Long enough (minutes) that the signal lands mid-run.
-    let mut child = bin()
+    let child = bin()
         .args([
             "run",
             "-q",

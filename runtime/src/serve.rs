@@ -221,7 +221,7 @@ pub fn serve(config: &ServeConfig) -> Result<(), ServeError> {
     let state = Arc::new(AppState::new(
         generator,
         tokenizer,
-        config.limits.clone(),
+        config.limits,
         model_name,
         metrics,
     ));

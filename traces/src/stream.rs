@@ -302,7 +302,7 @@ impl<R: BufRead> LineRows<R> {
             if !self.header_seen {
                 self.header_seen = true;
                 let cols: Vec<&str> = text.split(',').map(str::trim).collect();
-                if cols.iter().any(|c| *c == "category") {
+                if cols.contains(&"category") {
                     return Err(self.bad(
                         "a category column does not stream (categories must be known before the run); load the trace instead".into(),
                     ));
