@@ -50,14 +50,20 @@ EOF
 [ -s /etc/munge/munge.key ] || { dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null; }
 chown -R munge:munge /etc/munge /run/munge /var/lib/munge /var/log/munge 2>/dev/null
 chmod 400 /etc/munge/munge.key
-pgrep -x munged >/dev/null || runuser -u munge -- munged 2>/dev/null || munged --force 2>/dev/null \
-    || skip "could not start munged"
 STARTED=()
+MUNGED_STARTED=0
+if ! pgrep -x munged >/dev/null; then
+    runuser -u munge -- munged 2>/dev/null || munged --force 2>/dev/null || skip "could not start munged"
+    MUNGED_STARTED=1
+fi
 if ! pgrep -x slurmctld >/dev/null; then slurmctld -i 2>/dev/null || skip "could not start slurmctld"; STARTED+=(slurmctld); fi
 if ! pgrep -x slurmd >/dev/null; then slurmd 2>/dev/null || skip "could not start slurmd"; STARTED+=(slurmd); fi
 cleanup() {
     scancel -u root >/dev/null 2>&1
     for d in "${STARTED[@]}"; do pid=$(cat /run/$d.pid 2>/dev/null) && kill "$pid" 2>/dev/null; done
+    if [ "$MUNGED_STARTED" = 1 ]; then
+        pid=$(cat /run/munge/munged.pid 2>/dev/null) && kill "$pid" 2>/dev/null
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -108,6 +114,8 @@ jid=$(sbatch --parsable --output="$WORK/bad-%a.log" "$WORK/sweep.sbatch") || fai
 mid=$(sbatch --parsable --output="$WORK/merge-bad.log" --dependency=afterok:${jid} --kill-on-invalid-dep=yes \
     --wrap "'$SPECSIM' merge $WORK/bad/shard-* --out $WORK/bad/all") || fail "sbatch merge"
 wait_gone "$mid" || fail "with a failed shard the merge job stays pending: $(squeue -j "$mid" -o '%T %r' 2>&1)"
-[ ! -e "$WORK/bad/all/results.csv" ] || fail "the merge ran despite a failed shard"
+[ ! -e "$WORK/bad/all/results.csv" ] && [ ! -e "$WORK/merge-bad.log" ] \
+    || fail "the merge job ran despite a failed shard"
+grep -q "unknown field" "$WORK"/bad-2.log || fail "shard 2 did not fail as planned"
 echo "ok: a failed shard cancels the merge job (no DependencyNeverSatisfied)"
 echo "slurm recipe: 2 passed, 0 failed"
