@@ -9,7 +9,10 @@ use std::process::Command;
 #[test]
 fn readme_slurm_recipe_runs_under_a_real_slurm() {
     let o = Command::new("bash")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/slurm-recipe-test.sh"))
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/slurm-recipe-test.sh"
+        ))
         .arg(env!("CARGO_BIN_EXE_specsim"))
         .output()
         .expect("run bash");
