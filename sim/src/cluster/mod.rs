@@ -329,7 +329,7 @@ pub fn simulate_into(
     policy: &str,
     slo: &SloConfig,
     opts: &SimOptions,
-    sink: &mut dyn SimSink,
+    sink: &mut (dyn SimSink + Send),
 ) -> Result<SimStats, SimError> {
     if replicas.is_empty() {
         return Err(SimError::Config("cluster has no replicas".into()));
@@ -356,7 +356,7 @@ fn simulate_sequential(
     policy: &str,
     slo: &SloConfig,
     opts: &SimOptions,
-    sink: &mut dyn SimSink,
+    sink: &mut (dyn SimSink + Send),
 ) -> Result<SimStats, SimError> {
     let n = replicas.len();
     let mut loads = vec![ReplicaLoad::default(); n];
@@ -684,7 +684,7 @@ fn simulate_windows(
     policy: &str,
     slo: &SloConfig,
     opts: &SimOptions,
-    sink: &mut dyn SimSink,
+    sink: &mut (dyn SimSink + Send),
     dt: Nanos,
 ) -> Result<SimStats, SimError> {
     let dt = dt.max(1);
@@ -714,6 +714,31 @@ fn simulate_windows(
     let mut out = SimStats::default();
     let (mut pulled, mut last) = (0usize, 0);
     let mut next = pull(requests, &mut pulled, &mut last)?;
+    // Rows of the last window, not yet handed to the sink.
+    let mut ready: Vec<RequestRecord> = Vec::new();
+    let mut ready_steps: Vec<StepRow> = Vec::new();
+    fn drain(
+        sink: &mut (dyn SimSink + Send),
+        done: &mut Vec<RequestRecord>,
+        steps: &mut Vec<StepRow>,
+    ) -> Result<usize, SimError> {
+        let n = done.len();
+        for rec in done.drain(..) {
+            sink.request(rec)?;
+        }
+        for row in steps.drain(..) {
+            sink.step(row)?;
+        }
+        Ok(n)
+    }
+    let report = |out: &mut SimStats, n: usize| {
+        out.finished += n;
+        if n > 0 {
+            if let Some(p) = opts.progress {
+                p(out.finished, total);
+            }
+        }
+    };
     loop {
         if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             out.interrupted = true;
@@ -738,28 +763,27 @@ fn simulate_windows(
             loads[r].outstanding_tokens += (req.prompt_tokens + req.output_tokens) as u64;
             lanes[r].queue.push_back(req);
         }
-        lanes
-            .par_iter_mut()
-            .try_for_each(|l| l.advance(end, policy, slo, opts.record_steps))?;
-        let before = out.finished;
+        // The replicas advance through this window while the sink takes the previous one's rows.
+        let (advanced, drained) = rayon::join(
+            || {
+                lanes
+                    .par_iter_mut()
+                    .try_for_each(|l| l.advance(end, policy, slo, opts.record_steps))
+            },
+            || drain(sink, &mut ready, &mut ready_steps),
+        );
+        advanced?;
+        report(&mut out, drained?);
         for (l, load) in lanes.iter_mut().zip(loads.iter_mut()) {
             let (reqs, tokens) = std::mem::take(&mut l.finished_load);
             load.outstanding -= reqs;
             load.outstanding_tokens -= tokens;
-            for rec in l.done.drain(..) {
-                sink.request(rec)?;
-                out.finished += 1;
-            }
-            for row in l.steps.drain(..) {
-                sink.step(row)?;
-            }
-        }
-        if out.finished > before {
-            if let Some(p) = opts.progress {
-                p(out.finished, total);
-            }
+            ready.append(&mut l.done);
+            ready_steps.append(&mut l.steps);
         }
     }
+    let drained = drain(sink, &mut ready, &mut ready_steps)?;
+    report(&mut out, drained);
     for l in &lanes {
         out.decode_steps += l.decode_steps;
         out.preemptions += l.preemptions;
