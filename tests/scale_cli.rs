@@ -28,14 +28,16 @@ fn sigint_leaves_files_that_say_they_are_partial() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until every policy has written some rows.
+    // Wait until every policy (each runs on its own thread) has written rows past the header. The
+    // bound only guards against a hang: on a loaded machine the first rows can take minutes.
     let t = Instant::now();
     let written = |p: &str| {
-        std::fs::metadata(out.join(p).join("requests.csv")).is_ok_and(|m| m.len() > 200_000)
+        std::fs::read(out.join(p).join("requests.csv"))
+            .is_ok_and(|b| b.iter().filter(|&&c| c == b'\n').count() >= 2)
     };
     while !["none", "static-3", "specserve"].iter().all(|p| written(p)) {
-        assert!(t.elapsed() < Duration::from_secs(300), "no rows written");
-        std::thread::sleep(Duration::from_millis(100));
+        assert!(t.elapsed() < Duration::from_secs(900), "no rows written");
+        std::thread::sleep(Duration::from_millis(200));
     }
     let kill = Command::new("kill")
         .args(["-INT", &child.id().to_string()])

@@ -280,11 +280,8 @@ pub fn run_engine(
         "none",
         &SloConfig::default(),
         &SimOptions {
-            record_steps: false,
-            progress: None,
-            seed: 0,
-            stop_after_misses: None,
             concurrency,
+            ..Default::default()
         },
     )?)
 }
