@@ -9,21 +9,10 @@ use specsim_calibrate::ops::{profile_from_ops, GpuTables, OpsGrid, OpsOptions};
 use specsim_core::cost::catalog::find_model;
 use std::path::{Path, PathBuf};
 
+mod common;
+
 fn aic_dir() -> Option<PathBuf> {
-    let shared = std::env::var_os("SPECSIM_SHARED")
-        .map(PathBuf::from)
-        .or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .ancestors()
-                .map(|a| a.join("shared"))
-                .find(|d| d.join("gpu").is_dir())
-        })?;
-    let d = shared.join("gpu/aiconfigurator");
-    if d.is_dir() {
-        Some(d)
-    } else {
-        None
-    }
+    common::shared_gpu("aiconfigurator")
 }
 
 macro_rules! need_tables {

@@ -7,18 +7,12 @@ use specsim_calibrate::ops::specbench::{mean_over_positions, read_dataset, DATAS
 use specsim_core::acceptance::trace::{expected_tokens_per_step, StepTrace};
 use specsim_core::acceptance::{AcceptanceModel, PerPositionAcceptance};
 use specsim_core::rng::stream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+mod common;
 
 fn bench_dir() -> Option<PathBuf> {
-    let shared = std::env::var_os("SPECSIM_SHARED")
-        .map(PathBuf::from)
-        .or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .ancestors()
-                .map(|a| a.join("shared"))
-                .find(|d| d.join("gpu").is_dir())
-        })?;
-    Some(shared.join("gpu/specdecode-bench")).filter(|d| d.is_dir())
+    common::shared_gpu("specdecode-bench")
 }
 
 #[test]

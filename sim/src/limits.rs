@@ -80,6 +80,7 @@ pub const KEYS: &[KeyRange] = &[
     real("trace.rate_scale", Incl(1e-6), Incl(1e6), "x"),
     real("trace.target_rate", Incl(1e-6), Incl(1e6), "requests/s"),
     int("trace.limit", 1.0, 100_000_000.0, "requests"),
+    int("trace.concurrency", 1.0, SEQS, "requests in flight"),
     real("trace.sample", Excl(0.0), Incl(1.0), "fraction"),
     int("trace.max_prompt", 1.0, TOK, "tokens"),
     int("trace.max_output", 1.0, TOK, "tokens"),
