@@ -546,8 +546,9 @@ async fn models_health_and_metrics_endpoints() {
 // ---- The real engine core behind the seam: engine thread + scripted echo backend ----
 
 use specsim_core::engine::EngineConfig;
+use specsim_core::policy::PolicyConfig;
 use specsim_runtime::driver::echo::{EchoBackend, StepGate};
-use specsim_runtime::driver::{parse_policy, spawn_engine, DriverConfig};
+use specsim_runtime::driver::{spawn_engine, DriverConfig};
 use specsim_runtime::serve::default_cost;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -577,7 +578,7 @@ async fn start_engine_logged(
             max_num_seqs: 8,
             ..EngineConfig::default()
         },
-        policy: parse_policy(policy).expect("policy"),
+        policy: PolicyConfig::from_name(policy).expect("policy"),
         max_in_flight,
         eos_ids: vec![265, 267],
         tpot_slo_ns: None,
@@ -862,7 +863,7 @@ async fn engine_failure_fails_requests_and_health_turns_503() {
             kv_blocks: Some(64),
             ..EngineConfig::default()
         },
-        policy: parse_policy("none").unwrap(),
+        policy: PolicyConfig::None,
         max_in_flight: 4,
         eos_ids: vec![],
         tpot_slo_ns: None,

@@ -87,11 +87,6 @@ impl GraphSizes {
     }
 }
 
-/// The vLLM capture size a decode forward of `tokens` tokens is padded to ([`GraphSizes::Vllm`]).
-pub fn cuda_graph_bucket(tokens: u32) -> u32 {
-    GraphSizes::Vllm.bucket(tokens)
-}
-
 impl Roofline {
     /// Seconds for one forward of `d` over `shape`.
     pub fn forward_s(&self, d: &Deployment, shape: &BatchShape) -> f64 {
@@ -257,7 +252,7 @@ mod tests {
         // vLLM 0.6 captures 1, 2, 4, 8, 16, ..., 256 tokens; larger forwards and prefills are unpadded.
         let sizes: Vec<u32> = [1, 2, 3, 4, 5, 8, 9, 17, 120, 121, 256, 257, 300]
             .iter()
-            .map(|&t| cuda_graph_bucket(t))
+            .map(|&t| GraphSizes::Vllm.bucket(t))
             .collect();
         assert_eq!(sizes, [1, 2, 4, 4, 8, 8, 16, 24, 120, 128, 256, 257, 300]);
         // One token per sequence, context 1: 7B on an A100 at full efficiency turns compute-bound

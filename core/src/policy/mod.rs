@@ -383,3 +383,37 @@ pub(crate) mod testutil {
         }
     }
 }
+
+#[cfg(test)]
+mod name_tests {
+    use super::PolicyConfig;
+
+    #[test]
+    fn policy_names_parse_with_the_scenario_defaults() {
+        assert_eq!(PolicyConfig::from_name("none").unwrap(), PolicyConfig::None);
+        assert_eq!(
+            PolicyConfig::from_name("static-4").unwrap(),
+            PolicyConfig::Static { k: 4 }
+        );
+        assert_eq!(
+            PolicyConfig::from_name("specserve").unwrap(),
+            PolicyConfig::Specserve {
+                k_max: 8,
+                elimination: true,
+                slo_aware: true,
+                alpha0: None
+            }
+        );
+        assert_eq!(
+            PolicyConfig::from_name("smartspec-5").unwrap(),
+            PolicyConfig::Smartspec {
+                k_max: 5,
+                alpha0: 0.7,
+                bias: 1.1
+            }
+        );
+        for bad in ["static", "static-x", "none-3", "magic", "static-1000"] {
+            assert!(PolicyConfig::from_name(bad).is_err(), "{bad}");
+        }
+    }
+}

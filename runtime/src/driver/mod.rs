@@ -77,9 +77,6 @@ pub trait TokenStreams {
 /// Why the engine thread could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum DriverError {
-    /// `--policy` is not a known policy.
-    #[error("unknown policy `{0}` (expected none, static-K, threshold, smartspec, specserve)")]
-    BadPolicy(String),
     /// The engine refused its configuration.
     #[error("engine: {0}")]
     Engine(#[from] CoreError),
@@ -89,11 +86,6 @@ pub enum DriverError {
     /// The OS refused to start the thread.
     #[error("starting the engine thread: {0}")]
     Thread(std::io::Error),
-}
-
-/// Parses a `--policy` value ([`PolicyConfig::from_name`]).
-pub fn parse_policy(s: &str) -> Result<PolicyConfig, DriverError> {
-    PolicyConfig::from_name(s).map_err(|_| DriverError::BadPolicy(s.to_string()))
 }
 
 /// Settings of the engine thread.
@@ -571,39 +563,5 @@ impl<B: Backend> Backend for Hooked<'_, B> {
 
     fn lookahead(&mut self, items: &[DraftItem], k_max: u32) -> Option<Vec<u32>> {
         self.inner.lookahead(items, k_max)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn policy_names_parse() {
-        assert_eq!(parse_policy("none").unwrap(), PolicyConfig::None);
-        assert_eq!(
-            parse_policy("static-4").unwrap(),
-            PolicyConfig::Static { k: 4 }
-        );
-        assert_eq!(
-            parse_policy("specserve").unwrap(),
-            PolicyConfig::Specserve {
-                k_max: 8,
-                elimination: true,
-                slo_aware: true,
-                alpha0: None
-            }
-        );
-        assert_eq!(
-            parse_policy("smartspec-5").unwrap(),
-            PolicyConfig::Smartspec {
-                k_max: 5,
-                alpha0: 0.7,
-                bias: 1.1
-            }
-        );
-        for bad in ["static", "static-x", "none-3", "magic", "static-1000"] {
-            assert!(parse_policy(bad).is_err(), "{bad}");
-        }
     }
 }
