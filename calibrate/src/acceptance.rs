@@ -264,6 +264,7 @@ pub fn measure_acceptance(
             prompt_tokens: p.tokens.len() as u32,
             output_tokens: opts.max_new_tokens,
             category: category.map(|c| c as CategoryId),
+            prefix: None,
         })?;
     }
     let mut now = 0;

@@ -466,6 +466,7 @@ pub fn scheduling_overhead(batch: u32, k: u32, steps: usize) -> Result<Summary> 
             prompt_tokens: 16,
             output_tokens: 1 << 18,
             category: None,
+            prefix: None,
         })?;
     }
     let mut backend = NullBackend;

@@ -24,6 +24,22 @@ pub struct RequestSpec {
     pub output_tokens: u32,
     /// Category (e.g. a Spec-Bench category) for category-specific acceptance.
     pub category: Option<CategoryId>,
+    /// Identity of the prompt's leading blocks, for prefix caching; `None` when the workload does not
+    /// say (every block then counts as unique).
+    pub prefix: Option<Box<PromptPrefix>>,
+}
+
+/// Which leading blocks of a prompt two requests share: `ids[i]` names the content of prompt tokens
+/// `i * block_tokens .. (i + 1) * block_tokens` (Mooncake's `hash_ids`, a shared system prompt, a
+/// conversation's history). Only whole blocks are listed, so `ids.len() * block_tokens <= prompt_tokens`.
+/// A consumer chains the ids (block `i`'s key depends on ids `0..=i`), so two prompts share their first
+/// `n` blocks exactly when their first `n` ids are equal, whatever scheme produced the ids.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PromptPrefix {
+    /// Tokens per named block (512 in the Mooncake release; the engine's KV block size needs to divide it).
+    pub block_tokens: u32,
+    /// One id per whole block, from the start of the prompt.
+    pub ids: Box<[u64]>,
 }
 
 /// An ordered list of requests plus the names of their categories.
@@ -52,6 +68,7 @@ impl Workload {
             prompt_tokens,
             output_tokens,
             category,
+            prefix: None,
         });
     }
 
@@ -231,6 +248,7 @@ impl Workload {
                 prompt_tokens: p,
                 output_tokens: o,
                 category: cat,
+                prefix: None,
             });
         }
         Ok(w)

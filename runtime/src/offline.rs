@@ -94,6 +94,7 @@ pub fn run_offline(
             prompt_tokens: r.prompt.len() as u32,
             output_tokens: r.max_tokens,
             category: None,
+            prefix: None,
         };
         engine.add_request(spec)?;
     }

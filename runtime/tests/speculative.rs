@@ -136,6 +136,7 @@ fn run_engine(
             prompt_tokens: prompt.len() as u32,
             output_tokens: out,
             category: None,
+            prefix: None,
         };
         engine.add_request(spec).unwrap();
     }
@@ -490,6 +491,7 @@ fn cancel_ends_a_request_and_frees_its_kv() {
                 prompt_tokens: 4,
                 output_tokens: 60,
                 category: None,
+                prefix: None,
             })
             .unwrap();
     }

@@ -251,6 +251,7 @@ fn abort_removes_waiting_and_running_requests_and_returns_their_kv() {
                 prompt_tokens: 40,
                 output_tokens: 50,
                 category: None,
+                prefix: None,
             })
             .unwrap();
     }
@@ -315,6 +316,7 @@ fn eliminated_drafts_count_as_drafted() {
             prompt_tokens: 1,
             output_tokens: 9,
             category: None,
+            prefix: None,
         })
         .unwrap();
     let mut now = 0;

@@ -224,6 +224,7 @@ pub fn open_stream(
             prompt_tokens: r.prompt,
             output_tokens: r.output,
             category: None,
+            prefix: None,
         };
         id += 1;
         Ok(spec)

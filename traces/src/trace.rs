@@ -187,6 +187,7 @@ pub(crate) fn rows_to_workload(
             prompt_tokens: r.prompt,
             output_tokens: r.output,
             category: r.category,
+            prefix: None,
         })
         .collect();
     let prefix = prefix.map(|p| p.select(rows.iter().map(|r| r.src)));

@@ -389,6 +389,7 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
             prompt_tokens: request.prompt.len() as u32,
             output_tokens: request.max_tokens,
             category: None,
+            prefix: None,
         };
         let added = self
             .backend

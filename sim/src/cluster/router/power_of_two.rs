@@ -48,6 +48,7 @@ mod tests {
             prompt_tokens: 1,
             output_tokens: 1,
             category: None,
+            prefix: None,
         }
     }
 
