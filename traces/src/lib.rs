@@ -63,6 +63,7 @@ pub mod length_spec;
 pub mod load;
 pub mod paths;
 pub mod read;
+pub mod shared_prefix;
 pub mod stats;
 pub mod stream;
 pub mod synth;
