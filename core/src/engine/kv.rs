@@ -11,6 +11,7 @@
 //! block. vLLM hashes those too and evicts in the order blocks were freed; reusing them first can only
 //! keep a shareable block longer. The accounting is `held + cached_free + free = total`.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -164,6 +165,13 @@ impl BlockManager {
     /// A held plain block now holds the content `key`: it becomes a cached block (its slot returned),
     /// unless a block with that content is cached already ([`NO_SLOT`]: it stays plain).
     pub fn register(&mut self, key: u64) -> u32 {
+        if self.cache.map.capacity() == 0 {
+            // At most `total` blocks are cached; a map at most half full keeps probes short under the
+            // constant insert/evict churn of a full cache.
+            let cap = (2 * self.total as usize).min(1 << 20);
+            self.cache.map.reserve(cap);
+            self.cache.blocks.reserve(cap / 2);
+        }
         self.cache.insert(key)
     }
 
@@ -252,28 +260,23 @@ impl Default for PrefixCache {
 impl PrefixCache {
     /// A new cached block for `key`, held once; [`NO_SLOT`] if `key` is cached already.
     fn insert(&mut self, key: u64) -> u32 {
-        if self.map.contains_key(&key) {
-            return NO_SLOT;
-        }
+        let next = self.vacant.last().copied().unwrap_or(self.blocks.len() as u32);
+        match self.map.entry(key) {
+            Entry::Occupied(_) => return NO_SLOT,
+            Entry::Vacant(v) => v.insert(next),
+        };
         let block = CachedBlock {
             key,
             refs: 1,
             prev: NO_SLOT,
             next: NO_SLOT,
         };
-        let slot = match self.vacant.pop() {
-            Some(s) => {
-                self.blocks[s as usize] = block;
-                s
-            }
-            None => {
-                self.blocks.push(block);
-                (self.blocks.len() - 1) as u32
-            }
-        };
-        self.map.insert(key, slot);
+        match self.vacant.pop() {
+            Some(s) => self.blocks[s as usize] = block,
+            None => self.blocks.push(block),
+        }
         self.held += 1;
-        slot
+        next
     }
 
     /// One more holder of `slot`; a free block leaves the LRU list.
@@ -408,6 +411,122 @@ mod tests {
         // Far beyond u32 (a prompt plus max_tokens from an HTTP request) does not wrap.
         assert!(!context_fits(u64::MAX, u32::MAX, 16));
         assert!(!context_fits(1, 10, 0), "no block size holds nothing");
+    }
+
+    /// Registers `keys` as the content of freshly allocated blocks of one holder; returns the slots.
+    fn hold(m: &mut BlockManager, keys: &[u64]) -> Vec<u32> {
+        let mut n = 0;
+        assert!(m.grow_to(&mut n, keys.len() as u32 * m.block_size()));
+        keys.iter().map(|&k| m.register(k)).collect()
+    }
+
+    /// Releases a holder's cached blocks, last block first (as the engine does).
+    fn let_go(m: &mut BlockManager, slots: &[u32]) {
+        for &s in slots.iter().rev() {
+            m.release_cached(s);
+        }
+    }
+
+    fn conserved(m: &BlockManager) -> bool {
+        m.used() + m.cached_free() + m.free() == m.total()
+    }
+
+    #[test]
+    fn lru_evicts_the_least_recently_used_free_cached_block_first() {
+        let mut m = BlockManager::new(16, 6);
+        let a = hold(&mut m, &[1, 2]);
+        let b = hold(&mut m, &[3, 4]);
+        let_go(&mut m, &a);
+        let_go(&mut m, &b);
+        // Freed last block first: a's tail, a's head, b's tail, b's head.
+        assert_eq!(m.lru_keys(), vec![2, 1, 4, 3]);
+        assert_eq!((m.free(), m.cached_free(), m.used()), (2, 4, 0));
+        // Touch a again (a hit on both blocks) and let go: a is now the most recently used.
+        assert_eq!(m.lookup([1, 2].into_iter(), 2), (2, 2));
+        let again: Vec<u32> = [1, 2].iter().map(|&k| m.acquire(k)).collect();
+        assert_eq!((m.cached_free(), m.cached_held()), (2, 2));
+        let_go(&mut m, &again);
+        assert_eq!(m.lru_keys(), vec![4, 3, 2, 1]);
+        // Three new blocks: two plain free ones, then the oldest cached one (b's tail) is evicted.
+        let mut c = 0;
+        assert!(m.grow_to(&mut c, 48));
+        assert_eq!(m.lru_keys(), vec![3, 2, 1]);
+        assert!(conserved(&m));
+        // Its content is gone: a lookup of b stops at the missing tail, finding only b's head.
+        assert_eq!(m.lookup([3, 4].into_iter(), 2), (1, 1));
+        assert_eq!(m.lookup([4].into_iter(), 1), (0, 0));
+    }
+
+    #[test]
+    fn blocks_in_use_are_never_evicted() {
+        let mut m = BlockManager::new(16, 4);
+        let a = hold(&mut m, &[1, 2]);
+        // Two blocks held by `a` (cached content), two free: a request wanting three cannot have them.
+        let mut b = 0;
+        assert!(!m.grow_to(&mut b, 48));
+        assert_eq!((b, m.free(), m.cached_held()), (0, 2, 2));
+        assert_eq!(m.lookup([1, 2].into_iter(), 2), (2, 0), "held blocks stay cached");
+        // A second holder shares them; the first letting go leaves them held, not free.
+        let shared: Vec<u32> = [1, 2].iter().map(|&k| m.acquire(k)).collect();
+        let_go(&mut m, &a);
+        assert_eq!((m.cached_free(), m.cached_held()), (0, 2));
+        assert!(!m.grow_to(&mut b, 48));
+        let_go(&mut m, &shared);
+        assert_eq!((m.cached_free(), m.cached_held()), (2, 0));
+        // Now they are free and evictable.
+        assert!(m.grow_to(&mut b, 48));
+        assert_eq!((b, m.free(), m.cached_free()), (3, 0, 1));
+        assert!(conserved(&m));
+    }
+
+    #[test]
+    fn can_allocate_does_not_count_the_free_hits_it_is_about_to_take() {
+        let mut m = BlockManager::new(16, 4);
+        let a = hold(&mut m, &[1, 2, 3]);
+        let_go(&mut m, &a);
+        // One plain free + three cached free. Taking two of those as hits leaves 1 + 1 for new blocks.
+        let (hits, idle) = m.lookup([1, 2].into_iter(), 2);
+        assert_eq!((hits, idle), (2, 2));
+        assert!(m.can_allocate(2, idle));
+        assert!(!m.can_allocate(3, idle));
+    }
+
+    #[test]
+    fn registering_content_already_cached_leaves_the_block_plain() {
+        let mut m = BlockManager::new(16, 4);
+        let a = hold(&mut m, &[7]);
+        let dup = hold(&mut m, &[7]);
+        assert_ne!(a[0], NO_SLOT);
+        assert_eq!(dup, vec![NO_SLOT]);
+        assert_eq!((m.cached_held(), m.used()), (1, 2));
+    }
+
+    #[test]
+    fn prefix_keys_agree_exactly_as_far_as_the_block_ids_do() {
+        // Named blocks of 64 tokens, engine blocks of 16: four engine blocks per named block.
+        let a = PrefixKeys::new(64, &[10, 20, 30], 200, 16);
+        let b = PrefixKeys::new(64, &[10, 20, 31], 200, 16);
+        assert_eq!((a.cacheable(), b.cacheable()), (12, 12));
+        let same = (0..12).take_while(|&j| a.key(j) == b.key(j)).count();
+        assert_eq!(same, 8, "the first two named blocks (8 engine blocks) agree");
+        // Every key differs from every other within one prompt.
+        let mut keys: Vec<u64> = a.keys(0).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), 12);
+        // A prompt shorter than its named blocks caches only the whole engine blocks inside it; an engine
+        // block wider than a named block is keyed by every named block it covers.
+        assert_eq!(PrefixKeys::new(64, &[10, 20, 30], 100, 16).cacheable(), 6);
+        let wide_a = PrefixKeys::new(16, &[1, 2, 3, 4], 64, 32);
+        let wide_b = PrefixKeys::new(16, &[1, 9, 3, 4], 64, 32);
+        assert_eq!(wide_a.cacheable(), 2);
+        assert_ne!(wide_a.key(0), wide_b.key(0), "engine block 0 covers named blocks 0 and 1");
+        // Engine blocks that straddle named blocks (24-token named blocks, 16-token engine blocks).
+        let odd_a = PrefixKeys::new(24, &[1, 2], 48, 16);
+        let odd_b = PrefixKeys::new(24, &[1, 5], 48, 16);
+        assert_eq!(odd_a.cacheable(), 3);
+        assert_eq!(odd_a.key(0), odd_b.key(0), "tokens 0..16 lie in named block 0");
+        assert_ne!(odd_a.key(1), odd_b.key(1), "tokens 16..32 reach into named block 1");
     }
 
     #[test]

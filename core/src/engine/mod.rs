@@ -538,14 +538,7 @@ impl Engine {
                 break;
             }
             let target = seq.prefill_target;
-            // Cached leading blocks, short of the last prompt token (always computed, as in vLLM).
-            let (hit, idle) = match seq.prefix.as_deref() {
-                Some(p) => {
-                    let max = (target - 1) / self.kv.block_size();
-                    self.kv.lookup(p.keys.keys(0), max)
-                }
-                None => (0, 0),
-            };
+            let (hit, idle) = self.prefix_hit(seq);
             let need = target - hit * self.kv.block_size();
             if whole && n > 0 && used + need > budget {
                 break;
@@ -584,6 +577,10 @@ impl Engine {
             if !whole {
                 break;
             }
+            // Its whole prefill is scheduled now: later admissions of this step may share its blocks
+            // (vLLM V1 caches blocks as it schedules them; their KV is written before any attention
+            // of the same forward reads it).
+            self.register_prefilled(self.running.len() - 1, target);
         }
         n
     }
@@ -611,9 +608,6 @@ impl Engine {
                 category: seq.spec.category,
             });
             s.target_owner.push(i);
-        }
-        for i in first..self.running.len() {
-            self.register_prefilled(i, self.running[i].prefill_target);
         }
         self.announce_hits(backend)?;
         let s = &mut self.scratch;
@@ -1073,6 +1067,22 @@ impl Engine {
             }
         }
         n
+    }
+
+    /// How many leading blocks of a waiting sequence's prefill are cached, short of its last token
+    /// (always computed, as in vLLM), and how many of those are free. (0, 0) without prefix identity,
+    /// and when even a hit on every cacheable block would leave too little KV to admit it: that spares
+    /// the lookup while the queue's head waits for space.
+    fn prefix_hit(&self, seq: &Seq) -> (u32, u32) {
+        let Some(p) = seq.prefix.as_deref() else {
+            return (0, 0);
+        };
+        let max = ((seq.prefill_target - 1) / self.kv.block_size()).min(p.keys.cacheable());
+        let rest = self.kv.blocks_for(seq.prefill_target + 1) - max;
+        if max == 0 || rest as u64 > self.kv.free() as u64 + self.kv.cached_free() as u64 {
+            return (0, 0);
+        }
+        self.kv.lookup(p.keys.keys(0), max)
     }
 
     /// Caches the named blocks of running sequence `i` that its prefill fills up to `upto` tokens, as
