@@ -927,7 +927,10 @@ fn the_live_engine_refuses_prefix_caching_naming_the_key() {
         FailingBackend,
         Arc::new(Metrics::default()),
     );
-    let e = refused.err().expect("prefix caching is refused").to_string();
+    let e = refused
+        .err()
+        .expect("prefix caching is refused")
+        .to_string();
     assert!(e.contains("engine.prefix_caching"), "{e}");
 }
 

@@ -10,8 +10,8 @@
 //! ([`crate::load_workload`]). A streamed workload has exactly the requests the loaded one has.
 
 use crate::format::Format;
-use crate::synth::SynthIter;
 use crate::read::mooncake::MOONCAKE_BLOCK_TOKENS;
+use crate::synth::SynthIter;
 use crate::trace::{prompt_prefix, Row};
 use crate::transform::clip;
 use crate::{paths, TraceError};

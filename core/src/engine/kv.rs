@@ -260,7 +260,11 @@ impl Default for PrefixCache {
 impl PrefixCache {
     /// A new cached block for `key`, held once; [`NO_SLOT`] if `key` is cached already.
     fn insert(&mut self, key: u64) -> u32 {
-        let next = self.vacant.last().copied().unwrap_or(self.blocks.len() as u32);
+        let next = self
+            .vacant
+            .last()
+            .copied()
+            .unwrap_or(self.blocks.len() as u32);
         match self.map.entry(key) {
             Entry::Occupied(_) => return NO_SLOT,
             Entry::Vacant(v) => v.insert(next),
@@ -465,7 +469,11 @@ mod tests {
         let mut b = 0;
         assert!(!m.grow_to(&mut b, 48));
         assert_eq!((b, m.free(), m.cached_held()), (0, 2, 2));
-        assert_eq!(m.lookup([1, 2].into_iter(), 2), (2, 0), "held blocks stay cached");
+        assert_eq!(
+            m.lookup([1, 2].into_iter(), 2),
+            (2, 0),
+            "held blocks stay cached"
+        );
         // A second holder shares them; the first letting go leaves them held, not free.
         let shared: Vec<u32> = [1, 2].iter().map(|&k| m.acquire(k)).collect();
         let_go(&mut m, &a);
@@ -508,7 +516,10 @@ mod tests {
         let b = PrefixKeys::new(64, &[10, 20, 31], 200, 16);
         assert_eq!((a.cacheable(), b.cacheable()), (12, 12));
         let same = (0..12).take_while(|&j| a.key(j) == b.key(j)).count();
-        assert_eq!(same, 8, "the first two named blocks (8 engine blocks) agree");
+        assert_eq!(
+            same, 8,
+            "the first two named blocks (8 engine blocks) agree"
+        );
         // Every key differs from every other within one prompt.
         let mut keys: Vec<u64> = a.keys(0).collect();
         keys.sort_unstable();
@@ -520,13 +531,25 @@ mod tests {
         let wide_a = PrefixKeys::new(16, &[1, 2, 3, 4], 64, 32);
         let wide_b = PrefixKeys::new(16, &[1, 9, 3, 4], 64, 32);
         assert_eq!(wide_a.cacheable(), 2);
-        assert_ne!(wide_a.key(0), wide_b.key(0), "engine block 0 covers named blocks 0 and 1");
+        assert_ne!(
+            wide_a.key(0),
+            wide_b.key(0),
+            "engine block 0 covers named blocks 0 and 1"
+        );
         // Engine blocks that straddle named blocks (24-token named blocks, 16-token engine blocks).
         let odd_a = PrefixKeys::new(24, &[1, 2], 48, 16);
         let odd_b = PrefixKeys::new(24, &[1, 5], 48, 16);
         assert_eq!(odd_a.cacheable(), 3);
-        assert_eq!(odd_a.key(0), odd_b.key(0), "tokens 0..16 lie in named block 0");
-        assert_ne!(odd_a.key(1), odd_b.key(1), "tokens 16..32 reach into named block 1");
+        assert_eq!(
+            odd_a.key(0),
+            odd_b.key(0),
+            "tokens 0..16 lie in named block 0"
+        );
+        assert_ne!(
+            odd_a.key(1),
+            odd_b.key(1),
+            "tokens 16..32 reach into named block 1"
+        );
     }
 
     #[test]

@@ -549,7 +549,10 @@ impl Engine {
                 if !self.kv.grow_to(&mut blocks, target + 1) {
                     break;
                 }
-            } else if !self.kv.can_allocate(self.kv.blocks_for(target + 1) - hit, idle) {
+            } else if !self
+                .kv
+                .can_allocate(self.kv.blocks_for(target + 1) - hit, idle)
+            {
                 break;
             }
             let mut seq = self.waiting.pop_front().expect("front exists");
