@@ -242,7 +242,8 @@ pub fn open_stream(
 }
 
 /// A streamed row with its prefix-block ids (Mooncake's `hash_ids`; `None` for formats without them).
-type RowResult = Result<(Row, Option<Vec<u64>>), TraceError>;
+type PrefixedRow = (Row, Option<Vec<u64>>);
+type RowResult = Result<PrefixedRow, TraceError>;
 
 /// Rows of a native CSV or Mooncake JSON-lines file, read one line at a time. Times are re-based to
 /// the first row; zero-length rows are skipped (as the loader does); a row arriving before the one
@@ -291,7 +292,7 @@ impl<R: BufRead> LineRows<R> {
     }
 
     /// The next usable row (with its `hash_ids` for Mooncake), or None at the end.
-    fn next_row(&mut self) -> Result<Option<(Row, Option<Vec<u64>>)>, TraceError> {
+    fn next_row(&mut self) -> Result<Option<PrefixedRow>, TraceError> {
         loop {
             self.buf.clear();
             let n = self
