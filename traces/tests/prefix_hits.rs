@@ -42,7 +42,10 @@ fn loaded_and_streamed_mooncake_requests_carry_the_same_whole_block_prefixes() {
     let table = loaded.prefix.as_ref().expect("mooncake keeps hash_ids");
     let mut clipped = 0;
     for (i, r) in loaded.workload.requests.iter().enumerate() {
-        let p = r.prefix.as_deref().expect("every mooncake request has prefix identity");
+        let p = r
+            .prefix
+            .as_deref()
+            .expect("every mooncake request has prefix identity");
         assert_eq!(p.block_tokens, MOONCAKE_BLOCK);
         let whole = (r.prompt_tokens / MOONCAKE_BLOCK) as usize;
         // hash_ids list ceil(input / 512) blocks, the partial last one included; only whole ones that
