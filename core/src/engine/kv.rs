@@ -83,6 +83,7 @@ impl BlockManager {
     }
 
     /// Grows a holding of `held` blocks to cover `tokens` tokens; false (and no change) if not enough free.
+    #[inline]
     pub fn grow_to(&mut self, held: &mut u32, tokens: u32) -> bool {
         // Most calls (one per decoded or drafted token) stay inside the blocks held: skip the division.
         if tokens as u64 <= *held as u64 * self.block_size as u64 {
@@ -122,7 +123,9 @@ impl BlockManager {
     }
 
     /// Evicts the `n` least recently used cached free blocks into the plain free pool; false (and no
-    /// change) when fewer are cached.
+    /// change) when fewer are cached. Cold: the per-token hot path must stay small enough to inline.
+    #[cold]
+    #[inline(never)]
     fn evict(&mut self, n: u32) -> bool {
         if n > self.cache.idle {
             return false;

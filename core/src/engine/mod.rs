@@ -1104,7 +1104,11 @@ impl Engine {
 
     /// Tells the backend of this step's prefix-cache hits before the forward that relies on them; a
     /// backend that cannot reuse KV refuses, and the step fails rather than book a hit not taken.
+    #[inline]
     fn announce_hits<B: Backend + ?Sized>(&mut self, backend: &mut B) -> Result<(), CoreError> {
+        if self.scratch.hits.is_empty() {
+            return Ok(());
+        }
         for (seq, tokens) in self.scratch.hits.drain(..) {
             backend.reuse_prefix(seq, tokens)?;
         }
