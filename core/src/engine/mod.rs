@@ -433,11 +433,6 @@ impl Engine {
         self.kv.cached_free()
     }
 
-    /// Keys of the cached free blocks, least recently used (next to be evicted) first.
-    pub fn kv_lru_keys(&self) -> Vec<u64> {
-        self.kv.lru_keys()
-    }
-
     /// The largest running batch that an admission check has seen while a request was waiting (0 if
     /// no request ever waited for one). `max_num_seqs` has bound admission iff it is at most this.
     /// When it has not, an engine with any `max_num_seqs` above this peak would have made exactly the
