@@ -29,6 +29,21 @@ pub fn draft_token(context_tokens: u32, position: u32) -> BatchShape {
     BatchShape::one(context_tokens + position, 1, false, 1)
 }
 
+/// `seqs` sequences each feeding the draft token at `position` (the sum of [`draft_token`] over them),
+/// from their number and the sum of their target contexts: what a policy pricing a draft position
+/// over many sequences needs, in O(1) once the sums are kept.
+pub fn draft_tokens(seqs: u32, context_sum: u64, position: u32) -> BatchShape {
+    let kv = context_sum + seqs as u64 * (position as u64 + 1);
+    BatchShape {
+        seqs,
+        new_tokens: seqs,
+        prefill_tokens: 0,
+        context_tokens: kv,
+        logit_positions: seqs,
+        attended: kv,
+    }
+}
+
 /// How the target scores a sequence's draft tokens in a verification forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -60,6 +75,30 @@ impl Scorer {
         match self {
             Scorer::MultiQuery => verify_one_more(context_tokens, drafted),
             Scorer::BatchExpansion => BatchShape::one(context_tokens + drafted + 1, 1, false, 1),
+        }
+    }
+
+    /// The sum of [`Scorer::verify_one_more`] over `seqs` sequences, from their number, the sum of
+    /// their contexts and the sum of their drafted counts (each term is affine in both).
+    pub fn verify_more(self, seqs: u32, context_sum: u64, drafted_sum: u64) -> BatchShape {
+        let attended = context_sum + drafted_sum + 2 * seqs as u64;
+        match self {
+            Scorer::MultiQuery => BatchShape {
+                seqs: 0,
+                new_tokens: seqs,
+                prefill_tokens: 0,
+                context_tokens: seqs as u64,
+                logit_positions: seqs,
+                attended,
+            },
+            Scorer::BatchExpansion => BatchShape {
+                seqs,
+                new_tokens: seqs,
+                prefill_tokens: 0,
+                context_tokens: attended,
+                logit_positions: seqs,
+                attended,
+            },
         }
     }
 }
@@ -256,6 +295,28 @@ mod tests {
             // Hand-worked: the (d+2)-th new token sees the context, the d+1 earlier new tokens, itself.
             assert_eq!(more.attended, ctx as u64 + d as u64 + 2);
         }
+    }
+
+    #[test]
+    fn summed_shapes_equal_the_sum_of_their_terms() {
+        // Contexts and drafted counts of a batch, including a context near the u32 range.
+        let seqs = [(0u32, 0u32), (17, 3), (4095, 7), (u32::MAX - 64, 5), (1, 1)];
+        let (m, ctx_sum, d_sum) = seqs.iter().fold((0u32, 0u64, 0u64), |(m, c, d), &(ctx, k)| {
+            (m + 1, c + ctx as u64, d + k as u64)
+        });
+        for position in [0u32, 1, 7] {
+            let folded = seqs.iter().fold(BatchShape::default(), |s, &(ctx, _)| {
+                s.merge(draft_token(ctx, position))
+            });
+            assert_eq!(draft_tokens(m, ctx_sum, position), folded, "position {position}");
+        }
+        for scorer in [Scorer::MultiQuery, Scorer::BatchExpansion] {
+            let folded = seqs.iter().fold(BatchShape::default(), |s, &(ctx, k)| {
+                s.merge(scorer.verify_one_more(ctx, k))
+            });
+            assert_eq!(scorer.verify_more(m, ctx_sum, d_sum), folded, "{scorer:?}");
+        }
+        assert_eq!(draft_tokens(0, 0, 3), BatchShape::default());
     }
 
     #[test]

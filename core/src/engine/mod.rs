@@ -235,6 +235,8 @@ struct Scratch {
     target_items: Vec<TargetItem>,
     target_owner: Vec<usize>,
     outcomes: Vec<SeqOutcome>,
+    draft_result: DraftResult,
+    target_result: TargetResult,
 }
 
 /// One replica's scheduler and speculation controller.
@@ -489,11 +491,14 @@ impl Engine {
             });
             s.target_owner.push(i);
         }
-        let res = backend.target(&s.target_items)?;
+        let mut res = std::mem::take(&mut s.target_result);
+        backend.target_into(&s.target_items, &mut res)?;
         let end = now + res.elapsed_ns;
         let tokens = forward_tokens(&s.target_items);
         let batch = s.target_items.len() as u32;
-        self.apply_target(&res, end, backend)?;
+        let applied = self.apply_target(&res, end, backend);
+        self.scratch.target_result = res;
+        applied?;
         let finished = self.retire(end, backend);
         Ok(StepReport {
             start_ns: now,
@@ -582,13 +587,18 @@ impl Engine {
         if s.target_items.is_empty() {
             return Err(CoreError::Backend("internal: empty iteration".into()));
         }
-        let res = backend.target(&s.target_items)?;
+        let mut res = std::mem::take(&mut s.target_result);
+        backend.target_into(&s.target_items, &mut res)?;
         let end = now + draft_ns + res.elapsed_ns;
         let target_tokens = forward_tokens(&s.target_items);
         let batch = s.target_items.len() as u32;
-        let (drafted, accepted) = self.apply_target(&res, end, backend)?;
+        let applied = self.apply_target(&res, end, backend);
+        if applied.is_ok() {
+            self.observe(n, &res, end - now);
+        }
+        self.scratch.target_result = res;
+        let (drafted, accepted) = applied?;
         let k_step = self.scratch.k.iter().copied().max().unwrap_or(0);
-        self.observe(n, &res, end - now);
         let finished = self.retire(end, backend);
         Ok(StepReport {
             start_ns: now,
@@ -692,7 +702,8 @@ impl Engine {
             if s.draft_items.is_empty() {
                 break;
             }
-            let res = backend.draft(&s.draft_items)?;
+            backend.draft_into(&s.draft_items, &mut s.draft_result)?;
+            let res = &s.draft_result;
             if res.confidences.len() != s.draft_items.len() {
                 return Err(CoreError::Backend(format!(
                     "draft returned {} confidences for {} items",
