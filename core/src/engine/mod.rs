@@ -623,15 +623,17 @@ impl Engine {
         let k_max = self.policy.k_max();
         let s = &mut self.scratch;
         s.decode.clear();
-        s.decode
-            .extend((0..self.running.len()).filter(|&i| self.running[i].prefill_done()));
-        let n = s.decode.len();
         s.views.clear();
         s.caps.clear();
-        for &i in &s.decode {
-            let seq = &self.running[i];
+        s.active.clear();
+        for (i, seq) in self.running.iter().enumerate() {
+            if !seq.prefill_done() {
+                continue;
+            }
             let cap = k_max.min(seq.remaining().saturating_sub(1));
+            s.decode.push(i);
             s.caps.push(cap);
+            s.active.push(cap > 0);
             s.views.push(SeqView {
                 context_tokens: seq.kv_tokens,
                 max_draft: cap,
@@ -640,11 +642,10 @@ impl Engine {
                 tpot_slo_ns: self.tpot_slo_ns,
             });
         }
+        let n = s.decode.len();
         s.confidences.resize_with(n, Vec::new);
         s.confidences.truncate(n);
         s.confidences.iter_mut().for_each(Vec::clear);
-        s.active.clear();
-        s.active.extend(s.caps.iter().map(|&c| c > 0));
         n
     }
 
@@ -729,19 +730,24 @@ impl Engine {
         let s = &mut self.scratch;
         s.draft_items.clear();
         s.draft_owner.clear();
-        for j in 0..s.decode.len() {
-            if !(s.keep[j] && s.active[j]) || *draft_budget == Some(0) {
-                s.active[j] = false;
+        let per_seq = s.decode.iter().zip(s.active.iter_mut()).zip(&s.keep);
+        for (j, ((&i, active), &keep)) in per_seq.enumerate() {
+            if !*active {
+                continue;
+            }
+            if !keep || *draft_budget == Some(0) {
+                *active = false;
                 continue;
             }
             // KV slot for this draft token: context + last token + drafts so far + this one.
-            let seq = &mut self.running[s.decode[j]];
-            let mut blocks = seq.blocks;
-            if !self.kv.grow_to(&mut blocks, seq.kv_tokens + 2 + position) {
-                s.active[j] = false;
+            let seq = &mut self.running[i];
+            if !self
+                .kv
+                .grow_to(&mut seq.blocks, seq.kv_tokens + 2 + position)
+            {
+                *active = false;
                 continue;
             }
-            seq.blocks = blocks;
             if let Some(b) = draft_budget.as_mut() {
                 *b -= 1;
             }
@@ -844,7 +850,7 @@ impl Engine {
 
     /// Tells the policy what the `n` verifications of a step of `step_ns` accepted.
     fn observe(&mut self, n: usize, res: &TargetResult, step_ns: Nanos) {
-        if n == 0 {
+        if n == 0 || !self.policy.observes() {
             return;
         }
         let s = &mut self.scratch;
@@ -912,9 +918,7 @@ impl Engine {
                     drafted += proposed;
                     accepted += a;
                     // Release the slots of rejected drafts (and of drafts trimmed before verification).
-                    let mut blocks = seq.blocks;
-                    self.kv.shrink_to(&mut blocks, seq.kv_tokens + 1);
-                    seq.blocks = blocks;
+                    self.kv.shrink_to(&mut seq.blocks, seq.kv_tokens + 1);
                 }
             }
             if o.stop {

@@ -178,6 +178,9 @@ impl SpecServe {
 }
 
 impl SpeculationPolicy for SpecServe {
+    fn observes(&self) -> bool {
+        false
+    }
     fn name(&self) -> String {
         match (self.elimination, self.slo_aware) {
             (true, true) => "specserve".into(),
@@ -283,7 +286,12 @@ impl SpeculationPolicy for SpecServe {
             });
             e += 1.0 + sum;
         }
-        let mut eff = e / (draft_ns + view.predict_verify_ns(k) as f64).max(1.0);
+        // The plan's verification shape, kept as tail tokens are dropped (each drop takes away what
+        // verifying that one more draft added): a shape per candidate instead of a pass over the batch.
+        let mut verify = view.seqs.iter().zip(k.iter()).fold(BatchShape::default(), |s, (q, &ki)| {
+            s.merge(view.scorer.verify_seq(q.context_tokens, ki))
+        });
+        let mut eff = e / (draft_ns + view.cost.target_step(&verify) as f64).max(1.0);
         loop {
             // The least-confident tail token over all sequences.
             let Some((i, c)) = (0..k.len())
@@ -295,10 +303,15 @@ impl SpeculationPolicy for SpecServe {
             };
             k[i] -= 1;
             let e2 = e - c;
-            let eff2 = e2 / (draft_ns + view.predict_verify_ns(k) as f64).max(1.0);
+            let shorter = verify.without(
+                view.scorer
+                    .verify_one_more(view.seqs[i].context_tokens, k[i]),
+            );
+            let eff2 = e2 / (draft_ns + view.cost.target_step(&shorter) as f64).max(1.0);
             if eff2 >= eff {
                 e = e2;
                 eff = eff2;
+                verify = shorter;
                 tails[i] = view.cumulative_confidence(i, k[i] as usize);
             } else {
                 k[i] += 1;
