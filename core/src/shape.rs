@@ -379,6 +379,11 @@ mod tests {
                 s.merge(scorer.verify_one_more(ctx, k))
             });
             assert_eq!(scorer.verify_more(m, ctx_sum, d_sum), folded, "{scorer:?}");
+            // Dropping a sequence's last draft takes away exactly what verifying it added.
+            for &(ctx, k) in seqs.iter().filter(|&&(_, k)| k > 0) {
+                let shorter = scorer.verify_seq(ctx, k).without(scorer.verify_one_more(ctx, k - 1));
+                assert_eq!(shorter, scorer.verify_seq(ctx, k - 1), "{scorer:?} {ctx} {k}");
+            }
         }
         assert_eq!(draft_tokens(0, 0, 3), BatchShape::default());
     }

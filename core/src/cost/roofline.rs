@@ -304,6 +304,77 @@ mod tests {
         }
     }
 
+    /// The roofline formula written out from the model and hardware each time, as it was before the
+    /// shape-independent terms were hoisted into `ForwardTerms`.
+    fn from_scratch_s(r: &Roofline, d: &Deployment, shape: &BatchShape) -> f64 {
+        if shape.new_tokens == 0 {
+            return 0.0;
+        }
+        let m = &d.model;
+        let tp = d.tp.max(1) as f64;
+        let rows = if r.cuda_graphs && shape.prefill_tokens == 0 {
+            r.graph_sizes.bucket(shape.new_tokens)
+        } else {
+            shape.new_tokens
+        };
+        let pad = rows - shape.new_tokens;
+        let flops = 2.0 * m.layer_params() * rows as f64
+            + 2.0 * m.head_params() * (shape.logit_positions + pad) as f64
+            + 4.0 * m.layers as f64 * m.q_dim() * shape.attended as f64;
+        let bytes = (m.layer_params() + m.head_params()) * m.weight_bytes
+            + m.kv_bytes_per_token() * (shape.context_tokens as f64 + shape.new_tokens as f64);
+        let compute_s = flops / (r.hardware.peak_tflops * 1e12 * r.compute_efficiency * tp);
+        let memory_s = bytes / (r.hardware.mem_bandwidth_tbs * 1e12 * r.memory_efficiency * tp);
+        let comm_s = if d.tp > 1 {
+            let msg = rows as f64 * m.hidden as f64 * 2.0;
+            let per = 2.0 * (tp - 1.0) / tp * msg / (r.hardware.interconnect_gbs * 1e9)
+                + ALLREDUCE_LATENCY_S;
+            2.0 * m.layers as f64 * per
+        } else {
+            0.0
+        };
+        compute_s.max(memory_s) + comm_s + d.overhead_s
+    }
+
+    #[test]
+    fn prepared_terms_price_every_forward_to_the_bit() {
+        // Decode, verification, prefill and mixed shapes, under every padding mode and several TP
+        // degrees, on a draft and a target deployment with uneven efficiencies and overheads.
+        let shapes = [
+            BatchShape::one(0, 1, false, 1),
+            BatchShape::one(517, 4, false, 4),
+            BatchShape::uniform(33, 1, 700),
+            BatchShape::uniform(300, 3, 2048),
+            BatchShape::prefill(1234),
+            BatchShape::prefill(90).merge(BatchShape::uniform(17, 2, 333)),
+            BatchShape::default(),
+        ];
+        for (tp, graphs) in [(1, None), (2, Some(GraphSizes::Vllm)), (4, Some(GraphSizes::Adaspec)), (8, None)] {
+            let mut r = a100_7b();
+            r.compute_efficiency = 0.47;
+            r.memory_efficiency = 0.83;
+            r.target.tp = tp;
+            r.target.overhead_s = 1.3e-3;
+            r.draft = Some(Deployment {
+                model: find_model("Vicuna-68M").unwrap(),
+                tp: 1,
+                overhead_s: 0.3e-3,
+            });
+            r.cuda_graphs = graphs.is_some();
+            r.graph_sizes = graphs.unwrap_or_default();
+            let prepared = r.clone().prepare();
+            let draft = r.draft.clone().unwrap();
+            for s in &shapes {
+                let want_t = (from_scratch_s(&r, &r.target, s) * 1e9).round() as Nanos;
+                let want_d = (from_scratch_s(&r, &draft, s) * 1e9).round() as Nanos;
+                assert_eq!(prepared.target_step(s), want_t, "target tp {tp} {s:?}");
+                assert_eq!(prepared.draft_step(s), want_d, "draft tp {tp} {s:?}");
+                let exact = from_scratch_s(&r, &r.target, s).to_bits();
+                assert_eq!(r.forward_s(&r.target, s).to_bits(), exact, "seconds tp {tp} {s:?}");
+            }
+        }
+    }
+
     #[test]
     fn batch_one_decode_is_bound_by_reading_the_weights() {
         // Layers (6.48e9) and output head (0.13e9) at 2 bytes = 13.22 GB read at 2.04 TB/s = 6.48 ms (the
