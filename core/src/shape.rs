@@ -324,7 +324,10 @@ mod tests {
     struct ShapeHash;
     impl CostModel for ShapeHash {
         fn draft_step(&self, s: &BatchShape) -> Nanos {
-            s.seqs as Nanos * 1_000_003 + s.context_tokens * 7 + s.attended * 13 + s.new_tokens as Nanos
+            s.seqs as Nanos * 1_000_003
+                + s.context_tokens * 7
+                + s.attended * 13
+                + s.new_tokens as Nanos
         }
         fn target_step(&self, s: &BatchShape) -> Nanos {
             self.draft_step(s)
@@ -344,7 +347,9 @@ mod tests {
                     let shape = plan
                         .iter()
                         .filter(|&&(_, k)| k > p)
-                        .fold(BatchShape::default(), |s, &(c, _)| s.merge(draft_token(c, p)));
+                        .fold(BatchShape::default(), |s, &(c, _)| {
+                            s.merge(draft_token(c, p))
+                        });
                     ShapeHash.draft_step(&shape)
                 })
                 .sum()
@@ -365,14 +370,20 @@ mod tests {
     fn summed_shapes_equal_the_sum_of_their_terms() {
         // Contexts and drafted counts of a batch, including a context near the u32 range.
         let seqs = [(0u32, 0u32), (17, 3), (4095, 7), (u32::MAX - 64, 5), (1, 1)];
-        let (m, ctx_sum, d_sum) = seqs.iter().fold((0u32, 0u64, 0u64), |(m, c, d), &(ctx, k)| {
-            (m + 1, c + ctx as u64, d + k as u64)
-        });
+        let (m, ctx_sum, d_sum) = seqs
+            .iter()
+            .fold((0u32, 0u64, 0u64), |(m, c, d), &(ctx, k)| {
+                (m + 1, c + ctx as u64, d + k as u64)
+            });
         for position in [0u32, 1, 7] {
             let folded = seqs.iter().fold(BatchShape::default(), |s, &(ctx, _)| {
                 s.merge(draft_token(ctx, position))
             });
-            assert_eq!(draft_tokens(m, ctx_sum, position), folded, "position {position}");
+            assert_eq!(
+                draft_tokens(m, ctx_sum, position),
+                folded,
+                "position {position}"
+            );
         }
         for scorer in [Scorer::MultiQuery, Scorer::BatchExpansion] {
             let folded = seqs.iter().fold(BatchShape::default(), |s, &(ctx, k)| {
@@ -381,8 +392,14 @@ mod tests {
             assert_eq!(scorer.verify_more(m, ctx_sum, d_sum), folded, "{scorer:?}");
             // Dropping a sequence's last draft takes away exactly what verifying it added.
             for &(ctx, k) in seqs.iter().filter(|&&(_, k)| k > 0) {
-                let shorter = scorer.verify_seq(ctx, k).without(scorer.verify_one_more(ctx, k - 1));
-                assert_eq!(shorter, scorer.verify_seq(ctx, k - 1), "{scorer:?} {ctx} {k}");
+                let shorter = scorer
+                    .verify_seq(ctx, k)
+                    .without(scorer.verify_one_more(ctx, k - 1));
+                assert_eq!(
+                    shorter,
+                    scorer.verify_seq(ctx, k - 1),
+                    "{scorer:?} {ctx} {k}"
+                );
             }
         }
         assert_eq!(draft_tokens(0, 0, 3), BatchShape::default());

@@ -115,7 +115,11 @@ impl Backend for SimBackend {
         Ok(())
     }
 
-    fn target_into(&mut self, items: &[TargetItem], out: &mut TargetResult) -> Result<(), SimError> {
+    fn target_into(
+        &mut self,
+        items: &[TargetItem],
+        out: &mut TargetResult,
+    ) -> Result<(), SimError> {
         out.outcomes.clear();
         for it in items {
             match it.work {

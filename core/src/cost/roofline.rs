@@ -349,7 +349,12 @@ mod tests {
             BatchShape::prefill(90).merge(BatchShape::uniform(17, 2, 333)),
             BatchShape::default(),
         ];
-        for (tp, graphs) in [(1, None), (2, Some(GraphSizes::Vllm)), (4, Some(GraphSizes::Adaspec)), (8, None)] {
+        for (tp, graphs) in [
+            (1, None),
+            (2, Some(GraphSizes::Vllm)),
+            (4, Some(GraphSizes::Adaspec)),
+            (8, None),
+        ] {
             let mut r = a100_7b();
             r.compute_efficiency = 0.47;
             r.memory_efficiency = 0.83;
@@ -370,7 +375,11 @@ mod tests {
                 assert_eq!(prepared.target_step(s), want_t, "target tp {tp} {s:?}");
                 assert_eq!(prepared.draft_step(s), want_d, "draft tp {tp} {s:?}");
                 let exact = from_scratch_s(&r, &r.target, s).to_bits();
-                assert_eq!(r.forward_s(&r.target, s).to_bits(), exact, "seconds tp {tp} {s:?}");
+                assert_eq!(
+                    r.forward_s(&r.target, s).to_bits(),
+                    exact,
+                    "seconds tp {tp} {s:?}"
+                );
             }
         }
     }

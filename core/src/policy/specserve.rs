@@ -288,9 +288,13 @@ impl SpeculationPolicy for SpecServe {
         }
         // The plan's verification shape, kept as tail tokens are dropped (each drop takes away what
         // verifying that one more draft added): a shape per candidate instead of a pass over the batch.
-        let mut verify = view.seqs.iter().zip(k.iter()).fold(BatchShape::default(), |s, (q, &ki)| {
-            s.merge(view.scorer.verify_seq(q.context_tokens, ki))
-        });
+        let mut verify = view
+            .seqs
+            .iter()
+            .zip(k.iter())
+            .fold(BatchShape::default(), |s, (q, &ki)| {
+                s.merge(view.scorer.verify_seq(q.context_tokens, ki))
+            });
         let mut eff = e / (draft_ns + view.cost.target_step(&verify) as f64).max(1.0);
         loop {
             // The least-confident tail token over all sequences.
