@@ -29,6 +29,21 @@ pub fn draft_token(context_tokens: u32, position: u32) -> BatchShape {
     BatchShape::one(context_tokens + position, 1, false, 1)
 }
 
+/// `seqs` sequences each feeding the draft token at `position` (the sum of [`draft_token`] over them),
+/// from their number and the sum of their target contexts: what a policy pricing a draft position
+/// over many sequences needs, in O(1) once the sums are kept.
+pub fn draft_tokens(seqs: u32, context_sum: u64, position: u32) -> BatchShape {
+    let kv = context_sum + seqs as u64 * (position as u64 + 1);
+    BatchShape {
+        seqs,
+        new_tokens: seqs,
+        prefill_tokens: 0,
+        context_tokens: kv,
+        logit_positions: seqs,
+        attended: kv,
+    }
+}
+
 /// How the target scores a sequence's draft tokens in a verification forward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -60,6 +75,30 @@ impl Scorer {
         match self {
             Scorer::MultiQuery => verify_one_more(context_tokens, drafted),
             Scorer::BatchExpansion => BatchShape::one(context_tokens + drafted + 1, 1, false, 1),
+        }
+    }
+
+    /// The sum of [`Scorer::verify_one_more`] over `seqs` sequences, from their number, the sum of
+    /// their contexts and the sum of their drafted counts (each term is affine in both).
+    pub fn verify_more(self, seqs: u32, context_sum: u64, drafted_sum: u64) -> BatchShape {
+        let attended = context_sum + drafted_sum + 2 * seqs as u64;
+        match self {
+            Scorer::MultiQuery => BatchShape {
+                seqs: 0,
+                new_tokens: seqs,
+                prefill_tokens: 0,
+                context_tokens: seqs as u64,
+                logit_positions: seqs,
+                attended,
+            },
+            Scorer::BatchExpansion => BatchShape {
+                seqs,
+                new_tokens: seqs,
+                prefill_tokens: 0,
+                context_tokens: attended,
+                logit_positions: seqs,
+                attended,
+            },
         }
     }
 }
@@ -113,18 +152,38 @@ pub fn predicted_drafts_ns<I>(cost: &dyn CostModel, plan: I) -> Nanos
 where
     I: Iterator<Item = (u32, u32)> + Clone,
 {
+    /// Draft lengths up to this are bucketed on the stack (a policy's `k_max` is a few tokens).
+    const BUCKETED: usize = 32;
     let k_max = plan.clone().map(|(_, k)| k).max().unwrap_or(0);
-    (0..k_max)
-        .map(|pos| {
-            let shape = plan
-                .clone()
-                .filter(|&(_, k)| k > pos)
-                .fold(BatchShape::default(), |s, (ctx, _)| {
-                    s.merge(draft_token(ctx, pos))
-                });
-            cost.draft_step(&shape)
-        })
-        .sum()
+    // The sequences drafting at `pos` are those with k > pos, summed as `draft_tokens` takes them.
+    let at = |pos: u32| {
+        plan.clone()
+            .filter(|&(_, k)| k > pos)
+            .fold((0u32, 0u64), |(n, sum), (ctx, _)| (n + 1, sum + ctx as u64))
+    };
+    if k_max as usize > BUCKETED {
+        return (0..k_max)
+            .map(|pos| {
+                let (seqs, context_sum) = at(pos);
+                cost.draft_step(&draft_tokens(seqs, context_sum, pos))
+            })
+            .sum();
+    }
+    // One pass: bucket by k, then walk positions from the top, adding the sequences whose k is
+    // pos + 1 (those drafting at pos but not beyond).
+    let mut seqs_with_k = [0u32; BUCKETED + 1];
+    let mut ctx_with_k = [0u64; BUCKETED + 1];
+    for (ctx, k) in plan {
+        seqs_with_k[k as usize] += 1;
+        ctx_with_k[k as usize] += ctx as u64;
+    }
+    let (mut seqs, mut context_sum, mut total) = (0u32, 0u64, 0);
+    for pos in (0..k_max).rev() {
+        seqs += seqs_with_k[pos as usize + 1];
+        context_sum += ctx_with_k[pos as usize + 1];
+        total += cost.draft_step(&draft_tokens(seqs, context_sum, pos));
+    }
+    total
 }
 
 /// Predicted time of the verification forward of a step in which each sequence, at target context
@@ -177,22 +236,25 @@ impl DraftKvMirror {
     /// The shape of the draft forward over `items`, catch-up included, and the caches advanced past it.
     pub fn draft_shape(&mut self, items: &[DraftItem]) -> BatchShape {
         let mut shape = BatchShape::default();
+        // Items past position 0 feed one token each (`draft_token`): summed as `draft_tokens` takes
+        // them, with each one's position folded into its context.
+        let (mut one_token, mut one_token_ctx) = (0u32, 0u64);
         for it in items {
             let i = self.slot(it.seq);
             let ctx = it.context_tokens;
-            let part = if it.position == 0 {
+            if it.position == 0 {
                 let seen = self.kv[i].min(ctx);
                 self.kv[i] = ctx + 1;
                 self.fed[i] = 0;
-                BatchShape::one(seen, ctx + 1 - seen, false, 1)
+                shape = shape.merge(BatchShape::one(seen, ctx + 1 - seen, false, 1));
             } else {
                 self.kv[i] += 1;
                 self.fed[i] += 1;
-                draft_token(ctx, it.position)
-            };
-            shape = shape.merge(part);
+                one_token += 1;
+                one_token_ctx += ctx as u64 + it.position as u64;
+            }
         }
-        shape
+        shape.merge(draft_tokens(one_token, one_token_ctx, 0))
     }
 
     /// A new sequence starts with its first `tokens` tokens in the draft cache: a prefix-cache hit,
@@ -264,6 +326,91 @@ mod tests {
             // Hand-worked: the (d+2)-th new token sees the context, the d+1 earlier new tokens, itself.
             assert_eq!(more.attended, ctx as u64 + d as u64 + 2);
         }
+    }
+
+    /// Charges each draft forward by its exact shape, so any difference in a shape shows.
+    struct ShapeHash;
+    impl CostModel for ShapeHash {
+        fn draft_step(&self, s: &BatchShape) -> Nanos {
+            s.seqs as Nanos * 1_000_003
+                + s.context_tokens * 7
+                + s.attended * 13
+                + s.new_tokens as Nanos
+        }
+        fn target_step(&self, s: &BatchShape) -> Nanos {
+            self.draft_step(s)
+        }
+        fn describe(&self) -> String {
+            "shape hash".into()
+        }
+    }
+
+    #[test]
+    fn predicted_drafts_price_each_position_over_the_sequences_still_drafting() {
+        // Hand-folded: position p over the sequences with k > p, one draft token each.
+        let by_hand = |plan: &[(u32, u32)]| -> Nanos {
+            let k_max = plan.iter().map(|&(_, k)| k).max().unwrap_or(0);
+            (0..k_max)
+                .map(|p| {
+                    let shape = plan
+                        .iter()
+                        .filter(|&&(_, k)| k > p)
+                        .fold(BatchShape::default(), |s, &(c, _)| {
+                            s.merge(draft_token(c, p))
+                        });
+                    ShapeHash.draft_step(&shape)
+                })
+                .sum()
+        };
+        // Bucketed lengths, one above the bucket limit (the per-position path), none drafting.
+        for plan in [
+            vec![(10u32, 2u32), (20, 1), (300, 5), (7, 0), (41, 5)],
+            vec![(10, 40), (20, 1), (5, 33)],
+            vec![(10, 0), (20, 0)],
+            vec![],
+        ] {
+            let got = predicted_drafts_ns(&ShapeHash, plan.iter().copied());
+            assert_eq!(got, by_hand(&plan), "{plan:?}");
+        }
+    }
+
+    #[test]
+    fn summed_shapes_equal_the_sum_of_their_terms() {
+        // Contexts and drafted counts of a batch, including a context near the u32 range.
+        let seqs = [(0u32, 0u32), (17, 3), (4095, 7), (u32::MAX - 64, 5), (1, 1)];
+        let (m, ctx_sum, d_sum) = seqs
+            .iter()
+            .fold((0u32, 0u64, 0u64), |(m, c, d), &(ctx, k)| {
+                (m + 1, c + ctx as u64, d + k as u64)
+            });
+        for position in [0u32, 1, 7] {
+            let folded = seqs.iter().fold(BatchShape::default(), |s, &(ctx, _)| {
+                s.merge(draft_token(ctx, position))
+            });
+            assert_eq!(
+                draft_tokens(m, ctx_sum, position),
+                folded,
+                "position {position}"
+            );
+        }
+        for scorer in [Scorer::MultiQuery, Scorer::BatchExpansion] {
+            let folded = seqs.iter().fold(BatchShape::default(), |s, &(ctx, k)| {
+                s.merge(scorer.verify_one_more(ctx, k))
+            });
+            assert_eq!(scorer.verify_more(m, ctx_sum, d_sum), folded, "{scorer:?}");
+            // Dropping a sequence's last draft takes away exactly what verifying it added.
+            for &(ctx, k) in seqs.iter().filter(|&&(_, k)| k > 0) {
+                let shorter = scorer
+                    .verify_seq(ctx, k)
+                    .without(scorer.verify_one_more(ctx, k - 1));
+                assert_eq!(
+                    shorter,
+                    scorer.verify_seq(ctx, k - 1),
+                    "{scorer:?} {ctx} {k}"
+                );
+            }
+        }
+        assert_eq!(draft_tokens(0, 0, 3), BatchShape::default());
     }
 
     #[test]

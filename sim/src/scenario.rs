@@ -662,7 +662,7 @@ impl Scenario {
                             .map_err(|m| self.err(format!("cluster group {g}: {m}")))?
                     }
                 };
-                Ok((Arc::new(roof), kv))
+                Ok((Arc::new(roof.prepare()), kv))
             }
             CostConfig::Profile { path } => {
                 let p = Profile::load(&self.resolve(path))?;

@@ -53,6 +53,7 @@ impl SimBackend {
         self
     }
 
+    #[inline]
     fn draws_for(&mut self, seq: SeqId) -> &mut Vec<DraftDraw> {
         let i = seq as usize;
         if i >= self.pending.len() {
@@ -61,6 +62,7 @@ impl SimBackend {
         &mut self.pending[i]
     }
 
+    #[inline]
     fn draw_up_to(&mut self, item: &DraftItem, len: usize) -> &[DraftDraw] {
         let i = item.seq as usize;
         self.draws_for(item.seq);
@@ -77,27 +79,52 @@ impl SimBackend {
 
 impl Backend for SimBackend {
     fn draft(&mut self, items: &[DraftItem]) -> Result<DraftResult, SimError> {
-        let mut confidences = Vec::with_capacity(items.len());
+        let mut out = DraftResult::default();
+        self.draft_into(items, &mut out)?;
+        Ok(out)
+    }
+
+    fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, SimError> {
+        let mut out = TargetResult::default();
+        self.target_into(items, &mut out)?;
+        Ok(out)
+    }
+
+    fn draft_into(&mut self, items: &[DraftItem], out: &mut DraftResult) -> Result<(), SimError> {
+        out.confidences.clear();
+        out.confidences.reserve(items.len());
         for it in items {
+            // As `draw_up_to`, spelled out: this runs once per draft token.
             let p = it.position as usize;
-            confidences.push(self.draw_up_to(it, p + 1)[p].confidence);
+            let i = it.seq as usize;
+            if i >= self.pending.len() {
+                self.pending.resize_with(i + 1, Vec::new);
+            }
+            let draws = &mut self.pending[i];
+            while draws.len() <= p {
+                let position = draws.len() as u32;
+                draws.push(self.acceptance.draw(position, it.category, &mut self.rng));
+            }
+            out.confidences.push(draws[p].confidence);
         }
         let shape = match self.draft_kv.as_mut() {
             Some(m) => m.draft_shape(items),
             None => draft_shape(items),
         };
-        Ok(DraftResult {
-            confidences,
-            elapsed_ns: self.cost.draft_step(&shape),
-        })
+        out.elapsed_ns = self.cost.draft_step(&shape);
+        Ok(())
     }
 
-    fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, SimError> {
-        let mut outcomes = Vec::with_capacity(items.len());
+    fn target_into(
+        &mut self,
+        items: &[TargetItem],
+        out: &mut TargetResult,
+    ) -> Result<(), SimError> {
+        out.outcomes.clear();
         for it in items {
             match it.work {
                 TargetWork::Prefill { last, .. } => {
-                    outcomes.push(TargetOutcome {
+                    out.outcomes.push(TargetOutcome {
                         accepted: 0,
                         emitted: last as u32,
                         stop: false,
@@ -114,7 +141,7 @@ impl Backend for SimBackend {
                     if let Some(m) = self.draft_kv.as_mut() {
                         m.verified(it.seq, it.context_tokens, accepted);
                     }
-                    outcomes.push(TargetOutcome {
+                    out.outcomes.push(TargetOutcome {
                         accepted,
                         emitted: accepted + 1,
                         stop: false,
@@ -122,15 +149,14 @@ impl Backend for SimBackend {
                 }
             }
         }
-        Ok(TargetResult {
-            outcomes,
-            elapsed_ns: predicted_target_ns(self.cost.as_ref(), items, self.scorer),
-        })
+        out.elapsed_ns = predicted_target_ns(self.cost.as_ref(), items, self.scorer);
+        Ok(())
     }
 
     fn release(&mut self, seq: SeqId) {
+        // Emptied, its buffer kept: sequence ids are replica-local slots that the next request reuses.
         if let Some(v) = self.pending.get_mut(seq as usize) {
-            *v = Vec::new();
+            v.clear();
         }
         if let Some(m) = self.draft_kv.as_mut() {
             m.release(seq);

@@ -98,6 +98,9 @@ impl AcceptanceModel for PerPositionAcceptance {
 #[derive(Debug, Clone, PartialEq)]
 pub struct CalibrationCurve {
     points: Vec<(f64, f64)>,
+    /// The points are exactly (0, 0), (1, 1): evaluation is a clamp (the simulator evaluates the curve
+    /// once per draft token, so the check is made once here).
+    identity: bool,
 }
 
 impl CalibrationCurve {
@@ -105,6 +108,7 @@ impl CalibrationCurve {
     pub fn identity() -> Self {
         CalibrationCurve {
             points: vec![(0.0, 0.0), (1.0, 1.0)],
+            identity: true,
         }
     }
 
@@ -123,17 +127,17 @@ impl CalibrationCurve {
         if points.windows(2).any(|w| w[0][0] >= w[1][0]) {
             return Err("calibration points must be strictly ascending in confidence".into());
         }
-        Ok(CalibrationCurve {
-            points: points.iter().map(|p| (p[0], p[1])).collect(),
-        })
+        let points: Vec<(f64, f64)> = points.iter().map(|p| (p[0], p[1])).collect();
+        let identity = points == [(0.0, 0.0), (1.0, 1.0)];
+        Ok(CalibrationCurve { points, identity })
     }
 
     /// `P(accept | confidence)`, clamped at the ends.
     pub fn eval(&self, x: f64) -> f64 {
-        let pts = &self.points;
-        if pts.len() == 2 && pts[0] == (0.0, 0.0) && pts[1] == (1.0, 1.0) {
-            return x.clamp(0.0, 1.0); // identity: the common, perfectly calibrated case
+        if self.identity {
+            return x.clamp(0.0, 1.0); // the common, perfectly calibrated case
         }
+        let pts = &self.points;
         if x <= pts[0].0 {
             return pts[0].1;
         }
@@ -278,12 +282,19 @@ impl CalibratedAcceptance {
     }
 }
 
+/// `confidence · decay^position`. Kept out of line: inlined, the compiler evaluated `powi` on every
+/// draw and discarded it when the decay is 1 (the default), a tenth of a draw's instructions.
+#[inline(never)]
+fn decayed(confidence: f64, decay: f64, position: u32) -> f64 {
+    confidence * decay.powi(position as i32)
+}
+
 impl AcceptanceModel for CalibratedAcceptance {
     fn draw(&self, p: u32, c: Option<CategoryId>, rng: &mut SimRng) -> DraftDraw {
         let cat = self.for_category(c);
         let mut conf = cat.confidence.sample_u(rng.random::<f64>());
         if cat.position_decay != 1.0 {
-            conf *= cat.position_decay.powi(p as i32);
+            conf = decayed(conf, cat.position_decay, p);
         }
         DraftDraw {
             confidence: conf as f32,

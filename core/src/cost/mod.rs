@@ -81,6 +81,19 @@ impl BatchShape {
         }
     }
 
+    /// Takes away a part that was merged in (the inverse of [`BatchShape::merge`]; every field is a
+    /// count, so `a.merge(b).without(b) == a` exactly).
+    pub fn without(self, o: BatchShape) -> Self {
+        BatchShape {
+            seqs: self.seqs - o.seqs,
+            new_tokens: self.new_tokens - o.new_tokens,
+            prefill_tokens: self.prefill_tokens - o.prefill_tokens,
+            context_tokens: self.context_tokens - o.context_tokens,
+            logit_positions: self.logit_positions - o.logit_positions,
+            attended: self.attended - o.attended,
+        }
+    }
+
     /// Mean context length per sequence (0 for an empty batch).
     pub fn mean_context(&self) -> f64 {
         if self.seqs == 0 {

@@ -90,35 +90,19 @@ impl GraphSizes {
 impl Roofline {
     /// Seconds for one forward of `d` over `shape`.
     pub fn forward_s(&self, d: &Deployment, shape: &BatchShape) -> f64 {
-        if shape.new_tokens == 0 {
-            return 0.0;
+        ForwardTerms::new(self, d).seconds(shape)
+    }
+
+    /// The same step times with each deployment's constants computed once ([`PreparedRoofline`]):
+    /// what the simulator uses, since it prices several forwards per simulated step.
+    pub fn prepare(self) -> PreparedRoofline {
+        let target = ForwardTerms::new(&self, &self.target);
+        let draft = self.draft.as_ref().map(|d| ForwardTerms::new(&self, d));
+        PreparedRoofline {
+            roofline: self,
+            target,
+            draft,
         }
-        let m = &d.model;
-        let tp = d.tp.max(1) as f64;
-        // Rows actually computed: padded to a CUDA-graph size for decode/verify forwards.
-        let rows = if self.cuda_graphs && shape.prefill_tokens == 0 {
-            self.graph_sizes.bucket(shape.new_tokens)
-        } else {
-            shape.new_tokens
-        };
-        let pad = rows - shape.new_tokens;
-        let flops = 2.0 * m.layer_params() * rows as f64
-            + 2.0 * m.head_params() * (shape.logit_positions + pad) as f64
-            + 4.0 * m.layers as f64 * m.q_dim() * shape.attended as f64;
-        let bytes = (m.layer_params() + m.head_params()) * m.weight_bytes
-            + m.kv_bytes_per_token() * (shape.context_tokens as f64 + shape.new_tokens as f64);
-        let compute_s = flops / (self.hardware.peak_tflops * 1e12 * self.compute_efficiency * tp);
-        let memory_s =
-            bytes / (self.hardware.mem_bandwidth_tbs * 1e12 * self.memory_efficiency * tp);
-        let comm_s = if d.tp > 1 {
-            let msg = rows as f64 * m.hidden as f64 * 2.0;
-            let per = 2.0 * (tp - 1.0) / tp * msg / (self.hardware.interconnect_gbs * 1e9)
-                + ALLREDUCE_LATENCY_S;
-            2.0 * m.layers as f64 * per
-        } else {
-            0.0
-        };
-        compute_s.max(memory_s) + comm_s + d.overhead_s
     }
 
     /// KV blocks that fit on one replica: memory × utilisation minus the weights of both models, over
@@ -153,12 +137,12 @@ impl Roofline {
 impl CostModel for Roofline {
     fn draft_step(&self, shape: &BatchShape) -> Nanos {
         match &self.draft {
-            Some(d) => (self.forward_s(d, shape) * 1e9).round() as Nanos,
+            Some(d) => ForwardTerms::new(self, d).nanos(shape),
             None => 0,
         }
     }
     fn target_step(&self, shape: &BatchShape) -> Nanos {
-        (self.forward_s(&self.target, shape) * 1e9).round() as Nanos
+        ForwardTerms::new(self, &self.target).nanos(shape)
     }
     fn describe(&self) -> String {
         format!(
@@ -180,6 +164,125 @@ impl CostModel for Roofline {
     }
 }
 
+/// The parts of one deployment's forward time that do not depend on the batch shape, each computed as
+/// the roofline formula computes it (same operations in the same order), so a forward priced from
+/// them is bit-identical to one priced from scratch.
+#[derive(Debug, Clone, PartialEq)]
+struct ForwardTerms {
+    /// `2 · layer_params`: matmul FLOPs per computed row.
+    flops_per_row: f64,
+    /// `2 · head_params`: output-head FLOPs per logit position (and padding row).
+    flops_per_logit: f64,
+    /// `4 · layers · q_dim`: attention FLOPs per attended KV entry.
+    flops_per_attended: f64,
+    /// Weight bytes read by every forward.
+    weight_bytes: f64,
+    /// KV bytes per token.
+    kv_bytes_per_token: f64,
+    /// Achieved FLOP/s (peak · efficiency · tp).
+    flops_per_s: f64,
+    /// Achieved bytes/s (bandwidth · efficiency · tp).
+    bytes_per_s: f64,
+    /// Hidden size, for the all-reduce message.
+    hidden: f64,
+    /// Tensor-parallel degree (all-reduces only above 1).
+    tp: u32,
+    /// `2 (tp − 1) / tp`: the ring all-reduce's traffic factor.
+    ring_factor: f64,
+    /// Interconnect bytes/s.
+    link_bytes_per_s: f64,
+    /// `2 · layers`: all-reduces per forward.
+    allreduces: f64,
+    /// Fixed time per forward, seconds.
+    overhead_s: f64,
+    /// CUDA-graph padding of decode forwards, when on.
+    graph_sizes: Option<GraphSizes>,
+}
+
+impl ForwardTerms {
+    fn new(r: &Roofline, d: &Deployment) -> Self {
+        let m = &d.model;
+        let tp = d.tp.max(1) as f64;
+        ForwardTerms {
+            flops_per_row: 2.0 * m.layer_params(),
+            flops_per_logit: 2.0 * m.head_params(),
+            flops_per_attended: 4.0 * m.layers as f64 * m.q_dim(),
+            weight_bytes: (m.layer_params() + m.head_params()) * m.weight_bytes,
+            kv_bytes_per_token: m.kv_bytes_per_token(),
+            flops_per_s: r.hardware.peak_tflops * 1e12 * r.compute_efficiency * tp,
+            bytes_per_s: r.hardware.mem_bandwidth_tbs * 1e12 * r.memory_efficiency * tp,
+            hidden: m.hidden as f64,
+            tp: d.tp,
+            ring_factor: 2.0 * (tp - 1.0) / tp,
+            link_bytes_per_s: r.hardware.interconnect_gbs * 1e9,
+            allreduces: 2.0 * m.layers as f64,
+            overhead_s: d.overhead_s,
+            graph_sizes: r.cuda_graphs.then_some(r.graph_sizes),
+        }
+    }
+
+    /// Seconds for one forward over `shape`.
+    fn seconds(&self, shape: &BatchShape) -> f64 {
+        if shape.new_tokens == 0 {
+            return 0.0;
+        }
+        // Rows actually computed: padded to a CUDA-graph size for decode/verify forwards.
+        let rows = match self.graph_sizes {
+            Some(g) if shape.prefill_tokens == 0 => g.bucket(shape.new_tokens),
+            _ => shape.new_tokens,
+        };
+        let pad = rows - shape.new_tokens;
+        let flops = self.flops_per_row * rows as f64
+            + self.flops_per_logit * (shape.logit_positions + pad) as f64
+            + self.flops_per_attended * shape.attended as f64;
+        let bytes = self.weight_bytes
+            + self.kv_bytes_per_token * (shape.context_tokens as f64 + shape.new_tokens as f64);
+        let compute_s = flops / self.flops_per_s;
+        let memory_s = bytes / self.bytes_per_s;
+        let comm_s = if self.tp > 1 {
+            let msg = rows as f64 * self.hidden * 2.0;
+            let per = self.ring_factor * msg / self.link_bytes_per_s + ALLREDUCE_LATENCY_S;
+            self.allreduces * per
+        } else {
+            0.0
+        };
+        compute_s.max(memory_s) + comm_s + self.overhead_s
+    }
+
+    /// Nanoseconds for one forward over `shape`.
+    fn nanos(&self, shape: &BatchShape) -> Nanos {
+        (self.seconds(shape) * 1e9).round() as Nanos
+    }
+}
+
+/// A [`Roofline`] with each deployment's shape-independent terms computed once
+/// ([`Roofline::prepare`]); prices every forward exactly as the roofline does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedRoofline {
+    roofline: Roofline,
+    target: ForwardTerms,
+    draft: Option<ForwardTerms>,
+}
+
+impl PreparedRoofline {
+    /// The roofline it was prepared from.
+    pub fn roofline(&self) -> &Roofline {
+        &self.roofline
+    }
+}
+
+impl CostModel for PreparedRoofline {
+    fn draft_step(&self, shape: &BatchShape) -> Nanos {
+        self.draft.as_ref().map_or(0, |d| d.nanos(shape))
+    }
+    fn target_step(&self, shape: &BatchShape) -> Nanos {
+        self.target.nanos(shape)
+    }
+    fn describe(&self) -> String {
+        self.roofline.describe()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::catalog::{find_hardware, find_model};
@@ -198,6 +301,86 @@ mod tests {
             memory_efficiency: 1.0,
             cuda_graphs: false,
             graph_sizes: GraphSizes::Vllm,
+        }
+    }
+
+    /// The roofline formula written out from the model and hardware each time, as it was before the
+    /// shape-independent terms were hoisted into `ForwardTerms`.
+    fn from_scratch_s(r: &Roofline, d: &Deployment, shape: &BatchShape) -> f64 {
+        if shape.new_tokens == 0 {
+            return 0.0;
+        }
+        let m = &d.model;
+        let tp = d.tp.max(1) as f64;
+        let rows = if r.cuda_graphs && shape.prefill_tokens == 0 {
+            r.graph_sizes.bucket(shape.new_tokens)
+        } else {
+            shape.new_tokens
+        };
+        let pad = rows - shape.new_tokens;
+        let flops = 2.0 * m.layer_params() * rows as f64
+            + 2.0 * m.head_params() * (shape.logit_positions + pad) as f64
+            + 4.0 * m.layers as f64 * m.q_dim() * shape.attended as f64;
+        let bytes = (m.layer_params() + m.head_params()) * m.weight_bytes
+            + m.kv_bytes_per_token() * (shape.context_tokens as f64 + shape.new_tokens as f64);
+        let compute_s = flops / (r.hardware.peak_tflops * 1e12 * r.compute_efficiency * tp);
+        let memory_s = bytes / (r.hardware.mem_bandwidth_tbs * 1e12 * r.memory_efficiency * tp);
+        let comm_s = if d.tp > 1 {
+            let msg = rows as f64 * m.hidden as f64 * 2.0;
+            let per = 2.0 * (tp - 1.0) / tp * msg / (r.hardware.interconnect_gbs * 1e9)
+                + ALLREDUCE_LATENCY_S;
+            2.0 * m.layers as f64 * per
+        } else {
+            0.0
+        };
+        compute_s.max(memory_s) + comm_s + d.overhead_s
+    }
+
+    #[test]
+    fn prepared_terms_price_every_forward_to_the_bit() {
+        // Decode, verification, prefill and mixed shapes, under every padding mode and several TP
+        // degrees, on a draft and a target deployment with uneven efficiencies and overheads.
+        let shapes = [
+            BatchShape::one(0, 1, false, 1),
+            BatchShape::one(517, 4, false, 4),
+            BatchShape::uniform(33, 1, 700),
+            BatchShape::uniform(300, 3, 2048),
+            BatchShape::prefill(1234),
+            BatchShape::prefill(90).merge(BatchShape::uniform(17, 2, 333)),
+            BatchShape::default(),
+        ];
+        for (tp, graphs) in [
+            (1, None),
+            (2, Some(GraphSizes::Vllm)),
+            (4, Some(GraphSizes::Adaspec)),
+            (8, None),
+        ] {
+            let mut r = a100_7b();
+            r.compute_efficiency = 0.47;
+            r.memory_efficiency = 0.83;
+            r.target.tp = tp;
+            r.target.overhead_s = 1.3e-3;
+            r.draft = Some(Deployment {
+                model: find_model("Vicuna-68M").unwrap(),
+                tp: 1,
+                overhead_s: 0.3e-3,
+            });
+            r.cuda_graphs = graphs.is_some();
+            r.graph_sizes = graphs.unwrap_or_default();
+            let prepared = r.clone().prepare();
+            let draft = r.draft.clone().unwrap();
+            for s in &shapes {
+                let want_t = (from_scratch_s(&r, &r.target, s) * 1e9).round() as Nanos;
+                let want_d = (from_scratch_s(&r, &draft, s) * 1e9).round() as Nanos;
+                assert_eq!(prepared.target_step(s), want_t, "target tp {tp} {s:?}");
+                assert_eq!(prepared.draft_step(s), want_d, "draft tp {tp} {s:?}");
+                let exact = from_scratch_s(&r, &r.target, s).to_bits();
+                assert_eq!(
+                    r.forward_s(&r.target, s).to_bits(),
+                    exact,
+                    "seconds tp {tp} {s:?}"
+                );
+            }
         }
     }
 

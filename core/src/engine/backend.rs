@@ -115,4 +115,20 @@ pub trait Backend {
     fn lookahead(&mut self, _items: &[DraftItem], _k_max: u32) -> Option<Vec<u32>> {
         None
     }
+    /// [`Backend::draft`] into a result the engine keeps from step to step (every field is
+    /// overwritten). The engine calls this one; a backend overrides it to reuse `out`'s buffer (the
+    /// simulator's steps then allocate nothing), the default allocates through [`Backend::draft`].
+    fn draft_into(&mut self, items: &[DraftItem], out: &mut DraftResult) -> Result<(), CoreError> {
+        *out = self.draft(items)?;
+        Ok(())
+    }
+    /// [`Backend::target`] into a reused result, as [`Backend::draft_into`].
+    fn target_into(
+        &mut self,
+        items: &[TargetItem],
+        out: &mut TargetResult,
+    ) -> Result<(), CoreError> {
+        *out = self.target(items)?;
+        Ok(())
+    }
 }

@@ -274,6 +274,8 @@ struct Scratch {
     outcomes: Vec<SeqOutcome>,
     /// Prefix-cache hits of this step's admissions, (sequence, tokens), for the backend.
     hits: Vec<(SeqId, u32)>,
+    draft_result: DraftResult,
+    target_result: TargetResult,
 }
 
 /// One replica's scheduler and speculation controller.
@@ -609,11 +611,14 @@ impl Engine {
         }
         self.announce_hits(backend)?;
         let s = &mut self.scratch;
-        let res = backend.target(&s.target_items)?;
+        let mut res = std::mem::take(&mut s.target_result);
+        backend.target_into(&s.target_items, &mut res)?;
         let end = now + res.elapsed_ns;
         let tokens = forward_tokens(&s.target_items);
         let batch = s.target_items.len() as u32;
-        self.apply_target(&res, end, backend)?;
+        let applied = self.apply_target(&res, end, backend);
+        self.scratch.target_result = res;
+        applied?;
         let finished = self.retire(end, backend);
         Ok(StepReport {
             start_ns: now,
@@ -703,13 +708,18 @@ impl Engine {
         if s.target_items.is_empty() {
             return Err(CoreError::Backend("internal: empty iteration".into()));
         }
-        let res = backend.target(&s.target_items)?;
+        let mut res = std::mem::take(&mut s.target_result);
+        backend.target_into(&s.target_items, &mut res)?;
         let end = now + draft_ns + res.elapsed_ns;
         let target_tokens = forward_tokens(&s.target_items);
         let batch = s.target_items.len() as u32;
-        let (drafted, accepted) = self.apply_target(&res, end, backend)?;
+        let applied = self.apply_target(&res, end, backend);
+        if applied.is_ok() {
+            self.observe(n, &res, end - now);
+        }
+        self.scratch.target_result = res;
+        let (drafted, accepted) = applied?;
         let k_step = self.scratch.k.iter().copied().max().unwrap_or(0);
-        self.observe(n, &res, end - now);
         let finished = self.retire(end, backend);
         Ok(StepReport {
             start_ns: now,
@@ -734,15 +744,17 @@ impl Engine {
         let k_max = self.policy.k_max();
         let s = &mut self.scratch;
         s.decode.clear();
-        s.decode
-            .extend((0..self.running.len()).filter(|&i| self.running[i].prefill_done()));
-        let n = s.decode.len();
         s.views.clear();
         s.caps.clear();
-        for &i in &s.decode {
-            let seq = &self.running[i];
+        s.active.clear();
+        for (i, seq) in self.running.iter().enumerate() {
+            if !seq.prefill_done() {
+                continue;
+            }
             let cap = k_max.min(seq.remaining().saturating_sub(1));
+            s.decode.push(i);
             s.caps.push(cap);
+            s.active.push(cap > 0);
             s.views.push(SeqView {
                 context_tokens: seq.kv_tokens,
                 max_draft: cap,
@@ -751,11 +763,10 @@ impl Engine {
                 tpot_slo_ns: self.tpot_slo_ns,
             });
         }
+        let n = s.decode.len();
         s.confidences.resize_with(n, Vec::new);
         s.confidences.truncate(n);
         s.confidences.iter_mut().for_each(Vec::clear);
-        s.active.clear();
-        s.active.extend(s.caps.iter().map(|&c| c > 0));
         n
     }
 
@@ -813,7 +824,8 @@ impl Engine {
             if s.draft_items.is_empty() {
                 break;
             }
-            let res = backend.draft(&s.draft_items)?;
+            backend.draft_into(&s.draft_items, &mut s.draft_result)?;
+            let res = &s.draft_result;
             if res.confidences.len() != s.draft_items.len() {
                 return Err(CoreError::Backend(format!(
                     "draft returned {} confidences for {} items",
@@ -839,19 +851,24 @@ impl Engine {
         let s = &mut self.scratch;
         s.draft_items.clear();
         s.draft_owner.clear();
-        for j in 0..s.decode.len() {
-            if !(s.keep[j] && s.active[j]) || *draft_budget == Some(0) {
-                s.active[j] = false;
+        let per_seq = s.decode.iter().zip(s.active.iter_mut()).zip(&s.keep);
+        for (j, ((&i, active), &keep)) in per_seq.enumerate() {
+            if !*active {
+                continue;
+            }
+            if !keep || *draft_budget == Some(0) {
+                *active = false;
                 continue;
             }
             // KV slot for this draft token: context + last token + drafts so far + this one.
-            let seq = &mut self.running[s.decode[j]];
-            let mut blocks = seq.blocks;
-            if !self.kv.grow_to(&mut blocks, seq.kv_tokens + 2 + position) {
-                s.active[j] = false;
+            let seq = &mut self.running[i];
+            if !self
+                .kv
+                .grow_to(&mut seq.blocks, seq.kv_tokens + 2 + position)
+            {
+                *active = false;
                 continue;
             }
-            seq.blocks = blocks;
             if let Some(b) = draft_budget.as_mut() {
                 *b -= 1;
             }
@@ -956,7 +973,7 @@ impl Engine {
 
     /// Tells the policy what the `n` verifications of a step of `step_ns` accepted.
     fn observe(&mut self, n: usize, res: &TargetResult, step_ns: Nanos) {
-        if n == 0 {
+        if n == 0 || !self.policy.observes() {
             return;
         }
         let s = &mut self.scratch;
@@ -1024,9 +1041,7 @@ impl Engine {
                     drafted += proposed;
                     accepted += a;
                     // Release the slots of rejected drafts (and of drafts trimmed before verification).
-                    let mut blocks = seq.blocks;
-                    self.kv.shrink_to(&mut blocks, seq.kv_tokens + 1);
-                    seq.blocks = blocks;
+                    self.kv.shrink_to(&mut seq.blocks, seq.kv_tokens + 1);
                 }
             }
             if o.stop {

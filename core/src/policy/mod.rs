@@ -152,6 +152,11 @@ pub trait SpeculationPolicy: Send {
     fn needs_lookahead(&self) -> bool {
         false
     }
+    /// Whether [`SpeculationPolicy::observe`] does anything: a policy that keeps the default no-op
+    /// says false, and the engine then skips gathering the outcomes of every step.
+    fn observes(&self) -> bool {
+        true
+    }
 }
 
 /// A policy as written in a scenario's `[[policies]]` table (`kind = "..."` plus its parameters).

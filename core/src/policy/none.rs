@@ -7,6 +7,9 @@ use super::{DraftView, SpeculationPolicy};
 pub struct NoSpeculation;
 
 impl SpeculationPolicy for NoSpeculation {
+    fn observes(&self) -> bool {
+        false
+    }
     fn name(&self) -> String {
         "none".into()
     }

@@ -21,7 +21,7 @@
 
 use super::{DraftView, SpeculationPolicy};
 use crate::cost::BatchShape;
-use crate::shape::draft_token;
+use crate::shape::draft_tokens;
 use crate::time::Nanos;
 
 /// Starting running mean confidence, as in the paper.
@@ -151,24 +151,36 @@ impl SpecServe {
     fn absorb_drafted(&mut self, view: &DraftView) {
         let st = &mut self.step;
         st.draft_ns += std::mem::take(&mut st.pending_draft_ns);
-        for (i, conf) in view.confidences.iter().enumerate() {
-            while (st.drafted[i] as usize) < conf.len() {
-                let p = conf[st.drafted[i] as usize] as f64;
+        let (mut added, mut ctx_sum, mut drafted_sum) = (0u32, 0u64, 0u64);
+        let per_seq = view
+            .confidences
+            .iter()
+            .zip(view.seqs)
+            .zip(st.drafted.iter_mut())
+            .zip(st.cum.iter_mut().zip(st.sum_c.iter_mut()));
+        for (((conf, seq), drafted), (cum, sum_c)) in per_seq {
+            for &p in conf.get(*drafted as usize..).unwrap_or_default() {
+                let p = p as f64;
                 self.alpha_bar += ALPHA_BAR_WEIGHT * (p - self.alpha_bar);
-                st.cum[i] *= p;
-                st.sum_c[i] += st.cum[i];
-                st.expected += st.cum[i];
-                st.verify = st.verify.merge(
-                    view.scorer
-                        .verify_one_more(view.seqs[i].context_tokens, st.drafted[i]),
-                );
-                st.drafted[i] += 1;
+                *cum *= p;
+                *sum_c += *cum;
+                st.expected += *cum;
+                added += 1;
+                ctx_sum += seq.context_tokens as u64;
+                drafted_sum += *drafted as u64;
+                *drafted += 1;
             }
         }
+        st.verify = st
+            .verify
+            .merge(view.scorer.verify_more(added, ctx_sum, drafted_sum));
     }
 }
 
 impl SpeculationPolicy for SpecServe {
+    fn observes(&self) -> bool {
+        false
+    }
     fn name(&self) -> String {
         match (self.elimination, self.slo_aware) {
             (true, true) => "specserve".into(),
@@ -203,15 +215,23 @@ impl SpeculationPolicy for SpecServe {
             _ => view.cost.target_step(&verify_now),
         };
         let st = &self.step;
-        let mut draft_shape = BatchShape::default();
-        let mut verify_next = st.verify;
+        // Shapes from running sums (`draft_tokens`, `verify_more`): this loop runs once per sequence
+        // and draft position, and only the expected tokens need each sequence's own term, in order.
+        let (mut kept, mut ctx_sum, mut drafted_sum) = (0u32, 0u64, 0u64);
         let mut expected_next = st.expected;
-        for (i, _) in keep.iter().enumerate().filter(|(_, &k)| k) {
-            let ctx = view.seqs[i].context_tokens;
-            draft_shape = draft_shape.merge(draft_token(ctx, view.position));
-            verify_next = verify_next.merge(view.scorer.verify_one_more(ctx, st.drafted[i]));
-            expected_next += st.cum[i] * self.alpha_bar;
+        let per_seq = keep.iter().zip(view.seqs).zip(&st.cum).zip(&st.drafted);
+        for (((&k, seq), &cum), &drafted) in per_seq {
+            if k {
+                kept += 1;
+                ctx_sum += seq.context_tokens as u64;
+                drafted_sum += drafted as u64;
+                expected_next += cum * self.alpha_bar;
+            }
         }
+        let draft_shape = draft_tokens(kept, ctx_sum, view.position);
+        let verify_next = st
+            .verify
+            .merge(view.scorer.verify_more(kept, ctx_sum, drafted_sum));
         let t_draft = view.cost.draft_step(&draft_shape);
         let t_verify_next = view.cost.target_step(&verify_next);
         let t_now = (st.draft_ns + t_verify_now).max(1) as f64;
@@ -266,7 +286,16 @@ impl SpeculationPolicy for SpecServe {
             });
             e += 1.0 + sum;
         }
-        let mut eff = e / (draft_ns + view.predict_verify_ns(k) as f64).max(1.0);
+        // The plan's verification shape, kept as tail tokens are dropped (each drop takes away what
+        // verifying that one more draft added): a shape per candidate instead of a pass over the batch.
+        let mut verify = view
+            .seqs
+            .iter()
+            .zip(k.iter())
+            .fold(BatchShape::default(), |s, (q, &ki)| {
+                s.merge(view.scorer.verify_seq(q.context_tokens, ki))
+            });
+        let mut eff = e / (draft_ns + view.cost.target_step(&verify) as f64).max(1.0);
         loop {
             // The least-confident tail token over all sequences.
             let Some((i, c)) = (0..k.len())
@@ -278,10 +307,15 @@ impl SpeculationPolicy for SpecServe {
             };
             k[i] -= 1;
             let e2 = e - c;
-            let eff2 = e2 / (draft_ns + view.predict_verify_ns(k) as f64).max(1.0);
+            let shorter = verify.without(
+                view.scorer
+                    .verify_one_more(view.seqs[i].context_tokens, k[i]),
+            );
+            let eff2 = e2 / (draft_ns + view.cost.target_step(&shorter) as f64).max(1.0);
             if eff2 >= eff {
                 e = e2;
                 eff = eff2;
+                verify = shorter;
                 tails[i] = view.cumulative_confidence(i, k[i] as usize);
             } else {
                 k[i] += 1;

@@ -16,6 +16,9 @@ impl StaticK {
 }
 
 impl SpeculationPolicy for StaticK {
+    fn observes(&self) -> bool {
+        false
+    }
     fn name(&self) -> String {
         format!("static-{}", self.k)
     }

@@ -12,7 +12,7 @@ use crate::metrics::{RequestRecord, SloConfig, StepRow};
 use crate::SimError;
 use rayon::prelude::*;
 use router::{ReplicaLoad, Router};
-use specsim_core::engine::{Backend, Engine};
+use specsim_core::engine::{Backend, Engine, FinishedRequest, StepReport};
 use specsim_core::rng::stream;
 use specsim_core::time::{ns_to_secs, Nanos};
 use specsim_core::workload::{RequestSpec, Workload};
@@ -203,6 +203,80 @@ impl Slots {
     }
 }
 
+/// What both event loops (sequential and windowed) keep per replica besides its engine, and the three
+/// things they do to it: add an arrival, end a step, run the next step. Sharing them is what keeps a
+/// replica's trajectory the same in both modes.
+#[derive(Debug, Default)]
+struct ReplicaEvents {
+    slots: Slots,
+    /// Load to subtract from the replica when its in-flight step ends (requests, tokens).
+    in_flight: Option<(u32, u64)>,
+    /// A schedule event is queued.
+    schedule_pending: bool,
+}
+
+/// What one replica step produced, for the loop to book.
+struct StepDone {
+    report: StepReport,
+    /// Requests it finished and their tokens (the load they leave when the step ends).
+    finished: (u32, u64),
+    /// Σ of their decode iterations.
+    decode_steps: u64,
+}
+
+impl ReplicaEvents {
+    /// Adds an arrival to `replica` under a replica-local id. Returns whether a schedule event must be
+    /// queued at the arrival's time (the replica is idle and none is queued).
+    fn arrive(&mut self, replica: &mut Replica, mut req: RequestSpec) -> Result<bool, SimError> {
+        let id = req.id;
+        let slot = self.slots.take(id);
+        req.id = slot;
+        replica
+            .engine
+            .add_request(req)
+            .map_err(|e| relabel(e, slot, id))?;
+        let idle = self.in_flight.is_none() && !self.schedule_pending;
+        self.schedule_pending |= idle;
+        Ok(idle)
+    }
+
+    /// The in-flight step ended: returns the load it leaves (if a step was in flight); a schedule
+    /// event must be queued now.
+    fn step_ended(&mut self) -> Option<(u32, u64)> {
+        self.schedule_pending = true;
+        self.in_flight.take()
+    }
+
+    /// Runs the replica's next step at `now`, handing each request it finished to `finished` (global
+    /// id restored, in the engine's order). None when the replica had nothing to do; otherwise a step
+    /// end event must be queued at `report.end_ns`.
+    fn schedule(
+        &mut self,
+        replica: &mut Replica,
+        now: Nanos,
+        mut finished: impl FnMut(FinishedRequest) -> Result<(), SimError>,
+    ) -> Result<Option<StepDone>, SimError> {
+        self.schedule_pending = false;
+        let Some(report) = replica.engine.step(now, replica.backend.as_mut())? else {
+            return Ok(None);
+        };
+        let (mut reqs, mut tokens, mut decode_steps) = (0u32, 0u64, 0u64);
+        for mut f in replica.engine.drain_finished() {
+            reqs += 1;
+            tokens += (f.spec.prompt_tokens + f.spec.output_tokens) as u64;
+            decode_steps += f.verify_steps as u64;
+            f.spec.id = self.slots.give_back(f.spec.id)?;
+            finished(f)?;
+        }
+        self.in_flight = Some((reqs, tokens));
+        Ok(Some(StepDone {
+            report,
+            finished: (reqs, tokens),
+            decode_steps,
+        }))
+    }
+}
+
 /// The request stream's invariants, checked as requests arrive: ids `0..n` in order, arrivals sorted,
 /// lengths of at least 1.
 fn check_next(req: &RequestSpec, arrived: usize, last: Nanos) -> Result<(), SimError> {
@@ -360,10 +434,7 @@ fn simulate_sequential(
 ) -> Result<SimStats, SimError> {
     let n = replicas.len();
     let mut loads = vec![ReplicaLoad::default(); n];
-    let mut slots: Vec<Slots> = (0..n).map(|_| Slots::default()).collect();
-    // Load to subtract from a replica when its in-flight step ends.
-    let mut in_flight: Vec<Option<(u32, u64)>> = vec![None; n];
-    let mut schedule_pending = vec![false; n];
+    let mut events: Vec<ReplicaEvents> = (0..n).map(|_| ReplicaEvents::default()).collect();
     let mut heap: BinaryHeap<Reverse<(Key, usize)>> = BinaryHeap::new();
     let mut seq = 0u64;
     let mut push = |heap: &mut BinaryHeap<Reverse<(Key, usize)>>,
@@ -425,15 +496,7 @@ fn simulate_sequential(
             let r = router.route(&req, &loads, &mut rng).replica.min(n - 1);
             loads[r].outstanding += 1;
             loads[r].outstanding_tokens += (req.prompt_tokens + req.output_tokens) as u64;
-            let id = req.id;
-            let slot = slots[r].take(id);
-            req.id = slot;
-            replicas[r]
-                .engine
-                .add_request(req)
-                .map_err(|e| relabel(e, slot, id))?;
-            if in_flight[r].is_none() && !schedule_pending[r] {
-                schedule_pending[r] = true;
+            if events[r].arrive(&mut replicas[r], req)? {
                 push(&mut heap, now, EventClass::Schedule, r);
             }
             continue;
@@ -445,45 +508,37 @@ fn simulate_sequential(
         now = key.time;
         match key.class {
             EventClass::StepEnd => {
-                if let Some((reqs, tokens)) = in_flight[r].take() {
+                if let Some((reqs, tokens)) = events[r].step_ended() {
                     loads[r].outstanding -= reqs;
                     loads[r].outstanding_tokens -= tokens;
                 }
-                schedule_pending[r] = true;
                 push(&mut heap, now, EventClass::Schedule, r);
             }
             EventClass::Schedule => {
-                schedule_pending[r] = false;
-                let rep = &mut replicas[r];
-                let Some(report) = rep.engine.step(now, rep.backend.as_mut())? else {
-                    continue;
-                };
-                out.preemptions += report.preempted as u64;
-                let (mut reqs, mut tokens) = (0u32, 0u64);
-                for mut f in rep.engine.drain_finished() {
-                    reqs += 1;
-                    tokens += (f.spec.prompt_tokens + f.spec.output_tokens) as u64;
-                    out.decode_steps += f.verify_steps as u64;
-                    f.spec.id = slots[r].give_back(f.spec.id)?;
+                let done = events[r].schedule(&mut replicas[r], now, |f| {
                     if opts.concurrency.is_some() {
                         released.push(Reverse(f.finish_ns));
                     }
                     let rec = RequestRecord::from_finished(&f, r as u32, policy, slo);
                     misses += usize::from(!rec.slo_met);
-                    sink.request(rec)?;
                     out.finished += 1;
-                }
-                if reqs > 0 {
+                    sink.request(rec)
+                })?;
+                let Some(done) = done else {
+                    continue;
+                };
+                out.preemptions += done.report.preempted as u64;
+                out.decode_steps += done.decode_steps;
+                if done.finished.0 > 0 {
                     if let Some(p) = opts.progress {
                         p(out.finished, total);
                     }
                 }
-                in_flight[r] = Some((reqs, tokens));
-                let end_ns = report.end_ns;
+                let end_ns = done.report.end_ns;
                 if opts.record_steps {
                     sink.step(StepRow {
                         replica: r as u32,
-                        report,
+                        report: done.report,
                     })?;
                 }
                 push(&mut heap, end_ns, EventClass::StepEnd, r);
@@ -528,13 +583,11 @@ fn relabel(e: SimError, slot: u64, id: u64) -> SimError {
 struct Lane {
     replica: Replica,
     index: u32,
-    slots: Slots,
     /// Arrivals routed to it, not yet added (arrival order).
     queue: VecDeque<RequestSpec>,
     heap: BinaryHeap<Reverse<Key>>,
     seq: u64,
-    in_flight: Option<(u32, u64)>,
-    schedule_pending: bool,
+    state: ReplicaEvents,
     /// Load that finished since the last synchronisation (requests, tokens).
     finished_load: (u32, u64),
     done: Vec<RequestRecord>,
@@ -601,19 +654,11 @@ impl Lane {
             };
             self.events += 1;
             if take_arrival {
-                let Some(mut req) = self.queue.pop_front() else {
+                let Some(req) = self.queue.pop_front() else {
                     return Ok(());
                 };
                 let now = req.arrival_ns;
-                let id = req.id;
-                let slot = self.slots.take(id);
-                req.id = slot;
-                self.replica
-                    .engine
-                    .add_request(req)
-                    .map_err(|e| relabel(e, slot, id))?;
-                if self.in_flight.is_none() && !self.schedule_pending {
-                    self.schedule_pending = true;
+                if self.state.arrive(&mut self.replica, req)? {
                     self.push(now, EventClass::Schedule);
                 }
                 continue;
@@ -624,35 +669,28 @@ impl Lane {
             let now = key.time;
             match key.class {
                 EventClass::StepEnd => {
-                    if let Some((reqs, tokens)) = self.in_flight.take() {
+                    if let Some((reqs, tokens)) = self.state.step_ended() {
                         self.finished_load.0 += reqs;
                         self.finished_load.1 += tokens;
                     }
-                    self.schedule_pending = true;
                     self.push(now, EventClass::Schedule);
                 }
                 EventClass::Schedule => {
-                    self.schedule_pending = false;
-                    let rep = &mut self.replica;
-                    let Some(report) = rep.engine.step(now, rep.backend.as_mut())? else {
+                    let (index, done) = (self.index, &mut self.done);
+                    let step = self.state.schedule(&mut self.replica, now, |f| {
+                        done.push(RequestRecord::from_finished(&f, index, policy, slo));
+                        Ok(())
+                    })?;
+                    let Some(step) = step else {
                         continue;
                     };
-                    self.preemptions += report.preempted as u64;
-                    let (mut reqs, mut tokens) = (0u32, 0u64);
-                    for mut f in rep.engine.drain_finished() {
-                        reqs += 1;
-                        tokens += (f.spec.prompt_tokens + f.spec.output_tokens) as u64;
-                        self.decode_steps += f.verify_steps as u64;
-                        f.spec.id = self.slots.give_back(f.spec.id)?;
-                        self.done
-                            .push(RequestRecord::from_finished(&f, self.index, policy, slo));
-                    }
-                    self.in_flight = Some((reqs, tokens));
-                    let end_ns = report.end_ns;
+                    self.preemptions += step.report.preempted as u64;
+                    self.decode_steps += step.decode_steps;
+                    let end_ns = step.report.end_ns;
                     if record_steps {
                         self.steps.push(StepRow {
                             replica: self.index,
-                            report,
+                            report: step.report,
                         });
                     }
                     self.push(end_ns, EventClass::StepEnd);
@@ -695,12 +733,10 @@ fn simulate_windows(
         .map(|(i, replica)| Lane {
             replica,
             index: i as u32,
-            slots: Slots::default(),
             queue: VecDeque::new(),
             heap: BinaryHeap::new(),
             seq: 0,
-            in_flight: None,
-            schedule_pending: false,
+            state: ReplicaEvents::default(),
             finished_load: (0, 0),
             done: Vec::new(),
             steps: Vec::new(),
