@@ -315,6 +315,9 @@ pub struct AttnTable {
     pub length_col: &'static str,
     by_batch: BTreeMap<u64, Curve>,
     batches: Vec<f64>,
+    /// Sequences of the measured layout that one sequence of the asked layout counts as (1 unless
+    /// the layout was not measured; see [`AttnTable::read`]).
+    batch_factor: f64,
 }
 
 /// A head layout of the attention tables (per GPU, after tensor parallelism).
@@ -344,13 +347,34 @@ impl AttnTable {
         let dim = f64_col(&df, path, "head_dim")?;
         let kvd = str_col(&df, path, "kv_cache_dtype")?;
         let lat = f64_col(&df, path, "latency")?;
-        let mut pts: BTreeMap<u64, Vec<(f64, f64)>> = BTreeMap::new();
         let mut layouts = BTreeSet::new();
         for i in 0..lat.len() {
             layouts.insert((hq[i] as u64, hkv[i] as u64, dim[i] as u64, kvd[i].clone()));
-            if hq[i] as u64 == heads.q
-                && hkv[i] as u64 == heads.kv
-                && dim[i] as u64 == heads.dim
+        }
+        // Multi-head attention wider than the tables (Llama-2-7B: 32 query and 32 KV heads per GPU)
+        // is measured only up to a few heads: price g = q/q' sequences of the widest measured q'/q'
+        // layout dividing it — the same KV bytes and FLOPs, the kernel's grid is batch × heads.
+        let (mut want, mut batch_factor) = (heads, 1.0);
+        let exact = layouts.contains(&(heads.q, heads.kv, heads.dim, kv_dtype.to_string()));
+        if !exact && heads.q == heads.kv {
+            if let Some(l) = layouts
+                .iter()
+                .filter(|l| l.0 == l.1 && l.2 == heads.dim && l.3 == kv_dtype && heads.q % l.0 == 0)
+                .max_by_key(|l| l.0)
+            {
+                batch_factor = (heads.q / l.0) as f64;
+                want = Heads {
+                    q: l.0,
+                    kv: l.1,
+                    dim: l.2,
+                };
+            }
+        }
+        let mut pts: BTreeMap<u64, Vec<(f64, f64)>> = BTreeMap::new();
+        for i in 0..lat.len() {
+            if hq[i] as u64 == want.q
+                && hkv[i] as u64 == want.kv
+                && dim[i] as u64 == want.dim
                 && kvd[i] == kv_dtype
             {
                 pts.entry(b[i] as u64)
@@ -386,11 +410,13 @@ impl AttnTable {
                 .filter_map(|(key, v)| Curve::new(v).map(|c| (key, c)))
                 .collect(),
             batches,
+            batch_factor,
         })
     }
 
     /// Nanoseconds of one layer's attention for `batch` sequences of `length` tokens.
     pub fn ns(&self, batch: f64, length: f64, notes: &mut Notes) -> Result<f64> {
+        let batch = batch * self.batch_factor;
         let (b0, b1, t) = bracket(&self.batches, batch)
             .ok_or_else(|| CalibrateError::table(self.path.display(), "batch_size", "empty"))?;
         let reach = if t < 0.0 {

@@ -176,6 +176,17 @@ pub fn models() -> Vec<ModelSpec> {
             head_dim: Some(128),
             ..model("Qwen3-32B", 64, 5120, 64, 8, 25600, 151936, false)
         },
+        // The dense models of BLIS's vLLM ground truth (config.json of each on the Hugging Face hub).
+        model("CodeLlama-34B", 48, 8192, 64, 8, 22016, 32000, false),
+        model("Yi-34B", 60, 7168, 56, 8, 20480, 64000, false),
+        ModelSpec {
+            head_dim: Some(128),
+            ..model("Qwen3-14B", 40, 5120, 40, 8, 17408, 151936, false)
+        },
+        ModelSpec {
+            head_dim: Some(128),
+            ..model("Mistral-Nemo-12B", 40, 5120, 32, 8, 14336, 131072, false)
+        },
         model("Qwen2.5-Coder-0.5B", 24, 896, 14, 2, 4864, 151936, true),
         model("Qwen2.5-Coder-1.5B", 28, 1536, 12, 2, 8960, 151936, true),
     ]
@@ -243,5 +254,26 @@ mod tests {
             "{}",
             q.layer_params()
         );
+    }
+
+    #[test]
+    fn ground_truth_models_match_published_counts() {
+        // Published parameter counts (model cards): CodeLlama-34B 33.7 B, Yi-34B 34.4 B, Qwen3-14B
+        // 14.8 B, Mistral-Nemo 12.2 B. The catalog leaves out norms and biases (< 0.01 B).
+        for (name, billions) in [
+            ("CodeLlama-34B", 33.7),
+            ("Yi-34B", 34.4),
+            ("Qwen3-14B", 14.8),
+            ("Mistral-Nemo-12B", 12.2),
+        ] {
+            let m = find_model(name).unwrap();
+            assert!(
+                (m.total_params() / 1e9 - billions).abs() < 0.1,
+                "{name}: {}",
+                m.total_params()
+            );
+        }
+        // Mistral-Nemo's attention is narrower than its hidden size: 32 heads of 128 over 5120.
+        assert_eq!(find_model("Mistral-Nemo-12B").unwrap().q_dim(), 4096.0);
     }
 }
