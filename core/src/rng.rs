@@ -6,8 +6,9 @@ use rand::SeedableRng;
 /// The simulator's RNG: xoshiro256++, a documented, portable algorithm (same bytes on every platform).
 pub type SimRng = rand::rngs::Xoshiro256PlusPlus;
 
-/// SplitMix64 finaliser: a bijective mix of 64 bits, used to derive independent stream seeds.
-fn mix(mut z: u64) -> u64 {
+/// SplitMix64 finaliser: a bijective mix of 64 bits, used to derive independent stream seeds and to
+/// name content (prefix-block ids) portably.
+pub fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

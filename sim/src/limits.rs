@@ -144,6 +144,51 @@ pub const KEYS: &[KeyRange] = &[
         Incl(TOK),
         "tokens",
     ),
+    int("trace.shared_prefix.system_prompts", 1.0, 1e6, "groups"),
+    int(
+        "trace.shared_prefix.users_per_system_prompt",
+        1.0,
+        1e6,
+        "users",
+    ),
+    int("trace.shared_prefix.system_prompt_len", 0.0, TOK, "tokens"),
+    int(
+        "trace.shared_prefix.max_model_len",
+        2.0,
+        2.0 * TOK,
+        "tokens",
+    ),
+    int("trace.shared_prefix.block_tokens", 1.0, 65536.0, "tokens"),
+    real(
+        "trace.shared_prefix.stage_gap_s",
+        Incl(0.0),
+        Incl(SPAN),
+        "s",
+    ),
+    real(
+        "trace.shared_prefix.stages.*.rate",
+        Incl(1e-6),
+        Incl(1e6),
+        "requests/s",
+    ),
+    real(
+        "trace.shared_prefix.stages.*.duration_s",
+        Excl(0.0),
+        Incl(SPAN),
+        "s",
+    ),
+    int(
+        "trace.shared_prefix.{question_len,output_len}.{value,min,max}",
+        1.0,
+        TOK,
+        "tokens",
+    ),
+    real(
+        "trace.shared_prefix.{question_len,output_len}.{mean,std}",
+        Excl(0.0),
+        Incl(TOK),
+        "tokens",
+    ),
     // [slo]
     real("slo.{ttft_s,tpot_s,e2e_s}", Excl(0.0), Incl(1e6), "s"),
     // [cluster]

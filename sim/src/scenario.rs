@@ -507,9 +507,13 @@ impl Scenario {
             p.validate()
                 .map_err(|m| self.err(format!("policies[{i}]: {m}")))?;
         }
-        if f.trace.path.is_none() && f.trace.synthetic.is_none() && f.trace.timestamps.is_none() {
+        if f.trace.path.is_none()
+            && f.trace.synthetic.is_none()
+            && f.trace.timestamps.is_none()
+            && f.trace.shared_prefix.is_none()
+        {
             return Err(self.err(
-                "[trace]: set `path` (a trace file), `[trace.synthetic]` or `[trace.timestamps]`",
+                "[trace]: set `path` (a trace file), `[trace.synthetic]`, `[trace.timestamps]` or `[trace.shared_prefix]`",
             ));
         }
         if f.cluster.groups.is_empty() && f.cluster.replicas == 0

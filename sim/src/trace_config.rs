@@ -25,6 +25,8 @@ pub struct TraceConfig {
     /// Arrival times from a file that holds only them, with lengths drawn by seed (instead of `path`
     /// or `synthetic`).
     pub timestamps: Option<TimestampsConfig>,
+    /// inference-perf's `shared_prefix` workload under staged load (instead of `path` or `synthetic`).
+    pub shared_prefix: Option<SharedPrefixConfig>,
     /// Keep only requests arriving in `[start_s, start_s + duration_s)`, times re-based to `start_s`.
     pub start_s: Option<f64>,
     /// Window length in seconds.
@@ -85,6 +87,68 @@ pub struct TimestampsConfig {
     pub prompt: LengthConfig,
     /// Output length distribution.
     pub output: LengthConfig,
+}
+
+/// `[trace.shared_prefix]`: inference-perf's `shared_prefix` data generator under its staged load, as
+/// the BLIS, llm-d and Gateway API inference benchmarks drive vLLM. `system_prompts` groups of
+/// `users_per_system_prompt` users; each user's prompt is its group's system prompt followed by its own
+/// question, and it asks the same question every time its turn comes round (single-turn), or carries its
+/// conversation so far (`multi_turn`). Requests take users in a seeded order, cycling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedPrefixConfig {
+    /// Distinct system prompts (inference-perf's `num_unique_system_prompts` / `num_groups`).
+    pub system_prompts: u32,
+    /// Users per system prompt (`num_users_per_system_prompt` / `num_prompts_per_group`).
+    pub users_per_system_prompt: u32,
+    /// System prompt length, tokens.
+    pub system_prompt_len: u32,
+    /// Question length per user, drawn once per user.
+    pub question_len: LengthConfig,
+    /// Output length per user, drawn once per user (the client sends `ignore_eos`).
+    pub output_len: LengthConfig,
+    /// Each turn's prompt carries the user's conversation so far (`enable_multi_turn_chat`).
+    #[serde(default)]
+    pub multi_turn: bool,
+    /// vLLM's `--max-model-len`: with `multi_turn`, the oldest turns are dropped until prompt + output +
+    /// 200 tokens fit, as inference-perf trims history. Required with `multi_turn`.
+    pub max_model_len: Option<u32>,
+    /// Tokens per prefix block id written for the prefix cache (vLLM's default block size).
+    #[serde(default = "default_block_tokens")]
+    pub block_tokens: u32,
+    /// How arrivals are spread within a stage.
+    #[serde(default)]
+    pub load: StageLoad,
+    /// The load stages, run one after another.
+    pub stages: Vec<LoadStage>,
+    /// Idle time between stages, seconds (inference-perf's `interval`).
+    #[serde(default)]
+    pub stage_gap_s: f64,
+}
+
+fn default_block_tokens() -> u32 {
+    16
+}
+
+/// One load stage: `rate` requests per second for `duration_s` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadStage {
+    /// Requests per second.
+    pub rate: f64,
+    /// Stage length, seconds.
+    pub duration_s: f64,
+}
+
+/// inference-perf's load types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum StageLoad {
+    /// Exactly `⌊rate × duration⌋` requests, exponential gaps scaled to sum to the duration.
+    #[default]
+    Constant,
+    /// A Poisson count each second, spread over the second as `constant` spreads a stage.
+    Poisson,
 }
 
 fn default_timestamp_column() -> String {

@@ -62,7 +62,7 @@ pub fn header(format: OutputFormat) -> &'static str {
     }
 }
 
-/// Appends one request in `format` (newline included), exactly as [`write`] renders it.
+/// Appends one request in `format` (newline included), exactly as [`write()`] renders it.
 pub fn push_row(
     s: &mut String,
     format: OutputFormat,

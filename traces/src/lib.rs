@@ -26,7 +26,10 @@
 //! 2. [`transform`]: the `[trace]` transformations, in a fixed, documented order.
 //! 3. [`synth`]: arrival processes (Poisson, Gamma with CV, MMPP bursts, diurnal) and length
 //!    distributions (fixed, uniform, lognormal, empirical from any trace).
-//! 4. [`load_workload`] ([`load`]) ties them together; [`stats`], [`convert`] and [`length_spec`] serve
+//! 4. [`shared_prefix`]: inference-perf's `shared_prefix` users and staged load, the traffic of the
+//!    published vLLM benchmarks, with the prefix-block ids a prefix cache needs; [`timestamps`]:
+//!    arrivals from a timestamp-only file with lengths drawn by seed.
+//! 5. [`load_workload`] ([`load`]) ties them together; [`stats`], [`convert`] and [`length_spec`] serve
 //!    `specsim trace stats|convert|synth`.
 //!
 //! ## Formats
@@ -63,6 +66,7 @@ pub mod length_spec;
 pub mod load;
 pub mod paths;
 pub mod read;
+pub mod shared_prefix;
 pub mod stats;
 pub mod stream;
 pub mod synth;

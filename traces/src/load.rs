@@ -2,10 +2,12 @@
 
 use crate::read::read_trace;
 use crate::trace::{rows_to_workload, PrefixBlocks, Skipped};
-use crate::{paths, synth, timestamps, transform, Format, TraceError};
+use crate::{paths, shared_prefix, synth, timestamps, transform, Format, TraceError};
 use specsim_core::workload::Workload;
 use specsim_sim::limits;
-use specsim_sim::trace_config::{ArrivalConfig, LengthConfig, SyntheticConfig, TraceConfig};
+use specsim_sim::trace_config::{
+    ArrivalConfig, LengthConfig, SharedPrefixConfig, StageLoad, SyntheticConfig, TraceConfig,
+};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -96,7 +98,26 @@ pub fn load_workload(
                 .into(),
         ));
     }
+    if cfg.shared_prefix.is_some()
+        && (cfg.path.is_some()
+            || cfg.synthetic.is_some()
+            || cfg.format.is_some()
+            || cfg.timestamps.is_some())
+    {
+        return Err(TraceError::Config(
+            "`[trace.shared_prefix]` brings its own arrivals and lengths: set it without `path`, \
+             `format`, `[trace.synthetic]` or `[trace.timestamps]`"
+                .into(),
+        ));
+    }
     let (mut rows, mut categories, prefix) = match (&cfg.path, &cfg.synthetic) {
+        (None, None) if cfg.shared_prefix.is_some() => {
+            let sp = cfg.shared_prefix.as_ref().expect("checked");
+            let g = shared_prefix::generate(sp, base_dir, seed)?;
+            report.rows_read = g.rows.len() as u64;
+            report.synthetic = Some(describe_shared_prefix(sp));
+            (g.rows, Vec::new(), Some(g.prefix))
+        }
         (None, None) if cfg.timestamps.is_some() => {
             let ts = cfg.timestamps.as_ref().expect("checked");
             let (rows, path, warnings) = timestamps::timestamp_rows(ts, base_dir, seed)?;
@@ -218,6 +239,29 @@ pub fn describe(s: &SyntheticConfig) -> String {
         s.rate,
         len(&s.prompt),
         len(&s.output)
+    )
+}
+
+/// One line describing a shared-prefix workload.
+pub fn describe_shared_prefix(s: &SharedPrefixConfig) -> String {
+    let stages: Vec<String> = s
+        .stages
+        .iter()
+        .map(|st| format!("{} req/s × {} s", st.rate, st.duration_s))
+        .collect();
+    let load = match s.load {
+        StageLoad::Constant => "constant",
+        StageLoad::Poisson => "poisson",
+    };
+    format!(
+        "shared prefix: {} system prompts × {} users, system {} / question {} / output {} tokens{}, {load} load {}",
+        s.system_prompts,
+        s.users_per_system_prompt,
+        s.system_prompt_len,
+        length_label(&s.question_len),
+        length_label(&s.output_len),
+        if s.multi_turn { ", multi-turn" } else { "" },
+        stages.join(", then ")
     )
 }
 
