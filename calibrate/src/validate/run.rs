@@ -5,14 +5,15 @@
 //! - KV blocks from `gpu_memory_utilization` as vLLM computes them ([`VllmMemory`]);
 //! - step costs composed from the operator tables of the run's GPU at its TP (vLLM 0.14.0 tables for a
 //!   v0.15.1 server), no step overhead, nothing fitted;
-//! - the workload from the published spec: constant-rate stages, every prompt the system prompt plus
-//!   the question, every output exactly `output_len` tokens (`ignore_eos`) — or, with
-//!   [`WorkloadSource::Replay`], the run's own send times and prompt lengths.
+//! - the workload from the published spec through inference-perf's `shared_prefix` generator (the
+//!   traces crate): constant-load stages, every prompt the system prompt plus the question, every
+//!   output exactly `output_len` tokens (`ignore_eos`) — or, with [`WorkloadSource::Replay`], the
+//!   run's own send times and prompt lengths.
 //!
 //! Not modelled, and said so in the report: CPU offload (`--cpu-offload-gb`), prefix caching (the
 //! engine core has none yet), client timeouts (the 4-rps reasoning runs lost requests to them).
 
-use super::folder::{read_replay, Experiment};
+use super::folder::{read_replay, Experiment, ReplayData, SharedPrefix};
 use super::metrics::{by_stage, Outcome};
 use super::{Failure, Key, Skipped};
 use crate::ops::{catalog_model, profile_from_ops, OpsGrid, OpsOptions};
@@ -31,7 +32,9 @@ use specsim_sim::cluster::{simulate, Replica, SimOptions};
 use specsim_sim::metrics::SloConfig;
 use specsim_sim::simulated::SimBackend;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use specsim_sim::trace_config::{LengthConfig, LoadStage, SharedPrefixConfig, StageLoad};
+use specsim_traces::shared_prefix::shared_prefix_workload;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// Served models (Hugging Face id) and their catalog names; `None` with the reason it is not run.
@@ -251,44 +254,26 @@ impl Validator {
                 format!("{} does not fit on {} × {}", t.model.name, e.tp, t.gpu),
             )
         })?;
-        let prompt = sp.system_len + sp.question_len;
         let replay = match (source, &e.replay) {
             (WorkloadSource::Replay, Some(p)) => Some(read_replay(p)?),
             _ => None,
         };
-        // (send s, prompt, counted output tokens or None for a failed request) in send order.
-        let mut reqs: Vec<(f64, u32, Option<f64>)> = match &replay {
-            Some(r) => {
-                let mut ok = r.outcomes.iter();
-                r.requests
-                    .iter()
-                    .map(|&(t, p, failed)| {
-                        let counted = if failed {
-                            None
-                        } else {
-                            ok.next().map(|o| o.output_tokens)
-                        };
-                        (t, if p == 0 { prompt } else { p }, counted)
-                    })
-                    .collect()
+        // The output-token count each request's metrics use, by request id (None: failed, not counted).
+        let (w, counted) = match &replay {
+            Some(r) => replay_workload(r, &sp),
+            None => {
+                let w = spec_workload(e, &sp)?;
+                let counted = vec![Some(sp.output_len as f64); w.len()];
+                (w, counted)
             }
-            None => spec_arrivals(&e.stages)
-                .into_iter()
-                .map(|t| (t, prompt, Some(sp.output_len as f64)))
-                .collect(),
         };
-        reqs.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let mut w = Workload::default();
-        for &(t, p, _) in &reqs {
-            w.push((t * 1e9).round() as u64, p, sp.output_len, None);
-        }
         let cost = self.cost(&t, e.tp)?;
         let out = simulate_vllm(cost, kv_blocks, e, &w)?;
         let outcomes: Vec<Outcome> = out
             .records
             .iter()
             .filter_map(|r| {
-                let counted = reqs.get(r.id as usize)?.2?;
+                let counted = (*counted.get(r.id as usize)?)?;
                 Some(Outcome {
                     arrival_s: r.arrival_s,
                     ttft_s: r.ttft_s,
@@ -314,16 +299,65 @@ impl Validator {
     }
 }
 
-/// Send times of constant-rate stages: stage i sends `rate × duration` requests, one every 1/rate s.
-pub fn spec_arrivals(stages: &[super::metrics::Stage]) -> Vec<f64> {
-    let mut out = Vec::new();
-    let mut start = 0.0;
-    for s in stages {
-        let n = (s.rate_per_s * s.duration_s).round() as u64;
-        out.extend((0..n).map(|k| start + k as f64 / s.rate_per_s));
-        start += s.duration_s;
+/// The workload of the published spec: inference-perf's `shared_prefix` generator (the traces
+/// crate) with every prompt's prefix-block ids, constant load stages, seed 0.
+///
+/// Single-turn although the profiles say `enable_multi_turn_chat: true`: the runs used the
+/// `completion` API, and their recorded prompt lengths do not grow over a run (Llama-2-7B codegen:
+/// 580–604 tokens over 9,000 requests), so no conversation history was sent.
+fn spec_workload(e: &Experiment, sp: &SharedPrefix) -> Result<Workload> {
+    let cfg = SharedPrefixConfig {
+        system_prompts: sp.groups,
+        users_per_system_prompt: sp.users_per_group,
+        system_prompt_len: sp.system_len,
+        question_len: LengthConfig::Fixed {
+            value: sp.question_len,
+        },
+        output_len: LengthConfig::Fixed {
+            value: sp.output_len,
+        },
+        multi_turn: false,
+        max_model_len: Some(e.max_model_len),
+        block_tokens: 16,
+        load: StageLoad::Constant,
+        stages: e
+            .stages
+            .iter()
+            .map(|s| LoadStage {
+                rate: s.rate_per_s,
+                duration_s: s.duration_s,
+            })
+            .collect(),
+        stage_gap_s: 0.0,
+    };
+    shared_prefix_workload(&cfg, Path::new("."), 0)
+        .map_err(|err| CalibrateError::table(&e.name, "shared_prefix", err.to_string()))
+}
+
+/// The run's own requests: send times and prompt lengths as recorded (a failed request, recorded
+/// with 0 prompt tokens, gets the spec's), every output `output_len` tokens (`ignore_eos`); metrics
+/// count the client's recorded output tokens, as the ground truth does.
+fn replay_workload(r: &ReplayData, sp: &SharedPrefix) -> (Workload, Vec<Option<f64>>) {
+    let mut ok = r.outcomes.iter();
+    let mut reqs: Vec<(f64, u32, Option<f64>)> = r
+        .requests
+        .iter()
+        .map(|&(t, p, failed)| {
+            let counted = if failed {
+                None
+            } else {
+                ok.next().map(|o| o.output_tokens)
+            };
+            let prompt = if p == 0 { sp.system_len + sp.question_len } else { p };
+            (t, prompt, counted)
+        })
+        .collect();
+    reqs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut w = Workload::default();
+    for &(t, p, _) in &reqs {
+        w.push((t * 1e9).round() as u64, p, sp.output_len, None);
     }
-    out
+    (w, reqs.into_iter().map(|r| r.2).collect())
 }
 
 fn simulate_vllm(
