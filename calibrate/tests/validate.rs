@@ -4,7 +4,7 @@
 
 use specsim_calibrate::validate::folder::{read_folder, read_replay, replay_metrics};
 use specsim_calibrate::validate::metrics::Metric;
-use specsim_calibrate::validate::run::{Validator, WorkloadSource};
+use specsim_calibrate::validate::run::{RunOptions, Validator, WorkloadSource};
 use std::fs;
 use std::path::Path;
 
@@ -192,7 +192,11 @@ fn llama2_7b_codegen_runs_with_vllms_kv_size() {
         .iter()
         .find(|e| e.name == "20260217-155451-llama-2-7b-tp1-codegen")
         .unwrap();
-    let p = Validator::new(aic).run(e, WorkloadSource::Spec).unwrap();
+    let opts = RunOptions {
+        source: WorkloadSource::Spec,
+        approx_prefix_cache: false,
+    };
+    let p = Validator::new(aic).run(e, opts).unwrap();
     // vLLM logged 7462 blocks for this run; the memory rule gives 7463 (hand-worked in core's kv.rs).
     assert_eq!(p.kv_blocks, 7463);
     // Every measured (stage, metric) gets a prediction; 5 + 10 req/s over 600 s each is light load

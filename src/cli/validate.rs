@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use specsim_calibrate::validate::folder::read_folder;
 use specsim_calibrate::validate::metrics::Metric;
 use specsim_calibrate::validate::report::{rows, to_csv, MarkdownReport, Row};
-use specsim_calibrate::validate::run::{Validator, WorkloadSource};
+use specsim_calibrate::validate::run::{RunOptions, Validator, WorkloadSource};
 use specsim_calibrate::validate::Failure;
 use specsim_plots::{Chart, Figure, Series, SeriesKind};
 use std::path::{Path, PathBuf};
@@ -28,6 +28,11 @@ pub struct ValidateArgs {
     /// or `replay` (the run's own send times and prompt lengths where the folder has per-request data).
     #[arg(long, value_enum, default_value_t = Source::Spec)]
     pub workload: Source,
+    /// Stand in for vLLM's prefix caching (on in every BLIS run) by charging prefill only for the
+    /// prompt blocks no earlier request had (the engine core has no prefix cache yet; see
+    /// docs/VALIDATION.md for what this leaves out).
+    #[arg(long)]
+    pub approx_prefix_cache: bool,
 }
 
 /// `--workload`.
@@ -42,9 +47,12 @@ pub enum Source {
 /// Runs `specsim validate`.
 pub fn run(a: ValidateArgs) -> Result<()> {
     let gt = read_folder(&a.dir).with_context(|| format!("reading {}", a.dir.display()))?;
-    let source = match a.workload {
-        Source::Spec => WorkloadSource::Spec,
-        Source::Replay => WorkloadSource::Replay,
+    let opts = RunOptions {
+        source: match a.workload {
+            Source::Spec => WorkloadSource::Spec,
+            Source::Replay => WorkloadSource::Replay,
+        },
+        approx_prefix_cache: a.approx_prefix_cache,
     };
     let mut validator = Validator::new(a.ops.clone());
     let mut failures = gt.failures.clone();
@@ -60,7 +68,7 @@ pub fn run(a: ValidateArgs) -> Result<()> {
         match Validator::check(e) {
             Err(f) => failures.push(f),
             Ok(Some(s)) => skipped.push(s),
-            Ok(None) => match validator.run(e, source) {
+            Ok(None) => match validator.run(e, opts) {
                 Ok(p) => predictions.push(p),
                 Err(err) => failures.push(Failure {
                     experiment: e.name.clone(),
