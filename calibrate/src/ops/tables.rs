@@ -359,7 +359,9 @@ impl AttnTable {
         if !exact && heads.q == heads.kv {
             if let Some(l) = layouts
                 .iter()
-                .filter(|l| l.0 == l.1 && l.2 == heads.dim && l.3 == kv_dtype && heads.q % l.0 == 0)
+                .filter(|l| {
+                    l.0 == l.1 && l.2 == heads.dim && l.3 == kv_dtype && heads.q.is_multiple_of(l.0)
+                })
                 .max_by_key(|l| l.0)
             {
                 batch_factor = (heads.q / l.0) as f64;

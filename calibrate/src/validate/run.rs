@@ -63,8 +63,14 @@ pub const MODELS: [(&str, std::result::Result<&str, &str>); 13] = [
 const MOE: &str = "mixture-of-experts model: the profile composer prices dense MLPs only \
                    (moe_perf.parquet is not wired into calibrate --from-ops yet)";
 
-/// Hardware labels of the ground truth: catalog GPU and the memory the driver reports (MiB).
-const GPUS: [(&str, std::result::Result<(&str, f64), &str>); 3] = [
+/// A hardware label's catalog GPU and the memory the driver reports (MiB), or why it cannot run.
+type GpuEntry = (
+    &'static str,
+    std::result::Result<(&'static str, f64), &'static str>,
+);
+
+/// Hardware labels of the ground truth.
+const GPUS: [GpuEntry; 3] = [
     ("H100", Ok(("H100-SXM", 81_559.0))),
     ("A100-80GB", Ok(("A100-80G", 81_920.0))),
     (

@@ -139,7 +139,7 @@ impl VllmMemory {
     /// KV blocks of the replica, or None when not even one block fits.
     pub fn kv_blocks(&self) -> Option<u32> {
         let per_block = self.kv_bytes_per_token_per_gpu() * self.block_size as f64;
-        if !(per_block > 0.0) {
+        if per_block.is_nan() || per_block <= 0.0 {
             return None;
         }
         let blocks = (self.kv_budget_bytes() / per_block).floor();
