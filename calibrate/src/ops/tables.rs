@@ -320,6 +320,9 @@ pub struct AttnTable {
     batch_factor: f64,
 }
 
+/// Most sequences of a narrower measured multi-head layout one sequence may be priced as.
+const MAX_HEAD_GROUPS: u64 = 8;
+
 /// A head layout of the attention tables (per GPU, after tensor parallelism).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Heads {
@@ -353,14 +356,19 @@ impl AttnTable {
         }
         // Multi-head attention wider than the tables (Llama-2-7B: 32 query and 32 KV heads per GPU)
         // is measured only up to a few heads: price g = q/q' sequences of the widest measured q'/q'
-        // layout dividing it — the same KV bytes and FLOPs, the kernel's grid is batch × heads.
+        // layout dividing it — the same KV bytes and FLOPs, the kernel's grid is batch × heads — as
+        // long as that layout is not much narrower (at most MAX_HEAD_GROUPS sequences per sequence).
         let (mut want, mut batch_factor) = (heads, 1.0);
         let exact = layouts.contains(&(heads.q, heads.kv, heads.dim, kv_dtype.to_string()));
         if !exact && heads.q == heads.kv {
             if let Some(l) = layouts
                 .iter()
                 .filter(|l| {
-                    l.0 == l.1 && l.2 == heads.dim && l.3 == kv_dtype && heads.q.is_multiple_of(l.0)
+                    l.0 == l.1
+                        && l.2 == heads.dim
+                        && l.3 == kv_dtype
+                        && heads.q.is_multiple_of(l.0)
+                        && heads.q / l.0 <= MAX_HEAD_GROUPS
                 })
                 .max_by_key(|l| l.0)
             {
