@@ -207,3 +207,38 @@ fn llama2_7b_codegen_runs_with_vllms_kv_size() {
     let e2e = p.predicted[&(-1, Metric::E2eMean)];
     assert!((1000.0..4000.0).contains(&e2e), "{e2e}");
 }
+
+#[test]
+fn moe_table_prices_mixtral_sharded_over_tp() {
+    use specsim_calibrate::ops::tables::{MoeTable, Notes};
+    let Some(aic) = common::shared_gpu("aiconfigurator") else {
+        eprintln!("skipped: shared/gpu/aiconfigurator not found (set SPECSIM_SHARED)");
+        return;
+    };
+    let path = |gpu: &str| {
+        aic.join("aic-core/src/aiconfigurator_core/systems/data")
+            .join(gpu)
+            .join("moe/vllm/0.14.0/moe_perf.parquet")
+    };
+    let shape = (4096, 14336, 8, 2);
+    let mut notes = Notes::new();
+    // Sharding the experts' width over 2 GPUs halves the weights and FLOPs per GPU: the TP-2 layer is
+    // measured faster than the whole one at every size.
+    let h1 = MoeTable::read(&path("h100_sxm"), shape, "bfloat16", 1).unwrap();
+    let h2 = MoeTable::read(&path("h100_sxm"), shape, "bfloat16", 2).unwrap();
+    for tokens in [1.0, 64.0, 2048.0] {
+        let (a, b) = (h1.ns(tokens, &mut notes), h2.ns(tokens, &mut notes));
+        assert!(b > 0.0 && b < a, "{tokens} tokens: TP1 {a} ns, TP2 {b} ns");
+    }
+    // More tokens route to more experts: the layer never gets cheaper with more tokens.
+    assert!(h1.ns(2048.0, &mut notes) > h1.ns(1.0, &mut notes));
+    // A shape the table does not hold names what it looked for.
+    let err = MoeTable::read(&path("h100_sxm"), (4096, 999, 8, 2), "bfloat16", 2)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("moe_perf.parquet") && err.contains("4096×999"),
+        "{err}"
+    );
+}

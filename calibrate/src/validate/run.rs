@@ -51,17 +51,17 @@ pub const MODELS: [(&str, std::result::Result<&str, &str>); 13] = [
         Ok("Mistral-Nemo-12B"),
     ),
     ("01-ai/Yi-34B", Ok("Yi-34B")),
-    ("mistralai/Mixtral-8x7B-v0.1", Err(MOE)),
-    ("mistralai/Mixtral-8x22B-Instruct-v0.1", Err(MOE)),
-    ("mistralai/Mixtral-8x22B-v0.1", Err(MOE)),
+    ("mistralai/Mixtral-8x7B-v0.1", Ok("Mixtral-8x7B")),
+    ("mistralai/Mixtral-8x22B-Instruct-v0.1", Ok("Mixtral-8x22B")),
+    ("mistralai/Mixtral-8x22B-v0.1", Ok("Mixtral-8x22B")),
     (
         "RedHatAI/Llama-4-Scout-17B-16E-Instruct-FP8-dynamic",
         Err(MOE),
     ),
 ];
 
-const MOE: &str = "mixture-of-experts model: the profile composer prices dense MLPs only \
-                   (moe_perf.parquet is not wired into calibrate --from-ops yet)";
+const MOE: &str = "Llama-4-Scout (16 experts top 1 plus a shared expert, MoE in alternate layers, \
+                   FP8) is not in the catalog";
 
 /// A hardware label's catalog GPU and the memory the driver reports (MiB), or why it cannot run.
 type GpuEntry = (
