@@ -161,7 +161,7 @@ fn metric_definitions_reproduce_the_ground_truths_numbers() {
         let ours = replay_metrics(&data, &e.stages);
         for (k, measured) in &e.measured {
             let Some(v) = ours.get(k) else { continue };
-            // Error records (4 experiments) and stage files (7 runs) were computed by others from the
+            // Error records (7 experiments) and stage files (7 runs) were computed by others from the
             // same requests: the definitions in metrics.rs must give their numbers. Percentiles and
             // the itl_mean ratio of means agree to rounding.
             assert!(
