@@ -195,6 +195,14 @@ impl DraftKvMirror {
         shape
     }
 
+    /// A new sequence starts with its first `tokens` tokens in the draft cache: a prefix-cache hit,
+    /// whose blocks hold the draft model's KV beside the target's (one block table for both, as vLLM V1
+    /// allocates them), so the draft's catch-up starts after them.
+    pub fn prefix_cached(&mut self, seq: SeqId, tokens: u32) {
+        let i = self.slot(seq);
+        self.kv[i] = self.kv[i].max(tokens);
+    }
+
     /// A verification of a sequence at target context `context_tokens` accepted `accepted` drafts.
     pub fn verified(&mut self, seq: SeqId, context_tokens: u32, accepted: u32) {
         let i = self.slot(seq);

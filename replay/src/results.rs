@@ -106,6 +106,7 @@ pub fn record_of(r: &RequestResult, policy: &str, slo: &SloConfig) -> RequestRec
         replica: 0,
         policy: policy.to_string(),
         error,
+        cached_tokens: None,
     }
 }
 

@@ -149,6 +149,8 @@ impl ServeConfig {
                 block_size,
                 kv_blocks: Some(kv_blocks),
                 max_num_seqs: self.max_num_seqs,
+                // The live backend cannot share KV blocks between requests (the driver refuses it).
+                prefix_caching: false,
                 ..EngineConfig::default()
             },
             policy: self.policy.with_prior_confidence(prior),

@@ -576,6 +576,7 @@ async fn start_engine_logged(
             block_size: 16,
             kv_blocks: Some(64),
             max_num_seqs: 8,
+            prefix_caching: false,
             ..EngineConfig::default()
         },
         policy: PolicyConfig::from_name(policy).expect("policy"),
@@ -861,6 +862,7 @@ async fn engine_failure_fails_requests_and_health_turns_503() {
         engine: EngineConfig {
             block_size: 16,
             kv_blocks: Some(64),
+            prefix_caching: false,
             ..EngineConfig::default()
         },
         policy: PolicyConfig::None,
@@ -899,6 +901,37 @@ async fn engine_failure_fails_requests_and_health_turns_503() {
         (status, v["error"]["code"].as_str()),
         (503, Some("unavailable"))
     );
+}
+
+#[test]
+fn the_live_engine_refuses_prefix_caching_naming_the_key() {
+    // The live backend cannot share KV blocks between requests: an engine configured to cache
+    // prefixes is refused before it starts, so no prefix-cache hit is ever booked without being taken.
+    let config = DriverConfig {
+        draft_model: false,
+        step_log: None,
+        engine: EngineConfig {
+            block_size: 16,
+            kv_blocks: Some(64),
+            prefix_caching: true,
+            ..EngineConfig::default()
+        },
+        policy: PolicyConfig::None,
+        max_in_flight: 4,
+        eos_ids: vec![],
+        tpot_slo_ns: None,
+    };
+    let refused = spawn_engine(
+        config,
+        Arc::new(default_cost()),
+        FailingBackend,
+        Arc::new(Metrics::default()),
+    );
+    let e = refused
+        .err()
+        .expect("prefix caching is refused")
+        .to_string();
+    assert!(e.contains("engine.prefix_caching"), "{e}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

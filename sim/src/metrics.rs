@@ -67,6 +67,11 @@ pub struct RequestRecord {
     /// whatever was measured (NaN elsewhere) and are left out of [`Summary::from_records`]' statistics.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Prompt tokens found in the prefix cache (vLLM's `num_cached_tokens`), for `summary.json`'s hit
+    /// rate; `None` when the engine does not cache prefixes or the request carries no prefix identity.
+    /// Not a `requests.csv` column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_tokens: Option<u32>,
 }
 
 impl RequestRecord {
@@ -97,6 +102,7 @@ impl RequestRecord {
             replica,
             policy: policy.to_string(),
             error: None,
+            cached_tokens: f.cached_tokens,
         }
     }
 }
@@ -222,6 +228,7 @@ pub fn parse_requests_csv(text: &str, origin: &str) -> Result<Vec<RequestRecord>
                 .map(|e| e.trim())
                 .filter(|e| !e.is_empty())
                 .map(str::to_string),
+            cached_tokens: None,
         });
     }
     Ok(out)
@@ -357,6 +364,48 @@ pub struct Summary {
     /// that finished before it stopped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub partial: Option<String>,
+    /// Prefix caching, when the engine cached prefixes and the requests carried prefix identity
+    /// (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix_cache: Option<PrefixCacheStats>,
+}
+
+/// Prefix-cache hits over the finished requests that carried prefix identity, in tokens, as vLLM
+/// counts `prefix_cache_hits` / `prefix_cache_queries` (each request once, at its first admission).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PrefixCacheStats {
+    /// Prompt tokens of those requests.
+    pub prompt_tokens: u64,
+    /// Of those, found cached (their prefill skipped).
+    pub cached_tokens: u64,
+    /// cached_tokens / prompt_tokens (0 with no prompt tokens).
+    pub hit_rate: f64,
+}
+
+impl PrefixCacheStats {
+    /// Totals of (prompt tokens, cached tokens) pairs; `None` when there are none.
+    fn of(rows: impl Iterator<Item = (u32, u32)>) -> Option<Self> {
+        let mut any = false;
+        let (mut prompt, mut cached) = (0u64, 0u64);
+        for (p, c) in rows {
+            any = true;
+            prompt += p as u64;
+            cached += c as u64;
+        }
+        any.then(|| PrefixCacheStats::from_totals(prompt, cached))
+    }
+
+    fn from_totals(prompt_tokens: u64, cached_tokens: u64) -> Self {
+        PrefixCacheStats {
+            prompt_tokens,
+            cached_tokens,
+            hit_rate: if prompt_tokens > 0 {
+                cached_tokens as f64 / prompt_tokens as f64
+            } else {
+                0.0
+            },
+        }
+    }
 }
 
 impl Summary {
@@ -441,6 +490,10 @@ impl Summary {
             slo: *slo,
             percentiles: None,
             partial: None,
+            prefix_cache: PrefixCacheStats::of(
+                rows.iter()
+                    .filter_map(|r| Some((r.prompt_tokens, r.cached_tokens?))),
+            ),
         }
     }
 }
@@ -597,6 +650,8 @@ pub struct SummaryAcc {
     ttft: LatencyAcc,
     tpot: LatencyAcc,
     e2e: LatencyAcc,
+    /// Prompt and cached tokens of rows with `cached_tokens`, if any.
+    prefix: Option<(u64, u64)>,
 }
 
 impl SummaryAcc {
@@ -616,6 +671,7 @@ impl SummaryAcc {
             ttft: LatencyAcc::new(exact_limit),
             tpot: LatencyAcc::new(exact_limit),
             e2e: LatencyAcc::new(exact_limit),
+            prefix: None,
         }
     }
 
@@ -638,6 +694,11 @@ impl SummaryAcc {
             self.tpot.add(r.tpot_s);
         }
         self.e2e.add(r.e2e_s);
+        if let Some(c) = r.cached_tokens {
+            let (p, h) = self.prefix.get_or_insert((0, 0));
+            *p += r.prompt_tokens as u64;
+            *h += c as u64;
+        }
     }
 
     /// Requests added.
@@ -693,6 +754,9 @@ impl SummaryAcc {
             slo: self.slo,
             percentiles: (!exact).then(sketch_description),
             partial: None,
+            prefix_cache: self
+                .prefix
+                .map(|(p, c)| PrefixCacheStats::from_totals(p, c)),
         }
     }
 }
@@ -832,6 +896,7 @@ mod tests {
             replica: 1,
             policy: "static-3".into(),
             error: None,
+            cached_tokens: None,
         };
         let text = requests_csv(std::slice::from_ref(&r));
         assert!(!text.contains("error"));

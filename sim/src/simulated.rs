@@ -137,6 +137,15 @@ impl Backend for SimBackend {
         }
     }
 
+    fn reuse_prefix(&mut self, seq: SeqId, tokens: u32) -> Result<(), SimError> {
+        // The target's cached KV needs nothing here: the prefill item starts after it and its
+        // attention reads it as context. The draft's share of the blocks spares its catch-up.
+        if let Some(m) = self.draft_kv.as_mut() {
+            m.prefix_cached(seq, tokens);
+        }
+        Ok(())
+    }
+
     fn lookahead(&mut self, items: &[DraftItem], k_max: u32) -> Option<Vec<u32>> {
         let mut runs = Vec::with_capacity(items.len());
         for it in items {

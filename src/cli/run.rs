@@ -230,6 +230,16 @@ pub fn comparison_table(runs: &[(String, Summary)]) -> String {
             m.mean_accepted_length
         );
     }
+    for (name, m) in runs {
+        if let Some(p) = &m.prefix_cache {
+            s += &format!(
+                "{name}: prefix cache hit rate {:.2} % ({} of {} prompt tokens cached)\n",
+                p.hit_rate * 100.0,
+                p.cached_tokens,
+                p.prompt_tokens
+            );
+        }
+    }
     s
 }
 

@@ -79,4 +79,4 @@ pub use format::Format;
 pub use load::{load_workload, LoadReport, LoadedWorkload};
 pub use read::{read_trace, read_trace_bytes};
 pub use stats::TraceStats;
-pub use trace::{PrefixBlocks, RawTrace, Row};
+pub use trace::{prompt_prefix, PrefixBlocks, RawTrace, Row};

@@ -10,8 +10,9 @@
 //! ([`crate::load_workload`]). A streamed workload has exactly the requests the loaded one has.
 
 use crate::format::Format;
+use crate::read::mooncake::MOONCAKE_BLOCK_TOKENS;
 use crate::synth::SynthIter;
-use crate::trace::Row;
+use crate::trace::{prompt_prefix, Row};
 use crate::transform::clip;
 use crate::{paths, TraceError};
 use specsim_core::time::Nanos;
@@ -181,12 +182,12 @@ pub fn open_stream(
         ));
     }
     let tr = RowTransforms::new(cfg)?;
-    let (rows, len): (Box<dyn Iterator<Item = Result<Row, TraceError>> + Send>, _) = match (
+    let (rows, len): (Box<dyn Iterator<Item = RowResult> + Send>, _) = match (
         &cfg.path,
         &cfg.synthetic,
     ) {
         (None, Some(s)) => (
-            Box::new(SynthIter::new(s, base_dir, seed)?),
+            Box::new(SynthIter::new(s, base_dir, seed)?.map(|r| r.map(|r| (r, None)))),
             Some(s.requests),
         ),
         (Some(p), None) => {
@@ -194,7 +195,7 @@ pub fn open_stream(
             let format = file_format(&path, cfg)?;
             let file = File::open(&path).map_err(|e| TraceError::io(&path, e))?;
             let reader = BufReader::with_capacity(1 << 16, file);
-            let rows: Box<dyn Iterator<Item = Result<Row, TraceError>> + Send> = match format
+            let rows: Box<dyn Iterator<Item = RowResult> + Send> = match format
                 {
                     Format::Native => Box::new(LineRows::new(reader, path, Format::Native)),
                     Format::Mooncake => Box::new(LineRows::new(reader, path, Format::Mooncake)),
@@ -217,14 +218,16 @@ pub fn open_stream(
     let len = len.map(|n: usize| n.min(limit));
     let mut id = 0u64;
     let requests = rows.take(limit).map(move |r| {
-        let r = tr.apply(r?)?;
+        let (r, hash_ids) = r?;
+        let r = tr.apply(r)?;
         let spec = RequestSpec {
             id,
             arrival_ns: r.t_ns,
             prompt_tokens: r.prompt,
             output_tokens: r.output,
             category: None,
-            prefix: None,
+            // After clipping, as the loader does: only the whole blocks that still fit.
+            prefix: hash_ids.map(|ids| prompt_prefix(MOONCAKE_BLOCK_TOKENS, &ids, r.prompt)),
         };
         id += 1;
         Ok(spec)
@@ -237,6 +240,10 @@ pub fn open_stream(
         len,
     })
 }
+
+/// A streamed row with its prefix-block ids (Mooncake's `hash_ids`; `None` for formats without them).
+type PrefixedRow = (Row, Option<Vec<u64>>);
+type RowResult = Result<PrefixedRow, TraceError>;
 
 /// Rows of a native CSV or Mooncake JSON-lines file, read one line at a time. Times are re-based to
 /// the first row; zero-length rows are skipped (as the loader does); a row arriving before the one
@@ -260,6 +267,8 @@ struct MooncakeLine {
     timestamp: f64,
     input_length: i64,
     output_length: i64,
+    #[serde(default)]
+    hash_ids: Vec<u64>,
 }
 
 impl<R: BufRead> LineRows<R> {
@@ -282,8 +291,8 @@ impl<R: BufRead> LineRows<R> {
         TraceError::parse(&self.path, self.line, msg)
     }
 
-    /// The next usable row, or None at the end.
-    fn next_row(&mut self) -> Result<Option<Row>, TraceError> {
+    /// The next usable row (with its `hash_ids` for Mooncake), or None at the end.
+    fn next_row(&mut self) -> Result<Option<PrefixedRow>, TraceError> {
         loop {
             self.buf.clear();
             let n = self
@@ -319,6 +328,7 @@ impl<R: BufRead> LineRows<R> {
                 }
                 continue;
             }
+            let mut hash_ids = None;
             let (t, prompt, output): (i64, i64, i64) = match self.format {
                 Format::Mooncake => {
                     let l: MooncakeLine = serde_json::from_str(&text)
@@ -328,6 +338,7 @@ impl<R: BufRead> LineRows<R> {
                             self.bad(format!("timestamp {} (ms) is out of range", l.timestamp))
                         );
                     }
+                    hash_ids = Some(l.hash_ids);
                     (
                         (l.timestamp * 1e6).round() as i64,
                         l.input_length,
@@ -372,19 +383,20 @@ impl<R: BufRead> LineRows<R> {
             let t0 = *self.t0.get_or_insert(t);
             let src = self.src;
             self.src += 1;
-            return Ok(Some(Row {
+            let row = Row {
                 t_ns: (t - t0) as Nanos,
                 prompt,
                 output,
                 category: None,
                 src,
-            }));
+            };
+            return Ok(Some((row, hash_ids)));
         }
     }
 }
 
 impl<R: BufRead> Iterator for LineRows<R> {
-    type Item = Result<Row, TraceError>;
+    type Item = RowResult;
 
     fn next(&mut self) -> Option<Self::Item> {
         self.next_row().transpose()

@@ -3,7 +3,7 @@
 
 use crate::Format;
 use specsim_core::time::Nanos;
-use specsim_core::workload::{CategoryId, RequestSpec, Workload};
+use specsim_core::workload::{CategoryId, PromptPrefix, RequestSpec, Workload};
 use std::path::PathBuf;
 
 /// One request as read or synthesised.
@@ -172,7 +172,19 @@ impl RawTrace {
     }
 }
 
-/// Builds a workload from rows (already sorted), reordering the prefix table to the rows' order.
+/// A request's prefix identity from its block ids: the whole blocks of `block_tokens` that fit in a
+/// prompt of `prompt` tokens (a Mooncake row lists the partial last block too, and a clipped prompt
+/// keeps only the blocks that still fit).
+pub fn prompt_prefix(block_tokens: u32, ids: &[u64], prompt: u32) -> Box<PromptPrefix> {
+    let whole = (prompt / block_tokens.max(1)) as usize;
+    Box::new(PromptPrefix {
+        block_tokens,
+        ids: ids[..ids.len().min(whole)].into(),
+    })
+}
+
+/// Builds a workload from rows (already sorted), reordering the prefix table to the rows' order; each
+/// request's [`RequestSpec::prefix`] comes from its row of the table.
 pub(crate) fn rows_to_workload(
     rows: &[Row],
     categories: &[String],
@@ -187,7 +199,8 @@ pub(crate) fn rows_to_workload(
             prompt_tokens: r.prompt,
             output_tokens: r.output,
             category: r.category,
-            prefix: None,
+            prefix: prefix
+                .map(|p| prompt_prefix(p.block_tokens, p.blocks(r.src as usize), r.prompt)),
         })
         .collect();
     let prefix = prefix.map(|p| p.select(rows.iter().map(|r| r.src)));

@@ -99,6 +99,17 @@ pub trait Backend {
     fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, CoreError>;
     /// The sequence left the engine (finished, or preempted for recompute): drop its state.
     fn release(&mut self, seq: SeqId);
+    /// Prefix caching: the engine found the first `tokens` tokens of sequence `seq`'s prompt in cached
+    /// KV blocks and will not prefill them (its first prefill chunk starts at `tokens`). A backend that
+    /// can reuse those blocks' KV takes them (target and draft KV live in the same blocks, as in vLLM
+    /// V1); one that cannot refuses — the default — and the engine's step fails with that error, so no
+    /// hit is ever booked that the backend did not take.
+    fn reuse_prefix(&mut self, seq: SeqId, tokens: u32) -> Result<(), CoreError> {
+        Err(CoreError::Config(format!(
+            "engine.prefix_caching: this backend cannot reuse cached KV blocks (request {seq} would \
+             skip {tokens} prompt tokens); set engine.prefix_caching = false"
+        )))
+    }
     /// Oracle support: how many of the next `k_max` draft tokens the target would accept for each
     /// sequence, without consuming anything. `None` where outcomes cannot be known in advance (live).
     fn lookahead(&mut self, _items: &[DraftItem], _k_max: u32) -> Option<Vec<u32>> {

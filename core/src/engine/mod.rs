@@ -13,6 +13,15 @@
 //!    and reserving a KV slot per draft token (a sequence that cannot get one stops drafting); lets the
 //!    policy trim tails; verifies Σ(k_i + 1) tokens in one target forward; each sequence emits
 //!    accepted + 1 tokens and the KV slots of rejected drafts are released.
+//!
+//! **Prefix caching** (`prefix_caching`, vLLM V1's automatic prefix caching): a request whose prompt
+//! carries prefix identity ([`crate::workload::PromptPrefix`]) looks its leading blocks up on admission;
+//! the blocks found are shared (their prefill is skipped: the prefill starts after them, and at least
+//! the last prompt token is always computed, as vLLM does), and the blocks its prefill fills are cached
+//! as each chunk is scheduled. A finished or preempted sequence's cached blocks stay cached until an
+//! allocation needs the space (see [`kv`]). The backend is told of each hit before the forward that
+//! relies on it ([`Backend::reuse_prefix`]) and may refuse. Requests without prefix identity never touch
+//! the cache.
 
 mod backend;
 pub mod kv;
@@ -27,7 +36,7 @@ use crate::shape::Scorer;
 use crate::time::Nanos;
 use crate::workload::RequestSpec;
 use crate::CoreError;
-use kv::BlockManager;
+use kv::{BlockManager, PrefixKeys, NO_SLOT};
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -59,6 +68,14 @@ pub struct EngineConfig {
     /// `batch_expansion` (vLLM 0.6 under CUDA graphs, as the SpecServe/AdaSpec fork ran).
     #[serde(default)]
     pub verify_scorer: Scorer,
+    /// Automatic prefix caching of prompt blocks the workload names (default true, as in vLLM V1). A
+    /// workload without prefix identity runs exactly as with caching off.
+    #[serde(default = "default_prefix_caching")]
+    pub prefix_caching: bool,
+}
+
+fn default_prefix_caching() -> bool {
+    true
 }
 
 fn default_block_size() -> u32 {
@@ -84,6 +101,7 @@ impl Default for EngineConfig {
             chunked_prefill: false,
             gpu_memory_utilization: default_gpu_util(),
             verify_scorer: Scorer::default(),
+            prefix_caching: default_prefix_caching(),
         }
     }
 }
@@ -110,6 +128,9 @@ pub struct FinishedRequest {
     pub verify_steps: u32,
     /// Times it was preempted and recomputed.
     pub preemptions: u32,
+    /// Prompt tokens found in the prefix cache at its first admission (vLLM's `num_cached_tokens`);
+    /// `None` when the engine does not cache prefixes or the request carries no prefix identity.
+    pub cached_tokens: Option<u32>,
 }
 
 /// What kind of iteration a step was.
@@ -186,6 +207,21 @@ struct Seq {
     preemptions: u32,
     /// The backend ended the sequence early (end of sequence).
     stopped: bool,
+    /// Its named prompt blocks, when the engine caches prefixes and the request names some.
+    prefix: Option<Box<SeqPrefix>>,
+}
+
+/// A sequence's share of the prefix cache.
+#[derive(Debug, Clone)]
+struct SeqPrefix {
+    keys: PrefixKeys,
+    /// Per leading block found in the cache or scheduled for prefill so far, its cache slot
+    /// ([`NO_SLOT`] for a block left plain because its content was cached already).
+    slots: Vec<u32>,
+    /// Of `slots`, those that are not [`NO_SLOT`].
+    cached: u32,
+    /// Prompt tokens found cached at the first admission.
+    first_hit: Option<u32>,
 }
 
 impl Seq {
@@ -205,6 +241,7 @@ impl Seq {
             verify_steps: 0,
             preemptions: 0,
             stopped: false,
+            prefix: None,
         }
     }
 
@@ -235,6 +272,8 @@ struct Scratch {
     target_items: Vec<TargetItem>,
     target_owner: Vec<usize>,
     outcomes: Vec<SeqOutcome>,
+    /// Prefix-cache hits of this step's admissions, (sequence, tokens), for the backend.
+    hits: Vec<(SeqId, u32)>,
 }
 
 /// One replica's scheduler and speculation controller.
@@ -319,7 +358,30 @@ impl Engine {
                 self.kv.block_size()
             )));
         }
-        self.waiting.push_back(Seq::new(spec));
+        let mut seq = Seq::new(spec);
+        if self.config.prefix_caching {
+            if let Some(p) = seq.spec.prefix.as_deref() {
+                if p.block_tokens == 0 {
+                    return Err(CoreError::Workload(format!(
+                        "request {}: prefix block_tokens must be at least 1",
+                        seq.spec.id
+                    )));
+                }
+                let keys = PrefixKeys::new(
+                    p.block_tokens,
+                    &p.ids,
+                    seq.spec.prompt_tokens,
+                    self.config.block_size,
+                );
+                seq.prefix = Some(Box::new(SeqPrefix {
+                    keys,
+                    slots: Vec::new(),
+                    cached: 0,
+                    first_hit: None,
+                }));
+            }
+        }
+        self.waiting.push_back(seq);
         Ok(())
     }
 
@@ -329,12 +391,12 @@ impl Engine {
     pub fn abort<B: Backend + ?Sized>(&mut self, id: SeqId, backend: &mut B) -> bool {
         if let Some(i) = self.waiting.iter().position(|s| s.spec.id == id) {
             let mut seq = self.waiting.remove(i).expect("index is valid");
-            self.kv.release(&mut seq.blocks);
+            release_kv(&mut self.kv, &mut seq);
             return true;
         }
         if let Some(i) = self.running.iter().position(|s| s.spec.id == id) {
             let mut seq = self.running.remove(i);
-            self.kv.release(&mut seq.blocks);
+            release_kv(&mut self.kv, &mut seq);
             backend.release(id);
             return true;
         }
@@ -366,6 +428,11 @@ impl Engine {
         self.kv.total()
     }
 
+    /// KV blocks free but kept for their cached prefix content (evicted when space is needed).
+    pub fn kv_cached_free(&self) -> u32 {
+        self.kv.cached_free()
+    }
+
     /// The largest running batch that an admission check has seen while a request was waiting (0 if
     /// no request ever waited for one). `max_num_seqs` has bound admission iff it is at most this.
     /// When it has not, an engine with any `max_num_seqs` above this peak would have made exactly the
@@ -394,18 +461,39 @@ impl Engine {
         std::mem::take(&mut self.finished)
     }
 
-    /// Checks the KV invariant: blocks held by sequences plus free blocks equal the total.
+    /// Checks the KV invariant: blocks held by sequences (a shared cached block once) plus cached free
+    /// blocks plus free blocks equal the total, and every cached block has as many references as
+    /// sequences hold it.
     pub fn check_kv_invariant(&self) -> Result<(), String> {
-        let held: u64 = self
-            .running
-            .iter()
-            .chain(self.waiting.iter())
-            .map(|s| s.blocks as u64)
-            .sum();
-        if held + self.kv.free() as u64 != self.kv.total() as u64 {
+        let mut holders: std::collections::BTreeMap<u32, u32> = Default::default();
+        let mut held: u64 = 0;
+        for s in self.running.iter().chain(self.waiting.iter()) {
+            let cached = s.prefix.as_deref().map_or(0, |p| p.cached);
+            held += (s.blocks - cached) as u64;
+            for &slot in s.prefix.iter().flat_map(|p| &p.slots) {
+                if slot != NO_SLOT {
+                    *holders.entry(slot).or_default() += 1;
+                }
+            }
+        }
+        if let Some((slot, n)) = holders.iter().find(|&(&s, &n)| self.kv.refs(s) != n) {
             return Err(format!(
-                "held {held} + free {} != total {}",
-                self.kv.free(),
+                "cached block {slot} has {} references but {n} holders",
+                self.kv.refs(*slot)
+            ));
+        }
+        if holders.len() as u32 != self.kv.cached_held() {
+            return Err(format!(
+                "{} cached blocks held, the cache counts {}",
+                holders.len(),
+                self.kv.cached_held()
+            ));
+        }
+        held += holders.len() as u64;
+        let (cached_free, free) = (self.kv.cached_free(), self.kv.free());
+        if held + cached_free as u64 + free as u64 != self.kv.total() as u64 {
+            return Err(format!(
+                "held {held} + cached free {cached_free} + free {free} != total {}",
                 self.kv.total()
             ));
         }
@@ -444,16 +532,42 @@ impl Engine {
             if self.running.len() as u32 >= self.config.max_num_seqs {
                 break;
             }
-            let need = seq.prefill_target;
+            let target = seq.prefill_target;
+            let (hit, idle) = self.prefix_hit(seq);
+            let need = target - hit * self.kv.block_size();
             if whole && n > 0 && used + need > budget {
                 break;
             }
             // Room for the prefill plus the first decode token, so an admitted request can always step.
             let mut blocks = 0;
-            if !self.kv.grow_to(&mut blocks, need + 1) {
+            if hit == 0 {
+                if !self.kv.grow_to(&mut blocks, target + 1) {
+                    break;
+                }
+            } else if !self
+                .kv
+                .can_allocate(self.kv.blocks_for(target + 1) - hit, idle)
+            {
                 break;
             }
             let mut seq = self.waiting.pop_front().expect("front exists");
+            if let Some(p) = seq.prefix.as_deref_mut() {
+                let tokens = hit * self.kv.block_size();
+                p.first_hit.get_or_insert(tokens);
+                if hit > 0 {
+                    // Take the hits before allocating the rest, so that allocation cannot evict them.
+                    for j in 0..hit {
+                        p.slots.push(self.kv.acquire(p.keys.key(j)));
+                    }
+                    p.cached = hit;
+                    blocks = hit;
+                    let grown = self.kv.grow_to(&mut blocks, target + 1);
+                    debug_assert!(grown, "can_allocate said the rest fits");
+                    seq.prefilled = tokens;
+                    seq.kv_tokens = tokens;
+                    self.scratch.hits.push((seq.spec.id, tokens));
+                }
+            }
             seq.blocks = blocks;
             used += need;
             n += 1;
@@ -461,6 +575,10 @@ impl Engine {
             if !whole {
                 break;
             }
+            // Its whole prefill is scheduled now: later admissions of this step may share its blocks
+            // (vLLM V1 caches blocks as it schedules them; their KV is written before any attention
+            // of the same forward reads it).
+            self.register_prefilled(self.running.len() - 1, target);
         }
         n
     }
@@ -489,6 +607,8 @@ impl Engine {
             });
             s.target_owner.push(i);
         }
+        self.announce_hits(backend)?;
+        let s = &mut self.scratch;
         let res = backend.target(&s.target_items)?;
         let end = now + res.elapsed_ns;
         let tokens = forward_tokens(&s.target_items);
@@ -543,7 +663,7 @@ impl Engine {
             }
             // Preempt the newest request; if that is this one, it leaves and the loop ends at it.
             let mut victim = self.running.pop().expect("running is non-empty");
-            self.kv.release(&mut victim.blocks);
+            release_kv(&mut self.kv, &mut victim);
             backend.release(victim.spec.id);
             victim.kv_tokens = 0;
             victim.prefilled = 0;
@@ -578,6 +698,7 @@ impl Engine {
             Some(b) => self.fill_prefill_chunks(b, n),
             None => StepKind::Decode,
         };
+        self.announce_hits(backend)?;
         let s = &mut self.scratch;
         if s.target_items.is_empty() {
             return Err(CoreError::Backend("internal: empty iteration".into()));
@@ -808,6 +929,7 @@ impl Engine {
             if !seq.prefill_done() {
                 let len = (seq.prefill_target - seq.prefilled).min(left);
                 let last = seq.prefilled + len == seq.prefill_target;
+                let upto = seq.prefilled + len;
                 self.scratch.target_items.push(TargetItem {
                     seq: seq.spec.id,
                     context_tokens: seq.prefilled,
@@ -819,6 +941,7 @@ impl Engine {
                     category: seq.spec.category,
                 });
                 self.scratch.target_owner.push(i);
+                self.register_prefilled(i, upto);
                 left -= len;
                 kind = if n > 0 {
                     StepKind::Mixed
@@ -921,7 +1044,8 @@ impl Engine {
         while i < self.running.len() {
             if self.running[i].prefill_done() && self.running[i].remaining() == 0 {
                 let mut seq = self.running.remove(i);
-                self.kv.release(&mut seq.blocks);
+                let cached_tokens = seq.prefix.as_deref().map(|p| p.first_hit.unwrap_or(0));
+                release_kv(&mut self.kv, &mut seq);
                 backend.release(seq.spec.id);
                 self.finished.push(FinishedRequest {
                     first_token_ns: seq.first_token_ns.unwrap_or(end),
@@ -932,6 +1056,7 @@ impl Engine {
                     steps: seq.steps,
                     verify_steps: seq.verify_steps,
                     preemptions: seq.preemptions,
+                    cached_tokens,
                     spec: seq.spec,
                 });
                 n += 1;
@@ -941,4 +1066,64 @@ impl Engine {
         }
         n
     }
+
+    /// How many leading blocks of a waiting sequence's prefill are cached, short of its last token
+    /// (always computed, as in vLLM), and how many of those are free. (0, 0) without prefix identity,
+    /// and when even a hit on every cacheable block would leave too little KV to admit it: that spares
+    /// the lookup while the queue's head waits for space.
+    fn prefix_hit(&self, seq: &Seq) -> (u32, u32) {
+        let Some(p) = seq.prefix.as_deref() else {
+            return (0, 0);
+        };
+        let max = ((seq.prefill_target - 1) / self.kv.block_size()).min(p.keys.cacheable());
+        let rest = self.kv.blocks_for(seq.prefill_target + 1) - max;
+        if max == 0 || rest as u64 > self.kv.free() as u64 + self.kv.cached_free() as u64 {
+            return (0, 0);
+        }
+        self.kv.lookup(p.keys.keys(0), max)
+    }
+
+    /// Caches the named blocks of running sequence `i` that its prefill fills up to `upto` tokens, as
+    /// vLLM V1 does when it schedules them (a request admitted later may then share them).
+    fn register_prefilled(&mut self, i: usize, upto: u32) {
+        let Some(p) = self.running[i].prefix.as_deref_mut() else {
+            return;
+        };
+        let full = (upto / self.kv.block_size()).min(p.keys.cacheable());
+        for j in p.slots.len() as u32..full {
+            let slot = self.kv.register(p.keys.key(j));
+            p.cached += u32::from(slot != NO_SLOT);
+            p.slots.push(slot);
+        }
+    }
+
+    /// Tells the backend of this step's prefix-cache hits before the forward that relies on them; a
+    /// backend that cannot reuse KV refuses, and the step fails rather than book a hit not taken.
+    #[inline]
+    fn announce_hits<B: Backend + ?Sized>(&mut self, backend: &mut B) -> Result<(), CoreError> {
+        if self.scratch.hits.is_empty() {
+            return Ok(());
+        }
+        for (seq, tokens) in self.scratch.hits.drain(..) {
+            backend.reuse_prefix(seq, tokens)?;
+        }
+        Ok(())
+    }
+}
+
+/// Returns a sequence's KV blocks: its cached blocks stay cached (the last block first into the LRU
+/// order, so a prefix's tail is evicted before its head, as vLLM frees them), the rest go back to the
+/// pool.
+fn release_kv(kv: &mut BlockManager, seq: &mut Seq) {
+    if let Some(p) = seq.prefix.as_deref_mut() {
+        for &slot in p.slots.iter().rev() {
+            if slot != NO_SLOT {
+                kv.release_cached(slot);
+            }
+        }
+        seq.blocks -= p.cached;
+        p.slots.clear();
+        p.cached = 0;
+    }
+    kv.release(&mut seq.blocks);
 }

@@ -200,6 +200,15 @@ pub fn spawn_engine<B>(
 where
     B: Backend + TokenStreams + Send + 'static,
 {
+    if config.engine.prefix_caching {
+        // The live backend keeps one KV cache per sequence and cannot share blocks between them, so it
+        // refuses rather than let the engine book prefix-cache hits it would not take.
+        return Err(DriverError::Backend(
+            "engine.prefix_caching = true: the live backend cannot reuse cached KV blocks across \
+             requests; set engine.prefix_caching = false"
+                .into(),
+        ));
+    }
     let mut engine = Engine::new(
         config.engine.clone(),
         config.policy.build(),

@@ -3,7 +3,7 @@
 //! lengths) or the JSON-lines reader (Mooncake).
 
 mod csv_reader;
-mod mooncake;
+pub(crate) mod mooncake;
 
 use crate::{Format, RawTrace, TraceError};
 use std::fs::File;
