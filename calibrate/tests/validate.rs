@@ -194,7 +194,7 @@ fn llama2_7b_codegen_runs_with_vllms_kv_size() {
         .unwrap();
     let opts = RunOptions {
         source: WorkloadSource::Spec,
-        approx_prefix_cache: false,
+        prefix_caching: true,
     };
     let p = Validator::new(aic).run(e, opts).unwrap();
     // vLLM logged 7462 blocks for this run; the memory rule gives 7463 (hand-worked in core's kv.rs).

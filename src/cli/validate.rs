@@ -28,10 +28,7 @@ pub struct ValidateArgs {
     /// or `replay` (the run's own send times and prompt lengths where the folder has per-request data).
     #[arg(long, value_enum, default_value_t = Source::Spec)]
     pub workload: Source,
-    /// Leave out the stand-in for vLLM's automatic prefix caching. By default (prefix caching is on
-    /// in vLLM V1 and in every BLIS run) prefill is charged only for the prompt blocks no earlier
-    /// request had, since the engine core has no prefix cache yet; docs/VALIDATION.md says what this
-    /// approximation leaves out.
+    /// Turn the engine's automatic prefix caching off (it is on in vLLM V1 and in every BLIS run).
     #[arg(long)]
     pub no_prefix_cache: bool,
 }
@@ -53,7 +50,7 @@ pub fn run(a: ValidateArgs) -> Result<()> {
             Source::Spec => WorkloadSource::Spec,
             Source::Replay => WorkloadSource::Replay,
         },
-        approx_prefix_cache: !a.no_prefix_cache,
+        prefix_caching: !a.no_prefix_cache,
     };
     let mut validator = Validator::new(a.ops.clone());
     let mut failures = gt.failures.clone();

@@ -120,9 +120,8 @@ pub fn vllm_memory(
 pub struct RunOptions {
     /// Which workload to simulate.
     pub source: WorkloadSource,
-    /// Stand-in for vLLM's automatic prefix caching until the engine core has it: see
-    /// [`charge_uncached_prefill`].
-    pub approx_prefix_cache: bool,
+    /// vLLM's automatic prefix caching in the engine core (on in vLLM V1 and in every BLIS run).
+    pub prefix_caching: bool,
 }
 
 /// Where the simulated requests come from.
@@ -275,7 +274,7 @@ impl Validator {
             _ => None,
         };
         // The output-token count each request's metrics use, by request id (None: failed, not counted).
-        let (mut w, counted) = match &replay {
+        let (w, counted) = match &replay {
             Some(r) => replay_workload(r, &sp),
             None => {
                 let w = spec_workload(e, &sp)?;
@@ -284,15 +283,8 @@ impl Validator {
             }
         };
         let mut notes = Vec::new();
-        if opts.approx_prefix_cache {
-            let hit = charge_uncached_prefill(&mut w);
-            notes.push(format!(
-                "prefix cache approximated: {:.1} % of prompt tokens skipped",
-                hit * 100.0
-            ));
-        }
         let cost = self.cost(&t, e.tp)?;
-        let out = simulate_vllm(cost, kv_blocks, e, &w)?;
+        let out = simulate_vllm(cost, kv_blocks, e, opts.prefix_caching, &w)?;
         let outcomes: Vec<Outcome> = out
             .records
             .iter()
@@ -308,6 +300,19 @@ impl Validator {
             .collect();
         if e.cpu_offload {
             notes.push("CPU offload (--cpu-offload-gb 4) not modelled".to_string());
+        }
+        let prompt: u64 = out.records.iter().map(|r| r.prompt_tokens as u64).sum();
+        let cached: u64 = out
+            .records
+            .iter()
+            .filter_map(|r| r.cached_tokens)
+            .map(u64::from)
+            .sum();
+        if cached > 0 && prompt > 0 {
+            notes.push(format!(
+                "prefix-cache hits {:.1} % of prompt tokens",
+                cached as f64 / prompt as f64 * 100.0
+            ));
         }
         if out.preemptions > 0 {
             notes.push(format!("{} preemptions (KV full)", out.preemptions));
@@ -357,40 +362,6 @@ fn spec_workload(e: &Experiment, sp: &SharedPrefix) -> Result<Workload> {
         .map_err(|err| CalibrateError::table(&e.name, "shared_prefix", err.to_string()))
 }
 
-/// A stand-in for vLLM's automatic prefix caching, for a workload whose requests carry prefix-block
-/// ids: each request's prompt is cut to what a cache holding every earlier request's blocks would not
-/// serve — its leading blocks seen before are skipped, at least one token is always computed (vLLM
-/// recomputes the last token of a fully cached prompt). Returns the fraction of prompt tokens skipped.
-///
-/// An approximation, reported as such: the skipped tokens are also missing from the request's KV
-/// footprint and from the context its decode steps attend to, and the cache never evicts (BLIS's
-/// profiles have at most 45 users × 37 blocks of prompts against ≥ 7,463 blocks of KV).
-pub fn charge_uncached_prefill(w: &mut Workload) -> f64 {
-    let mut seen = std::collections::HashSet::new();
-    let (mut total, mut skipped) = (0u64, 0u64);
-    for r in &mut w.requests {
-        total += r.prompt_tokens as u64;
-        let Some(p) = &r.prefix else { continue };
-        let mut chain = 0u64;
-        let mut hits = 0u32;
-        let mut leading = true;
-        for id in p.ids.iter() {
-            chain = specsim_core::rng::mix(chain ^ id.wrapping_mul(0x9e37_79b9_7f4a_7c15));
-            leading = leading && seen.contains(&chain);
-            hits += leading as u32;
-            seen.insert(chain);
-        }
-        let cut = (hits * p.block_tokens).min(r.prompt_tokens.saturating_sub(1));
-        r.prompt_tokens -= cut;
-        skipped += cut as u64;
-    }
-    if total == 0 {
-        0.0
-    } else {
-        skipped as f64 / total as f64
-    }
-}
-
 /// The run's own requests: send times and prompt lengths as recorded (a failed request, recorded
 /// with 0 prompt tokens, gets the spec's), every output `output_len` tokens (`ignore_eos`); metrics
 /// count the client's recorded output tokens, as the ground truth does.
@@ -425,6 +396,7 @@ fn simulate_vllm(
     cost: Arc<dyn CostModel>,
     kv_blocks: u32,
     e: &Experiment,
+    prefix_caching: bool,
     w: &Workload,
 ) -> Result<specsim_sim::cluster::SimOutput> {
     let cfg = EngineConfig {
@@ -433,6 +405,7 @@ fn simulate_vllm(
         max_batched_tokens: e.max_num_batched_tokens,
         chunked_prefill: true,
         gpu_memory_utilization: e.gpu_mem_util,
+        prefix_caching,
         ..EngineConfig::default()
     };
     let mut replicas = Vec::new();
@@ -457,33 +430,4 @@ fn simulate_vllm(
         &SloConfig::default(),
         &SimOptions::default(),
     )?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use specsim_core::workload::PromptPrefix;
-
-    fn with_prefix(w: &mut Workload, prompt: u32, ids: &[u64]) {
-        w.push(0, prompt, 10, None);
-        let r = w.requests.last_mut().unwrap();
-        r.prefix = Some(Box::new(PromptPrefix {
-            block_tokens: 16,
-            ids: ids.into(),
-        }));
-    }
-
-    #[test]
-    fn uncached_prefill_skips_blocks_seen_before() {
-        let mut w = Workload::default();
-        with_prefix(&mut w, 60, &[1, 2, 3]); // first sight: all 60 computed
-        with_prefix(&mut w, 70, &[1, 2, 3, 4]); // 3 blocks seen: 70 − 48 = 22
-        with_prefix(&mut w, 48, &[1, 2, 3]); // all seen: the last token is still computed
-        with_prefix(&mut w, 40, &[9, 2]); // block 2 only after an unseen block 9: nothing skipped
-        w.push(0, 30, 10, None); // no ids: nothing skipped
-        let skipped = charge_uncached_prefill(&mut w);
-        let prompts: Vec<u32> = w.requests.iter().map(|r| r.prompt_tokens).collect();
-        assert_eq!(prompts, [60, 22, 1, 40, 30]);
-        assert!((skipped - (48.0 + 47.0) / 248.0).abs() < 1e-12);
-    }
 }
