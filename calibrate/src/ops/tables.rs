@@ -478,7 +478,7 @@ impl AttnTable {
 }
 
 /// Fused MoE layer latency by tokens for one model shape (`moe_perf.parquet`: vLLM's fused MoE kernel,
-/// balanced routing, no expert parallelism).
+/// balanced routing where measured, else the flattest power-law routing).
 #[derive(Debug, Clone)]
 pub struct MoeTable {
     /// The file.
@@ -514,7 +514,7 @@ impl MoeTable {
             str_col(&df, path, "moe_dtype")?,
             str_col(&df, path, "distribution")?,
         );
-        let rows_at = |want_tp: u32, want_ep: u32| -> Vec<(f64, f64)> {
+        let rows_at = |want_tp: u32, want_ep: u32, want_dist: &str| -> Vec<(f64, f64)> {
             (0..lat.len())
                 .filter(|&i| {
                     h[i] as u32 == hidden
@@ -524,7 +524,7 @@ impl MoeTable {
                         && mtp[i] as u32 == want_tp
                         && mep[i] as u32 == want_ep
                         && dt[i] == dtype
-                        && dist[i] == "balanced"
+                        && dist[i] == want_dist
                 })
                 .map(|i| (tok[i], lat[i] * 1e6))
                 .collect()
@@ -533,9 +533,15 @@ impl MoeTable {
         // The layer sharded over `tp` GPUs as measured; else the unsharded layer at 1/TP; else the
         // experts spread over `tp` GPUs (expert parallelism: the same per-GPU work with balanced
         // routing, all-to-all included in the measurement).
-        let (pts, scale) = [(tp, 1, 1.0), (1, 1, 1.0 / tp as f64), (1, tp, 1.0)]
+        // Balanced routing where measured; the A100 table has Mixtral's layer only under power-law
+        // routing, of which the flatter (exponent 1.01) is the nearer.
+        let (pts, scale) = ["balanced", "power_law_1.01", "power_law_1.2"]
             .into_iter()
-            .map(|(t, ep, scale)| (rows_at(t, ep), scale))
+            .flat_map(|d| {
+                [(tp, 1, 1.0), (1, 1, 1.0 / tp as f64), (1, tp, 1.0)]
+                    .map(|(t, ep, sc)| (t, ep, sc, d))
+            })
+            .map(|(t, ep, scale, d)| (rows_at(t, ep, d), scale))
             .find(|(p, _)| !p.is_empty())
             .unwrap_or_default();
         let curve = Curve::new(pts).ok_or_else(|| {
@@ -543,7 +549,7 @@ impl MoeTable {
                 path.display(),
                 "hidden_size,inter_size,topk,num_experts,moe_tp_size,moe_ep_size,moe_dtype",
                 format!(
-                    "no balanced rows for {hidden}×{inter}, {experts} experts top {top_k}, {dtype} at TP {tp}, TP 1 or EP {tp}"
+                    "no rows for {hidden}×{inter}, {experts} experts top {top_k}, {dtype} at TP {tp}, TP 1 or EP {tp}"
                 ),
             )
         })?;
