@@ -396,7 +396,10 @@ impl PrefixKeys {
     pub fn key(&self, j: u32) -> u64 {
         let last_token = (j as u64 + 1) * self.block_size as u64 - 1;
         let named = (last_token / self.block_tokens as u64) as usize;
-        mix(self.chain[named].wrapping_add((j as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+        // Consecutive keys for the engine blocks of one named block: the cache map (which uses keys as
+        // their own hash) then keeps them in neighbouring buckets, and registering or evicting a
+        // prompt's blocks walks memory in order instead of missing the cache once per block.
+        mix(self.chain[named]).wrapping_add(j as u64)
     }
 
     /// Keys of engine blocks `from..cacheable()`.
