@@ -15,12 +15,18 @@ good,train,1,meta-llama/Llama-2-7b-hf,H100,1,,True,0.9,FP16,2048,codegen,True,,
 bad-spec,train,2,meta-llama/Llama-2-7b-hf,H100,1,,False,0.9,FP16,2048,codegen,True,,
 no-metrics,train,3,meta-llama/Llama-2-7b-hf,H100,1,,False,0.9,FP16,2048,codegen,True,,
 mystery,train,4,acme/Mystery-9B,H100,1,,False,0.9,FP16,2048,codegen,True,,
+templated,train,5,meta-llama/Llama-2-7b-hf,H100,1,,False,0.9,FP16,2048,codegen,True,,
 ";
 
 const GOOD_WORKLOAD: &str = r#"{"shared_prefix": {"num_unique_system_prompts": 11, "num_users_per_system_prompt": 4,
  "system_prompt_len": 100, "question_len": 466, "output_len": 247, "enable_multi_turn_chat": true},
  "load_stages": [{"rate": 5, "duration": 600}, {"rate": 10.0, "duration": 600}],
  "campaign_values": {"stack": {"MAX_NUM_SEQS": 64, "MAX_MODEL_LEN": 4096}}}"#;
+
+/// No `load_stages`: the campaign profile's stages stand in, unless the file says the load differed.
+const TEMPLATE_WORKLOAD: &str = r#"{"shared_prefix": {"num_unique_system_prompts": 1, "num_users_per_system_prompt": 1,
+ "system_prompt_len": 10, "question_len": 20, "output_len": 30},
+ "campaign_values": {"workload_profileTemplate": {"load": {"stages": [{"rate": 4.0, "duration": 1200}]}}}}"#;
 
 const BAD_WORKLOAD: &str = r#"{"shared_prefix": {"num_unique_system_prompts": 11, "num_users_per_system_prompt": 4,
  "system_prompt_len": 100, "question_len": 466, "output_len": 247},
@@ -32,6 +38,7 @@ blis-evolved,/x/y/good,m,codegen,-1,itl_mean,9.0,10.0,10,-10,1
 vidur,/x/y/good,m,codegen,-1,itl_mean,30.0,10.0,200,200,20
 blis-evolved,bad-spec,m,codegen,0,e2e_mean,1,2,50,-50,1
 blis-evolved,mystery,m,codegen,0,e2e_mean,1,2,50,-50,1
+blis-evolved,templated,m,codegen,0,e2e_mean,1,2,50,-50,1
 blis-evolved,good,m,codegen,0,not_a_metric,1,2,50,-50,1
 ";
 
@@ -50,6 +57,7 @@ fn folder_reader_reads_good_experiments_and_names_bad_ones() {
     write(root, "workloads/bad-spec.json", BAD_WORKLOAD);
     write(root, "workloads/no-metrics.json", GOOD_WORKLOAD);
     write(root, "workloads/mystery.json", GOOD_WORKLOAD);
+    write(root, "workloads/templated.json", TEMPLATE_WORKLOAD);
     // Error records under any name and depth; a CSV without the columns is reported, not fatal.
     write(
         root,
@@ -75,7 +83,21 @@ fn folder_reader_reads_good_experiments_and_names_bad_ones() {
 
     let gt = read_folder(root).unwrap();
     let names: Vec<&str> = gt.experiments.iter().map(|e| e.name.as_str()).collect();
-    assert_eq!(names, ["good", "mystery"], "failures: {:?}", gt.failures);
+    assert_eq!(
+        names,
+        ["good", "mystery", "templated"],
+        "failures: {:?}",
+        gt.failures
+    );
+    let templated = &gt.experiments[2];
+    assert_eq!(templated.stages.len(), 1);
+    assert_eq!(
+        (
+            templated.stages[0].rate_per_s,
+            templated.stages[0].duration_s
+        ),
+        (4.0, 1200.0)
+    );
     let good = &gt.experiments[0];
     assert_eq!(
         (

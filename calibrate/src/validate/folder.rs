@@ -403,6 +403,16 @@ fn read_workload_json(path: &Path, e: &mut Experiment) -> std::result::Result<()
     }
     if !v["load_stages"].is_null() {
         e.stages = stages_of(&v["load_stages"], "load_stages")?;
+    } else if v["workload_exact"].as_bool() != Some(false) {
+        // No transcribed stages: the campaign's own profile, unless the file says the run's load
+        // differed from it (the `-lite` reruns).
+        let template = &v["campaign_values"]["workload_profileTemplate"]["load"]["stages"];
+        if !template.is_null() {
+            e.stages = stages_of(
+                template,
+                "campaign_values.workload_profileTemplate.load.stages",
+            )?;
+        }
     }
     let stack = &v["campaign_values"]["stack"];
     if !stack["MAX_NUM_SEQS"].is_null() {
