@@ -36,6 +36,7 @@ pub mod prompt_set;
 pub mod provenance;
 pub mod run;
 pub mod stats;
+pub mod validate;
 
 pub use error::{CalibrateError, Result};
 pub use run::{calibrate, CalibrateOptions, CalibrationReport, ProgressUpdate};

@@ -242,6 +242,18 @@ pub const KEYS: &[KeyRange] = &[
         Incl(8.0),
         "bytes",
     ),
+    int(
+        "models.{target_spec,draft_spec}.moe.experts",
+        1.0,
+        SEQS,
+        "experts",
+    ),
+    int(
+        "models.{target_spec,draft_spec}.moe.top_k",
+        1.0,
+        SEQS,
+        "experts",
+    ),
     real("models.hardware_spec.memory_gb", Excl(0.0), Incl(1e6), "GB"),
     real(
         "models.hardware_spec.mem_bandwidth_tbs",

@@ -11,6 +11,7 @@ mod run;
 mod serve;
 mod sweep;
 mod trace;
+mod validate;
 
 use clap::{Parser, Subcommand};
 
@@ -50,6 +51,8 @@ enum Command {
     Figures(figures::FiguresArgs),
     /// Profile a real draft/target pair on this machine and fit the simulator's cost and acceptance models.
     Calibrate(calibrate::CalibrateArgs),
+    /// Predict measured vLLM runs (a ground-truth folder) and score the predictions.
+    Validate(validate::ValidateArgs),
     /// Re-quantize a GGUF file's tensors (the draft's Q5_0 to Q8_0; used by scripts/fetch-models.sh).
     Requantize(requantize::RequantizeArgs),
 }
@@ -69,6 +72,7 @@ pub fn run() -> anyhow::Result<()> {
         Command::Plan(a) => plan::run(a),
         Command::Figures(a) => figures::run(a),
         Command::Calibrate(a) => calibrate::run(a),
+        Command::Validate(a) => validate::run(a),
         Command::Requantize(a) => requantize::run(a),
     }
 }

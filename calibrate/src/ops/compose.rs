@@ -13,7 +13,7 @@
 //! queries at the sequence's context (each verified token reads the whole KV), which is what a
 //! decode kernel does with them; GEMMs see all `batch × t` tokens.
 
-use super::tables::{AllReduceTable, AttnTable, GemmTable, Heads, MemOps, Notes};
+use super::tables::{AllReduceTable, AttnTable, GemmTable, Heads, MemOps, MoeTable, Notes};
 use crate::Result;
 use specsim_core::cost::catalog::ModelSpec;
 
@@ -32,6 +32,8 @@ pub struct OpSet {
     pub generation: AttnTable,
     /// All-reduce with CUDA graphs and eager (`None` at TP 1).
     pub allreduce: Option<(AllReduceTable, AllReduceTable)>,
+    /// The fused MoE layer of a mixture-of-experts model.
+    pub moe: Option<MoeTable>,
     /// Element-wise operation pricing.
     pub mem: MemOps,
     /// How the tables were matched where not exactly (e.g. an equivalent head layout).
@@ -106,11 +108,13 @@ impl Composer<'_> {
         let kv = heads(md, self.tp).kv as f64 * md.head_dim();
         let f = md.ffn as f64;
         let g = &self.ops.gemm;
-        let per_layer = g.ns(m, q / tp + 2.0 * kv, h, notes)?
-            + g.ns(m, h, q / tp, notes)?
-            + g.ns(m, 2.0 * f / tp, h, notes)?
-            + g.ns(m, h, f / tp, notes)?;
-        Ok(per_layer * self.layers())
+        let attn = g.ns(m, q / tp + 2.0 * kv, h, notes)? + g.ns(m, h, q / tp, notes)?;
+        let mlp = match &self.ops.moe {
+            // The router's GEMM (hidden × experts) is left out: under 0.1 % of the experts' work.
+            Some(t) if md.moe.is_some() => t.ns(m, notes),
+            _ => g.ns(m, 2.0 * f / tp, h, notes)? + g.ns(m, h, f / tp, notes)?,
+        };
+        Ok((attn + mlp) * self.layers())
     }
 
     /// The LM head for `logits` positions.

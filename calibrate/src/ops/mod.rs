@@ -22,7 +22,7 @@ use specsim_core::cost::catalog::{find_model, ModelSpec};
 use specsim_core::cost::profile::{Overhead, Profile, Table1, Table2, Table3};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use tables::{AllReduceTable, AttnTable, GemmTable, Heads, MemOps, Notes};
+use tables::{AllReduceTable, AttnTable, GemmTable, Heads, MemOps, MoeTable, Notes};
 
 /// The vLLM version of the operator tables used (shared/gpu/SOURCES.md: the one closest to v0.15.1,
 /// present for all three GPUs).
@@ -128,6 +128,11 @@ impl GpuTables {
             "comm/vllm/{VLLM_VERSION}/custom_allreduce_perf.parquet"
         ))
     }
+    /// Path of the fused MoE layer table.
+    pub fn moe_path(&self) -> PathBuf {
+        self.data()
+            .join(format!("moe/vllm/{VLLM_VERSION}/moe_perf.parquet"))
+    }
     /// Path of the system yaml.
     pub fn yaml_path(&self) -> PathBuf {
         self.systems.join(format!("{}.yaml", self.gpu.folder))
@@ -185,12 +190,25 @@ impl GpuTables {
         } else {
             GemmTable::read(&self.gemm_path(), "bf16")?
         };
+        let moe = match model.moe {
+            Some(m) => {
+                let dt = if matches!(dtype, "bf16" | "bfloat16") {
+                    "bfloat16"
+                } else {
+                    dtype
+                };
+                let shape = (model.hidden, model.ffn, m.experts, m.top_k);
+                Some(MoeTable::read(&self.moe_path(), shape, dt, tp)?)
+            }
+            None => None,
+        };
         Ok(OpSet {
             gemm,
             gemm_head,
             context,
             generation,
             allreduce,
+            moe,
             mem: MemOps::read(&self.yaml_path())?,
             notes,
         })

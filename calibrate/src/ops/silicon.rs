@@ -155,7 +155,7 @@ pub fn read_rows(path: &Path) -> Result<(Vec<SiliconRow>, usize)> {
 }
 
 /// Minimal CSV splitting with double-quoted fields (the file quotes fields holding commas).
-fn csv_rows(text: &str) -> impl Iterator<Item = Vec<String>> + '_ {
+pub(crate) fn csv_rows(text: &str) -> impl Iterator<Item = Vec<String>> + '_ {
     text.lines().filter(|l| !l.trim().is_empty()).map(|l| {
         let mut fields = Vec::new();
         let mut cur = String::new();

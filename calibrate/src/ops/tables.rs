@@ -315,7 +315,13 @@ pub struct AttnTable {
     pub length_col: &'static str,
     by_batch: BTreeMap<u64, Curve>,
     batches: Vec<f64>,
+    /// Sequences of the measured layout that one sequence of the asked layout counts as (1 unless
+    /// the layout was not measured; see [`AttnTable::read`]).
+    batch_factor: f64,
 }
+
+/// Most sequences of a narrower measured multi-head layout one sequence may be priced as.
+const MAX_HEAD_GROUPS: u64 = 8;
 
 /// A head layout of the attention tables (per GPU, after tensor parallelism).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -344,13 +350,58 @@ impl AttnTable {
         let dim = f64_col(&df, path, "head_dim")?;
         let kvd = str_col(&df, path, "kv_cache_dtype")?;
         let lat = f64_col(&df, path, "latency")?;
-        let mut pts: BTreeMap<u64, Vec<(f64, f64)>> = BTreeMap::new();
         let mut layouts = BTreeSet::new();
         for i in 0..lat.len() {
             layouts.insert((hq[i] as u64, hkv[i] as u64, dim[i] as u64, kvd[i].clone()));
-            if hq[i] as u64 == heads.q
-                && hkv[i] as u64 == heads.kv
-                && dim[i] as u64 == heads.dim
+        }
+        // Multi-head attention wider than the tables (Llama-2-7B: 32 query and 32 KV heads per GPU)
+        // is measured only up to a few heads: price g = q/q' sequences of the widest measured q'/q'
+        // layout dividing it — the same KV bytes and FLOPs, the kernel's grid is batch × heads — as
+        // long as that layout is not much narrower (at most MAX_HEAD_GROUPS sequences per sequence).
+        let (mut want, mut batch_factor) = (heads, 1.0);
+        let exact = layouts.contains(&(heads.q, heads.kv, heads.dim, kv_dtype.to_string()));
+        if !exact && heads.q == heads.kv {
+            if let Some(l) = layouts
+                .iter()
+                .filter(|l| {
+                    l.0 == l.1
+                        && l.2 == heads.dim
+                        && l.3 == kv_dtype
+                        && heads.q.is_multiple_of(l.0)
+                        && heads.q / l.0 <= MAX_HEAD_GROUPS
+                })
+                .max_by_key(|l| l.0)
+            {
+                batch_factor = (heads.q / l.0) as f64;
+                want = Heads {
+                    q: l.0,
+                    kv: l.1,
+                    dim: l.2,
+                };
+            }
+        } else if !exact {
+            // Grouped-query layouts between the measured ones (Mixtral-8x22B at TP 8: 6 query heads
+            // over 1 KV head) take the nearest measured layout with the same KV heads and no fewer
+            // query heads: the same KV bytes read, at most the FLOPs of the wider group.
+            if let Some(l) = layouts
+                .iter()
+                .filter(|l| {
+                    l.1 == heads.kv && l.0 >= heads.q && l.2 == heads.dim && l.3 == kv_dtype
+                })
+                .min_by_key(|l| l.0)
+            {
+                want = Heads {
+                    q: l.0,
+                    kv: l.1,
+                    dim: l.2,
+                };
+            }
+        }
+        let mut pts: BTreeMap<u64, Vec<(f64, f64)>> = BTreeMap::new();
+        for i in 0..lat.len() {
+            if hq[i] as u64 == want.q
+                && hkv[i] as u64 == want.kv
+                && dim[i] as u64 == want.dim
                 && kvd[i] == kv_dtype
             {
                 pts.entry(b[i] as u64)
@@ -386,11 +437,13 @@ impl AttnTable {
                 .filter_map(|(key, v)| Curve::new(v).map(|c| (key, c)))
                 .collect(),
             batches,
+            batch_factor,
         })
     }
 
     /// Nanoseconds of one layer's attention for `batch` sequences of `length` tokens.
     pub fn ns(&self, batch: f64, length: f64, notes: &mut Notes) -> Result<f64> {
+        let batch = batch * self.batch_factor;
         let (b0, b1, t) = bracket(&self.batches, batch)
             .ok_or_else(|| CalibrateError::table(self.path.display(), "batch_size", "empty"))?;
         let reach = if t < 0.0 {
@@ -421,6 +474,97 @@ impl AttnTable {
         };
         let (y0, y1) = (at(b0)?, if t == 0.0 { 0.0 } else { at(b1)? });
         Ok(lerp(y0, y1, t).max(0.0))
+    }
+}
+
+/// Fused MoE layer latency by tokens for one model shape (`moe_perf.parquet`: vLLM's fused MoE kernel,
+/// balanced routing where measured, else the flattest power-law routing).
+#[derive(Debug, Clone)]
+pub struct MoeTable {
+    /// The file.
+    pub path: PathBuf,
+    curve: Curve,
+    /// Factor on the measured latency: 1/TP where only the unsharded layer was measured (each GPU holds
+    /// ffn/TP of every expert: 1/TP of the weights read and of the FLOPs), else 1.
+    scale: f64,
+}
+
+impl MoeTable {
+    /// Reads the rows of a layer with `hidden`, expert width `inter`, `experts` routed `top_k` each,
+    /// `dtype` (`bfloat16`, `fp8`), sharded over `tp` GPUs; the unsharded rows scaled by 1/TP when the
+    /// table has none at that TP.
+    pub fn read(
+        path: &Path,
+        shape: (u32, u32, u32, u32),
+        dtype: &str,
+        tp: u32,
+    ) -> Result<MoeTable> {
+        let (hidden, inter, experts, top_k) = shape;
+        let df = read_parquet(path)?;
+        let col = |n: &str| f64_col(&df, path, n);
+        let (tok, h, f, k, e) = (
+            col("num_tokens")?,
+            col("hidden_size")?,
+            col("inter_size")?,
+            col("topk")?,
+            col("num_experts")?,
+        );
+        let (mtp, mep, lat) = (col("moe_tp_size")?, col("moe_ep_size")?, col("latency")?);
+        let (dt, dist) = (
+            str_col(&df, path, "moe_dtype")?,
+            str_col(&df, path, "distribution")?,
+        );
+        let rows_at = |want_tp: u32, want_ep: u32, want_dist: &str| -> Vec<(f64, f64)> {
+            (0..lat.len())
+                .filter(|&i| {
+                    h[i] as u32 == hidden
+                        && f[i] as u32 == inter
+                        && k[i] as u32 == top_k
+                        && e[i] as u32 == experts
+                        && mtp[i] as u32 == want_tp
+                        && mep[i] as u32 == want_ep
+                        && dt[i] == dtype
+                        && dist[i] == want_dist
+                })
+                .map(|i| (tok[i], lat[i] * 1e6))
+                .collect()
+        };
+        let tp = tp.max(1);
+        // The layer sharded over `tp` GPUs as measured; else the unsharded layer at 1/TP; else the
+        // experts spread over `tp` GPUs (expert parallelism: the same per-GPU work with balanced
+        // routing, all-to-all included in the measurement).
+        // Balanced routing where measured; the A100 table has Mixtral's layer only under power-law
+        // routing, of which the flatter (exponent 1.01) is the nearer.
+        let (pts, scale) = ["balanced", "power_law_1.01", "power_law_1.2"]
+            .into_iter()
+            .flat_map(|d| {
+                [(tp, 1, 1.0), (1, 1, 1.0 / tp as f64), (1, tp, 1.0)]
+                    .map(|(t, ep, sc)| (t, ep, sc, d))
+            })
+            .map(|(t, ep, scale, d)| (rows_at(t, ep, d), scale))
+            .find(|(p, _)| !p.is_empty())
+            .unwrap_or_default();
+        let curve = Curve::new(pts).ok_or_else(|| {
+            CalibrateError::table(
+                path.display(),
+                "hidden_size,inter_size,topk,num_experts,moe_tp_size,moe_ep_size,moe_dtype",
+                format!(
+                    "no rows for {hidden}×{inter}, {experts} experts top {top_k}, {dtype} at TP {tp}, TP 1 or EP {tp}"
+                ),
+            )
+        })?;
+        Ok(MoeTable {
+            path: path.to_path_buf(),
+            curve,
+            scale,
+        })
+    }
+
+    /// Nanoseconds of one MoE layer over `tokens` tokens.
+    pub fn ns(&self, tokens: f64, notes: &mut Notes) -> f64 {
+        let (y, reach) = self.curve.eval(tokens);
+        notes.add(&self.path, "moe num_tokens", tokens, reach, "");
+        y.max(0.0) * self.scale
     }
 }
 

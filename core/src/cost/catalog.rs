@@ -19,6 +19,17 @@ pub struct HardwareSpec {
     pub interconnect_gbs: f64,
 }
 
+/// A mixture-of-experts MLP: every layer holds `experts` SwiGLU experts of the model's `ffn` width and
+/// routes each token to `top_k` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoeSpec {
+    /// Experts per layer.
+    pub experts: u32,
+    /// Experts each token is routed to.
+    pub top_k: u32,
+}
+
 /// A decoder-only transformer (SwiGLU MLP, RoPE, grouped-query attention).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +60,10 @@ pub struct ModelSpec {
     /// Bytes per KV-cache element (2 for fp16).
     #[serde(default = "two")]
     pub kv_bytes: f64,
+    /// Mixture-of-experts MLP (None: dense). The roofline model prices a MoE model as if every
+    /// expert ran; operator-table profiles price the routed layer from the MoE table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moe: Option<MoeSpec>,
 }
 
 fn two() -> f64 {
@@ -69,12 +84,16 @@ impl ModelSpec {
         self.heads as f64 * self.head_dim()
     }
 
-    /// Weights in the decoder layers (attention projections and MLP), read by every forward.
+    /// Weights in the decoder layers (attention projections, MLP or every expert and the router).
     pub fn layer_params(&self) -> f64 {
         let h = self.hidden as f64;
         let kv = self.kv_heads as f64 * self.head_dim();
         let attn = 2.0 * h * self.q_dim() + 2.0 * h * kv;
         let mlp = 3.0 * h * self.ffn as f64;
+        let mlp = match self.moe {
+            Some(m) => m.experts as f64 * (mlp + h),
+            None => mlp,
+        };
         self.layers as f64 * (attn + mlp)
     }
 
@@ -137,6 +156,7 @@ fn model(
         tied_embeddings: tied,
         weight_bytes: 2.0,
         kv_bytes: 2.0,
+        moe: None,
     }
 }
 
@@ -175,6 +195,31 @@ pub fn models() -> Vec<ModelSpec> {
         ModelSpec {
             head_dim: Some(128),
             ..model("Qwen3-32B", 64, 5120, 64, 8, 25600, 151936, false)
+        },
+        // The dense models of BLIS's vLLM ground truth (config.json of each on the Hugging Face hub).
+        model("CodeLlama-34B", 48, 8192, 64, 8, 22016, 32000, false),
+        model("Yi-34B", 60, 7168, 56, 8, 20480, 64000, false),
+        ModelSpec {
+            head_dim: Some(128),
+            ..model("Qwen3-14B", 40, 5120, 40, 8, 17408, 151936, false)
+        },
+        ModelSpec {
+            head_dim: Some(128),
+            ..model("Mistral-Nemo-12B", 40, 5120, 32, 8, 14336, 131072, false)
+        },
+        ModelSpec {
+            moe: Some(MoeSpec {
+                experts: 8,
+                top_k: 2,
+            }),
+            ..model("Mixtral-8x7B", 32, 4096, 32, 8, 14336, 32000, false)
+        },
+        ModelSpec {
+            moe: Some(MoeSpec {
+                experts: 8,
+                top_k: 2,
+            }),
+            ..model("Mixtral-8x22B", 56, 6144, 48, 8, 16384, 32768, false)
         },
         model("Qwen2.5-Coder-0.5B", 24, 896, 14, 2, 4864, 151936, true),
         model("Qwen2.5-Coder-1.5B", 28, 1536, 12, 2, 8960, 151936, true),
@@ -243,5 +288,29 @@ mod tests {
             "{}",
             q.layer_params()
         );
+    }
+
+    #[test]
+    fn ground_truth_models_match_published_counts() {
+        // Published parameter counts (model cards): Mixtral-8x7B 46.7 B and 8x22B 140.6 B (all
+        // experts), CodeLlama-34B 33.7 B, Yi-34B 34.4 B, Qwen3-14B
+        // 14.8 B, Mistral-Nemo 12.2 B. The catalog leaves out norms and biases (< 0.01 B).
+        for (name, billions) in [
+            ("Mixtral-8x7B", 46.7),
+            ("Mixtral-8x22B", 140.6),
+            ("CodeLlama-34B", 33.7),
+            ("Yi-34B", 34.4),
+            ("Qwen3-14B", 14.8),
+            ("Mistral-Nemo-12B", 12.2),
+        ] {
+            let m = find_model(name).unwrap();
+            assert!(
+                (m.total_params() / 1e9 - billions).abs() < 0.1,
+                "{name}: {}",
+                m.total_params()
+            );
+        }
+        // Mistral-Nemo's attention is narrower than its hidden size: 32 heads of 128 over 5120.
+        assert_eq!(find_model("Mistral-Nemo-12B").unwrap().q_dim(), 4096.0);
     }
 }

@@ -408,6 +408,61 @@ impl PrefixKeys {
     }
 }
 
+/// What vLLM's KV sizing reads (`gpu_memory_utilization` semantics of vLLM V1), per GPU of a
+/// tensor-parallel group.
+///
+/// vLLM profiles one forward of `max_num_batched_tokens` tokens, then gives the KV cache what is left
+/// of `util × total memory` after the weights, that forward's activation peak and the memory outside
+/// torch's allocator (CUDA context, cuBLAS workspaces, NCCL and custom all-reduce buffers). Every GPU
+/// of the group holds its shard of every block, so the block count is the same on all of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct VllmMemory {
+    /// Memory of one GPU as the driver reports it, bytes.
+    pub gpu_memory_bytes: f64,
+    /// `--gpu-memory-utilization` (0..1].
+    pub utilization: f64,
+    /// Tensor-parallel degree.
+    pub tp: u32,
+    /// Bytes of all weights of the model (split evenly over the group).
+    pub weight_bytes: f64,
+    /// KV bytes per token of the whole model (all layers, all KV heads).
+    pub kv_bytes_per_token: f64,
+    /// KV heads of the model (a group wider than this replicates heads).
+    pub kv_heads: u32,
+    /// Activation peak of the profiling forward on one GPU, bytes.
+    pub activation_peak_bytes: f64,
+    /// Memory outside torch's allocator on one GPU, bytes.
+    pub non_torch_bytes: f64,
+    /// Tokens per KV block.
+    pub block_size: u32,
+}
+
+impl VllmMemory {
+    /// KV bytes one GPU holds per token: heads split over the group, at least one head each.
+    pub fn kv_bytes_per_token_per_gpu(&self) -> f64 {
+        let shards = self.tp.clamp(1, self.kv_heads.max(1));
+        self.kv_bytes_per_token / shards as f64
+    }
+
+    /// Bytes one GPU gives the KV cache (negative when the model does not fit).
+    pub fn kv_budget_bytes(&self) -> f64 {
+        self.gpu_memory_bytes * self.utilization
+            - self.weight_bytes / self.tp.max(1) as f64
+            - self.activation_peak_bytes
+            - self.non_torch_bytes
+    }
+
+    /// KV blocks of the replica, or None when not even one block fits.
+    pub fn kv_blocks(&self) -> Option<u32> {
+        let per_block = self.kv_bytes_per_token_per_gpu() * self.block_size as f64;
+        if per_block.is_nan() || per_block <= 0.0 {
+            return None;
+        }
+        let blocks = (self.kv_budget_bytes() / per_block).floor();
+        (blocks >= 1.0).then_some(blocks.min(u32::MAX as f64) as u32)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,5 +628,48 @@ mod tests {
         assert_eq!((a, m.free()), (2, 2));
         m.release(&mut a);
         assert_eq!((a, m.free(), m.used()), (0, 4, 0));
+    }
+
+    #[test]
+    fn vllm_kv_blocks_of_llama2_7b_on_h100_at_0_9() {
+        // Worked by hand: H100 80GB HBM3 reports 81,559 MiB = 85,520,809,984 B; × 0.9 =
+        // 76,968,728,985.6 B. Weights 6,738,149,376 params × 2 B = 13,476,298,752 B. Activation
+        // peak of a 2048-token profiling forward (gate/up output and its activation, 3 × 11008 wide,
+        // 2 B): 2048 × 3 × 11008 × 2 = 135,266,304 B. Outside torch: 0.7 GiB = 751,619,276.8 B.
+        // Left: 62,605,544,652.8 B; a block is 16 tokens × 524,288 B = 8,388,608 B → 7463.13 → 7463.
+        // vLLM's own log for this run (BLIS training data, kv_blocks_total_gpu) says 7462.
+        let m = VllmMemory {
+            gpu_memory_bytes: 81_559.0 * 1024.0 * 1024.0,
+            utilization: 0.9,
+            tp: 1,
+            weight_bytes: 13_476_298_752.0,
+            kv_bytes_per_token: 524_288.0,
+            kv_heads: 32,
+            activation_peak_bytes: 135_266_304.0,
+            non_torch_bytes: 0.7 * 1024.0 * 1024.0 * 1024.0,
+            block_size: 16,
+        };
+        assert_eq!(m.kv_blocks(), Some(7463));
+        // Tensor parallelism splits weights and KV heads alike: 4 GPUs of Llama-2-70B's shape hold
+        // 8 KV heads as 2 each, so a GPU's token costs a quarter.
+        let tp4 = VllmMemory {
+            tp: 4,
+            kv_heads: 8,
+            ..m
+        };
+        assert_eq!(tp4.kv_bytes_per_token_per_gpu(), 131_072.0);
+        // A group wider than the KV heads replicates them: 8 heads over 16 GPUs is one head each.
+        let wide = VllmMemory {
+            tp: 16,
+            kv_heads: 8,
+            ..m
+        };
+        assert_eq!(wide.kv_bytes_per_token_per_gpu(), 65_536.0);
+        // A model bigger than the memory has no KV.
+        let too_big = VllmMemory {
+            weight_bytes: 1e12,
+            ..m
+        };
+        assert_eq!(too_big.kv_blocks(), None);
     }
 }

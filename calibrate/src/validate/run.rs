@@ -1,0 +1,433 @@
+//! One experiment through the engine core, as vLLM V1 serves it:
+//!
+//! - chunked prefill always on under `max_num_batched_tokens`, decodes first (the engine core's
+//!   chunked mode), at most `max_num_seqs` sequences, one replica per data-parallel rank;
+//! - KV blocks from `gpu_memory_utilization` as vLLM computes them ([`VllmMemory`]);
+//! - step costs composed from the operator tables of the run's GPU at its TP (vLLM 0.14.0 tables for a
+//!   v0.15.1 server), no step overhead, nothing fitted;
+//! - the workload from the published spec through inference-perf's `shared_prefix` generator (the
+//!   traces crate): constant-load stages, every prompt the system prompt plus the question, every
+//!   output exactly `output_len` tokens (`ignore_eos`) — or, with [`WorkloadSource::Replay`], the
+//!   run's own send times and prompt lengths.
+//!
+//! Not modelled, and said so in the report: CPU offload (`--cpu-offload-gb`), prefix caching (the
+//! engine core has none yet), client timeouts (the 4-rps reasoning runs lost requests to them).
+
+use super::folder::{read_replay, Experiment, ReplayData, SharedPrefix};
+use super::metrics::{by_stage, Outcome};
+use super::{Failure, Key, Skipped};
+use crate::ops::{catalog_model, profile_from_ops, OpsGrid, OpsOptions};
+use crate::{CalibrateError, Result};
+use specsim_core::acceptance::ConstantAcceptance;
+use specsim_core::cost::catalog::ModelSpec;
+use specsim_core::cost::profile::ProfileCost;
+use specsim_core::cost::CostModel;
+use specsim_core::engine::kv::VllmMemory;
+use specsim_core::engine::{Engine, EngineConfig};
+use specsim_core::policy::PolicyConfig;
+use specsim_core::rng::stream;
+use specsim_core::workload::Workload;
+use specsim_sim::cluster::router::RouterKind;
+use specsim_sim::cluster::{simulate, Replica, SimOptions};
+use specsim_sim::metrics::SloConfig;
+use specsim_sim::simulated::SimBackend;
+use specsim_sim::trace_config::{LengthConfig, LoadStage, SharedPrefixConfig, StageLoad};
+use specsim_traces::shared_prefix::shared_prefix_workload;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Served models (Hugging Face id) and their catalog names; `None` with the reason it is not run.
+pub const MODELS: [(&str, std::result::Result<&str, &str>); 13] = [
+    ("meta-llama/Llama-2-7b-hf", Ok("Llama-2-7B")),
+    ("meta-llama/Llama-2-70b-hf", Ok("Llama-2-70B")),
+    ("codellama/CodeLlama-34b-Instruct-hf", Ok("CodeLlama-34B")),
+    ("meta-llama/Llama-3.1-8B-Instruct", Ok("Llama-3.1-8B")),
+    ("meta-llama/Llama-3.1-70B-Instruct", Ok("Llama-3.1-70B")),
+    ("Qwen/Qwen3-14B", Ok("Qwen3-14B")),
+    ("Qwen/Qwen2.5-7B-Instruct", Ok("Qwen2.5-7B")),
+    (
+        "mistralai/Mistral-Nemo-Instruct-2407",
+        Ok("Mistral-Nemo-12B"),
+    ),
+    ("01-ai/Yi-34B", Ok("Yi-34B")),
+    ("mistralai/Mixtral-8x7B-v0.1", Ok("Mixtral-8x7B")),
+    ("mistralai/Mixtral-8x22B-Instruct-v0.1", Ok("Mixtral-8x22B")),
+    ("mistralai/Mixtral-8x22B-v0.1", Ok("Mixtral-8x22B")),
+    (
+        "RedHatAI/Llama-4-Scout-17B-16E-Instruct-FP8-dynamic",
+        Err(MOE),
+    ),
+];
+
+const MOE: &str = "Llama-4-Scout (16 experts top 1 plus a shared expert, MoE in alternate layers, \
+                   FP8) is not in the catalog";
+
+/// A hardware label's catalog GPU and the memory the driver reports (MiB), or why it cannot run.
+type GpuEntry = (
+    &'static str,
+    std::result::Result<(&'static str, f64), &'static str>,
+);
+
+/// Hardware labels of the ground truth.
+const GPUS: [GpuEntry; 3] = [
+    ("H100", Ok(("H100-SXM", 81_559.0))),
+    ("A100-80GB", Ok(("A100-80G", 81_920.0))),
+    (
+        "L40S",
+        Err("no L40S operator tables in the aiconfigurator pack (A100, H100, H200 only)"),
+    ),
+];
+
+/// Memory outside torch's allocator per GPU (CUDA context, cuBLAS workspaces, and at TP > 1 the NCCL
+/// and custom all-reduce buffers), from vLLM's logged KV sizes of BLIS's 14 training runs
+/// (`kv_blocks_total_gpu`): 0.70 GiB on one GPU (Llama-2-7B), 1.20 GiB at TP 2 and 4 (CodeLlama-34B
+/// 1.23, Llama-2-70B 1.20, after the activation peak below). One constant per class, for every run.
+fn non_torch_bytes(tp: u32) -> f64 {
+    let gib = if tp <= 1 { 0.70 } else { 1.20 };
+    gib * 1024.0 * 1024.0 * 1024.0
+}
+
+/// Activation peak of vLLM's profiling forward on one GPU: the MLP's gate/up output and its
+/// activation (3 × ffn/tp wide, 2 bytes) for `max_num_batched_tokens` tokens, the largest transient.
+fn activation_peak_bytes(m: &ModelSpec, tp: u32, mbt: u32) -> f64 {
+    mbt as f64 * 3.0 * m.ffn as f64 / tp.max(1) as f64 * 2.0
+}
+
+/// vLLM's KV sizing for a model on `tp` GPUs with `gpu_memory_bytes` each.
+pub fn vllm_memory(
+    m: &ModelSpec,
+    gpu_memory_bytes: f64,
+    util: f64,
+    tp: u32,
+    mbt: u32,
+) -> VllmMemory {
+    VllmMemory {
+        gpu_memory_bytes,
+        utilization: util,
+        tp,
+        weight_bytes: m.weight_bytes_total(),
+        kv_bytes_per_token: m.kv_bytes_per_token(),
+        kv_heads: m.kv_heads,
+        activation_peak_bytes: activation_peak_bytes(m, tp, mbt),
+        non_torch_bytes: non_torch_bytes(tp),
+        block_size: 16,
+    }
+}
+
+/// How to run the experiments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Which workload to simulate.
+    pub source: WorkloadSource,
+    /// vLLM's automatic prefix caching in the engine core (on in vLLM V1 and in every BLIS run).
+    pub prefix_caching: bool,
+}
+
+/// Where the simulated requests come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkloadSource {
+    /// The published workload spec only (what a held-out experiment has).
+    Spec,
+    /// The run's per-request send times and prompt lengths where the folder has them, else the spec.
+    Replay,
+}
+
+/// specsim's prediction of one experiment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// The experiment.
+    pub experiment: String,
+    /// `spec` or `replay`: which workload was simulated.
+    pub source: &'static str,
+    /// Predicted values, ms, by (stage, metric).
+    pub predicted: BTreeMap<Key, f64>,
+    /// KV blocks of one replica.
+    pub kv_blocks: u32,
+    /// What is not modelled for this run.
+    pub notes: Vec<String>,
+}
+
+/// A validation run: composed profiles are shared between experiments on the same GPU, model and TP.
+pub struct Validator {
+    tables: PathBuf,
+    costs: BTreeMap<(String, String, u32, String), Arc<dyn CostModel>>,
+}
+
+/// What an experiment runs on, once the catalog can express it.
+struct Target {
+    model: ModelSpec,
+    gpu: &'static str,
+    gpu_memory_bytes: f64,
+    dtype: &'static str,
+}
+
+impl Validator {
+    /// Validation with the aiconfigurator operator tables under `tables`.
+    pub fn new(tables: PathBuf) -> Self {
+        Validator {
+            tables,
+            costs: BTreeMap::new(),
+        }
+    }
+
+    fn target(e: &Experiment) -> std::result::Result<Target, String> {
+        let catalog = match MODELS.iter().find(|m| m.0.eq_ignore_ascii_case(&e.model)) {
+            Some((_, Ok(name))) => *name,
+            Some((_, Err(why))) => return Err((*why).to_string()),
+            None => return Err(format!("model {} is not in the catalog", e.model)),
+        };
+        let (gpu, mib) = match GPUS.iter().find(|g| g.0.eq_ignore_ascii_case(&e.hardware)) {
+            Some((_, Ok(g))) => *g,
+            Some((_, Err(why))) => return Err((*why).to_string()),
+            None => return Err(format!("hardware {} is not in the catalog", e.hardware)),
+        };
+        let dtype = if e.precision.eq_ignore_ascii_case("fp8") {
+            "fp8"
+        } else {
+            "bf16"
+        };
+        let mut model = catalog_model(catalog, "model").map_err(|x| x.to_string())?;
+        model.weight_bytes = if dtype == "fp8" { 1.0 } else { 2.0 };
+        Ok(Target {
+            model,
+            gpu,
+            gpu_memory_bytes: mib * 1024.0 * 1024.0,
+            dtype,
+        })
+    }
+
+    /// Whether `e` can run: `Ok(None)` when it can, `Ok(Some(..))` when the catalog knows the model
+    /// or GPU but cannot express it (mixture of experts, no operator tables) or the load is not
+    /// published, `Err` when the experiment names a model or GPU nobody knows.
+    pub fn check(e: &Experiment) -> std::result::Result<Option<Skipped>, Failure> {
+        let known_model = MODELS.iter().any(|m| m.0.eq_ignore_ascii_case(&e.model));
+        let known_gpu = GPUS.iter().any(|g| g.0.eq_ignore_ascii_case(&e.hardware));
+        if !known_model || !known_gpu {
+            let (field, value) = if known_model {
+                ("hardware", &e.hardware)
+            } else {
+                ("model", &e.model)
+            };
+            return Err(Failure {
+                experiment: e.name.clone(),
+                message: format!(
+                    "experiments.csv: {field}: `{value}` is not one specsim knows (calibrate/src/validate/run.rs)"
+                ),
+            });
+        }
+        let reason = match Self::target(e) {
+            Err(r) => Some(r),
+            Ok(_) if e.shared_prefix.is_none() => Some("workload spec not published".into()),
+            Ok(_) if e.stages.is_empty() => Some(
+                "load stages not published (a `-lite` rerun: rates and durations unknown)".into(),
+            ),
+            Ok(_) => None,
+        };
+        Ok(reason.map(|reason| Skipped {
+            experiment: e.name.clone(),
+            reason,
+        }))
+    }
+
+    fn cost(&mut self, t: &Target, tp: u32) -> Result<Arc<dyn CostModel>> {
+        let key = (
+            t.gpu.to_string(),
+            t.model.name.clone(),
+            tp,
+            t.dtype.to_string(),
+        );
+        if let Some(c) = self.costs.get(&key) {
+            return Ok(Arc::clone(c));
+        }
+        let mut o = OpsOptions::new(&self.tables, t.gpu, &t.model.name);
+        o.tp = tp;
+        o.dtype = t.dtype.to_string();
+        let p = profile_from_ops(&o, &OpsGrid::default())?;
+        let c: Arc<dyn CostModel> = Arc::new(ProfileCost { profile: p.profile });
+        self.costs.insert(key, Arc::clone(&c));
+        Ok(c)
+    }
+
+    /// Simulates `e` and computes its metrics. Call [`Validator::check`] first.
+    pub fn run(&mut self, e: &Experiment, opts: RunOptions) -> Result<Prediction> {
+        let t = Self::target(e).map_err(|m| CalibrateError::table(&e.name, "model", m))?;
+        let sp = e
+            .shared_prefix
+            .ok_or_else(|| CalibrateError::table(&e.name, "shared_prefix", "not published"))?;
+        let mem = vllm_memory(
+            &t.model,
+            t.gpu_memory_bytes,
+            e.gpu_mem_util,
+            e.tp,
+            e.max_num_batched_tokens,
+        );
+        let kv_blocks = mem.kv_blocks().ok_or_else(|| {
+            CalibrateError::table(
+                &e.name,
+                "tp",
+                format!("{} does not fit on {} × {}", t.model.name, e.tp, t.gpu),
+            )
+        })?;
+        let replay = match (opts.source, &e.replay) {
+            (WorkloadSource::Replay, Some(p)) => Some(read_replay(p)?),
+            _ => None,
+        };
+        // The output-token count each request's metrics use, by request id (None: failed, not counted).
+        let (w, counted) = match &replay {
+            Some(r) => replay_workload(r, &sp),
+            None => {
+                let w = spec_workload(e, &sp)?;
+                let counted = vec![Some(sp.output_len as f64); w.len()];
+                (w, counted)
+            }
+        };
+        let mut notes = Vec::new();
+        let cost = self.cost(&t, e.tp)?;
+        let out = simulate_vllm(cost, kv_blocks, e, opts.prefix_caching, &w)?;
+        let outcomes: Vec<Outcome> = out
+            .records
+            .iter()
+            .filter_map(|r| {
+                let counted = (*counted.get(r.id as usize)?)?;
+                Some(Outcome {
+                    arrival_s: r.arrival_s,
+                    ttft_s: r.ttft_s,
+                    e2e_s: r.e2e_s,
+                    output_tokens: counted,
+                })
+            })
+            .collect();
+        if e.cpu_offload {
+            notes.push("CPU offload (--cpu-offload-gb 4) not modelled".to_string());
+        }
+        let prompt: u64 = out.records.iter().map(|r| r.prompt_tokens as u64).sum();
+        let cached: u64 = out
+            .records
+            .iter()
+            .filter_map(|r| r.cached_tokens)
+            .map(u64::from)
+            .sum();
+        if cached > 0 && prompt > 0 {
+            notes.push(format!(
+                "prefix-cache hits {:.1} % of prompt tokens",
+                cached as f64 / prompt as f64 * 100.0
+            ));
+        }
+        if out.preemptions > 0 {
+            notes.push(format!("{} preemptions (KV full)", out.preemptions));
+        }
+        Ok(Prediction {
+            experiment: e.name.clone(),
+            source: if replay.is_some() { "replay" } else { "spec" },
+            predicted: by_stage(&outcomes, &e.stages),
+            kv_blocks,
+            notes,
+        })
+    }
+}
+
+/// The workload of the published spec: inference-perf's `shared_prefix` generator (the traces
+/// crate) with every prompt's prefix-block ids, constant load stages, seed 0.
+///
+/// Single-turn although the profiles say `enable_multi_turn_chat: true`: the runs used the
+/// `completion` API, and their recorded prompt lengths do not grow over a run (Llama-2-7B codegen:
+/// 580–604 tokens over 9,000 requests), so no conversation history was sent.
+fn spec_workload(e: &Experiment, sp: &SharedPrefix) -> Result<Workload> {
+    let cfg = SharedPrefixConfig {
+        system_prompts: sp.groups,
+        users_per_system_prompt: sp.users_per_group,
+        system_prompt_len: sp.system_len,
+        question_len: LengthConfig::Fixed {
+            value: sp.question_len,
+        },
+        output_len: LengthConfig::Fixed {
+            value: sp.output_len,
+        },
+        multi_turn: false,
+        max_model_len: Some(e.max_model_len),
+        block_tokens: 16,
+        load: StageLoad::Constant,
+        stages: e
+            .stages
+            .iter()
+            .map(|s| LoadStage {
+                rate: s.rate_per_s,
+                duration_s: s.duration_s,
+            })
+            .collect(),
+        stage_gap_s: 0.0,
+    };
+    shared_prefix_workload(&cfg, Path::new("."), 0)
+        .map_err(|err| CalibrateError::table(&e.name, "shared_prefix", err.to_string()))
+}
+
+/// The run's own requests: send times and prompt lengths as recorded (a failed request, recorded
+/// with 0 prompt tokens, gets the spec's), every output `output_len` tokens (`ignore_eos`); metrics
+/// count the client's recorded output tokens, as the ground truth does.
+fn replay_workload(r: &ReplayData, sp: &SharedPrefix) -> (Workload, Vec<Option<f64>>) {
+    let mut ok = r.outcomes.iter();
+    let mut reqs: Vec<(f64, u32, Option<f64>)> = r
+        .requests
+        .iter()
+        .map(|&(t, p, failed)| {
+            let counted = if failed {
+                None
+            } else {
+                ok.next().map(|o| o.output_tokens)
+            };
+            let prompt = if p == 0 {
+                sp.system_len + sp.question_len
+            } else {
+                p
+            };
+            (t, prompt, counted)
+        })
+        .collect();
+    reqs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut w = Workload::default();
+    for &(t, p, _) in &reqs {
+        w.push((t * 1e9).round() as u64, p, sp.output_len, None);
+    }
+    (w, reqs.into_iter().map(|r| r.2).collect())
+}
+
+fn simulate_vllm(
+    cost: Arc<dyn CostModel>,
+    kv_blocks: u32,
+    e: &Experiment,
+    prefix_caching: bool,
+    w: &Workload,
+) -> Result<specsim_sim::cluster::SimOutput> {
+    let cfg = EngineConfig {
+        kv_blocks: Some(kv_blocks),
+        max_num_seqs: e.max_num_seqs,
+        max_batched_tokens: e.max_num_batched_tokens,
+        chunked_prefill: true,
+        gpu_memory_utilization: e.gpu_mem_util,
+        prefix_caching,
+        ..EngineConfig::default()
+    };
+    let mut replicas = Vec::new();
+    for r in 0..e.dp.max(1) {
+        let engine = Engine::new(cfg.clone(), PolicyConfig::None.build(), Arc::clone(&cost))?;
+        let backend = SimBackend::new(
+            Arc::clone(&cost),
+            Arc::new(ConstantAcceptance { alpha: 0.0 }),
+            stream(0, "acceptance", r as u64),
+            false,
+        );
+        replicas.push(Replica {
+            engine,
+            backend: Box::new(backend),
+        });
+    }
+    Ok(simulate(
+        replicas,
+        RouterKind::default().build(),
+        w,
+        "none",
+        &SloConfig::default(),
+        &SimOptions::default(),
+    )?)
+}
