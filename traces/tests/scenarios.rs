@@ -1,4 +1,4 @@
-//! Every scenario in `scenarios/traces/` loads its real trace through `load_workload`, fits the
+//! Every scenario in `scenarios/traces/` loads its real trace (or generates its workload) through `load_workload`, fits the
 //! configured replicas' KV cache, and simulates under each of its policies (on its first 300 requests,
 //! to keep the test quick; `specsim run` replays the whole trace). Skipped when the shared data is absent.
 
@@ -22,8 +22,8 @@ fn every_trace_scenario_loads_and_simulates() {
     files.sort();
     assert_eq!(
         files.len(),
-        6,
-        "one scenario per real trace file: {files:?}"
+        7,
+        "one scenario per real trace file, and the shared_prefix generator's: {files:?}"
     );
     for f in files {
         let sc = Scenario::load(&f, &["trace.limit=300".to_string()])
