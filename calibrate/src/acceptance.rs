@@ -416,6 +416,7 @@ pub fn expected_length(c: &CategoryAcceptanceConfig, k: u32) -> Result<f64> {
         curve: c.curve.clone(),
         position_decay: c.position_decay,
         categories: BTreeMap::new(),
+        position_alphas: None,
     }
     .build(&[])
     .map_err(|msg| CalibrateError::Fit {
@@ -542,6 +543,7 @@ pub fn fit_acceptance(m: &AcceptanceMeasurement, min_records: usize) -> Result<A
         curve: overall.curve.clone(),
         position_decay: overall.position_decay,
         categories: cats.clone(),
+        position_alphas: None,
     };
     let built = config
         .build(&m.categories)
@@ -554,6 +556,7 @@ pub fn fit_acceptance(m: &AcceptanceMeasurement, min_records: usize) -> Result<A
         curve: overall.curve.clone(),
         position_decay: overall.position_decay,
         categories: BTreeMap::new(),
+        position_alphas: None,
     }
     .build(&[])
     .map_err(|msg| CalibrateError::Fit {

@@ -140,6 +140,7 @@ fn a_profile_round_trips_through_toml() {
             curve: Some(vec![[0.0, 0.02], [0.5, 0.41], [1.0, 0.97]]),
             position_decay: 1.0,
             categories: cats,
+            position_alphas: None,
         }),
         complete: true,
     };

@@ -304,6 +304,12 @@ pub const KEYS: &[KeyRange] = &[
     real("acceptance.confidence_beta.*", Excl(0.0), Incl(1e6), "-"),
     real("acceptance.curve.*.*", Incl(0.0), Incl(1.0), "probability"),
     real(
+        "acceptance.position_alphas.*",
+        Incl(0.0),
+        Incl(1.0),
+        "probability",
+    ),
+    real(
         "acceptance.position_decay",
         Excl(0.0),
         Incl(1.0),

@@ -95,34 +95,28 @@ fn ablation_at(rate: f64) -> [specsim_sim::metrics::Summary; 3] {
 }
 
 #[test]
-fn ablation_confidence_prior_elimination_pays_near_saturation_and_slo_awareness_never_hurts() {
-    // Near saturation (40 req/s on one A100) verification is compute-bound: dropping tail tokens of
-    // low cumulative confidence before verifying shortens every step, so full SpecServe's p99 TPOT is
-    // well below that of SpecServe without elimination (29 vs 44 ms with this seed).
-    let [full, no_elim, no_slo] = ablation_at(40.0);
+fn ablation_elimination_binds_near_saturation_under_a_tight_slo_and_slo_awareness_does_not() {
+    // The paper's setting (fork scorer and buckets, SpecDecode-Bench per-position acceptance), 25 ms
+    // TPOT SLO. At 35 req/s a plain step is close to the SLO: dropping low-confidence tail drafts
+    // keeps more requests inside it (61.3 % vs 57.0 % with this seed).
+    let [full, no_elim, no_slo] = ablation_at(35.0);
     assert!(
-        full.tpot.p99 < 0.8 * no_elim.tpot.p99,
-        "p99 TPOT with elimination {} vs without {}",
-        full.tpot.p99,
-        no_elim.tpot.p99
+        full.slo_attainment > no_elim.slo_attainment + 0.02,
+        "attainment with elimination {} vs without {}",
+        full.slo_attainment,
+        no_elim.slo_attainment
     );
-    assert!(full.output_tokens_per_s > no_elim.output_tokens_per_s);
-    // Past saturation (45 req/s) queueing dominates and both keep ~97 % of requests inside their SLOs
-    // (96.7 % vs 97.6 % with this seed: the draft's catch-up after steps without drafting is charged,
-    // as the runtime pays it); elimination still serves tokens faster.
-    let [full45, no_elim45, no_slo45] = ablation_at(45.0);
-    assert!(
-        full45.output_tokens_per_s > no_elim45.output_tokens_per_s,
-        "tokens/s with elimination {} vs without {}",
-        full45.output_tokens_per_s,
-        no_elim45.output_tokens_per_s
-    );
-    assert!((full45.slo_attainment - no_elim45.slo_attainment).abs() < 0.02);
-    // The SLO-aware stop only binds when a step's per-token latency for the tightest request still
-    // inside its SLO would exceed the SLO while another draft position still raises efficiency; with
-    // this pair that never happens below the 50 ms TPOT SLO, so it must at least cost nothing.
-    for (f, n) in [(&full, &no_slo), (&full45, &no_slo45)] {
-        assert!(f.slo_attainment >= n.slo_attainment);
-        assert!(f.tpot.p99 <= n.tpot.p99 * 1.001);
+    assert!(full.tpot.mean < no_elim.tpot.mean);
+    // Light load (10 req/s): every variant keeps every request inside its SLOs.
+    let [full10, no_elim10, no_slo10] = ablation_at(10.0);
+    for s in [&full10, &no_elim10, &no_slo10] {
+        assert_eq!(s.slo_attainment, 1.0);
+    }
+    // The SLO-aware stop only shortens a step that still gains efficiency; near saturation under
+    // batch expansion the efficiency optimum is already k = 0 or 1 and at light load both optima
+    // coincide, so it changes nothing measurable here.
+    for (f, n) in [(&full, &no_slo), (&full10, &no_slo10)] {
+        assert!((f.slo_attainment - n.slo_attainment).abs() < 0.005);
+        assert!((f.tpot.p99 / n.tpot.p99 - 1.0).abs() < 0.01);
     }
 }

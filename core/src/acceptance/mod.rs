@@ -237,6 +237,10 @@ pub struct CategoryAcceptance {
     pub curve: CalibrationCurve,
     /// Optional decay of confidence with draft position: confidence is multiplied by `decay^position`.
     pub position_decay: f64,
+    /// Per draft position, the factor on `curve(confidence)` that gives the position its measured
+    /// acceptance rate (empty: none; the last repeats). The reported confidence is not scaled, so the
+    /// draft's calibration error varies by position, as a real draft's does.
+    pub position_scale: Vec<f64>,
 }
 
 impl CategoryAcceptance {
@@ -260,7 +264,67 @@ impl CategoryAcceptance {
             confidence_mean: a / (a + b),
             curve,
             position_decay,
+            position_scale: Vec::new(),
         })
+    }
+
+    /// `P(accept)` of a token of confidence `conf` at draft position `p`.
+    fn accept_probability(&self, conf: f64, p: u32) -> f64 {
+        let base = self.curve.eval(conf);
+        match self.position_scale.len() {
+            0 => base,
+            n => (base * self.position_scale[(p as usize).min(n - 1)]).min(1.0),
+        }
+    }
+
+    /// `E[P(accept)]` at position `p` over the confidence distribution, by midpoint quadrature over the
+    /// Beta density, with the confidence decayed to the position (`scale` on the curve, capped at 1).
+    fn mean_acceptance(&self, p: u32, scale: f64) -> f64 {
+        let n = 2000;
+        let (a, b) = self.beta_params;
+        let decay = self.position_decay.powi(p as i32);
+        let (mut num, mut den) = (0.0, 0.0);
+        for i in 0..n {
+            let x = (i as f64 + 0.5) / n as f64;
+            let w = x.powf(a - 1.0) * (1.0 - x).powf(b - 1.0);
+            num += w * (self.curve.eval(x * decay) * scale).min(1.0);
+            den += w;
+        }
+        num / den
+    }
+
+    /// Scales the curve per position so that position `j` is accepted at `alphas[j]` on average
+    /// (bisection on the factor: the mean is continuous and non-decreasing in it). A rate the curve
+    /// cannot reach (above the share of confidences it gives a non-zero probability) is an error.
+    fn with_position_alphas(mut self, alphas: &[f64]) -> Result<Self, String> {
+        let mut scale = Vec::with_capacity(alphas.len());
+        for (j, &alpha) in alphas.iter().enumerate() {
+            if !(0.0..=1.0).contains(&alpha) {
+                return Err(format!(
+                    "position_alphas[{j}] = {alpha} is not a probability"
+                ));
+            }
+            let (mut lo, mut hi) = (0.0f64, 1.0f64);
+            while self.mean_acceptance(j as u32, hi) < alpha {
+                hi *= 2.0;
+                if hi > 1e6 {
+                    return Err(format!(
+                        "position_alphas[{j}] = {alpha}: the calibration curve cannot reach it"
+                    ));
+                }
+            }
+            for _ in 0..60 {
+                let mid = 0.5 * (lo + hi);
+                if self.mean_acceptance(j as u32, mid) < alpha {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            scale.push(0.5 * (lo + hi));
+        }
+        self.position_scale = scale;
+        Ok(self)
     }
 }
 
@@ -298,23 +362,17 @@ impl AcceptanceModel for CalibratedAcceptance {
         }
         DraftDraw {
             confidence: conf as f32,
-            accepted: rng.random::<f64>() < cat.curve.eval(conf),
+            accepted: rng.random::<f64>() < cat.accept_probability(conf, p),
         }
     }
     fn acceptance_rate(&self, p: u32, c: Option<CategoryId>) -> f64 {
         // E[curve(p·decay^j)] by midpoint quadrature over the Beta density (exact enough for reporting).
         let cat = self.for_category(c);
-        let n = 2000;
-        let (a, b) = cat.beta_params;
-        let mut num = 0.0;
-        let mut den = 0.0;
-        for i in 0..n {
-            let x = (i as f64 + 0.5) / n as f64;
-            let w = x.powf(a - 1.0) * (1.0 - x).powf(b - 1.0);
-            num += w * cat.curve.eval(x * cat.position_decay.powi(p as i32));
-            den += w;
-        }
-        num / den
+        let scale = match cat.position_scale.len() {
+            0 => 1.0,
+            n => cat.position_scale[(p as usize).min(n - 1)],
+        };
+        cat.mean_acceptance(p, scale)
     }
     fn describe(&self) -> String {
         format!(
@@ -352,6 +410,11 @@ pub enum AcceptanceConfig {
         /// Per-category overrides.
         #[serde(default)]
         categories: BTreeMap<String, CategoryAcceptanceConfig>,
+        /// Measured acceptance by draft position (conditional convention, the last repeats; e.g. the
+        /// SpecDecode-Bench fit): the default category's curve is scaled per position to these rates
+        /// while the confidences the draft reports stay as drawn.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        position_alphas: Option<Vec<f64>>,
     },
     /// The acceptance measured by `specsim calibrate`, read from a profile file's `[acceptance]` table.
     Profile {
@@ -429,13 +492,20 @@ impl AcceptanceConfig {
                 curve,
                 position_decay,
                 categories: cats,
+                position_alphas,
             } => {
-                let default = CategoryAcceptance::new(
+                let mut default = CategoryAcceptance::new(
                     confidence_beta[0],
                     confidence_beta[1],
                     curve_of(curve)?,
                     *position_decay,
                 )?;
+                if let Some(alphas) = position_alphas {
+                    if alphas.is_empty() {
+                        return Err("position_alphas is empty".into());
+                    }
+                    default = default.with_position_alphas(alphas)?;
+                }
                 let mut by_category = vec![None; categories.len()];
                 for (name, c) in cats {
                     let built = CategoryAcceptance::new(
@@ -517,6 +587,7 @@ mod tests {
             curve: None,
             position_decay: 1.0,
             categories: BTreeMap::new(),
+            position_alphas: None,
         };
         let m = cfg.build(&[]).unwrap();
         assert!((m.acceptance_rate(0, None) - 0.6).abs() < 1e-3);
@@ -526,6 +597,52 @@ mod tests {
             .filter(|_| m.draw(0, None, &mut rng).accepted)
             .count();
         assert!((acc as f64 / n as f64 - 0.6).abs() < 0.01);
+    }
+
+    #[test]
+    fn position_alphas_scale_the_curve_to_each_positions_rate() {
+        // Beta(3, 2) confidences (density 12x²(1 − x), mean 0.6), identity curve. Position 0 at 0.3:
+        // scale 0.5 (0.5·x never reaches 1, so E = 0.5 · 0.6). Position 1 at 0.75 needs a scale s > 1
+        // capped at 1 above x = c = 1/s: E = 1 − c³ + 0.6c⁴ (integrating by hand), = 0.75 at
+        // c = 0.776410, s = 1.287979. Deeper positions repeat the last.
+        let cfg = AcceptanceConfig::Calibrated {
+            confidence_beta: [3.0, 2.0],
+            curve: None,
+            position_decay: 1.0,
+            categories: BTreeMap::new(),
+            position_alphas: Some(vec![0.3, 0.75]),
+        };
+        let by_hand = CategoryAcceptance::new(3.0, 2.0, CalibrationCurve::identity(), 1.0)
+            .and_then(|c| c.with_position_alphas(&[0.3, 0.75]))
+            .unwrap();
+        assert!((by_hand.position_scale[0] - 0.5).abs() < 1e-6);
+        assert!((by_hand.position_scale[1] - 1.287979).abs() < 1e-4);
+        let m = cfg.build(&[]).unwrap();
+        for (p, want) in [(0, 0.3), (1, 0.75), (5, 0.75)] {
+            assert!((m.acceptance_rate(p, None) - want).abs() < 1e-6, "{p}");
+        }
+        // Sampled: each position accepted at its rate, while the reported confidence keeps mean 0.6
+        // at every position (what makes the draft miscalibrated by position).
+        let mut rng = stream(4, "t", 0);
+        let n = 100_000;
+        for (p, want) in [(0, 0.3), (1, 0.75)] {
+            let draws: Vec<DraftDraw> = (0..n).map(|_| m.draw(p, None, &mut rng)).collect();
+            let acc = draws.iter().filter(|d| d.accepted).count() as f64 / n as f64;
+            let conf = draws.iter().map(|d| d.confidence as f64).sum::<f64>() / n as f64;
+            assert!((acc - want).abs() < 0.01, "position {p}: {acc}");
+            assert!((conf - 0.6).abs() < 0.01, "position {p}: {conf}");
+        }
+        // A curve that gives confidences below 0.5 no chance can reach at most P(x > 0.5) = 0.6875.
+        let flat_low = |alpha: f64| AcceptanceConfig::Calibrated {
+            confidence_beta: [3.0, 2.0],
+            curve: Some(vec![[0.0, 0.0], [0.5, 0.0], [1.0, 1.0]]),
+            position_decay: 1.0,
+            categories: BTreeMap::new(),
+            position_alphas: Some(vec![alpha]),
+        };
+        assert!(flat_low(0.68).build(&[]).is_ok());
+        let e = flat_low(0.7).build(&[]).err().unwrap();
+        assert!(e.contains("position_alphas[0] = 0.7"), "{e}");
     }
 
     #[test]
@@ -558,6 +675,7 @@ mod tests {
             curve: None,
             position_decay: 1.0,
             categories: cats,
+            position_alphas: None,
         };
         let m = cfg.build(&["writing".into(), "coding".into()]).unwrap();
         assert!((m.acceptance_rate(0, Some(1)) - 0.9).abs() < 1e-3);

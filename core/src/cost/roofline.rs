@@ -408,6 +408,40 @@ mod tests {
     }
 
     #[test]
+    fn batch_expansion_verify_reads_each_sequences_kv_once_per_position() {
+        use crate::shape::Scorer;
+        // Eight sequences at context 1000 verify k = 3 drafts on Llama-2-7B / Vicuna-7B (fp16 KV:
+        // 2 (K, V) · 32 layers · 4096 · 2 bytes = 524,288 bytes per token). Bytes moved per sequence:
+        // multi-query reads the 1000 cached entries plus the 4 new ones and writes 4: 1008 tokens of KV;
+        // batch expansion runs 4 one-token rows at contexts 1000..=1003, reading 1001 + 1002 + 1003 +
+        // 1004 = 4010 and writing 4: 4014 tokens, 3.98x (k + 1 = 4x less the triangle of new tokens).
+        let r = a100_7b();
+        let m = &r.target.model;
+        assert_eq!(m.kv_bytes_per_token(), 524_288.0);
+        let batch = |sc: Scorer| {
+            (0..8).fold(BatchShape::default(), |s, _| {
+                s.merge(sc.verify_seq(1000, 3))
+            })
+        };
+        let weights = (m.layer_params() + m.head_params()) * 2.0;
+        // 32 rows are far from compute-bound (2 · 6.5e9 · 32 flops = 1.3 ms < 6.5 ms of weights), so the
+        // forward takes bytes / 2.04 TB/s.
+        for (sc, kv_tokens) in [
+            (Scorer::MultiQuery, 1008.0),
+            (Scorer::BatchExpansion, 4014.0),
+        ] {
+            let want = (weights + 8.0 * kv_tokens * 524_288.0) / 2.04e12;
+            let got = r.forward_s(&r.target, &batch(sc));
+            assert!((got - want).abs() < 1e-12, "{sc:?}: {got} vs {want}");
+        }
+        // The difference is the extra KV traffic alone: 8 · 3006 · 524,288 B = 12.6 GB, 6.18 ms.
+        let extra = r.forward_s(&r.target, &batch(Scorer::BatchExpansion))
+            - r.forward_s(&r.target, &batch(Scorer::MultiQuery));
+        assert!((extra - 8.0 * 3006.0 * 524_288.0 / 2.04e12).abs() < 1e-12);
+        assert!((extra - 6.18e-3).abs() < 0.01e-3, "{extra}");
+    }
+
+    #[test]
     fn the_adaspec_forks_capture_sizes_are_coarser() {
         // Powers of two to 32, then multiples of 32 to 256: a batch of 33 pads to 64 (vLLM: 40).
         let fork: Vec<u32> = [1, 3, 5, 17, 31, 32, 33, 64, 65, 250, 256, 257]

@@ -414,6 +414,7 @@ mod tests {
             curve: None,
             position_decay: 1.0,
             categories: Default::default(),
+            position_alphas: None,
         };
         let mean = calibrated.mean_confidence();
         assert!((mean.unwrap() - 0.9).abs() < 1e-12);

@@ -106,6 +106,9 @@ pub(super) fn fig5(sc: &Scenario) -> Result<Figure> {
         let csc = grid.scenario(sc, &cell)?;
         let model = csc.acceptance(&[])?;
         let label = match &grid.axes[ax].values[v] {
+            toml::Value::Table(t) if t.contains_key("position_alphas") => {
+                "SpecDecode-Bench ShareGPT fit, partly informative confidence".into()
+            }
             toml::Value::Table(t) => match t.get("confidence_beta") {
                 Some(b) => format!(
                     "confidence ~ Beta{}",

@@ -44,19 +44,56 @@ fn axis_names(grid: &Grid, key: &str) -> Vec<String> {
         .collect()
 }
 
-/// Figure 2: mean and p99 TPOT and TTFT per policy, trace and model pair.
-pub(super) fn fig2(sc: &Scenario, place: &SweepPlace) -> Result<Figure> {
+/// One figure-2 sweep's values: per trace name, model index and policy index, the table row.
+struct Fig2Part {
+    traces: Vec<String>,
+    models: Vec<String>,
+    policies: Vec<String>,
+    /// (trace index, model index, policy index, row).
+    cells: Vec<(usize, usize, usize, usize)>,
+    table: specsim_sim::sweep::SweepTable,
+}
+
+fn fig2_part(sc: &Scenario, place: &SweepPlace) -> Result<Fig2Part> {
     let (grid, t) = sweep(sc, place)?;
     let ai = |k: &str| grid.axes.iter().position(|a| a.key == k);
     let (Some(tr), Some(md), Some(po)) = (ai("trace"), ai("models"), ai("policy")) else {
         bail!("fig2 needs sweep axes `trace`, `models` and `policy`");
     };
-    let traces = axis_names(&grid, "trace");
-    let models = axis_names(&grid, "models");
-    let policies: Vec<String> = (0..grid.axes[po].values.len())
+    let policies = (0..grid.axes[po].values.len())
         .map(|i| grid.label(po, i))
         .collect();
-    let cells = coords(&grid, &t);
+    let cells = coords(&grid, &t)
+        .into_iter()
+        .map(|(c, i)| (c[tr], c[md], c[po], i))
+        .collect();
+    Ok(Fig2Part {
+        traces: axis_names(&grid, "trace"),
+        models: axis_names(&grid, "models"),
+        policies,
+        cells,
+        table: t,
+    })
+}
+
+/// Figure 2: mean and p99 TPOT and TTFT per policy, trace and model pair. `extra` are sweeps of other
+/// traces over the same model pairs and policies under their own SLOs (code's 40 ms TPOT SLO, which
+/// one sweep cannot give a single trace, since its axes cross).
+pub(super) fn fig2(sc: &Scenario, extra: &[Scenario], place: &SweepPlace) -> Result<Figure> {
+    let mut parts = vec![fig2_part(sc, place)?];
+    for e in extra {
+        let p = fig2_part(e, place)?;
+        if p.models != parts[0].models || p.policies != parts[0].policies {
+            bail!(
+                "fig2: {} sweeps other model pairs or policies than {}",
+                e.name(),
+                sc.name()
+            );
+        }
+        parts.push(p);
+    }
+    let models = parts[0].models.clone();
+    let policies = parts[0].policies.clone();
     let mut panels = Vec::new();
     for (metric, label, scale) in [
         ("tpot_mean_s", "mean TPOT (ms)", 1e3),
@@ -64,21 +101,22 @@ pub(super) fn fig2(sc: &Scenario, place: &SweepPlace) -> Result<Figure> {
         ("ttft_mean_s", "mean TTFT (s)", 1.0),
         ("ttft_p99_s", "p99 TTFT (s)", 1.0),
     ] {
-        let vals = column(&t, metric)?;
         for (mi, m) in models.iter().enumerate() {
-            let series = traces
-                .iter()
-                .enumerate()
-                .map(|(ti, tn)| {
-                    let mut pts: Vec<(f64, f64)> = cells
+            let mut series = Vec::new();
+            for part in &parts {
+                let vals = column(&part.table, metric)?;
+                for (ti, tn) in part.traces.iter().enumerate() {
+                    let mut pts: Vec<(f64, f64)> = part
+                        .cells
                         .iter()
-                        .filter(|(c, _)| c[tr] == ti && c[md] == mi)
-                        .map(|(c, i)| (c[po] as f64, vals[*i] * scale))
+                        .filter(|c| c.0 == ti && c.1 == mi)
+                        .map(|c| (c.2 as f64, vals[c.3] * scale))
                         .collect();
                     pts.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    Series::new(tn.clone(), pts, SeriesKind::LinePoints).color(ti)
-                })
-                .collect();
+                    let color = series.len();
+                    series.push(Series::new(tn.clone(), pts, SeriesKind::LinePoints).color(color));
+                }
+            }
             panels.push(Chart {
                 title: format!("{label} — {m}"),
                 x_label: "policy".into(),

@@ -107,7 +107,8 @@ pub fn run(a: FiguresArgs) -> Result<()> {
                 .map_err(anyhow::Error::from)
                 .and_then(|sc| match n {
                     1 => efficiency::fig1(&sc),
-                    2 => latency::fig2(&sc, &place),
+                    2 => fig2_extra(&a.scenarios)
+                        .and_then(|extra| latency::fig2(&sc, &extra, &place)),
                     3 => load::fig3(&sc, &place),
                     4 => dynamics::fig4(&sc),
                     5 => dynamics::fig5(&sc),
@@ -143,6 +144,16 @@ pub fn run(a: FiguresArgs) -> Result<()> {
         bail!("figures {failed:?} failed (see above)");
     }
     Ok(())
+}
+
+/// Figure 2's further sweeps beside `fig2_latency.toml`: traces under their own SLOs
+/// (`fig2_code.toml`, code at the paper's 40 ms TPOT), when present.
+fn fig2_extra(dir: &std::path::Path) -> Result<Vec<Scenario>> {
+    let path = dir.join("fig2_code.toml");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    Ok(vec![Scenario::load(&path, &[])?])
 }
 
 /// The seven policies of figures 2, 3 and 8, with fixed colours.
