@@ -33,6 +33,7 @@ pub mod compare;
 pub mod driver;
 pub mod endpoint;
 mod error;
+pub mod fidelity;
 pub mod http;
 #[cfg(feature = "runtime")]
 pub mod inprocess;
