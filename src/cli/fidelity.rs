@@ -3,11 +3,13 @@
 //! Predicts the cell with several simulator seeds (the workload stays the scenario's: only the
 //! acceptance and routing streams change), reads each live replicate's directory (`requests.csv`,
 //! `replay.json`, and when present `steps.csv`, `metrics.txt`, `noise.json`), re-runs the simulator on
-//! each replicate's step log for the engine/queueing term, and writes `cell.json` and `cell.md`
+//! each replicate's step log (and its measured acceptance per position) for the engine/queueing
+//! term, and writes `cell.json` and `cell.md`
 //! (see `specsim_replay::fidelity::cell`).
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use specsim_core::acceptance::AcceptanceConfig;
 use specsim_replay::fidelity::cell::{cell_report, render_markdown, MeasuredReplicate};
 use specsim_replay::fidelity::noise::NoiseReport;
 use specsim_replay::fidelity::recorded::engine_term;
@@ -119,7 +121,13 @@ pub fn run(a: FidelityArgs) -> Result<()> {
     for dir in &a.measured {
         let mut r = read_replicate(dir);
         if let (Some(rows), None) = (&r.steps, &r.aborted) {
-            let (replicas, name) = sc.build_replicas(&w.categories, policy)?;
+            // The re-run isolates the engine and its queueing: it takes the live forward times, and
+            // the live acceptance rates per position where the engine's counters were saved.
+            let mut live = sc.clone();
+            if let Some(alphas) = r.acceptance.as_ref().and_then(|c| c.conditional_rates()) {
+                live.file.acceptance = AcceptanceConfig::PerPosition { alphas };
+            }
+            let (replicas, name) = live.build_replicas(&w.categories, policy)?;
             if replicas.len() != 1 {
                 bail!("the engine/queueing term needs a scenario of one replica (a step log is one engine's)");
             }

@@ -23,6 +23,30 @@ pub struct AcceptanceCounts {
     pub chosen_k: BTreeMap<u32, f64>,
 }
 
+impl AcceptanceCounts {
+    /// The measured conditional acceptance rate per position (`α_i`: accepted at `i` given accepted
+    /// up to `i − 1`), from position 0 up to the last one the engine drafted at; `None` if it never
+    /// drafted. Position `i`'s reach `r_i = accepted_i / drafted_i` is `Π_{j ≤ i} α_j`, so
+    /// `α_i = r_i / r_{i−1}`.
+    pub fn conditional_rates(&self) -> Option<Vec<f64>> {
+        let mut rates = Vec::new();
+        let mut prev = 1.0;
+        for (&i, &d) in &self.drafted_at {
+            if i as usize != rates.len() || d <= 0.0 {
+                break;
+            }
+            let reach = self.accepted_at.get(&i).copied().unwrap_or(0.0) / d;
+            rates.push(if prev > 0.0 {
+                (reach / prev).clamp(0.0, 1.0)
+            } else {
+                0.0
+            });
+            prev = reach;
+        }
+        (!rates.is_empty()).then_some(rates)
+    }
+}
+
 /// The value of label `key` in a Prometheus sample's `{...}` part.
 fn label(labels: &str, key: &str) -> Option<u32> {
     labels
@@ -188,6 +212,9 @@ mod tests {
         assert_eq!(t.reach.len(), 2);
         assert!((t.reach[0].1 - 0.8).abs() < 1e-12 && t.reach[0].2 == Some(0.8));
         assert!((t.reach[1].1 - 0.4).abs() < 1e-12 && t.reach[1].2 == Some(0.4));
+        // Conditional rates back from the counts: 0.8, then 0.4 / 0.8.
+        assert_eq!(m.conditional_rates(), Some(vec![0.8, 0.5]));
+        assert_eq!(AcceptanceCounts::default().conditional_rates(), None);
         // Predicted: 12 accepted over 10 decode steps; measured 12 over 10 verifications.
         assert!((t.accepted_per_step_predicted - 1.2).abs() < 1e-12);
         assert_eq!(t.accepted_per_step_measured, Some(1.2));
