@@ -24,6 +24,7 @@
 #   TTFT_SLO, TPOT_SLO  [the scenario's]       SLOs in seconds (scale them to the pair's speed)
 #   MODE        [http]                         http: `specsim serve` + `specsim replay --endpoint`;
 #                                              in-process: `specsim replay --in-process` (no HTTP)
+#   THREADS [all cores]                        compute threads of the engine
 #   OUT [out/fidelity]  SPECSIM_BIN [target/release/specsim]  PORT [8765]
 #   FAKE_STEP_MS [unset]                       a dry run of the whole pipeline without models: the engine
 #                                              over the scripted echo backend, each forward this long
@@ -46,7 +47,7 @@ PROFILE=${PROFILE:-profiles/qwen2.5-coder-0.5b-ngram.cpu.toml}
 MODE=${MODE:-http}
 OUT=${OUT:-out/fidelity}
 PORT=${PORT:-8765}
-[ $# -ge 1 ] || { sed -n 2,33p "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,34p "$0"; exit 2; }
 C=$1
 [ -x "$BIN" ] || { echo "fidelity: $BIN not found: run cargo build --release" >&2; exit 1; }
 [ -z "${FAKE_STEP_MS:-}" ] || TARGET=$PROFILE
@@ -62,6 +63,7 @@ engine_flags() { # POLICY TPOT
   local f=(--policy "$1" --profile "$PROFILE" --max-num-seqs 8 --kv-tokens 32768 --tpot-slo "$2")
   if [ -n "${FAKE_STEP_MS:-}" ]; then f+=(--fake --fake-step-ms "$FAKE_STEP_MS"); echo "${f[@]}"; return; fi
   f+=(--target "$TARGET")
+  [ -z "${THREADS:-}" ] || f+=(--threads "$THREADS")
   if [ "$DRAFT" = ngram ]; then f+=(--ngram); else f+=(--draft "$DRAFT"); fi
   echo "${f[@]}"
 }

@@ -7,7 +7,7 @@ For a configuration `specsim calibrate` cannot time (a target with n-gram drafti
 draft *model*), a short live run of the same engine on the same machine is the calibration: run
 `specsim replay --in-process ... --policy static-4 --ngram` on a calibration workload (another seed than
 the study's), then fit here. Target forwards are fitted by least squares, decode/verify as
-`a + b·new_tokens + c·context_tokens + d·seqs` and prefill as `a + b·prefill_tokens` (nanoseconds), and
+`a + b·new_tokens` and prefill as `a + b·prefill_tokens` (nanoseconds), and
 the profile's grids are those fits evaluated at the grid points (so the simulator interpolates the fit);
 draft forwards (n-gram lookups) take their median. Acceptance is the engine's measured conditional rate
 per draft position (`acceptance.kind = "per_position"`). The provenance says all this."""
@@ -62,7 +62,10 @@ for r in rows:
         pre_x.append([1.0, pre])
         pre_y.append(ns)
     elif pre == 0:
-        dec_x.append([1.0, new, ctx, seqs])
+        # Context and batch terms are left out: a short calibration run cannot separate them from
+        # the token count (they came out negative on 40 forwards), and on a CPU the forward is
+        # compute-bound in the tokens.
+        dec_x.append([1.0, new, 0.0, 0.0])
         dec_y.append(ns)
 if len(dec_y) < 8 or len(pre_y) < 3:
     sys.exit(f"{steps_path}: too few forwards to fit ({len(dec_y)} decode/verify, {len(pre_y)} prefill-only)")
