@@ -121,7 +121,8 @@ pub fn acceptance_term(
         .map(|r| u64::from(r.steps.saturating_sub(1)))
         .sum();
     let verifications: f64 = measured.chosen_k.values().sum();
-    let accepted_m: f64 = measured.accepted_at.values().sum();
+    // `+ 0.0`: an empty float sum is −0.0, which reports print as "-0.00".
+    let accepted_m: f64 = measured.accepted_at.values().sum::<f64>() + 0.0;
     AcceptanceTerm {
         reach,
         accepted_per_step_predicted: if steps == 0 {
@@ -218,6 +219,10 @@ mod tests {
         // Predicted: 12 accepted over 10 decode steps; measured 12 over 10 verifications.
         assert!((t.accepted_per_step_predicted - 1.2).abs() < 1e-12);
         assert_eq!(t.accepted_per_step_measured, Some(1.2));
+        // An engine that verified without drafting reports exactly 0 accepted per step.
+        let none = parse_acceptance_metrics("specsim_chosen_k_total{k=\"0\"} 7\n");
+        let t = acceptance_term(&pred, &none, &|_| 0.5);
+        assert!(t.accepted_per_step_measured.unwrap().is_sign_positive());
     }
 
     #[test]
