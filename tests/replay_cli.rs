@@ -258,3 +258,79 @@ fn replay_against_a_black_hole_or_stalling_server_ends_by_its_deadline_with_a_re
         assert!(out.join("measured/replay.json").is_file(), "{name}");
     }
 }
+
+#[test]
+fn in_process_replicates_make_a_fidelity_cell_and_a_dead_one_is_left_out() {
+    // Two replicates of the scripted engine served in process (10 ms forwards), then one cell from
+    // them plus a replicate whose directory holds nothing (a server that never came up).
+    let dir = tempfile::tempdir().unwrap();
+    let sc = scenario(dir.path());
+    let out = dir.path().join("meas");
+    for rep in ["r1", "r2"] {
+        let o = specsim(&[
+            "replay",
+            &sc,
+            "--in-process",
+            "--fake",
+            "--fake-step-ms",
+            "10",
+            "--policy",
+            "none",
+            "--token-prompts",
+            "--policy-label",
+            "none",
+            "--noise",
+            "-q",
+            "--out",
+            out.join(rep).to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let got = out.join(rep).join("none");
+        for f in [
+            "requests.csv",
+            "replay.json",
+            "steps.csv",
+            "metrics.txt",
+            "noise.json",
+        ] {
+            assert!(got.join(f).is_file(), "{rep}: no {f}");
+        }
+    }
+    let dead = out.join("r3").join("none");
+    std::fs::create_dir_all(&dead).unwrap();
+    let cell = dir.path().join("cell");
+    let o = specsim(&[
+        "fidelity",
+        &sc,
+        "--policy",
+        "none",
+        "--measured",
+        out.join("r1/none").to_str().unwrap(),
+        out.join("r2/none").to_str().unwrap(),
+        dead.to_str().unwrap(),
+        "--seeds",
+        "2",
+        "--warmup",
+        "1",
+        "--out",
+        cell.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cell.join("cell.json")).unwrap()).unwrap();
+    assert_eq!(report["measured_replicates"], 2);
+    assert_eq!(report["predicted_replicates"], 2);
+    let excluded = report["excluded"].as_array().unwrap();
+    assert_eq!(excluded.len(), 1, "{report}");
+    assert!(excluded[0][0].as_str().unwrap().contains("r3"));
+    // Every metric has a verdict; both replicates had a step log, so both have an engine term.
+    assert_eq!(report["metrics"].as_array().unwrap().len(), 3);
+    let engine = report["engine"].as_array().unwrap();
+    assert_eq!(engine.len(), 2);
+    for e in engine {
+        assert_eq!(e["requests"], 5, "{e}");
+    }
+    assert!(std::fs::read_to_string(cell.join("cell.md"))
+        .unwrap()
+        .contains("left out"));
+}

@@ -11,6 +11,9 @@
 //! - [`compare`](compare::compare_dirs) joins a predicted and a measured result directory and reports,
 //!   for TTFT, TPOT and E2E, the relative error of the mean and of p50/p90/p99, request-level MAPE
 //!   and Pearson correlation, and predicted versus measured SLO attainment in percentage points.
+//! - [`fidelity`] puts replicated measurements together: bootstrap intervals, verdicts against the
+//!   aims, attainment-versus-SLO curves, the error split into engine/queueing, cost, acceptance and
+//!   workload terms, and the machine's noise during a run.
 //!
 //! Reading guide: [`endpoint`] (the seam: one request in, timed token arrivals out), [`driver`]
 //! (when requests are sent and how a run is bounded), [`results`] (what was measured, as rows),
@@ -33,6 +36,7 @@ pub mod compare;
 pub mod driver;
 pub mod endpoint;
 mod error;
+pub mod fidelity;
 pub mod http;
 #[cfg(feature = "runtime")]
 pub mod inprocess;

@@ -10,7 +10,7 @@ use specsim_replay::prompts::PromptMode;
 use specsim_replay::{replay, ReplayConfig};
 use specsim_runtime::server::fake::{FakeConfig, FakeGenerator};
 use specsim_runtime::server::{
-    FinishReason, GenEvent, GenerateRequest, Generation, Generator, Load, SamplingParams,
+    FinishReason, GenEvent, GenerateRequest, Generation, Generator, Load, RequestSampling,
     SubmitError,
 };
 use specsim_sim::metrics::SloConfig;
@@ -80,7 +80,7 @@ async fn scripted_steps_come_back_with_exact_token_counts() {
         step: 3,
         dead: Arc::new(AtomicBool::new(false)),
     };
-    let ep = InProcessEndpoint::new(Arc::new(gen), None, SamplingParams::default(), "scripted");
+    let ep = InProcessEndpoint::new(Arc::new(gen), None, RequestSampling::default(), "scripted");
     let w = workload(&[(0.0, 10, 7), (0.05, 20, 7)]);
     let out = replay(
         Arc::new(ep),
@@ -109,7 +109,7 @@ async fn the_runtimes_fake_generator_bursts_are_counted_and_text_needs_an_encode
         burst: 3,
         ..FakeConfig::default()
     });
-    let ep = InProcessEndpoint::new(Arc::new(fake), None, SamplingParams::default(), "fake");
+    let ep = InProcessEndpoint::new(Arc::new(fake), None, RequestSampling::default(), "fake");
     let w = workload(&[(0.0, 5, 8)]);
     let out = replay(
         Arc::new(ep.clone()),
@@ -157,7 +157,7 @@ async fn a_stopped_engine_aborts_the_in_process_run() {
         step: 1,
         dead: dead.clone(),
     };
-    let ep = InProcessEndpoint::new(Arc::new(gen), None, SamplingParams::default(), "dying");
+    let ep = InProcessEndpoint::new(Arc::new(gen), None, RequestSampling::default(), "dying");
     // Requests every 100 ms, 2 tokens (100 ms each); the engine stops at 250 ms: requests 0–2 finish,
     // 3 and 4 are refused (two in a row abort), 5–7 are never sent.
     let w = workload(&(0..8).map(|i| (i as f64 * 0.1, 4, 2)).collect::<Vec<_>>());

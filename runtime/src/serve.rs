@@ -180,9 +180,22 @@ fn fixture_tokenizer() -> Result<GgufTokenizer, ServeError> {
     })
 }
 
-/// Runs `specsim serve`: loads the tokenizer and models, starts the engine thread and serves HTTP until
-/// SIGTERM or Ctrl-C, then drains (see [`ServeConfig::shutdown_grace`]) and returns `Ok`.
-pub fn serve(config: &ServeConfig) -> Result<(), ServeError> {
+/// What serves requests without the HTTP layer: the engine thread (behind the [`Generator`] seam),
+/// the tokenizer, the metrics the engine records into, and the model name.
+pub struct LocalEngine {
+    /// The engine thread's handle.
+    pub generator: Arc<dyn Generator>,
+    /// The target's tokenizer (the fixture's for `fake`).
+    pub tokenizer: Arc<GgufTokenizer>,
+    /// Where the engine records steps and forwards (`/metrics`).
+    pub metrics: Arc<Metrics>,
+    /// The name `/v1/models` reports.
+    pub model_name: String,
+}
+
+/// Loads the tokenizer and models and starts the engine thread, as `serve` does before it binds a
+/// socket (`specsim replay --in-process` uses it to measure the engine without HTTP).
+pub fn start_engine(config: &ServeConfig) -> Result<LocalEngine, ServeError> {
     if let Some(n) = config.threads {
         if n == 0 {
             return Err(ServeError::Config("--threads must be at least 1".into()));
@@ -228,6 +241,23 @@ pub fn serve(config: &ServeConfig) -> Result<(), ServeError> {
     } else {
         start_live(config, tokenizer.clone(), metrics.clone())?
     };
+    Ok(LocalEngine {
+        generator,
+        tokenizer,
+        metrics,
+        model_name,
+    })
+}
+
+/// Runs `specsim serve`: loads the tokenizer and models, starts the engine thread and serves HTTP until
+/// SIGTERM or Ctrl-C, then drains (see [`ServeConfig::shutdown_grace`]) and returns `Ok`.
+pub fn serve(config: &ServeConfig) -> Result<(), ServeError> {
+    let LocalEngine {
+        generator,
+        tokenizer,
+        metrics,
+        model_name,
+    } = start_engine(config)?;
     let state = Arc::new(AppState::new(
         generator,
         tokenizer,

@@ -3,6 +3,7 @@
 mod bench;
 mod calibrate;
 mod compare;
+mod fidelity;
 mod figures;
 mod plan;
 mod replay;
@@ -38,9 +39,11 @@ enum Command {
     /// error event and [DONE] on a stream) and exits 0.
     Serve(serve::ServeArgs),
     /// Measure a live engine (OpenAI-compatible endpoint) on a scenario's workload, open loop.
-    Replay(replay::ReplayArgs),
+    Replay(Box<replay::ReplayArgs>),
     /// Predicted vs measured: relative errors, MAPE, correlation and SLO attainment per policy.
     Compare(compare::CompareArgs),
+    /// One cell of the fidelity study: replicates, intervals, verdicts and the error terms.
+    Fidelity(fidelity::FidelityArgs),
     /// Run a scenario's [sweep] grid in parallel (optionally one shard of it) into one results table.
     Sweep(sweep::SweepArgs),
     /// Join `specsim sweep --shard` outputs into the table an unsharded sweep writes.
@@ -65,8 +68,9 @@ pub fn run() -> anyhow::Result<()> {
         Command::Bench(a) => bench::run(a),
         Command::Trace(a) => trace::run(a.command),
         Command::Serve(a) => serve::run(a),
-        Command::Replay(a) => replay::run(a),
+        Command::Replay(a) => replay::run(*a),
         Command::Compare(a) => compare::run(a),
+        Command::Fidelity(a) => fidelity::run(a),
         Command::Sweep(a) => sweep::sweep(a),
         Command::Merge(a) => sweep::merge(a),
         Command::Plan(a) => plan::run(a),

@@ -19,9 +19,29 @@ pub struct ReplayArgs {
     /// [slo] decides which requests meet their objectives.
     pub scenario: PathBuf,
     /// OpenAI-compatible server, e.g. http://127.0.0.1:8000 (`specsim serve`, vLLM, SGLang,
-    /// llama.cpp); requests go to /v1/completions, streaming.
+    /// llama.cpp); requests go to /v1/completions, streaming. Required unless --in-process.
+    #[arg(
+        long,
+        required_unless_present = "in_process",
+        conflicts_with = "in_process"
+    )]
+    pub endpoint: Option<String>,
+    /// Serve the engine in this process instead (the engine flags below, as `specsim serve` takes
+    /// them): no HTTP, SSE or sockets in the measurement, so the difference from an HTTP replay of
+    /// the same engine is the serving overhead. Also writes the engine's /metrics text (metrics.txt)
+    /// and its per-forward log (steps.csv, or the --step-log file) beside the results.
     #[arg(long)]
-    pub endpoint: String,
+    pub in_process: bool,
+    /// The engine of --in-process.
+    #[command(
+        flatten,
+        next_help_heading = "Engine of --in-process (as `specsim serve`)"
+    )]
+    pub engine: super::serve::ServeArgs,
+    /// Record the machine's noise during the run (CPU steal and other load from /proc, a fixed
+    /// probe timed before and after) in noise.json; a run past the thresholds is flagged.
+    #[arg(long)]
+    pub noise: bool,
     /// Output directory [default: out/<scenario name>-replay]; results go to DIR/<policy label>/.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -124,6 +144,26 @@ fn prompt_set_path(p: &Path, scenario_dir: &Path) -> Result<PathBuf> {
     }
 }
 
+/// Where prompt tokens are counted: the server's `POST /tokenize`, or the in-process engine's own
+/// tokenizer.
+enum Counter<'a> {
+    Http(&'a HttpEndpoint),
+    Local(&'a specsim_runtime::tokenizer::GgufTokenizer),
+}
+
+impl Counter<'_> {
+    /// The token count of `text` (`None`: the server has no /tokenize).
+    async fn count(&self, text: &str) -> Result<Option<u32>, String> {
+        match self {
+            Counter::Http(ep) => ep.tokenize_count(text).await,
+            Counter::Local(tok) => tok
+                .encode(text)
+                .map(|ids| Some(ids.len() as u32))
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
 /// Text prompts from the prompt set: fitted to each request's token count with the server's
 /// `/tokenize` when it has one (and `--no-fit` is not given), else sized with a measured or given
 /// characters-per-token ratio.
@@ -131,7 +171,7 @@ async fn text_prompts(
     a: &ReplayArgs,
     sc: &Scenario,
     w: &Workload,
-    ep: &HttpEndpoint,
+    ep: &Counter<'_>,
     quiet: bool,
 ) -> Result<PromptMode> {
     let path = prompt_set_path(&a.prompts, &sc.base_dir)?;
@@ -145,7 +185,7 @@ async fn text_prompts(
     let probe = set.text(0, None, ReplayConfig::probe_chars_per_token());
     let probe_chars = probe.chars().count() as f64;
     if !a.no_fit {
-        match ep.tokenize_count(&probe).await {
+        match ep.count(&probe).await {
             Ok(Some(n)) if n > 0 => {
                 let cpt = given.unwrap_or(probe_chars / n as f64);
                 return fit_prompts(set, cpt, w, ep, quiet).await;
@@ -164,7 +204,7 @@ async fn text_prompts(
     }
     let chars_per_token = match given {
         Some(c) => c,
-        None => match ep.count_prompt_tokens(&probe).await {
+        None => match probe_count(ep, &probe).await {
             Ok(n) if n > 0 => {
                 let c = probe_chars / n as f64;
                 if !quiet {
@@ -188,13 +228,21 @@ async fn text_prompts(
     })
 }
 
+/// The prompt tokens of `text` by a one-token completion (servers without /tokenize).
+async fn probe_count(ep: &Counter<'_>, text: &str) -> Result<u32, String> {
+    match ep {
+        Counter::Http(h) => h.count_prompt_tokens(text).await,
+        Counter::Local(_) => ep.count(text).await.map(|n| n.unwrap_or(0)),
+    }
+}
+
 /// Fits every request's text to its token count with the server's tokenizer, before the clock starts
 /// (a few `/tokenize` calls per request; no model forward).
 async fn fit_prompts(
     set: PromptSet,
     chars_per_token: f64,
     w: &Workload,
-    ep: &HttpEndpoint,
+    ep: &Counter<'_>,
     quiet: bool,
 ) -> Result<PromptMode> {
     let bar = ProgressBar::new(w.len() as u64);
@@ -211,7 +259,7 @@ async fn fit_prompts(
     for r in &w.requests {
         let guess = (r.prompt_tokens as f64 * chars_per_token).round().max(1.0) as usize;
         let count = |t: String| async move {
-            match ep.tokenize_count(&t).await {
+            match ep.count(&t).await {
                 Ok(Some(n)) => Ok(n),
                 Ok(None) => Err("the server stopped answering /tokenize".to_string()),
                 Err(e) => Err(e),
@@ -247,6 +295,164 @@ async fn fit_prompts(
     })
 }
 
+/// Replays `w` against `ep` with a progress bar.
+async fn measure<E: Endpoint>(
+    ep: E,
+    w: &Workload,
+    prompts: &PromptMode,
+    cfg: &ReplayConfig,
+    quiet: bool,
+) -> specsim_replay::ReplayOutcome {
+    let bar = ProgressBar::new(w.len() as u64);
+    if quiet {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    bar.set_style(
+        ProgressStyle::with_template("[{bar:30}] {pos}/{len} requests  {msg}  {elapsed_precise}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let tick = |p: &specsim_replay::Progress| {
+        bar.set_position(p.done as u64);
+        bar.set_message(format!(
+            "SLO met {:.1}%  failed {}",
+            p.attainment() * 100.0,
+            p.failed
+        ));
+    };
+    let outcome = specsim_replay::replay(Arc::new(ep), w, prompts, cfg, &tick).await;
+    bar.finish();
+    outcome
+}
+
+/// What is left of the deadline for the run itself, or an aborted outcome when set-up used it up.
+fn run_deadline(
+    cfg: &mut ReplayConfig,
+    deadline: Option<Duration>,
+    t0: std::time::Instant,
+) -> std::result::Result<(), &'static str> {
+    if let Some(d) = deadline {
+        let left = d.saturating_sub(t0.elapsed());
+        if left.is_zero() {
+            return Err("the deadline passed during set-up");
+        }
+        cfg.deadline = Some(left);
+    }
+    Ok(())
+}
+
+/// The replay against an OpenAI-compatible server.
+async fn replay_http(
+    a: &ReplayArgs,
+    endpoint: &str,
+    sc: &Scenario,
+    w: &Workload,
+    mut cfg: ReplayConfig,
+    deadline: Option<Duration>,
+    t0: std::time::Instant,
+) -> Result<specsim_replay::ReplayOutcome> {
+    let quiet = a.quiet;
+    let mut ep = HttpEndpoint::new(endpoint, a.model.clone(), a.temperature)?;
+    // Every set-up wait (model name, /tokenize, the characters-per-token probe) is bounded by
+    // --timeout each and by --deadline in all.
+    ep.set_limits(cfg.request_timeout, deadline.map(|d| t0 + d));
+    let setup = async {
+        match ep.discover_model().await {
+            Ok(m) if !quiet => eprintln!("endpoint {endpoint}: model {m}"),
+            Ok(_) => {}
+            Err(e) => eprintln!("warning: no model name ({e}); sending requests without one"),
+        }
+        if a.token_prompts {
+            Ok(PromptMode::TokenIds)
+        } else {
+            text_prompts(a, sc, w, &Counter::Http(&ep), quiet).await
+        }
+    };
+    let prompts = match setup.await {
+        Ok(p) => p,
+        Err(e) => {
+            let why = format!("set-up failed: {e:#}");
+            eprintln!("error: {why}");
+            return Ok(specsim_replay::aborted_outcome(
+                w,
+                &cfg,
+                ep.describe(),
+                &why,
+            ));
+        }
+    };
+    if let Err(why) = run_deadline(&mut cfg, deadline, t0) {
+        return Ok(specsim_replay::aborted_outcome(w, &cfg, ep.describe(), why));
+    }
+    if !quiet {
+        eprintln!(
+            "{}: replaying {} requests over {:.1} s against {}",
+            sc.name(),
+            w.len(),
+            w.span_ns() as f64 / 1e9,
+            ep.describe()
+        );
+    }
+    Ok(measure(ep, w, &prompts, &cfg, quiet).await)
+}
+
+/// The replay against the engine served in this process; also writes its /metrics text to
+/// `out/metrics.txt`.
+async fn replay_in_process(
+    a: &ReplayArgs,
+    sc: &Scenario,
+    w: &Workload,
+    mut cfg: ReplayConfig,
+    deadline: Option<Duration>,
+    t0: std::time::Instant,
+    out: &Path,
+) -> Result<specsim_replay::ReplayOutcome> {
+    let quiet = a.quiet;
+    let mut config = a.engine.clone().config()?;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    if config.step_log.is_none() {
+        config.step_log = Some(out.join("steps.csv"));
+    }
+    let engine = specsim_runtime::serve::start_engine(&config)?;
+    let tokenizer = engine.tokenizer.clone();
+    let prompts = if a.token_prompts {
+        PromptMode::TokenIds
+    } else {
+        text_prompts(a, sc, w, &Counter::Local(&tokenizer), quiet).await?
+    };
+    let encoder: specsim_replay::inprocess::Encoder = {
+        let tok = tokenizer.clone();
+        Arc::new(move |t: &str| tok.encode(t).map_err(|e| e.to_string()))
+    };
+    let sampling = specsim_runtime::server::RequestSampling {
+        temperature: a.temperature.unwrap_or(1.0),
+        ..Default::default()
+    };
+    let ep = specsim_replay::inprocess::InProcessEndpoint::new(
+        engine.generator.clone(),
+        Some(encoder),
+        sampling,
+        format!("{} ({})", engine.model_name, config.policy_name),
+    );
+    if let Err(why) = run_deadline(&mut cfg, deadline, t0) {
+        return Ok(specsim_replay::aborted_outcome(w, &cfg, ep.describe(), why));
+    }
+    if !quiet {
+        eprintln!(
+            "{}: replaying {} requests over {:.1} s against {}",
+            sc.name(),
+            w.len(),
+            w.span_ns() as f64 / 1e9,
+            ep.describe()
+        );
+    }
+    let outcome = measure(ep, w, &prompts, &cfg, quiet).await;
+    let metrics = engine.metrics.render(&engine.generator.load());
+    let path = out.join("metrics.txt");
+    std::fs::write(&path, metrics).with_context(|| format!("writing {}", path.display()))?;
+    Ok(outcome)
+}
+
 /// `specsim replay`.
 pub fn run(a: ReplayArgs) -> Result<()> {
     // The deadline covers the whole command, set-up included: counted from here.
@@ -277,90 +483,41 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("out").join(format!("{}-replay", sc.name())));
     let out = out_root.join(&a.policy_label);
-    // An earlier replay's results would look complete if this one were killed.
+    // An earlier replay's results would look complete if this one were killed. (A step log is not
+    // removed: an HTTP replay's server may be writing it already; in process it is truncated when
+    // the engine starts.)
     specsim_sim::metrics::remove_stale(
         &out,
-        &["summary.json", "requests.csv", "chunks.csv", "replay.json"],
+        &[
+            "summary.json",
+            "requests.csv",
+            "chunks.csv",
+            "replay.json",
+            "noise.json",
+            "metrics.txt",
+        ],
     )?;
-    let quiet = a.quiet;
+    let monitor = a
+        .noise
+        .then(specsim_replay::fidelity::noise::NoiseMonitor::start);
     let outcome = specsim_replay::block_on(async {
-        let mut ep = HttpEndpoint::new(&a.endpoint, a.model.clone(), a.temperature)?;
-        // Every set-up wait (model name, /tokenize, the characters-per-token probe) is bounded by
-        // --timeout each and by --deadline in all.
-        ep.set_limits(cfg.request_timeout, deadline.map(|d| t0 + d));
-        let setup = async {
-            match ep.discover_model().await {
-                Ok(m) if !quiet => eprintln!("endpoint {}: model {m}", a.endpoint),
-                Ok(_) => {}
-                Err(e) => eprintln!("warning: no model name ({e}); sending requests without one"),
-            }
-            if a.token_prompts {
-                Ok(PromptMode::TokenIds)
-            } else {
-                text_prompts(&a, &sc, &w, &ep, quiet).await
-            }
-        };
-        let prompts = match setup.await {
-            Ok(p) => p,
-            Err(e) => {
-                let why = format!("set-up failed: {e:#}");
-                eprintln!("error: {why}");
-                return anyhow::Ok(specsim_replay::aborted_outcome(
-                    &w,
-                    &cfg,
-                    ep.describe(),
-                    &why,
-                ));
-            }
-        };
-        // What is left of the deadline is the run's.
-        if let Some(d) = deadline {
-            let left = d.saturating_sub(t0.elapsed());
-            if left.is_zero() {
-                let why = "the deadline passed during set-up";
-                return anyhow::Ok(specsim_replay::aborted_outcome(
-                    &w,
-                    &cfg,
-                    ep.describe(),
-                    why,
-                ));
-            }
-            cfg.deadline = Some(left);
+        match (&a.endpoint, a.in_process) {
+            (_, true) => replay_in_process(&a, &sc, &w, cfg, deadline, t0, &out).await,
+            (Some(e), false) => replay_http(&a, e, &sc, &w, cfg, deadline, t0).await,
+            (None, false) => bail!("give --endpoint URL or --in-process"),
         }
-        if !quiet {
-            eprintln!(
-                "{}: replaying {} requests over {:.1} s against {}",
-                sc.name(),
-                w.len(),
-                w.span_ns() as f64 / 1e9,
-                ep.describe()
-            );
-        }
-        let bar = ProgressBar::new(w.len() as u64);
-        if quiet {
-            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        }
-        bar.set_style(
-            ProgressStyle::with_template(
-                "[{bar:30}] {pos}/{len} requests  {msg}  {elapsed_precise}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
-        let tick = |p: &specsim_replay::Progress| {
-            bar.set_position(p.done as u64);
-            bar.set_message(format!(
-                "SLO met {:.1}%  failed {}",
-                p.attainment() * 100.0,
-                p.failed
-            ));
-        };
-        let outcome = specsim_replay::replay(Arc::new(ep), &w, &prompts, &cfg, &tick).await;
-        bar.finish();
-        anyhow::Ok(outcome)
     })??;
     specsim_replay::write_replay_dir(&out, &outcome)
         .with_context(|| format!("writing {}", out.display()))?;
+    if let Some(m) = monitor {
+        let report = m.finish();
+        if report.flagged() {
+            eprintln!("noise: the run is flagged: {}", report.flags.join("; "));
+        }
+        let path = out.join("noise.json");
+        std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let s = &outcome.summary;
     println!(
         "{:<20} {:>8} {:>7} {:>7} {:>9} {:>9} {:>9} {:>9}",
@@ -377,7 +534,7 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         s.tpot.p50 * 1e3,
         s.tpot.p99 * 1e3
     );
-    if !quiet {
+    if !a.quiet {
         eprintln!("results in {}", out.display());
     }
     check_failures(&outcome.stats, &out, a.allow_failures)

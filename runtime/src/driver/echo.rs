@@ -12,8 +12,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 
-/// Nominal duration reported for each forward (the driver runs on the wall clock regardless).
-const FORWARD_NS: u64 = 1_000_000;
+/// The wall time since `t0`, as a forward's measured duration (the step log and /metrics report it,
+/// and the fidelity study feeds it back into the simulator, so it must be the real time).
+fn elapsed_since(t0: std::time::Instant) -> u64 {
+    u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
 
 #[derive(Debug)]
 struct EchoSeq {
@@ -126,12 +129,13 @@ impl EchoBackend {
 
 impl Backend for EchoBackend {
     fn draft(&mut self, items: &[DraftItem]) -> Result<DraftResult, CoreError> {
+        let t0 = std::time::Instant::now();
         for it in items {
             self.seq(it.seq)?;
         }
         Ok(DraftResult {
             confidences: vec![self.confidence; items.len()],
-            elapsed_ns: FORWARD_NS,
+            elapsed_ns: elapsed_since(t0),
         })
     }
 
@@ -139,6 +143,8 @@ impl Backend for EchoBackend {
         if let Some(g) = &self.gate {
             g.acquire();
         }
+        // Timed after the gate: a test holding the engine is not a slow forward.
+        let t0 = std::time::Instant::now();
         if !self.step_delay.is_zero() {
             std::thread::sleep(self.step_delay);
         }
@@ -168,7 +174,7 @@ impl Backend for EchoBackend {
         }
         Ok(TargetResult {
             outcomes,
-            elapsed_ns: FORWARD_NS,
+            elapsed_ns: elapsed_since(t0),
         })
     }
 

@@ -1,0 +1,56 @@
+//! The fidelity study's statistics: replicated measurements, intervals, verdicts, and the split of a
+//! prediction's error into terms that can each be checked on their own.
+//!
+//! - [`stats`]: nested-bootstrap intervals of a metric over replicates, the gap's interval and the
+//!   verdict against an aim, attainment-versus-SLO curves.
+//! - [`steps`]: the live engine's step log and the **cost** term (measured / predicted per forward).
+//! - [`recorded`]: the **engine/queueing** term (the simulator re-run on the logged forward times).
+//! - [`terms`]: the **acceptance** and **workload** terms.
+//! - [`noise`]: the machine's noise during a live run (CPU steal and load, a probe's drift).
+//! - [`cell`]: one cell of the study (a workload, load and policy; N replicates a side) put together.
+
+pub mod cell;
+pub mod noise;
+pub mod recorded;
+pub mod stats;
+pub mod steps;
+pub mod terms;
+
+use crate::ReplayError;
+use recorded::{MatchStats, RecordedTimes};
+use specsim_core::workload::Workload;
+use specsim_sim::cluster::{simulate, Replica, SimOptions};
+use specsim_sim::metrics::{RequestRecord, SloConfig};
+use steps::StepRow;
+
+/// Re-runs `workload` on `replica` (one engine, as one live server is) with each forward taking the
+/// logged time of the live run's matching forward; returns the rows and how well the log was followed.
+pub fn resimulate(
+    replica: Replica,
+    rows: &[StepRow],
+    workload: &Workload,
+    policy: &str,
+    slo: &SloConfig,
+    seed: u64,
+) -> Result<(Vec<RequestRecord>, MatchStats), ReplayError> {
+    let Replica { engine, backend } = replica;
+    let (wrapped, stats) = RecordedTimes::new(backend, rows);
+    let replicas = vec![Replica {
+        engine,
+        backend: Box::new(wrapped),
+    }];
+    let opts = SimOptions {
+        seed,
+        ..Default::default()
+    };
+    let out = simulate(
+        replicas,
+        specsim_sim::cluster::router::RouterKind::default().build(),
+        workload,
+        policy,
+        slo,
+        &opts,
+    )?;
+    let matching = *stats.lock().unwrap_or_else(|e| e.into_inner());
+    Ok((out.records, matching))
+}

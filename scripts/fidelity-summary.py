@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Summarises the replicated fidelity study (scripts/fidelity.sh) from OUT/<workload>-<load>/cell/<policy>/cell.json.
+
+Usage: scripts/fidelity-summary.py [OUT_DIR]   (default out/fidelity)
+
+Per cell: each aim's gap with its 95 % interval and verdict, the engine/queueing term (median |error| of
+the simulator re-run on the live step log), the cost term (target forwards measured / predicted), the
+acceptance term (accepted tokens per step, predicted / measured), the workload term (prompt lengths
+served vs the trace), and the replicates used, left out and flagged noisy. Then the count of cells per
+verdict and, for each disagreeing cell, the terms beside its gap."""
+import json
+import pathlib
+import statistics
+import sys
+
+root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "out/fidelity")
+cells = sorted(root.glob("*/cell/*/cell.json"))
+if not cells:
+    sys.exit(f"no cells under {root} (run scripts/fidelity.sh first)")
+
+
+def gap(m):
+    g = m["gap"]
+    if m["gap_kind"] == "points":
+        return f"{g['point']:+.1f} [{g['lo']:+.1f}, {g['hi']:+.1f}] pp"
+    return f"{g['point'] * 100:+.1f} [{g['lo'] * 100:+.1f}, {g['hi'] * 100:+.1f}] %"
+
+
+def cost_ratio(c):
+    """Measured / predicted over all target forwards (prefill and decode/verify together)."""
+    meas = sum(g["measured_s"] for g in c["cost"] if g["seqs"] is None and g["kind"] != "draft")
+    pred = sum(g["predicted_s"] for g in c["cost"] if g["seqs"] is None and g["kind"] != "draft")
+    return f"{meas / pred:.3f}" if pred > 0 else "—"
+
+
+def engine(c):
+    v = [e["tpot_median_abs_rel"] for e in c["engine"] if e["tpot_median_abs_rel"] is not None]
+    t = [e["ttft_median_abs_rel"] for e in c["engine"] if e["ttft_median_abs_rel"] is not None]
+    if not v:
+        return "—"
+    return f"TTFT {statistics.median(t) * 100:.1f} %, TPOT {statistics.median(v) * 100:.1f} %"
+
+
+def acceptance(c):
+    a = c.get("acceptance")
+    if not a or a.get("accepted_per_step_measured") is None:
+        return "—"
+    return f"{a['accepted_per_step_predicted']:.2f} / {a['accepted_per_step_measured']:.2f}"
+
+
+print("| cell | policy | attainment gap | p50 TPOT gap | p99 TTFT gap | verdicts | engine/queueing | "
+      "target fwd meas/pred | accepted/step pred/meas | prompts vs trace | replicates (left out, noisy) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
+counts = {}
+disagree = []
+engine_terms = []
+for path in cells:
+    c = json.loads(path.read_text())
+    cell = path.parent.parent.parent.name
+    ms = {m["metric"]: m for m in c["metrics"]}
+    verdicts = [ms[k]["verdict"] for k in ("attainment", "p50_tpot", "p99_ttft")]
+    for v in verdicts:
+        counts[v] = counts.get(v, 0) + 1
+    engine_terms += [e["tpot_median_abs_rel"] for e in c["engine"] if e["tpot_median_abs_rel"] is not None]
+    worst = ("disagrees" if "disagrees" in verdicts else
+             "indistinguishable" if "indistinguishable" in verdicts else
+             "undecided" if "undecided" in verdicts else "agrees")
+    counts["cell:" + worst] = counts.get("cell:" + worst, 0) + 1
+    if worst == "disagrees":
+        disagree.append((cell, c))
+    print(f"| {cell} | {c['policy']} | {gap(ms['attainment'])} | {gap(ms['p50_tpot'])} | {gap(ms['p99_ttft'])} "
+          f"| {' / '.join(v[:5] for v in verdicts)} | {engine(c)} | {cost_ratio(c)} | {acceptance(c)} "
+          f"| {c['workload']['prompt_mean_rel'] * 100:+.1f} % | {c['measured_replicates']} "
+          f"({len(c['excluded'])}, {len(c['noisy_replicates'])}) |")
+
+print()
+n = len(cells)
+print(f"{n} cells. By cell (its worst metric): {counts.get('cell:agrees', 0)} agree, "
+      f"{counts.get('cell:indistinguishable', 0)} indistinguishable, {counts.get('cell:disagrees', 0)} disagree, "
+      f"{counts.get('cell:undecided', 0)} undecided. By metric: {counts.get('agrees', 0)} agree, "
+      f"{counts.get('indistinguishable', 0)} indistinguishable, {counts.get('disagrees', 0)} disagree "
+      f"(of {3 * n}).")
+if engine_terms:
+    print(f"Engine/queueing term (median |TPOT error| of the re-run, per replicate): median "
+          f"{statistics.median(engine_terms) * 100:.1f} % over {len(engine_terms)} replicates.")
+noisy = sum(len(json.loads(p.read_text())["noisy_replicates"]) for p in cells)
+used = sum(json.loads(p.read_text())["measured_replicates"] for p in cells)
+print(f"Noise monitor: {noisy} of {used} live replicates used were flagged.")
+for cell, c in disagree:
+    bad = [m["metric"] for m in c["metrics"] if m["verdict"] == "disagrees"]
+    print(f"- {cell} {c['policy']} disagrees on {', '.join(bad)}: engine/queueing {engine(c)}, "
+          f"target forwards meas/pred {cost_ratio(c)}, accepted/step pred/meas {acceptance(c)}, "
+          f"prompts {c['workload']['prompt_mean_rel'] * 100:+.1f} % vs the trace")

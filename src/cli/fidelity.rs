@@ -1,0 +1,180 @@
+//! `specsim fidelity SCENARIO --policy P --measured DIR...`: one cell of the fidelity study.
+//!
+//! Predicts the cell with several simulator seeds (the workload stays the scenario's: only the
+//! acceptance and routing streams change), reads each live replicate's directory (`requests.csv`,
+//! `replay.json`, and when present `steps.csv`, `metrics.txt`, `noise.json`), re-runs the simulator on
+//! each replicate's step log (and its measured acceptance per position) for the engine/queueing
+//! term, and writes `cell.json` and `cell.md`
+//! (see `specsim_replay::fidelity::cell`).
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use specsim_core::acceptance::AcceptanceConfig;
+use specsim_replay::fidelity::cell::{cell_report, render_markdown, MeasuredReplicate};
+use specsim_replay::fidelity::noise::NoiseReport;
+use specsim_replay::fidelity::recorded::engine_term;
+use specsim_replay::fidelity::resimulate;
+use specsim_replay::fidelity::steps::read_step_log;
+use specsim_replay::fidelity::terms::parse_acceptance_metrics;
+use specsim_replay::ReplayStats;
+use specsim_sim::metrics::parse_requests_csv;
+use specsim_sim::scenario::{unique_policy_names, Scenario};
+use std::path::{Path, PathBuf};
+
+/// Arguments of `specsim fidelity`.
+#[derive(Args)]
+pub struct FidelityArgs {
+    /// Scenario file the live replicates replayed (with the same --set overrides).
+    pub scenario: PathBuf,
+    /// Override a scenario key before validation (repeatable), as in `specsim run`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// The policy, by its name in the scenario (`none`, `static-4`, `specserve`).
+    #[arg(long)]
+    pub policy: String,
+    /// A live replicate's policy directory (`specsim replay --out R --policy-label P` writes R/P);
+    /// repeat for each replicate. A step log is read from DIR/steps.csv, the engine's /metrics from
+    /// DIR/metrics.txt, the noise monitor's report from DIR/noise.json.
+    #[arg(long, required = true, num_args = 1..)]
+    pub measured: Vec<PathBuf>,
+    /// Simulator seeds for the prediction's interval.
+    #[arg(long, default_value_t = 5)]
+    pub seeds: u32,
+    /// Requests left out at the start of every replicate (warm-up), on both sides.
+    #[arg(long, default_value_t = 10)]
+    pub warmup: usize,
+    /// Output directory (cell.json, cell.md).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Reads one live replicate; a directory that cannot be read becomes a replicate with no rows, which
+/// the report lists as left out rather than failing the cell.
+fn read_replicate(dir: &Path) -> MeasuredReplicate {
+    let name = dir.display().to_string();
+    let requests = dir.join("requests.csv");
+    let records = match std::fs::read_to_string(&requests)
+        .map_err(|e| e.to_string())
+        .and_then(|t| {
+            parse_requests_csv(&t, &requests.display().to_string()).map_err(|e| e.to_string())
+        }) {
+        Ok(r) => r,
+        Err(e) => {
+            return MeasuredReplicate {
+                name,
+                aborted: Some(format!("unreadable: {e}")),
+                ..Default::default()
+            }
+        }
+    };
+    let aborted = std::fs::read_to_string(dir.join("replay.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<ReplayStats>(&t).ok())
+        .and_then(|s| s.aborted);
+    let steps_path = dir.join("steps.csv");
+    let steps = steps_path
+        .is_file()
+        .then(|| read_step_log(&steps_path))
+        .transpose()
+        .unwrap_or_else(|e| {
+            eprintln!("warning: {e}; no cost or engine term from this replicate");
+            None
+        });
+    MeasuredReplicate {
+        name,
+        records,
+        aborted,
+        steps,
+        acceptance: std::fs::read_to_string(dir.join("metrics.txt"))
+            .ok()
+            .map(|t| parse_acceptance_metrics(&t)),
+        noise: std::fs::read_to_string(dir.join("noise.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<NoiseReport>(&t).ok()),
+        engine: None,
+    }
+}
+
+/// `specsim fidelity`.
+pub fn run(a: FidelityArgs) -> Result<()> {
+    let sc = Scenario::load(&a.scenario, &a.sets)?;
+    let w = super::run::load_workload(&sc, true)?;
+    let names = unique_policy_names(&sc.file.policies);
+    let Some(idx) = names.iter().position(|n| n == &a.policy) else {
+        bail!(
+            "--policy {}: the scenario's policies are {}",
+            a.policy,
+            names.join(", ")
+        );
+    };
+    let policy = &sc.file.policies[idx];
+    if !(1..=1000).contains(&a.seeds) {
+        bail!("--seeds must be in [1, 1000]");
+    }
+    let mut predicted = Vec::new();
+    for s in 0..a.seeds {
+        let mut seeded = sc.clone();
+        seeded.file.seed = sc.file.seed.wrapping_add(u64::from(s));
+        predicted.push(seeded.run_policy(&w, policy, false, None)?.records);
+    }
+    let mut measured = Vec::new();
+    for dir in &a.measured {
+        let mut r = read_replicate(dir);
+        if let (Some(rows), None) = (&r.steps, &r.aborted) {
+            // The re-run isolates the engine and its queueing: it takes the live forward times, and
+            // the live acceptance rates per position where the engine's counters were saved.
+            let mut live = sc.clone();
+            if let Some(alphas) = r.acceptance.as_ref().and_then(|c| c.conditional_rates()) {
+                live.file.acceptance = AcceptanceConfig::PerPosition { alphas };
+            }
+            let (replicas, name) = live.build_replicas(&w.categories, policy)?;
+            if replicas.len() != 1 {
+                bail!("the engine/queueing term needs a scenario of one replica (a step log is one engine's)");
+            }
+            let replica = replicas.into_iter().next().context("no replica")?;
+            let (rerun, matching) =
+                resimulate(replica, rows, &w, &name, &sc.file.slo, sc.file.seed)?;
+            r.engine = Some(engine_term(&rerun, &r.records, matching));
+        }
+        measured.push(r);
+    }
+    let acceptance = sc.acceptance(&w.categories)?;
+    let rate = move |j: u32| acceptance.acceptance_rate(j, None);
+    let report = cell_report(
+        &a.policy,
+        &predicted,
+        &measured,
+        &sc.file.slo,
+        a.warmup,
+        &rate,
+        sc.file.seed,
+    );
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let json = a.out.join("cell.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    let md = a.out.join("cell.md");
+    std::fs::write(&md, render_markdown(&report))
+        .with_context(|| format!("writing {}", md.display()))?;
+    for m in &report.metrics {
+        println!(
+            "{:<12} predicted {:>9.4} [{:.4}, {:.4}]  measured {:>9.4} [{:.4}, {:.4}]  gap {:+.4} [{:+.4}, {:+.4}]  {}",
+            m.metric,
+            m.predicted.point,
+            m.predicted.lo,
+            m.predicted.hi,
+            m.measured.point,
+            m.measured.lo,
+            m.measured.hi,
+            m.gap.point,
+            m.gap.lo,
+            m.gap.hi,
+            m.verdict.label()
+        );
+    }
+    for (name, why) in &report.excluded {
+        eprintln!("left out: {name}: {why}");
+    }
+    eprintln!("results in {}", a.out.display());
+    Ok(())
+}
