@@ -41,6 +41,8 @@ async fn rerun_on_the_step_log_reproduces_every_request_within_one_percent() {
         block_size: 16,
         kv_blocks: Some(64),
         max_num_seqs: 8,
+        // The live engine refuses prefix caching (it cannot reuse KV across requests).
+        prefix_caching: false,
         ..EngineConfig::default()
     };
     let policy = PolicyConfig::from_name("static-3").unwrap();
@@ -165,6 +167,8 @@ fn a_rerun_that_leaves_the_log_says_so() {
         block_size: 16,
         kv_blocks: Some(64),
         max_num_seqs: 8,
+        // The live engine refuses prefix caching (it cannot reuse KV across requests).
+        prefix_caching: false,
         ..EngineConfig::default()
     };
     let policy = PolicyConfig::from_name("none").unwrap();

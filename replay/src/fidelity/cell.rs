@@ -424,6 +424,7 @@ mod tests {
             replica: 0,
             policy: "p".into(),
             error: None,
+            cached_tokens: None,
         }
     }
 
