@@ -214,10 +214,7 @@ fn llama2_7b_codegen_runs_with_vllms_kv_size() {
         .iter()
         .find(|e| e.name == "20260217-155451-llama-2-7b-tp1-codegen")
         .unwrap();
-    let opts = RunOptions {
-        source: WorkloadSource::Spec,
-        prefix_caching: true,
-    };
+    let opts = RunOptions::new(WorkloadSource::Spec, true);
     let p = Validator::new(aic).run(e, opts).unwrap();
     // vLLM logged 7462 blocks for this run; the memory rule gives 7463 (hand-worked in core's kv.rs).
     assert_eq!(p.kv_blocks, 7463);
