@@ -488,3 +488,106 @@ fn simulate_vllm(
         &SimOptions::default(),
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::metrics::{Metric, Stage};
+    use specsim_core::cost::profile::{Fits, Overhead, Profile, Table1, Table2, Table3};
+
+    /// A profile whose every decode step takes 10 ms and every prefill 1 ms, whatever the shape.
+    fn flat_profile(step_ns: f64) -> Profile {
+        Profile {
+            version: 1,
+            provenance: BTreeMap::new(),
+            draft: Table2 {
+                batch: vec![1.0, 256.0],
+                context: vec![1.0, 8192.0],
+                ns: vec![vec![1e6, 1e6], vec![1e6, 1e6]],
+            },
+            verify: Table3 {
+                batch: vec![1.0, 256.0],
+                tokens_per_seq: vec![1.0, 8.0],
+                context: vec![1.0, 8192.0],
+                ns: vec![vec![vec![10e6, 10e6]; 2]; 2],
+            },
+            prefill: Table1 {
+                tokens: vec![1.0, 8192.0],
+                ns: vec![1e6, 1e6],
+            },
+            draft_prefill: None,
+            overhead: Overhead { step_ns },
+            fit: Fits::default(),
+            acceptance: None,
+            complete: true,
+        }
+    }
+
+    /// One 100-token prompt with 5 output tokens, alone on one replica, seen by the client.
+    fn one_request(opts: &RunOptions, tp: u32) -> BTreeMap<Key, f64> {
+        let cost: Arc<dyn CostModel> = Arc::new(ProfileCost {
+            profile: flat_profile(opts.step_overhead_ns_at(tp)),
+        });
+        let cfg = EngineConfig {
+            kv_blocks: Some(1000),
+            chunked_prefill: true,
+            prefix_caching: false,
+            ..EngineConfig::default()
+        };
+        let mut w = Workload::default();
+        w.push(0, 100, 5, None);
+        let out = simulate_vllm(cost, &cfg, 1, &w).unwrap();
+        let outcomes: Vec<Outcome> = out
+            .records
+            .iter()
+            .map(|r| client_outcome(r, 5.0, opts.frontend_s))
+            .collect();
+        let stages = [Stage {
+            rate_per_s: 1.0,
+            duration_s: 600.0,
+        }];
+        by_stage(&outcomes, &stages)
+    }
+
+    #[test]
+    fn frontend_latency_and_step_overhead_add_as_hand_computed() {
+        let zero = RunOptions {
+            source: WorkloadSource::Spec,
+            prefix_caching: false,
+            frontend_s: 0.0,
+            step_overhead_ns: 0.0,
+            step_overhead_multi_gpu_ns: 0.0,
+        };
+        let both = RunOptions {
+            frontend_s: 0.011,
+            step_overhead_ns: 70_000.0,
+            step_overhead_multi_gpu_ns: 0.0,
+            ..zero
+        };
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        // Without either term: TTFT is the prefill step (1 ms), E2E that plus 4 decode steps (10 ms).
+        let z = one_request(&zero, 1);
+        assert!(close(z[&(-1, Metric::TtftMean)], 1.0), "{z:?}");
+        assert!(close(z[&(-1, Metric::E2eMean)], 41.0), "{z:?}");
+        // Each of the 5 steps takes 0.07 ms more, and the client sees both ends 11 ms later:
+        // TTFT 11 + 1.07 = 12.07 ms, E2E 11 + 1.07 + 4 × 10.07 = 52.35 ms, ITL (52.35 − 12.07) / 4.
+        let b = one_request(&both, 1);
+        assert!(close(b[&(-1, Metric::TtftMean)], 12.07), "{b:?}");
+        assert!(close(b[&(-1, Metric::E2eMean)], 52.35), "{b:?}");
+        assert!(close(b[&(-1, Metric::ItlMean)], 10.07), "{b:?}");
+        // At TP 2 the TP-1 overhead does not apply (its own default is 0): only the front-end shifts.
+        let t2 = one_request(&both, 2);
+        assert!(close(t2[&(-1, Metric::TtftMean)], 12.0), "{t2:?}");
+        assert!(close(t2[&(-1, Metric::E2eMean)], 52.0), "{t2:?}");
+        assert!(close(t2[&(-1, Metric::ItlMean)], 10.0), "{t2:?}");
+    }
+
+    #[test]
+    fn defaults_are_the_documented_derived_values() {
+        let o = RunOptions::new(WorkloadSource::Spec, true);
+        // docs/VALIDATION.md: 11.0 ms front end, 70 µs per step at TP 1, 0 at TP ≥ 2.
+        assert_eq!(o.frontend_s, 0.011);
+        assert_eq!(o.step_overhead_ns_at(1), 70_000.0);
+        assert_eq!(o.step_overhead_ns_at(4), 0.0);
+    }
+}
