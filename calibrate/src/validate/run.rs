@@ -191,10 +191,13 @@ pub struct Prediction {
     pub notes: Vec<String>,
 }
 
+/// GPU, model, TP, dtype and the step overhead's bits: what a composed profile depends on.
+type CostKey = (String, String, u32, String, u64);
+
 /// A validation run: composed profiles are shared between experiments on the same GPU, model and TP.
 pub struct Validator {
     tables: PathBuf,
-    costs: BTreeMap<(String, String, u32, String, u64), Arc<dyn CostModel>>,
+    costs: BTreeMap<CostKey, Arc<dyn CostModel>>,
 }
 
 /// What an experiment runs on, once the catalog can express it.
