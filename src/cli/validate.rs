@@ -53,7 +53,7 @@ pub struct ValidateArgs {
 /// A finite number ≥ 0 (a latency).
 fn non_negative(s: &str) -> std::result::Result<f64, String> {
     match s.parse::<f64>() {
-        Ok(x) if x.is_finite() && x >= 0.0 && x <= 1e6 => Ok(x),
+        Ok(x) if (0.0..=1e6).contains(&x) => Ok(x),
         _ => Err(format!("`{s}` is not a number in [0, 1000000]")),
     }
 }
