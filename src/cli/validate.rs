@@ -8,7 +8,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 use specsim_calibrate::validate::folder::read_folder;
 use specsim_calibrate::validate::metrics::Metric;
 use specsim_calibrate::validate::report::{rows, to_csv, MarkdownReport, Row};
-use specsim_calibrate::validate::run::{RunOptions, Validator, WorkloadSource};
+use specsim_calibrate::validate::run::{
+    RunOptions, Validator, WorkloadSource, FRONTEND_MS_DEFAULT, STEP_OVERHEAD_MULTI_GPU_US_DEFAULT,
+    STEP_OVERHEAD_US_DEFAULT,
+};
 use specsim_calibrate::validate::Failure;
 use specsim_plots::{Chart, Figure, Series, SeriesKind};
 use std::path::{Path, PathBuf};
@@ -31,6 +34,28 @@ pub struct ValidateArgs {
     /// Turn the engine's automatic prefix caching off (it is on in vLLM V1 and in every BLIS run).
     #[arg(long)]
     pub no_prefix_cache: bool,
+    /// Client-visible front-end latency added to every request's TTFT and E2E, ms (HTTP, vLLM's API
+    /// server and its IPC, tokenising, streaming the first event). The default is derived from the
+    /// 14 training runs (docs/VALIDATION.md); 0 leaves it out.
+    #[arg(long, default_value_t = FRONTEND_MS_DEFAULT, value_parser = non_negative)]
+    pub frontend_ms: f64,
+    /// Engine time per step outside the forwards (scheduler, sampling, Python), µs, added to every
+    /// forward of a TP-1 run. The default is derived from the training runs (docs/VALIDATION.md);
+    /// 0 leaves it out.
+    #[arg(long, default_value_t = STEP_OVERHEAD_US_DEFAULT, value_parser = non_negative)]
+    pub step_overhead_us: f64,
+    /// The same for runs at TP ≥ 2, µs. Default 0: there the composed all-reduces already price every
+    /// training run's decode step above the measured one (docs/VALIDATION.md).
+    #[arg(long, default_value_t = STEP_OVERHEAD_MULTI_GPU_US_DEFAULT, value_parser = non_negative)]
+    pub step_overhead_multi_gpu_us: f64,
+}
+
+/// A finite number ≥ 0 (a latency).
+fn non_negative(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(x) if (0.0..=1e6).contains(&x) => Ok(x),
+        _ => Err(format!("`{s}` is not a number in [0, 1000000]")),
+    }
 }
 
 /// `--workload`.
@@ -51,6 +76,9 @@ pub fn run(a: ValidateArgs) -> Result<()> {
             Source::Replay => WorkloadSource::Replay,
         },
         prefix_caching: !a.no_prefix_cache,
+        frontend_s: a.frontend_ms * 1e-3,
+        step_overhead_ns: a.step_overhead_us * 1e3,
+        step_overhead_multi_gpu_ns: a.step_overhead_multi_gpu_us * 1e3,
     };
     let mut validator = Validator::new(a.ops.clone());
     let mut failures = gt.failures.clone();

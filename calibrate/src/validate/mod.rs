@@ -7,8 +7,10 @@
 //!   the operator tables;
 //! - [`report`]: the rows, their errors and the per-metric APE summary.
 //!
-//! Nothing is fitted to any experiment: the cost comes from the operator tables, the KV capacity from
-//! vLLM's memory rule, the workload from the published spec (or the run's own per-request arrivals).
+//! Nothing is fitted to any single experiment: the cost comes from the operator tables, the KV capacity
+//! from vLLM's memory rule, the workload from the published spec (or the run's own per-request
+//! arrivals); a front-end latency and a per-step overhead are two global constants derived from the
+//! training runs (docs/VALIDATION.md).
 
 pub mod folder;
 pub mod metrics;

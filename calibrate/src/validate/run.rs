@@ -4,11 +4,13 @@
 //!   chunked mode), at most `max_num_seqs` sequences, one replica per data-parallel rank;
 //! - KV blocks from `gpu_memory_utilization` as vLLM computes them ([`VllmMemory`]);
 //! - step costs composed from the operator tables of the run's GPU at its TP (vLLM 0.14.0 tables for a
-//!   v0.15.1 server), no step overhead, nothing fitted;
+//!   v0.15.1 server), plus one global per-step engine overhead ([`RunOptions::step_overhead_ns`]);
 //! - the workload from the published spec through inference-perf's `shared_prefix` generator (the
 //!   traces crate): constant-load stages, every prompt the system prompt plus the question, every
 //!   output exactly `output_len` tokens (`ignore_eos`) — or, with [`WorkloadSource::Replay`], the
-//!   run's own send times and prompt lengths.
+//!   run's own send times and prompt lengths;
+//! - one global client-visible front-end latency ([`RunOptions::frontend_s`]) added to every
+//!   request's TTFT and E2E.
 //!
 //! Not modelled, and said so in the report: CPU offload (`--cpu-offload-gb`), prefix caching (the
 //! engine core has none yet), client timeouts (the 4-rps reasoning runs lost requests to them).
@@ -29,6 +31,7 @@ use specsim_core::rng::stream;
 use specsim_core::workload::Workload;
 use specsim_sim::cluster::router::RouterKind;
 use specsim_sim::cluster::{simulate, Replica, SimOptions};
+use specsim_sim::metrics::RequestRecord;
 use specsim_sim::metrics::SloConfig;
 use specsim_sim::simulated::SimBackend;
 use specsim_sim::trace_config::{LengthConfig, LoadStage, SharedPrefixConfig, StageLoad};
@@ -115,13 +118,53 @@ pub fn vllm_memory(
     }
 }
 
+/// Default [`RunOptions::frontend_s`], ms: derived from the 14 training runs (docs/VALIDATION.md).
+pub const FRONTEND_MS_DEFAULT: f64 = 11.0;
+/// Default per-step engine overhead at TP 1, µs: derived from the training runs (docs/VALIDATION.md).
+pub const STEP_OVERHEAD_US_DEFAULT: f64 = 70.0;
+/// Default per-step engine overhead at TP ≥ 2, µs: 0, because there the composed profile's all-reduces
+/// (priced from the isolated all-reduce table, over-predicted as TP grows) already put every training
+/// run's decode step above the measured one (docs/VALIDATION.md).
+pub const STEP_OVERHEAD_MULTI_GPU_US_DEFAULT: f64 = 0.0;
+
 /// How to run the experiments.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RunOptions {
     /// Which workload to simulate.
     pub source: WorkloadSource,
     /// vLLM's automatic prefix caching in the engine core (on in vLLM V1 and in every BLIS run).
     pub prefix_caching: bool,
+    /// Client-visible latency outside the engine core, seconds, added to every request's TTFT and
+    /// E2E: HTTP, the API-server process and its IPC to the engine core, tokenising the prompt,
+    /// detokenising and streaming the first event. One constant for every run.
+    pub frontend_s: f64,
+    /// Engine time per step outside the forwards (vLLM V1's scheduler, sampling, Python), ns, put in
+    /// the composed profile (`overhead.step_ns`) of every TP-1 run.
+    pub step_overhead_ns: f64,
+    /// The same at TP ≥ 2 (see [`STEP_OVERHEAD_MULTI_GPU_US_DEFAULT`]).
+    pub step_overhead_multi_gpu_ns: f64,
+}
+
+impl RunOptions {
+    /// `source` and prefix caching with the derived front-end and step-overhead defaults.
+    pub fn new(source: WorkloadSource, prefix_caching: bool) -> Self {
+        RunOptions {
+            source,
+            prefix_caching,
+            frontend_s: FRONTEND_MS_DEFAULT * 1e-3,
+            step_overhead_ns: STEP_OVERHEAD_US_DEFAULT * 1e3,
+            step_overhead_multi_gpu_ns: STEP_OVERHEAD_MULTI_GPU_US_DEFAULT * 1e3,
+        }
+    }
+
+    /// The per-step overhead of a run at `tp`, ns.
+    pub fn step_overhead_ns_at(&self, tp: u32) -> f64 {
+        if tp <= 1 {
+            self.step_overhead_ns
+        } else {
+            self.step_overhead_multi_gpu_ns
+        }
+    }
 }
 
 /// Where the simulated requests come from.
@@ -148,10 +191,13 @@ pub struct Prediction {
     pub notes: Vec<String>,
 }
 
+/// GPU, model, TP, dtype and the step overhead's bits: what a composed profile depends on.
+type CostKey = (String, String, u32, String, u64);
+
 /// A validation run: composed profiles are shared between experiments on the same GPU, model and TP.
 pub struct Validator {
     tables: PathBuf,
-    costs: BTreeMap<(String, String, u32, String), Arc<dyn CostModel>>,
+    costs: BTreeMap<CostKey, Arc<dyn CostModel>>,
 }
 
 /// What an experiment runs on, once the catalog can express it.
@@ -230,12 +276,13 @@ impl Validator {
         }))
     }
 
-    fn cost(&mut self, t: &Target, tp: u32) -> Result<Arc<dyn CostModel>> {
+    fn cost(&mut self, t: &Target, tp: u32, step_overhead_ns: f64) -> Result<Arc<dyn CostModel>> {
         let key = (
             t.gpu.to_string(),
             t.model.name.clone(),
             tp,
             t.dtype.to_string(),
+            step_overhead_ns.to_bits(),
         );
         if let Some(c) = self.costs.get(&key) {
             return Ok(Arc::clone(c));
@@ -243,6 +290,7 @@ impl Validator {
         let mut o = OpsOptions::new(&self.tables, t.gpu, &t.model.name);
         o.tp = tp;
         o.dtype = t.dtype.to_string();
+        o.step_overhead_ns = step_overhead_ns;
         let p = profile_from_ops(&o, &OpsGrid::default())?;
         let c: Arc<dyn CostModel> = Arc::new(ProfileCost { profile: p.profile });
         self.costs.insert(key, Arc::clone(&c));
@@ -283,19 +331,15 @@ impl Validator {
             }
         };
         let mut notes = Vec::new();
-        let cost = self.cost(&t, e.tp)?;
-        let out = simulate_vllm(cost, kv_blocks, e, opts.prefix_caching, &w)?;
+        let cost = self.cost(&t, e.tp, opts.step_overhead_ns_at(e.tp))?;
+        let cfg = engine_config(kv_blocks, e, opts.prefix_caching);
+        let out = simulate_vllm(cost, &cfg, e.dp, &w)?;
         let outcomes: Vec<Outcome> = out
             .records
             .iter()
             .filter_map(|r| {
                 let counted = (*counted.get(r.id as usize)?)?;
-                Some(Outcome {
-                    arrival_s: r.arrival_s,
-                    ttft_s: r.ttft_s,
-                    e2e_s: r.e2e_s,
-                    output_tokens: counted,
-                })
+                Some(client_outcome(r, counted, opts.frontend_s))
             })
             .collect();
         if e.cpu_offload {
@@ -392,14 +436,22 @@ fn replay_workload(r: &ReplayData, sp: &SharedPrefix) -> (Workload, Vec<Option<f
     (w, reqs.into_iter().map(|r| r.2).collect())
 }
 
-fn simulate_vllm(
-    cost: Arc<dyn CostModel>,
-    kv_blocks: u32,
-    e: &Experiment,
-    prefix_caching: bool,
-    w: &Workload,
-) -> Result<specsim_sim::cluster::SimOutput> {
-    let cfg = EngineConfig {
+/// What the client sees of a simulated request: the engine's TTFT and E2E plus the front-end latency
+/// (the request reaches the engine core `frontend_s` after it is sent; its first and last streamed
+/// events reach the client that much later than the engine's tokens, counted once), so the decode
+/// time E2E − TTFT is unchanged.
+fn client_outcome(r: &RequestRecord, output_tokens: f64, frontend_s: f64) -> Outcome {
+    Outcome {
+        arrival_s: r.arrival_s,
+        ttft_s: r.ttft_s + frontend_s,
+        e2e_s: r.e2e_s + frontend_s,
+        output_tokens,
+    }
+}
+
+/// vLLM V1's engine core for `e`: chunked prefill under `max_num_batched_tokens`, decodes first.
+fn engine_config(kv_blocks: u32, e: &Experiment, prefix_caching: bool) -> EngineConfig {
+    EngineConfig {
         kv_blocks: Some(kv_blocks),
         max_num_seqs: e.max_num_seqs,
         max_batched_tokens: e.max_num_batched_tokens,
@@ -407,9 +459,17 @@ fn simulate_vllm(
         gpu_memory_utilization: e.gpu_mem_util,
         prefix_caching,
         ..EngineConfig::default()
-    };
+    }
+}
+
+fn simulate_vllm(
+    cost: Arc<dyn CostModel>,
+    cfg: &EngineConfig,
+    dp: u32,
+    w: &Workload,
+) -> Result<specsim_sim::cluster::SimOutput> {
     let mut replicas = Vec::new();
-    for r in 0..e.dp.max(1) {
+    for r in 0..dp.max(1) {
         let engine = Engine::new(cfg.clone(), PolicyConfig::None.build(), Arc::clone(&cost))?;
         let backend = SimBackend::new(
             Arc::clone(&cost),
@@ -430,4 +490,107 @@ fn simulate_vllm(
         &SloConfig::default(),
         &SimOptions::default(),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::metrics::{Metric, Stage};
+    use specsim_core::cost::profile::{Fits, Overhead, Profile, Table1, Table2, Table3};
+
+    /// A profile whose every decode step takes 10 ms and every prefill 1 ms, whatever the shape.
+    fn flat_profile(step_ns: f64) -> Profile {
+        Profile {
+            version: 1,
+            provenance: BTreeMap::new(),
+            draft: Table2 {
+                batch: vec![1.0, 256.0],
+                context: vec![1.0, 8192.0],
+                ns: vec![vec![1e6, 1e6], vec![1e6, 1e6]],
+            },
+            verify: Table3 {
+                batch: vec![1.0, 256.0],
+                tokens_per_seq: vec![1.0, 8.0],
+                context: vec![1.0, 8192.0],
+                ns: vec![vec![vec![10e6, 10e6]; 2]; 2],
+            },
+            prefill: Table1 {
+                tokens: vec![1.0, 8192.0],
+                ns: vec![1e6, 1e6],
+            },
+            draft_prefill: None,
+            overhead: Overhead { step_ns },
+            fit: Fits::default(),
+            acceptance: None,
+            complete: true,
+        }
+    }
+
+    /// One 100-token prompt with 5 output tokens, alone on one replica, seen by the client.
+    fn one_request(opts: &RunOptions, tp: u32) -> BTreeMap<Key, f64> {
+        let cost: Arc<dyn CostModel> = Arc::new(ProfileCost {
+            profile: flat_profile(opts.step_overhead_ns_at(tp)),
+        });
+        let cfg = EngineConfig {
+            kv_blocks: Some(1000),
+            chunked_prefill: true,
+            prefix_caching: false,
+            ..EngineConfig::default()
+        };
+        let mut w = Workload::default();
+        w.push(0, 100, 5, None);
+        let out = simulate_vllm(cost, &cfg, 1, &w).unwrap();
+        let outcomes: Vec<Outcome> = out
+            .records
+            .iter()
+            .map(|r| client_outcome(r, 5.0, opts.frontend_s))
+            .collect();
+        let stages = [Stage {
+            rate_per_s: 1.0,
+            duration_s: 600.0,
+        }];
+        by_stage(&outcomes, &stages)
+    }
+
+    #[test]
+    fn frontend_latency_and_step_overhead_add_as_hand_computed() {
+        let zero = RunOptions {
+            source: WorkloadSource::Spec,
+            prefix_caching: false,
+            frontend_s: 0.0,
+            step_overhead_ns: 0.0,
+            step_overhead_multi_gpu_ns: 0.0,
+        };
+        let both = RunOptions {
+            frontend_s: 0.011,
+            step_overhead_ns: 70_000.0,
+            step_overhead_multi_gpu_ns: 0.0,
+            ..zero
+        };
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+        // Without either term: TTFT is the prefill step (1 ms), E2E that plus 4 decode steps (10 ms).
+        let z = one_request(&zero, 1);
+        assert!(close(z[&(-1, Metric::TtftMean)], 1.0), "{z:?}");
+        assert!(close(z[&(-1, Metric::E2eMean)], 41.0), "{z:?}");
+        // Each of the 5 steps takes 0.07 ms more, and the client sees both ends 11 ms later:
+        // TTFT 11 + 1.07 = 12.07 ms, E2E 11 + 1.07 + 4 × 10.07 = 52.35 ms, ITL (52.35 − 12.07) / 4.
+        let b = one_request(&both, 1);
+        assert!(close(b[&(-1, Metric::TtftMean)], 12.07), "{b:?}");
+        assert!(close(b[&(-1, Metric::E2eMean)], 52.35), "{b:?}");
+        assert!(close(b[&(-1, Metric::ItlMean)], 10.07), "{b:?}");
+        // At TP 2 the TP-1 overhead does not apply (its own default is 0): only the front-end shifts.
+        let t2 = one_request(&both, 2);
+        assert!(close(t2[&(-1, Metric::TtftMean)], 12.0), "{t2:?}");
+        assert!(close(t2[&(-1, Metric::E2eMean)], 52.0), "{t2:?}");
+        assert!(close(t2[&(-1, Metric::ItlMean)], 10.0), "{t2:?}");
+    }
+
+    #[test]
+    fn defaults_are_the_documented_derived_values() {
+        let o = RunOptions::new(WorkloadSource::Spec, true);
+        // docs/VALIDATION.md: 11.0 ms front end, 70 µs per step at TP 1, 0 at TP ≥ 2.
+        assert_eq!(o.frontend_s, 0.011);
+        assert_eq!(o.step_overhead_ns_at(1), 70_000.0);
+        assert_eq!(o.step_overhead_ns_at(4), 0.0);
+    }
 }
