@@ -74,15 +74,8 @@ pub fn read_rows(path: &Path) -> Result<(Vec<SiliconRow>, usize)> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CalibrateError::table(path.display(), "file", e.to_string()))?;
     let mut rdr = csv_rows(&text);
-    let header = rdr
-        .next()
-        .ok_or_else(|| CalibrateError::table(path.display(), "header", "empty file"))?;
-    let col = |name: &str| -> Result<usize> {
-        header
-            .iter()
-            .position(|h| h == name)
-            .ok_or_else(|| CalibrateError::table(path.display(), name, "column missing"))
-    };
+    let header = CsvHeader::read(path, &mut rdr)?;
+    let col = |name: &str| header.col(name);
     let c = [
         "id",
         "backend",
@@ -152,6 +145,33 @@ pub fn read_rows(path: &Path) -> Result<(Vec<SiliconRow>, usize)> {
         });
     }
     Ok((out, skipped))
+}
+
+/// A CSV file's header, whose column lookups fail naming the file and the missing column.
+pub(crate) struct CsvHeader<'a> {
+    path: &'a Path,
+    names: Vec<String>,
+}
+
+impl<'a> CsvHeader<'a> {
+    /// Takes the first row of `rows` (read from `path`) as the header.
+    pub(crate) fn read(
+        path: &'a Path,
+        rows: &mut impl Iterator<Item = Vec<String>>,
+    ) -> Result<CsvHeader<'a>> {
+        let names = rows
+            .next()
+            .ok_or_else(|| CalibrateError::table(path.display(), "header", "empty file"))?;
+        Ok(CsvHeader { path, names })
+    }
+
+    /// Index of column `name`.
+    pub(crate) fn col(&self, name: &str) -> Result<usize> {
+        self.names
+            .iter()
+            .position(|h| h == name)
+            .ok_or_else(|| CalibrateError::table(self.path.display(), name, "column missing"))
+    }
 }
 
 /// Minimal CSV splitting with double-quoted fields (the file quotes fields holding commas).

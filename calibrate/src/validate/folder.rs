@@ -15,7 +15,7 @@
 
 use super::metrics::{by_stage, Metric, Outcome, Stage};
 use super::{Failure, Key};
-use crate::ops::silicon::csv_rows;
+use crate::ops::silicon::{csv_rows, CsvHeader};
 use crate::{CalibrateError, Result};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -177,15 +177,8 @@ fn read_error_records(dir: &Path, failures: &mut Vec<Failure>) -> Records {
 fn read_error_record_file(path: &Path, rec: &mut Records) -> Result<()> {
     let text = std::fs::read_to_string(path).map_err(|e| CalibrateError::io(path, e))?;
     let mut rows = csv_rows(&text);
-    let header = rows
-        .next()
-        .ok_or_else(|| CalibrateError::table(path.display(), "header", "empty file"))?;
-    let col = |name: &str| -> Result<usize> {
-        header
-            .iter()
-            .position(|h| h == name)
-            .ok_or_else(|| CalibrateError::table(path.display(), name, "column missing"))
-    };
+    let header = CsvHeader::read(path, &mut rows)?;
+    let col = |name: &str| header.col(name);
     let c = [
         col("simulator")?,
         col("experiment_folder")?,
