@@ -295,14 +295,28 @@ async fn fit_prompts(
     })
 }
 
-/// Replays `w` against `ep` with a progress bar.
+/// Once set-up is over: gives the run what is left of the deadline (an aborted outcome when set-up
+/// used it all), says what is replayed, and replays `w` against `ep` with a progress bar.
 async fn measure<E: Endpoint>(
     ep: E,
+    scenario: &str,
     w: &Workload,
     prompts: &PromptMode,
-    cfg: &ReplayConfig,
+    mut cfg: ReplayConfig,
+    deadline: Deadline,
     quiet: bool,
 ) -> specsim_replay::ReplayOutcome {
+    if let Err(why) = deadline.apply(&mut cfg) {
+        return specsim_replay::aborted_outcome(w, &cfg, ep.describe(), why);
+    }
+    if !quiet {
+        eprintln!(
+            "{scenario}: replaying {} requests over {:.1} s against {}",
+            w.len(),
+            w.span_ns() as f64 / 1e9,
+            ep.describe()
+        );
+    }
     let bar = ProgressBar::new(w.len() as u64);
     if quiet {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -320,25 +334,35 @@ async fn measure<E: Endpoint>(
             p.failed
         ));
     };
-    let outcome = specsim_replay::replay(Arc::new(ep), w, prompts, cfg, &tick).await;
+    let outcome = specsim_replay::replay(Arc::new(ep), w, prompts, &cfg, &tick).await;
     bar.finish();
     outcome
 }
 
-/// What is left of the deadline for the run itself, or an aborted outcome when set-up used it up.
-fn run_deadline(
-    cfg: &mut ReplayConfig,
-    deadline: Option<Duration>,
-    t0: std::time::Instant,
-) -> std::result::Result<(), &'static str> {
-    if let Some(d) = deadline {
-        let left = d.saturating_sub(t0.elapsed());
-        if left.is_zero() {
-            return Err("the deadline passed during set-up");
-        }
-        cfg.deadline = Some(left);
+/// `--deadline`, counted from the start of the command: set-up included.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    limit: Option<Duration>,
+    since: std::time::Instant,
+}
+
+impl Deadline {
+    /// The instant it passes, if there is one.
+    fn at(self) -> Option<std::time::Instant> {
+        self.limit.map(|d| self.since + d)
     }
-    Ok(())
+
+    /// Gives the run what is left; an error when set-up used it all.
+    fn apply(self, cfg: &mut ReplayConfig) -> std::result::Result<(), &'static str> {
+        if let Some(d) = self.limit {
+            let left = d.saturating_sub(self.since.elapsed());
+            if left.is_zero() {
+                return Err("the deadline passed during set-up");
+            }
+            cfg.deadline = Some(left);
+        }
+        Ok(())
+    }
 }
 
 /// The replay against an OpenAI-compatible server.
@@ -347,15 +371,14 @@ async fn replay_http(
     endpoint: &str,
     sc: &Scenario,
     w: &Workload,
-    mut cfg: ReplayConfig,
-    deadline: Option<Duration>,
-    t0: std::time::Instant,
+    cfg: ReplayConfig,
+    deadline: Deadline,
 ) -> Result<specsim_replay::ReplayOutcome> {
     let quiet = a.quiet;
     let mut ep = HttpEndpoint::new(endpoint, a.model.clone(), a.temperature)?;
     // Every set-up wait (model name, /tokenize, the characters-per-token probe) is bounded by
     // --timeout each and by --deadline in all.
-    ep.set_limits(cfg.request_timeout, deadline.map(|d| t0 + d));
+    ep.set_limits(cfg.request_timeout, deadline.at());
     let setup = async {
         match ep.discover_model().await {
             Ok(m) if !quiet => eprintln!("endpoint {endpoint}: model {m}"),
@@ -381,19 +404,7 @@ async fn replay_http(
             ));
         }
     };
-    if let Err(why) = run_deadline(&mut cfg, deadline, t0) {
-        return Ok(specsim_replay::aborted_outcome(w, &cfg, ep.describe(), why));
-    }
-    if !quiet {
-        eprintln!(
-            "{}: replaying {} requests over {:.1} s against {}",
-            sc.name(),
-            w.len(),
-            w.span_ns() as f64 / 1e9,
-            ep.describe()
-        );
-    }
-    Ok(measure(ep, w, &prompts, &cfg, quiet).await)
+    Ok(measure(ep, &sc.name(), w, &prompts, cfg, deadline, quiet).await)
 }
 
 /// The replay against the engine served in this process; also writes its /metrics text to
@@ -402,9 +413,8 @@ async fn replay_in_process(
     a: &ReplayArgs,
     sc: &Scenario,
     w: &Workload,
-    mut cfg: ReplayConfig,
-    deadline: Option<Duration>,
-    t0: std::time::Instant,
+    cfg: ReplayConfig,
+    deadline: Deadline,
     out: &Path,
 ) -> Result<specsim_replay::ReplayOutcome> {
     let quiet = a.quiet;
@@ -434,19 +444,7 @@ async fn replay_in_process(
         sampling,
         format!("{} ({})", engine.model_name, config.policy_name),
     );
-    if let Err(why) = run_deadline(&mut cfg, deadline, t0) {
-        return Ok(specsim_replay::aborted_outcome(w, &cfg, ep.describe(), why));
-    }
-    if !quiet {
-        eprintln!(
-            "{}: replaying {} requests over {:.1} s against {}",
-            sc.name(),
-            w.len(),
-            w.span_ns() as f64 / 1e9,
-            ep.describe()
-        );
-    }
-    let outcome = measure(ep, w, &prompts, &cfg, quiet).await;
+    let outcome = measure(ep, &sc.name(), w, &prompts, cfg, deadline, quiet).await;
     let metrics = engine.metrics.render(&engine.generator.load());
     let path = out.join("metrics.txt");
     std::fs::write(&path, metrics).with_context(|| format!("writing {}", path.display()))?;
@@ -472,7 +470,10 @@ pub fn run(a: ReplayArgs) -> Result<()> {
     }
     let mut cfg = ReplayConfig::new(a.policy_label.clone(), sc.file.slo);
     cfg.request_timeout = secs("timeout", a.timeout)?;
-    let deadline = a.deadline.map(|d| secs("deadline", d)).transpose()?;
+    let deadline = Deadline {
+        limit: a.deadline.map(|d| secs("deadline", d)).transpose()?,
+        since: t0,
+    };
     if a.concurrency_limit.is_some_and(|n| n == 0 || n > 1_000_000) {
         bail!("--concurrency-limit must be in [1, 1000000]");
     }
@@ -502,8 +503,8 @@ pub fn run(a: ReplayArgs) -> Result<()> {
         .then(specsim_replay::fidelity::noise::NoiseMonitor::start);
     let outcome = specsim_replay::block_on(async {
         match (&a.endpoint, a.in_process) {
-            (_, true) => replay_in_process(&a, &sc, &w, cfg, deadline, t0, &out).await,
-            (Some(e), false) => replay_http(&a, e, &sc, &w, cfg, deadline, t0).await,
+            (_, true) => replay_in_process(&a, &sc, &w, cfg, deadline, &out).await,
+            (Some(e), false) => replay_http(&a, e, &sc, &w, cfg, deadline).await,
             (None, false) => bail!("give --endpoint URL or --in-process"),
         }
     })??;
