@@ -70,7 +70,7 @@ engine_flags() { # POLICY TPOT
 
 # The scenario overrides of a workload at a load: rate, request count, profile, SLOs.
 scenario_sets() { # WORKLOAD RATE
-  local s=() prof="$ROOT/$PROFILE"
+  local s=() prof; case $PROFILE in /*) prof=$PROFILE ;; *) prof="$ROOT/$PROFILE" ;; esac
   case $1 in
     azure-conv) s+=(--set "trace.target_rate=$2" --set "trace.limit=$REQUESTS") ;;
     *) s+=(--set "trace.synthetic.rate=$2" --set "trace.synthetic.requests=$REQUESTS") ;;
