@@ -49,6 +49,20 @@ fn write(root: &Path, rel: &str, text: &str) {
     fs::write(p, text).unwrap();
 }
 
+/// The BLIS ground truth and the aiconfigurator tables, or `None` (with a skip message) when absent.
+fn blis_and_ops() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+    match (
+        common::shared_gpu("blis"),
+        common::shared_gpu("aiconfigurator"),
+    ) {
+        (Some(blis), Some(aic)) => Some((blis, aic)),
+        _ => {
+            eprintln!("skipped: shared/gpu/blis or aiconfigurator not found (set SPECSIM_SHARED)");
+            None
+        }
+    }
+}
+
 #[test]
 fn folder_reader_reads_good_experiments_and_names_bad_ones() {
     let dir = tempfile::tempdir().unwrap();
@@ -202,11 +216,7 @@ fn metric_definitions_reproduce_the_ground_truths_numbers() {
 
 #[test]
 fn llama2_7b_codegen_runs_with_vllms_kv_size() {
-    let (Some(blis), Some(aic)) = (
-        common::shared_gpu("blis"),
-        common::shared_gpu("aiconfigurator"),
-    ) else {
-        eprintln!("skipped: shared/gpu/blis or aiconfigurator not found (set SPECSIM_SHARED)");
+    let Some((blis, aic)) = blis_and_ops() else {
         return;
     };
     let gt = read_folder(&blis).unwrap();
@@ -270,11 +280,7 @@ fn moe_table_prices_mixtral_sharded_over_tp() {
 /// step overhead).
 #[test]
 fn derived_defaults_close_the_training_runs_light_stage_gaps() {
-    let (Some(blis), Some(aic)) = (
-        common::shared_gpu("blis"),
-        common::shared_gpu("aiconfigurator"),
-    ) else {
-        eprintln!("skipped: shared/gpu/blis or aiconfigurator not found (set SPECSIM_SHARED)");
+    let Some((blis, aic)) = blis_and_ops() else {
         return;
     };
     const LIGHT_TRAINING_RUNS: [&str; 10] = [

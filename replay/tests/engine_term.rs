@@ -33,18 +33,23 @@ use std::time::Duration;
 
 const STEP_MS: u64 = 500;
 
+/// The engine both tests serve live: 64 blocks of 16 tokens, 8 sequences, prefix caching off (the live
+/// engine refuses it: it cannot reuse KV across requests).
+fn live_engine_config() -> EngineConfig {
+    EngineConfig {
+        block_size: 16,
+        kv_blocks: Some(64),
+        max_num_seqs: 8,
+        prefix_caching: false,
+        ..EngineConfig::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rerun_on_the_step_log_reproduces_every_request_within_one_percent() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("steps.csv");
-    let engine = EngineConfig {
-        block_size: 16,
-        kv_blocks: Some(64),
-        max_num_seqs: 8,
-        // The live engine refuses prefix caching (it cannot reuse KV across requests).
-        prefix_caching: false,
-        ..EngineConfig::default()
-    };
+    let engine = live_engine_config();
     let policy = PolicyConfig::from_name("static-3").unwrap();
     let cost = Arc::new(FixedCost {
         draft_base: 1_000_000,
@@ -163,14 +168,7 @@ fn a_rerun_that_leaves_the_log_says_so() {
         target_base: 100_000_000,
         target_per_token: 0,
     });
-    let engine = EngineConfig {
-        block_size: 16,
-        kv_blocks: Some(64),
-        max_num_seqs: 8,
-        // The live engine refuses prefix caching (it cannot reuse KV across requests).
-        prefix_caching: false,
-        ..EngineConfig::default()
-    };
+    let engine = live_engine_config();
     let policy = PolicyConfig::from_name("none").unwrap();
     let mut w = Workload::default();
     w.push(0, 8, 3, None);
