@@ -8,6 +8,9 @@
 //! seen) under 1 % of every latency; arrivals fall mid-forward (250 ms from either end), so a few
 //! milliseconds of drift cannot move a request into another step. A warm-up request goes first and is
 //! not compared: the first wake of an idle engine thread costs a few milliseconds more.
+//!
+//! The same holds for a speculative policy whose drafts are rejected by a scripted pattern, when the
+//! re-run replays each sequence's logged accepted counts (`steps.seqs.csv`) instead of drawing them.
 #![cfg(feature = "runtime")]
 
 use specsim_core::acceptance::AcceptanceConfig;
@@ -16,9 +19,10 @@ use specsim_core::engine::{Engine, EngineConfig};
 use specsim_core::policy::PolicyConfig;
 use specsim_core::rng::stream;
 use specsim_core::workload::Workload;
+use specsim_replay::fidelity::outcomes::{read_seq_log, seqs_path, SeqOutcomeRow};
 use specsim_replay::fidelity::recorded::engine_term;
-use specsim_replay::fidelity::resimulate;
-use specsim_replay::fidelity::steps::{read_step_log, ForwardKind};
+use specsim_replay::fidelity::steps::{read_step_log, ForwardKind, StepRow};
+use specsim_replay::fidelity::{resimulate, resimulate_with_outcomes};
 use specsim_replay::inprocess::InProcessEndpoint;
 use specsim_replay::prompts::PromptMode;
 use specsim_replay::{replay, ReplayConfig};
@@ -45,111 +49,232 @@ fn live_engine_config() -> EngineConfig {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rerun_on_the_step_log_reproduces_every_request_within_one_percent() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("steps.csv");
-    let engine = live_engine_config();
-    let policy = PolicyConfig::from_name("static-3").unwrap();
-    let cost = Arc::new(FixedCost {
+/// The fixed cost both sides share: 1 ms drafts, `STEP_MS` target forwards.
+fn step_cost() -> Arc<FixedCost> {
+    Arc::new(FixedCost {
         draft_base: 1_000_000,
         draft_per_seq: 0,
         target_base: STEP_MS * 1_000_000,
         target_per_token: 0,
-    });
+    })
+}
+
+/// A warm-up request, then two groups of three requests of 9 output tokens, `group_gap_s` apart. In a
+/// group starting at t: A at t is prefilled and verified alone; B at t + 0.75 (mid A's verification)
+/// is prefilled next, alone (prefill goes first), and C at t + 1.25 (mid B's prefill) after it; then
+/// they verify together. Every forward takes 500 ms and starts on A's arrival, so every arrival lands
+/// 250 ms from a step boundary.
+fn two_groups(group_gap_s: f64) -> Workload {
+    let mut w = Workload::default();
+    w.push(0, 8, 1, None);
+    for g in 0..2 {
+        let t = 1.0 + g as f64 * group_gap_s;
+        for (dt, prompt) in [(0.0, 12), (0.75, 20), (1.25, 16)] {
+            w.push(((t + dt) * 1e9) as u64, prompt, 9, None);
+        }
+    }
+    w
+}
+
+/// What a live in-process run left: the client's rows and the step log's two files.
+struct LiveRun {
+    records: Vec<specsim_sim::metrics::RequestRecord>,
+    rows: Vec<StepRow>,
+    outcomes: Vec<SeqOutcomeRow>,
+}
+
+/// Serves `w` in process over the echo backend (accepting `pattern`, see
+/// `EchoBackend::with_accept_pattern`) with `policy`, and waits (5 s at most) until the step log's
+/// two files satisfy `complete`.
+async fn live_run(
+    w: &Workload,
+    policy: &str,
+    pattern: Vec<u32>,
+    complete: impl Fn(&[StepRow], &[SeqOutcomeRow]) -> bool,
+) -> LiveRun {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("steps.csv");
     let driver = DriverConfig {
-        engine: engine.clone(),
-        policy: policy.clone(),
+        engine: live_engine_config(),
+        policy: PolicyConfig::from_name(policy).unwrap(),
         max_in_flight: 64,
         eos_ids: Vec::new(),
         tpot_slo_ns: None,
         draft_model: false,
         step_log: Some(log.clone()),
     };
-    let backend = EchoBackend::new(0.9).with_step_delay(Duration::from_millis(STEP_MS));
-    let handle = spawn_engine(
-        driver,
-        cost.clone(),
-        backend,
-        Arc::new(Metrics::new("echo")),
-    )
-    .unwrap();
-    // Two groups of three requests of 9 output tokens (1 from prefill, then 4 per verification
-    // with k = 3, all accepted). In a group starting at t: A at t is prefilled and verified alone;
-    // B at t + 0.75 (mid A's verification) is prefilled next, alone (prefill goes first), and C at
-    // t + 1.25 (mid B's prefill) after it; then A, B, C verify together and B, C once more: six
-    // target forwards of 1, 1, 1, 1, 3 and 2 sequences.
-    let mut w = Workload::default();
-    w.push(0, 8, 1, None);
-    for g in 0..2 {
-        let t = 1.0 + g as f64 * 4.0;
-        for (dt, prompt) in [(0.0, 12), (0.75, 20), (1.25, 16)] {
-            w.push(((t + dt) * 1e9) as u64, prompt, 9, None);
-        }
-    }
+    let backend = EchoBackend::new(0.9)
+        .with_step_delay(Duration::from_millis(STEP_MS))
+        .with_accept_pattern(pattern);
+    let handle =
+        spawn_engine(driver, step_cost(), backend, Arc::new(Metrics::new("echo"))).unwrap();
     let ep = InProcessEndpoint::new(Arc::new(handle), None, RequestSampling::default(), "echo");
-    let slo = SloConfig::default();
     let out = replay(
         Arc::new(ep),
-        &w,
+        w,
         &PromptMode::TokenIds,
-        &ReplayConfig::new("static-3", slo),
+        &ReplayConfig::new(policy, SloConfig::default()),
         &|_| {},
     )
     .await;
     assert_eq!(out.summary.failed, 0, "{:?}", out.stats.failures);
     // The engine thread flushes its log when it runs out of work; give it a moment after the last
     // token.
-    let mut rows = Vec::new();
+    let (mut rows, mut outcomes) = (Vec::new(), Vec::new());
     for _ in 0..50 {
         rows = read_step_log(&log).unwrap();
-        if rows.iter().filter(|r| r.kind != ForwardKind::Draft).count() >= 13 {
+        outcomes = read_seq_log(&seqs_path(&log)).unwrap();
+        if complete(&rows, &outcomes) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // The warm-up's prefill, then two groups of six target forwards.
-    let target_rows = rows.iter().filter(|r| r.kind != ForwardKind::Draft).count();
-    assert_eq!(target_rows, 13, "{rows:?}");
+    LiveRun {
+        records: out.records,
+        rows,
+        outcomes,
+    }
+}
 
-    let acceptance = AcceptanceConfig::Constant { alpha: 1.0 }
+/// The simulator's replica of the live engine, drawing acceptance at a constant `alpha`.
+fn sim_replica(policy: &str, alpha: f64, w: &Workload) -> Replica {
+    let acceptance = AcceptanceConfig::Constant { alpha }
         .build(&w.categories)
         .map(Arc::from)
         .unwrap();
-    let mut sim_engine = Engine::new(engine, policy.build(), cost.clone()).unwrap();
+    let cost = step_cost();
+    let mut sim_engine = Engine::new(
+        live_engine_config(),
+        PolicyConfig::from_name(policy).unwrap().build(),
+        cost.clone(),
+    )
+    .unwrap();
     sim_engine.set_tpot_slo(None);
     let sim = SimBackend::new(cost, acceptance, stream(1, "acceptance", 0), false);
-    let replica = Replica {
+    Replica {
         engine: sim_engine,
         backend: Box::new(sim),
-    };
-    let (rerun, matching) = resimulate(replica, &rows, &w, "static-3", &slo, 1).unwrap();
+    }
+}
+
+/// Each request's re-run TTFT and TPOT against the measured ones; the largest relative error.
+fn worst_error(
+    measured: &[specsim_sim::metrics::RequestRecord],
+    rerun: &[specsim_sim::metrics::RequestRecord],
+) -> f64 {
+    let mut worst: f64 = 0.0;
+    for (m, p) in measured.iter().zip(rerun).skip(1) {
+        assert_eq!(m.id, p.id);
+        let e_ttft = (p.ttft_s - m.ttft_s) / m.ttft_s;
+        let e_tpot = (p.tpot_s - m.tpot_s) / m.tpot_s;
+        eprintln!(
+            "request {}: TTFT {:.4} vs {:.4} s, TPOT {:.4} vs {:.4} s",
+            m.id, p.ttft_s, m.ttft_s, p.tpot_s, m.tpot_s
+        );
+        worst = worst.max(e_ttft.abs()).max(e_tpot.abs());
+    }
+    worst
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_on_the_step_log_reproduces_every_request_within_one_percent() {
+    // With k = 3 and every draft accepted: 1 token from prefill, then 4 per verification; six target
+    // forwards a group of 1, 1, 1, 1, 3 and 2 sequences.
+    let w = two_groups(4.0);
+    let live = live_run(&w, "static-3", Vec::new(), |rows, _| {
+        rows.iter().filter(|r| r.kind.is_target()).count() >= 13
+    })
+    .await;
+    // The warm-up's prefill, then two groups of six target forwards.
+    let rows = &live.rows;
+    let target_rows = rows.iter().filter(|r| r.kind != ForwardKind::Draft).count();
+    assert_eq!(target_rows, 13, "{rows:?}");
+    let slo = SloConfig::default();
+    let replica = sim_replica("static-3", 1.0, &w);
+    let (rerun, matching) = resimulate(replica, rows, &w, "static-3", &slo, 1).unwrap();
     assert_eq!(
         matching.mismatched + matching.beyond_log,
         0,
         "{matching:?} {rows:#?}"
     );
-    let term = engine_term(&rerun[1..], &out.records[1..], matching);
+    let term = engine_term(&rerun[1..], &live.records[1..], matching);
     assert_eq!(term.requests, 6);
-    for (m, p) in out.records.iter().zip(&rerun).skip(1) {
-        assert_eq!(m.id, p.id);
-        let e_ttft = (p.ttft_s - m.ttft_s) / m.ttft_s;
-        let e_tpot = (p.tpot_s - m.tpot_s) / m.tpot_s;
-        assert!(
-            e_ttft.abs() < 0.01 && e_tpot.abs() < 0.01,
-            "request {}: TTFT {:.4} vs {:.4} s, TPOT {:.4} vs {:.4} s",
-            m.id,
-            p.ttft_s,
-            m.ttft_s,
-            p.tpot_s,
-            m.tpot_s
-        );
-    }
+    assert!(worst_error(&live.records, &rerun) < 0.01, "{term:?}");
     assert!(
         term.ttft_max_abs_rel < 0.01 && term.tpot_max_abs_rel < 0.01,
         "{term:?}"
     );
     eprintln!("engine/queueing term on the echo backend: {term:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_speculative_rerun_replaying_each_sequences_outcomes_reproduces_every_request() {
+    // static-3 over an echo backend that accepts 3, 0, 2, 1, ... drafts (shifted per sequence): the
+    // requests need 2 to 5 verifications each and batches change size as they finish. Groups 6 s
+    // apart: a group is done within 4.5 s even if every verification accepted nothing (prefills
+    // end by t + 2, then 8 verifications of 0.5 s at most), so the next starts on an idle engine.
+    let pattern = vec![3, 0, 2, 1];
+    let w = two_groups(6.0);
+    // The whole log: its verify rows give every request its 8 tokens after prefill.
+    let emitted = |o: &[SeqOutcomeRow]| -> u32 {
+        o.iter().filter(|o| o.verify).map(|o| o.accepted + 1).sum()
+    };
+    let live = live_run(&w, "static-3", pattern, |_, o| emitted(o) >= 48).await;
+    let verify_rows: Vec<_> = live.outcomes.iter().filter(|o| o.verify).collect();
+    assert_eq!(emitted(&live.outcomes), 6 * 8, "{:?}", live.outcomes);
+    // The scripted pattern shows through: not every draft was accepted, and some verifications
+    // accepted none.
+    assert!(verify_rows.iter().any(|o| o.accepted == 0));
+    assert!(verify_rows.iter().any(|o| o.accepted == 3));
+    let slo = SloConfig::default();
+
+    // Replaying each sequence's outcomes: every forward matched, every outcome used.
+    let (rerun, matching) = resimulate_with_outcomes(
+        sim_replica("static-3", 1.0, &w),
+        &live.rows,
+        Some(&live.outcomes),
+        &w,
+        "static-3",
+        &slo,
+        1,
+    )
+    .unwrap();
+    let o = matching.outcomes.unwrap();
+    assert_eq!(
+        (o.replayed, o.capped, o.drawn),
+        (verify_rows.len() as u64, 0, 0),
+        "{o:?} {:?}",
+        live.outcomes
+    );
+    assert_eq!(
+        (
+            matching.mismatched,
+            matching.beyond_log,
+            matching.skipped,
+            matching.unused
+        ),
+        (0, 0, 0, 0),
+        "{matching:?}"
+    );
+    let worst = worst_error(&live.records, &rerun);
+    assert!(worst < 0.01, "worst TTFT/TPOT error {worst:.4}");
+
+    // Drawing instead (every draft accepted, as the simulator's constant model here says) leaves
+    // the live schedule: some request is off by far more than 1 %.
+    let (drawn, _) = resimulate(
+        sim_replica("static-3", 1.0, &w),
+        &live.rows,
+        &w,
+        "static-3",
+        &slo,
+        1,
+    )
+    .unwrap();
+    let worst_drawn = worst_error(&live.records, &drawn);
+    assert!(
+        worst_drawn > 0.05,
+        "drawing acceptance was within {worst_drawn:.4}"
+    );
 }
 
 #[test]

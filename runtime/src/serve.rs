@@ -61,6 +61,8 @@ pub struct ServeConfig {
     pub fake: bool,
     /// Wall time of each target forward of the echo backend (`fake`), milliseconds.
     pub fake_step_ms: u64,
+    /// Accepted drafts per verification of the echo backend, cycled per sequence (empty: all).
+    pub fake_accept: Vec<u32>,
     /// On SIGTERM or Ctrl-C: how long requests in flight may take to finish before they are ended
     /// (streams with an error event and `[DONE]`).
     pub shutdown_grace: std::time::Duration,
@@ -230,7 +232,8 @@ pub fn start_engine(config: &ServeConfig) -> Result<LocalEngine, ServeError> {
     let tokenizer = Arc::new(tokenizer);
     let generator: Arc<dyn Generator> = if config.fake {
         let backend = crate::driver::echo::EchoBackend::new(0.8)
-            .with_step_delay(std::time::Duration::from_millis(config.fake_step_ms));
+            .with_step_delay(std::time::Duration::from_millis(config.fake_step_ms))
+            .with_accept_pattern(config.fake_accept.clone());
         let driver = config.driver_config(tokenizer.eos_ids().to_vec())?;
         Arc::new(spawn_engine(
             driver,

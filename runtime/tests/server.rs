@@ -1067,6 +1067,7 @@ async fn real_qwen_pair_serves_a_chat_completion() {
         model_name: None,
         fake: false,
         fake_step_ms: 0,
+        fake_accept: Vec::new(),
         shutdown_grace: Duration::from_secs(20),
         conn: specsim_runtime::server::ConnLimits::default(),
     };

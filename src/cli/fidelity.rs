@@ -12,8 +12,9 @@ use clap::Args;
 use specsim_core::acceptance::AcceptanceConfig;
 use specsim_replay::fidelity::cell::{cell_report, render_markdown, MeasuredReplicate};
 use specsim_replay::fidelity::noise::NoiseReport;
+use specsim_replay::fidelity::outcomes::{read_seq_log, seqs_path};
 use specsim_replay::fidelity::recorded::engine_term;
-use specsim_replay::fidelity::resimulate;
+use specsim_replay::fidelity::resimulate_with_outcomes;
 use specsim_replay::fidelity::steps::read_step_log;
 use specsim_replay::fidelity::terms::parse_acceptance_metrics;
 use specsim_replay::ReplayStats;
@@ -80,11 +81,21 @@ fn read_replicate(dir: &Path) -> MeasuredReplicate {
             eprintln!("warning: {e}; no cost or engine term from this replicate");
             None
         });
+    let seqs = seqs_path(&steps_path);
+    let outcomes = seqs
+        .is_file()
+        .then(|| read_seq_log(&seqs))
+        .transpose()
+        .unwrap_or_else(|e| {
+            eprintln!("warning: {e}; the engine term draws acceptance instead of replaying it");
+            None
+        });
     MeasuredReplicate {
         name,
         records,
         aborted,
         steps,
+        outcomes,
         acceptance: std::fs::read_to_string(dir.join("metrics.txt"))
             .ok()
             .map(|t| parse_acceptance_metrics(&t)),
@@ -121,8 +132,10 @@ pub fn run(a: FidelityArgs) -> Result<()> {
     for dir in &a.measured {
         let mut r = read_replicate(dir);
         if let (Some(rows), None) = (&r.steps, &r.aborted) {
-            // The re-run isolates the engine and its queueing: it takes the live forward times, and
-            // the live acceptance rates per position where the engine's counters were saved.
+            // The re-run isolates the engine and its queueing: it takes the live forward times, each
+            // sequence's live accepted counts where the per-sequence log was kept, and otherwise
+            // draws from the live acceptance rates per position where the engine's counters were
+            // saved.
             let mut live = sc.clone();
             if let Some(alphas) = r.acceptance.as_ref().and_then(|c| c.conditional_rates()) {
                 live.file.acceptance = AcceptanceConfig::PerPosition { alphas };
@@ -132,8 +145,15 @@ pub fn run(a: FidelityArgs) -> Result<()> {
                 bail!("the engine/queueing term needs a scenario of one replica (a step log is one engine's)");
             }
             let replica = replicas.into_iter().next().context("no replica")?;
-            let (rerun, matching) =
-                resimulate(replica, rows, &w, &name, &sc.file.slo, sc.file.seed)?;
+            let (rerun, matching) = resimulate_with_outcomes(
+                replica,
+                rows,
+                r.outcomes.as_deref(),
+                &w,
+                &name,
+                &sc.file.slo,
+                sc.file.seed,
+            )?;
             r.engine = Some(engine_term(&rerun, &r.records, matching));
         }
         measured.push(r);

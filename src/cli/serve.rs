@@ -80,6 +80,11 @@ pub struct ServeArgs {
     /// model (for testing clients, drains and disconnects).
     #[arg(long, default_value_t = 0, value_name = "MS")]
     pub fake_step_ms: u64,
+    /// With --fake: drafts accepted at each verification, cycled per sequence (the n-th verification
+    /// of sequence s accepts PATTERN[(s + n) mod len], at most those drafted), e.g. `3,0,2,1`; by
+    /// default every draft is accepted. Lets a dry run exercise per-sequence acceptance.
+    #[arg(long, value_delimiter = ',', value_name = "PATTERN")]
+    pub fake_accept: Vec<u32>,
     /// Shutdown: on SIGTERM (what Kubernetes, systemd and docker send) or SIGINT (Ctrl-C) the server
     /// drains: it stops accepting connections, refuses new requests with 503, and lets requests in
     /// flight finish for up to this many seconds; then it ends the rest cleanly (a stream gets an error
@@ -164,6 +169,7 @@ impl ServeArgs {
             model_name: self.model_name,
             fake: self.fake,
             fake_step_ms: self.fake_step_ms,
+            fake_accept: self.fake_accept,
             shutdown_grace,
             conn: ConnLimits {
                 header_read_timeout: header_timeout,

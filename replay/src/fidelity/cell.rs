@@ -43,6 +43,8 @@ pub struct MeasuredReplicate {
     pub aborted: Option<String>,
     /// The engine's step log, if kept.
     pub steps: Option<Vec<StepRow>>,
+    /// The step log's per-sequence outcomes (`steps.seqs.csv`), if kept.
+    pub outcomes: Option<Vec<super::outcomes::SeqOutcomeRow>>,
     /// The engine's acceptance counters, if its `/metrics` were saved.
     pub acceptance: Option<AcceptanceCounts>,
     /// The noise monitor's report, if one ran.

@@ -25,6 +25,7 @@ const LOOKAHEAD: usize = 8;
 
 /// How well the re-run followed the logged forwards.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct MatchStats {
     /// Forwards whose logged batch size matched.
     pub matched: u64,
@@ -36,6 +37,8 @@ pub struct MatchStats {
     pub beyond_log: u64,
     /// Logged rows the re-run never used.
     pub unused: u64,
+    /// With the live per-sequence log: verifications replayed from it and drawn past it.
+    pub outcomes: Option<super::outcomes::OutcomeStats>,
 }
 
 impl MatchStats {

@@ -24,6 +24,8 @@ struct EchoSeq {
     params: SeqParams,
     generated: u32,
     pending: Vec<u32>,
+    /// Verifications done, to index the acceptance pattern.
+    verifies: u32,
 }
 
 impl EchoSeq {
@@ -86,6 +88,8 @@ pub struct EchoBackend {
     live: Arc<AtomicUsize>,
     gate: Option<Arc<StepGate>>,
     step_delay: std::time::Duration,
+    /// Accepted drafts per verification, cycled (see [`EchoBackend::with_accept_pattern`]).
+    accept_pattern: Vec<u32>,
 }
 
 impl EchoBackend {
@@ -97,7 +101,17 @@ impl EchoBackend {
             live: Arc::new(AtomicUsize::new(0)),
             gate: None,
             step_delay: std::time::Duration::ZERO,
+            accept_pattern: Vec::new(),
         }
+    }
+
+    /// The same, with scripted rejections: the `n`-th verification of sequence `s` accepts
+    /// `pattern[(s + n) mod len]` drafts (at most those drafted). Empty: every draft is accepted.
+    /// Sequences then differ from each other and from step to step, as under a real model, which is
+    /// what a test of replaying per-sequence outcomes needs.
+    pub fn with_accept_pattern(mut self, pattern: Vec<u32>) -> Self {
+        self.accept_pattern = pattern;
+        self
     }
 
     /// The same, with every target forward taking `delay` of wall time (so streams last a while, as
@@ -149,6 +163,7 @@ impl Backend for EchoBackend {
             std::thread::sleep(self.step_delay);
         }
         let mut outcomes = Vec::with_capacity(items.len());
+        let pattern = self.accept_pattern.clone();
         for it in items {
             let seq = self.seq(it.seq)?;
             let out = match it.work {
@@ -162,7 +177,14 @@ impl Backend for EchoBackend {
                     }
                 }
                 TargetWork::Verify { drafted } => {
-                    let (emitted, stop) = seq.emit(drafted + 1);
+                    let accept = if pattern.is_empty() {
+                        drafted
+                    } else {
+                        let n = it.seq.wrapping_add(u64::from(seq.verifies));
+                        pattern[(n % pattern.len() as u64) as usize].min(drafted)
+                    };
+                    seq.verifies += 1;
+                    let (emitted, stop) = seq.emit(accept + 1);
                     TargetOutcome {
                         accepted: emitted.saturating_sub(1),
                         emitted,
@@ -191,6 +213,7 @@ impl TokenStreams for EchoBackend {
             params: params.clone(),
             generated: 0,
             pending: Vec::new(),
+            verifies: 0,
         };
         if self.seqs.insert(seq, s).is_none() {
             self.live.fetch_add(1, Ordering::SeqCst);

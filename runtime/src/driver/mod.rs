@@ -548,7 +548,18 @@ impl<B: Backend> Backend for Hooked<'_, B> {
             predicted,
         );
         let mut verified = Vec::with_capacity(items.len());
+        let mut per_seq = Vec::with_capacity(items.len());
         for (item, out) in items.iter().zip(res.outcomes.iter_mut()) {
+            let (verify, drafted) = match item.work {
+                TargetWork::Verify { drafted } => (true, drafted),
+                TargetWork::Prefill { .. } => (false, 0),
+            };
+            per_seq.push(step_log::SeqOutcome {
+                seq: item.seq,
+                verify,
+                drafted,
+                accepted: out.accepted.min(drafted),
+            });
             if let TargetWork::Verify { drafted } = item.work {
                 let accepted = out.accepted.min(drafted);
                 verified.push((drafted, accepted));
@@ -561,6 +572,9 @@ impl<B: Backend> Backend for Hooked<'_, B> {
             }
         }
         self.metrics.verify_step(&verified);
+        if let Some(log) = self.step_log.as_mut() {
+            log.target_outcomes(&per_seq);
+        }
         Ok(res)
     }
 

@@ -7,6 +7,12 @@
 //! `target`), `seqs`, `new_tokens`, `prefill_tokens`, `context_tokens` (the batch shape the cost model
 //! sees), `measured_s`, `predicted_s`. Rows are flushed every [`FLUSH_EVERY`] forwards, whenever the
 //! engine runs out of work, and when it stops, so a killed server loses at most that many.
+//!
+//! A sibling file ([`seqs_path`]: `steps.csv` → `steps.seqs.csv`) has one row per sequence of every
+//! target forward: `step` (the 0-based index of the target forward among the log's target rows),
+//! `seq` (the engine's sequence id, assigned in submission order), `work` (`prefill` or `verify`),
+//! `drafted` and `accepted`. The fidelity re-run replays each sequence's own accepted counts from it,
+//! so a speculative policy's re-run follows the live schedule rather than drawing acceptance.
 
 use super::DriverError;
 use crate::metrics::ForwardModel;
@@ -19,10 +25,37 @@ use std::path::{Path, PathBuf};
 /// Rows buffered between flushes.
 pub const FLUSH_EVERY: u32 = 64;
 
+/// The per-sequence sibling of a step log: `DIR/NAME.csv` → `DIR/NAME.seqs.csv`.
+pub fn seqs_path(path: &Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!("{stem}.seqs.csv"))
+}
+
+/// The per-sequence file's CSV header.
+pub const SEQS_HEADER: &str = "step,seq,work,drafted,accepted";
+
+/// One sequence's part of a target forward, for the per-sequence file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqOutcome {
+    /// The engine's sequence id.
+    pub seq: u64,
+    /// Whether this was a verification (else a prefill chunk).
+    pub verify: bool,
+    /// Draft tokens verified (0 for prefill).
+    pub drafted: u32,
+    /// Of them, accepted.
+    pub accepted: u32,
+}
+
 /// The open log file.
 pub struct StepLog {
     path: PathBuf,
     out: BufWriter<File>,
+    seqs: BufWriter<File>,
+    target_steps: u64,
     unflushed: u32,
     /// Set after the first write error, which is reported once; later rows are dropped.
     failed: bool,
@@ -39,9 +72,16 @@ impl StepLog {
             |e: std::io::Error| DriverError::Backend(format!("--step-log {}: {e}", path.display()));
         let mut out = BufWriter::new(File::create(path).map_err(err)?);
         writeln!(out, "{HEADER}").map_err(err)?;
+        let sp = seqs_path(path);
+        let err =
+            |e: std::io::Error| DriverError::Backend(format!("--step-log {}: {e}", sp.display()));
+        let mut seqs = BufWriter::new(File::create(&sp).map_err(err)?);
+        writeln!(seqs, "{SEQS_HEADER}").map_err(err)?;
         Ok(StepLog {
             path: path.to_path_buf(),
             out,
+            seqs,
+            target_steps: 0,
             unflushed: 0,
             failed: false,
         })
@@ -74,10 +114,30 @@ impl StepLog {
         self.unflushed += 1;
         if res.is_ok() && self.unflushed >= FLUSH_EVERY {
             self.unflushed = 0;
-            res = self.out.flush();
+            res = self.out.flush().and_then(|_| self.seqs.flush());
         }
         if let Err(e) = res {
             self.fail(e);
+        }
+    }
+
+    /// Appends each sequence's outcome of the target forward just logged with [`StepLog::row`].
+    pub fn target_outcomes(&mut self, outcomes: &[SeqOutcome]) {
+        let step = self.target_steps;
+        self.target_steps += 1;
+        if self.failed {
+            return;
+        }
+        for o in outcomes {
+            let work = if o.verify { "verify" } else { "prefill" };
+            if let Err(e) = writeln!(
+                self.seqs,
+                "{step},{},{work},{},{}",
+                o.seq, o.drafted, o.accepted
+            ) {
+                self.fail(e);
+                return;
+            }
         }
     }
 
@@ -95,7 +155,7 @@ impl StepLog {
     pub fn flush(&mut self) {
         if self.unflushed > 0 && !self.failed {
             self.unflushed = 0;
-            if let Err(e) = self.out.flush() {
+            if let Err(e) = self.out.flush().and_then(|_| self.seqs.flush()) {
                 self.fail(e);
             }
         }
@@ -106,6 +166,7 @@ impl Drop for StepLog {
     fn drop(&mut self) {
         if !self.failed {
             let _ = self.out.flush();
+            let _ = self.seqs.flush();
         }
     }
 }
@@ -131,7 +192,27 @@ mod tests {
                 120_000_000,
                 100_000_000,
             );
+            log.target_outcomes(&[
+                SeqOutcome {
+                    seq: 4,
+                    verify: true,
+                    drafted: 3,
+                    accepted: 2,
+                },
+                SeqOutcome {
+                    seq: 7,
+                    verify: false,
+                    drafted: 0,
+                    accepted: 0,
+                },
+            ]);
         }
+        let seqs = std::fs::read_to_string(seqs_path(&path)).unwrap();
+        assert_eq!(
+            seqs,
+            format!("{SEQS_HEADER}\n0,4,verify,3,2\n0,7,prefill,0,0\n")
+        );
+        assert_eq!(seqs_path(&path), dir.join("steps.seqs.csv"));
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], HEADER);
