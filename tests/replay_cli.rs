@@ -280,6 +280,8 @@ fn in_process_replicates_make_a_fidelity_cell_and_a_dead_one_is_left_out() {
             "--policy-label",
             "none",
             "--noise",
+            "--noise-probe-reps",
+            "3",
             "-q",
             "--out",
             out.join(rep).to_str().unwrap(),
@@ -294,6 +296,13 @@ fn in_process_replicates_make_a_fidelity_cell_and_a_dead_one_is_left_out() {
             "noise.json",
         ] {
             assert!(got.join(f).is_file(), "{rep}: no {f}");
+        }
+        // Every probe repetition is recorded, before and after.
+        let noise: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(got.join("noise.json")).unwrap())
+                .unwrap();
+        for side in 0..2 {
+            assert_eq!(noise["probe_reps_s"][side].as_array().unwrap().len(), 3);
         }
     }
     let dead = out.join("r3").join("none");

@@ -42,6 +42,19 @@ pub struct ReplayArgs {
     /// probe timed before and after) in noise.json; a run past the thresholds is flagged.
     #[arg(long)]
     pub noise: bool,
+    /// With --noise: repetitions of the probe kernel (~30 ms each) before and after the run; the
+    /// drift is judged on their medians.
+    #[arg(long, default_value_t = specsim_replay::fidelity::noise::PROBE_REPS, value_name = "N")]
+    pub noise_probe_reps: usize,
+    /// With --noise: flag the run when the probe's median moved by more than this fraction.
+    #[arg(long, default_value_t = specsim_replay::fidelity::noise::MAX_PROBE_DRIFT, value_name = "FRACTION")]
+    pub noise_max_probe_drift: f64,
+    /// With --noise: flag the run when the hypervisor stole more than this fraction of CPU time.
+    #[arg(long, default_value_t = specsim_replay::fidelity::noise::MAX_STEAL, value_name = "FRACTION")]
+    pub noise_max_steal: f64,
+    /// With --noise: flag the run when other processes used more than this fraction of the CPUs.
+    #[arg(long, default_value_t = specsim_replay::fidelity::noise::MAX_OTHER_BUSY, value_name = "FRACTION")]
+    pub noise_max_other_busy: f64,
     /// Output directory [default: out/<scenario name>-replay]; results go to DIR/<policy label>/.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -498,9 +511,34 @@ pub fn run(a: ReplayArgs) -> Result<()> {
             "metrics.txt",
         ],
     )?;
-    let monitor = a
-        .noise
-        .then(specsim_replay::fidelity::noise::NoiseMonitor::start);
+    let monitor = if a.noise {
+        use specsim_replay::fidelity::noise::{NoiseMonitor, NoiseThresholds, ProbeSettings};
+        if !(1..=1000).contains(&a.noise_probe_reps) {
+            bail!("--noise-probe-reps must be in [1, 1000]");
+        }
+        let fractions = [
+            ("--noise-max-probe-drift", a.noise_max_probe_drift),
+            ("--noise-max-steal", a.noise_max_steal),
+            ("--noise-max-other-busy", a.noise_max_other_busy),
+        ];
+        for (flag, v) in fractions {
+            if !(v.is_finite() && v >= 0.0) {
+                bail!("{flag} must be a fraction ≥ 0, got {v}");
+            }
+        }
+        Some(NoiseMonitor::start(
+            ProbeSettings {
+                reps: a.noise_probe_reps,
+            },
+            NoiseThresholds {
+                max_steal: a.noise_max_steal,
+                max_other_busy: a.noise_max_other_busy,
+                max_probe_drift: a.noise_max_probe_drift,
+            },
+        ))
+    } else {
+        None
+    };
     let outcome = specsim_replay::block_on(async {
         match (&a.endpoint, a.in_process) {
             (_, true) => replay_in_process(&a, &sc, &w, cfg, deadline, &out).await,

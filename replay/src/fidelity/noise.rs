@@ -2,20 +2,61 @@
 //!
 //! Three signals: the CPU time the hypervisor stole and the time other processes used (both from
 //! `/proc/stat`, the latter less this process's own time from `/proc/self/stat`), the 1-minute load
-//! average (`/proc/loadavg`), and the drift of a fixed CPU probe (a small matrix product, the same
-//! work every time) timed before and after the run. A run past any threshold is flagged; the flags
+//! average (`/proc/loadavg`), and the drift of a fixed CPU probe timed before and after the run: the
+//! median of [`ProbeSettings::reps`] repetitions of a kernel of ~30 ms (two 256 × 256 matrix
+//! products, the same work every time). One short probe (5 ms) drifted −47 % to +58 % on a quiet
+//! machine — a scheduler tick or a cache miss storm is a large part of 5 ms — so a single timing cannot
+//! decide; the median of 15 longer ones can, and every repetition is recorded so a reader can see the
+//! spread. A run past any threshold ([`NoiseThresholds`]) is flagged; the flags
 //! travel with the results so a summary can set flagged runs apart rather than average them in.
 //! On systems without `/proc` the counters are `None` and only the probe is recorded.
 
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
-/// Steal above this fraction of CPU time flags a run.
+/// Default: steal above this fraction of CPU time flags a run.
 pub const MAX_STEAL: f64 = 0.02;
-/// CPU time used by other processes above this fraction of the machine flags a run.
+/// Default: CPU time used by other processes above this fraction of the machine flags a run.
 pub const MAX_OTHER_BUSY: f64 = 0.10;
-/// The probe slower or faster by more than this fraction after the run than before flags it.
+/// Default: the probe's median slower or faster by more than this fraction after the run than
+/// before flags it.
 pub const MAX_PROBE_DRIFT: f64 = 0.10;
+/// Default repetitions of the probe kernel, before and after.
+pub const PROBE_REPS: usize = 15;
+
+/// When a run is flagged.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct NoiseThresholds {
+    /// Steal above this fraction of CPU time.
+    pub max_steal: f64,
+    /// Other processes' CPU time above this fraction of the machine.
+    pub max_other_busy: f64,
+    /// |after / before − 1| of the probe's medians above this.
+    pub max_probe_drift: f64,
+}
+
+impl Default for NoiseThresholds {
+    fn default() -> Self {
+        NoiseThresholds {
+            max_steal: MAX_STEAL,
+            max_other_busy: MAX_OTHER_BUSY,
+            max_probe_drift: MAX_PROBE_DRIFT,
+        }
+    }
+}
+
+/// How the probe runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProbeSettings {
+    /// Repetitions of the kernel, before and after (at least 1).
+    pub reps: usize,
+}
+
+impl Default for ProbeSettings {
+    fn default() -> Self {
+        ProbeSettings { reps: PROBE_REPS }
+    }
+}
 
 /// CPU counters of `/proc/stat`'s `cpu` line and this process's CPU time, in clock ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -77,31 +118,52 @@ pub fn cpu_snapshot() -> Option<CpuSnapshot> {
     })
 }
 
-/// The fixed probe: a 96 × 96 matrix product, repeated; its median time over five runs, seconds.
-pub fn probe() -> f64 {
-    const N: usize = 96;
-    let a: Vec<f64> = (0..N * N).map(|i| (i % 7) as f64 * 0.25).collect();
-    let b: Vec<f64> = (0..N * N).map(|i| (i % 5) as f64 * 0.5).collect();
-    let mut c = vec![0.0; N * N];
-    let mut times: Vec<f64> = (0..5)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..4 {
-                for i in 0..N {
-                    for k in 0..N {
-                        let x = a[i * N + k];
-                        for j in 0..N {
-                            c[i * N + j] += x * b[k * N + j];
-                        }
-                    }
+/// The probe kernel once: two 256 × 256 matrix products (~30 ms on one core of the study's VM),
+/// seconds.
+fn probe_kernel(a: &[f64], b: &[f64], c: &mut [f64]) -> f64 {
+    const N: usize = PROBE_N;
+    let t = Instant::now();
+    for _ in 0..2 {
+        for i in 0..N {
+            for k in 0..N {
+                let x = a[i * N + k];
+                for j in 0..N {
+                    c[i * N + j] += x * b[k * N + j];
                 }
             }
-            std::hint::black_box(&c);
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[2]
+        }
+    }
+    std::hint::black_box(&c);
+    t.elapsed().as_secs_f64()
+}
+
+/// The probe's matrix side.
+const PROBE_N: usize = 256;
+
+/// The fixed probe: `reps` timings of the kernel, seconds, in the order taken.
+pub fn probe(reps: usize) -> Vec<f64> {
+    let n = PROBE_N * PROBE_N;
+    let a: Vec<f64> = (0..n).map(|i| (i % 7) as f64 * 0.25).collect();
+    let b: Vec<f64> = (0..n).map(|i| (i % 5) as f64 * 0.5).collect();
+    let mut c = vec![0.0; n];
+    (0..reps.max(1))
+        .map(|_| probe_kernel(&a, &b, &mut c))
+        .collect()
+}
+
+/// The median of some timings (0 for none).
+pub fn median(times: &[f64]) -> f64 {
+    if times.is_empty() {
+        return 0.0;
+    }
+    let mut v = times.to_vec();
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
 }
 
 /// What the monitor saw over a run.
@@ -115,10 +177,16 @@ pub struct NoiseReport {
     pub load1: [Option<f64>; 2],
     /// Logical CPUs.
     pub cpus: usize,
-    /// The probe's time before and after the run, seconds.
+    /// The probe's median time before and after the run, seconds.
     pub probe_s: [f64; 2],
-    /// after / before − 1.
+    /// Every repetition of the probe before and after the run, seconds, in the order taken.
+    #[serde(default)]
+    pub probe_reps_s: [Vec<f64>; 2],
+    /// after / before − 1 of the medians.
     pub probe_drift: f64,
+    /// The thresholds the run was judged by.
+    #[serde(default)]
+    pub thresholds: NoiseThresholds,
     /// Why the run is flagged (empty: quiet enough).
     pub flags: Vec<String>,
 }
@@ -135,17 +203,21 @@ impl NoiseReport {
 pub struct NoiseMonitor {
     start: Option<CpuSnapshot>,
     load1: Option<f64>,
-    probe_s: f64,
+    probe_before: Vec<f64>,
+    probe: ProbeSettings,
+    thresholds: NoiseThresholds,
 }
 
 impl NoiseMonitor {
-    /// Takes the counters and runs the probe.
-    pub fn start() -> Self {
-        let probe_s = probe();
+    /// Runs the probe and takes the counters.
+    pub fn start(probe_settings: ProbeSettings, thresholds: NoiseThresholds) -> Self {
+        let probe_before = probe(probe_settings.reps);
         NoiseMonitor {
             start: cpu_snapshot(),
             load1: read("/proc/loadavg").and_then(|t| parse_loadavg(&t)),
-            probe_s,
+            probe_before,
+            probe: probe_settings,
+            thresholds,
         }
     }
 
@@ -155,26 +227,30 @@ impl NoiseMonitor {
     pub fn finish(self) -> NoiseReport {
         let end = cpu_snapshot();
         let load_end = read("/proc/loadavg").and_then(|t| parse_loadavg(&t));
-        let after = probe();
+        let after = probe(self.probe.reps);
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         judge(
             self.start,
             end,
             [self.load1, load_end],
             cpus,
-            [self.probe_s, after],
+            [self.probe_before, after],
+            &self.thresholds,
         )
     }
 }
 
-/// The report of two snapshots and probe times (separate from the clock for tests).
+/// The report of two snapshots and the probe's repetitions before and after (separate from the clock
+/// for tests).
 pub fn judge(
     start: Option<CpuSnapshot>,
     end: Option<CpuSnapshot>,
     load1: [Option<f64>; 2],
     cpus: usize,
-    probe_s: [f64; 2],
+    probe_reps_s: [Vec<f64>; 2],
+    t: &NoiseThresholds,
 ) -> NoiseReport {
+    let probe_s = [median(&probe_reps_s[0]), median(&probe_reps_s[1])];
     let (mut steal, mut other_busy) = (None, None);
     if let (Some(a), Some(b)) = (start, end) {
         let dt = b.total.saturating_sub(a.total) as f64;
@@ -191,29 +267,29 @@ pub fn judge(
         0.0
     };
     let mut flags = Vec::new();
-    if let Some(s) = steal.filter(|s| *s > MAX_STEAL) {
+    if let Some(s) = steal.filter(|s| *s > t.max_steal) {
         flags.push(format!(
             "steal {:.1} % > {:.0} %",
             s * 100.0,
-            MAX_STEAL * 100.0
+            t.max_steal * 100.0
         ));
     }
-    if let Some(o) = other_busy.filter(|o| *o > MAX_OTHER_BUSY) {
+    if let Some(o) = other_busy.filter(|o| *o > t.max_other_busy) {
         flags.push(format!(
             "other processes used {:.0} % of the CPUs > {:.0} %",
             o * 100.0,
-            MAX_OTHER_BUSY * 100.0
+            t.max_other_busy * 100.0
         ));
     }
     let max_load = load1.iter().flatten().copied().fold(0.0, f64::max);
     if max_load > cpus as f64 {
         flags.push(format!("load average {max_load:.1} > {cpus} CPUs"));
     }
-    if probe_drift.abs() > MAX_PROBE_DRIFT {
+    if probe_drift.abs() > t.max_probe_drift {
         flags.push(format!(
-            "probe drifted {:+.0} % > ±{:.0} %",
+            "probe median drifted {:+.0} % > ±{:.0} %",
             probe_drift * 100.0,
-            MAX_PROBE_DRIFT * 100.0
+            t.max_probe_drift * 100.0
         ));
     }
     NoiseReport {
@@ -222,7 +298,9 @@ pub fn judge(
         load1,
         cpus,
         probe_s,
+        probe_reps_s,
         probe_drift,
+        thresholds: *t,
         flags,
     }
 }
@@ -257,12 +335,14 @@ mod tests {
             steal: 0,
             own: 450,
         };
+        let t = NoiseThresholds::default();
         let r = judge(
             Some(a),
             Some(quiet),
             [Some(1.5), Some(1.2)],
             2,
-            [0.1, 0.105],
+            [vec![0.1], vec![0.105]],
+            &t,
         );
         assert_eq!(r.flags, Vec::<String>::new(), "{r:?}");
         assert!((r.other_busy.unwrap() - 0.05).abs() < 1e-12);
@@ -273,12 +353,66 @@ mod tests {
             steal: 30,
             own: 500,
         };
-        let r = judge(Some(a), Some(busy), [Some(6.0), None], 2, [0.1, 0.13]);
+        let r = judge(
+            Some(a),
+            Some(busy),
+            [Some(6.0), None],
+            2,
+            [vec![0.1], vec![0.13]],
+            &t,
+        );
         assert_eq!(r.flags.len(), 4, "{:?}", r.flags);
         assert!(r.flagged());
         assert!((r.other_busy.unwrap() - 0.4).abs() < 1e-12);
         // No /proc: only the probe judges.
-        let r = judge(None, None, [None, None], 2, [0.1, 0.1]);
+        let r = judge(None, None, [None, None], 2, [vec![0.1], vec![0.1]], &t);
         assert!(!r.flagged() && r.steal.is_none());
+        // Looser thresholds let the busy run through on all but the load average.
+        let loose = NoiseThresholds {
+            max_steal: 0.05,
+            max_other_busy: 0.5,
+            max_probe_drift: 0.35,
+        };
+        let r = judge(
+            Some(a),
+            Some(busy),
+            [Some(6.0), None],
+            2,
+            [vec![0.1], vec![0.13]],
+            &loose,
+        );
+        assert_eq!(r.flags.len(), 1, "{:?}", r.flags);
+        assert!(r.flags[0].starts_with("load average"));
+        assert_eq!(r.thresholds, loose);
+    }
+
+    #[test]
+    fn the_probe_is_judged_on_medians_so_outlying_repetitions_do_not_flag() {
+        let t = NoiseThresholds::default();
+        // Before: 15 repetitions around 30 ms with two outliers (a tick, a migration), one of them
+        // +58 %; after: around 31 ms with one −47 % outlier. Medians 30 and 31 ms: drift +3.3 %,
+        // under 10 %, although single repetitions differ by −47 % to +58 %.
+        let mut before = vec![0.030; 13];
+        before.extend([0.0474, 0.045]);
+        let mut after = vec![0.031; 14];
+        after.push(0.0159);
+        let r = judge(None, None, [None, None], 2, [before.clone(), after], &t);
+        assert!(!r.flagged(), "{:?}", r.flags);
+        assert!((r.probe_s[0] - 0.030).abs() < 1e-12 && (r.probe_s[1] - 0.031).abs() < 1e-12);
+        assert!((r.probe_drift - (0.031 / 0.030 - 1.0)).abs() < 1e-12);
+        assert_eq!(r.probe_reps_s[0].len(), 15);
+        // A real slowdown moves the median: after at 36 ms on most repetitions (+20 %) flags it.
+        let mut slow = vec![0.036; 10];
+        slow.extend([0.030; 5]);
+        let r = judge(None, None, [None, None], 2, [before, slow], &t);
+        assert_eq!(r.flags.len(), 1, "{:?}", r.flags);
+        assert!(r.flags[0].contains("+20 %"), "{:?}", r.flags);
+    }
+
+    #[test]
+    fn median_of_odd_even_and_no_timings() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
     }
 }
