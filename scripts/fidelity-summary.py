@@ -83,6 +83,20 @@ print(f"{n} cells. By cell (its worst metric): {counts.get('cell:agrees', 0)} ag
 if engine_terms:
     print(f"Engine/queueing term (median |TPOT error| of the re-run, per replicate): median "
           f"{statistics.median(engine_terms) * 100:.1f} % over {len(engine_terms)} replicates.")
+overheads = [(path.parent.parent.parent.name, c) for path in cells
+             for c in [json.loads(path.read_text())] if c.get("serving_overhead")]
+if overheads:
+    print()
+    print("Serving overhead (HTTP - in process, per request; MODE=both):")
+    print()
+    print("| cell | policy | requests | TTFT median | TTFT p90 | TPOT median | TPOT p90 |")
+    print("|---|---|---|---|---|---|---|")
+    for cell, c in overheads:
+        o = c["serving_overhead"]
+        ms = lambda x: "n/a" if x is None else f"{x * 1e3:.2f} ms"
+        print(f"| {cell} | {c['policy']} | {o['requests']} | {ms(o['ttft_median_s'])} | {ms(o['ttft_p90_s'])} "
+              f"| {ms(o['tpot_median_s'])} | {ms(o['tpot_p90_s'])} |")
+    print()
 noisy = sum(len(json.loads(p.read_text())["noisy_replicates"]) for p in cells)
 used = sum(json.loads(p.read_text())["measured_replicates"] for p in cells)
 print(f"Noise monitor: {noisy} of {used} live replicates used were flagged.")

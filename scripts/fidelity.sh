@@ -23,14 +23,21 @@
 #   PROFILE     [profiles/qwen2.5-coder-0.5b-ngram.cpu.toml]   `specsim calibrate` of the same pair, here
 #   TTFT_SLO, TPOT_SLO  [the scenario's]       SLOs in seconds (scale them to the pair's speed)
 #   MODE        [http]                         http: `specsim serve` + `specsim replay --endpoint`;
-#                                              in-process: `specsim replay --in-process` (no HTTP)
+#                                              in-process: `specsim replay --in-process` (no HTTP);
+#                                              both: each run over HTTP and then in process (under
+#                                              rep<r>/inproc/<policy>); cells report the serving
+#                                              overhead per request (HTTP - in process)
 #   THREADS [all cores]                        compute threads of the engine
 #   OUT [out/fidelity]  SPECSIM_BIN [target/release/specsim]  PORT [8765]
 #   FAKE_STEP_MS [unset]                       a dry run of the whole pipeline without models: the engine
 #                                              over the scripted echo backend, each forward this long
+#   FAKE_ACCEPT [3,0,2,1]                      with FAKE_STEP_MS: drafts accepted per verification,
+#                                              cycled per sequence (serve --fake-accept)
+#   NOISE_FLAGS [unset]                        extra `replay` noise flags, e.g. --noise-probe-reps 5
 #
 # Layout: OUT/<workload>-<load>/rep<r>/<policy>/ (requests.csv, replay.json, steps.csv, metrics.txt,
-# noise.json, serve.log) and OUT/<workload>-<load>/cell/<policy>/cell.{json,md}; OUT/summary.md.
+# noise.json, serve.log; steps.seqs.csv: each sequence's drafted/accepted per verification) and
+# OUT/<workload>-<load>/cell/<policy>/cell.{json,md}; OUT/summary.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${SPECSIM_BIN:-target/release/specsim}
@@ -47,21 +54,21 @@ PROFILE=${PROFILE:-profiles/qwen2.5-coder-0.5b-ngram.cpu.toml}
 MODE=${MODE:-http}
 OUT=${OUT:-out/fidelity}
 PORT=${PORT:-8765}
-[ $# -ge 1 ] || { sed -n 2,34p "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,40p "$0"; exit 2; }
 C=$1
 [ -x "$BIN" ] || { echo "fidelity: $BIN not found: run cargo build --release" >&2; exit 1; }
 [ -z "${FAKE_STEP_MS:-}" ] || TARGET=$PROFILE
 for f in "$TARGET" "$PROFILE"; do
   [ -f "$f" ] || { echo "fidelity: $f not found (scripts/fetch-models.sh, specsim calibrate)" >&2; exit 1; }
 done
-case $MODE in http | in-process) ;; *) echo "fidelity: MODE must be http or in-process" >&2; exit 2 ;; esac
+case $MODE in http | in-process | both) ;; *) echo "fidelity: MODE must be http, in-process or both" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
 ROOT=$(pwd)
 
 # The engine's flags, shared by `serve` and `replay --in-process`.
 engine_flags() { # POLICY TPOT
   local f=(--policy "$1" --profile "$PROFILE" --max-num-seqs 8 --kv-tokens 32768 --tpot-slo "$2")
-  if [ -n "${FAKE_STEP_MS:-}" ]; then f+=(--fake --fake-step-ms "$FAKE_STEP_MS"); echo "${f[@]}"; return; fi
+  if [ -n "${FAKE_STEP_MS:-}" ]; then f+=(--fake --fake-step-ms "$FAKE_STEP_MS" --fake-accept "${FAKE_ACCEPT:-3,0,2,1}"); echo "${f[@]}"; return; fi
   f+=(--target "$TARGET")
   [ -z "${THREADS:-}" ] || f+=(--threads "$THREADS")
   if [ "$DRAFT" = ngram ]; then f+=(--ngram); else f+=(--draft "$DRAFT"); fi
@@ -85,16 +92,18 @@ SERVE_PID=
 stop_server() { if [ -n "$SERVE_PID" ]; then kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true; SERVE_PID=; fi; }
 trap stop_server EXIT
 
-# One live run into DIR; returns non-zero (after recording why) when it could not produce results.
-live_run() { # WORKLOAD LOAD REP POLICY DIR
-  local W=$1 L=$2 P=$4 dir=$5 scen=scenarios/fidelity/$1.toml R tpot sets
+# One live run into DIR over PATH (http or in-process); returns non-zero (after recording why) when
+# it could not produce results.
+live_run() { # WORKLOAD LOAD REP POLICY DIR PATH
+  local W=$1 L=$2 P=$4 dir=$5 path=$6 scen=scenarios/fidelity/$1.toml R tpot sets noise
   R=$(python3 -c "print(round($C * $L / 100, 4))")
   tpot=${TPOT_SLO:-$(sed -n 's/^tpot_s *= *\([0-9.]*\).*/\1/p' "$scen")}
   read -r -a sets <<< "$(scenario_sets "$W" "$R")"
   read -r -a eng <<< "$(engine_flags "$P" "$tpot")"
+  read -r -a noise <<< "${NOISE_FLAGS:-}"
   rm -rf "$dir"; mkdir -p "$dir"
-  local common=("$scen" "${sets[@]}" --policy-label "$P" --temperature 0 --out "$(dirname "$dir")" --noise --allow-failures -q)
-  if [ "$MODE" = in-process ]; then
+  local common=("$scen" "${sets[@]}" --policy-label "$P" --temperature 0 --out "$(dirname "$dir")" --noise "${noise[@]}" --allow-failures -q)
+  if [ "$path" = in-process ]; then
     "$BIN" replay "${common[@]}" --in-process "${eng[@]}" > "$dir/replay.log" 2>&1 || return 1
   else
     "$BIN" serve "${eng[@]}" --port "$PORT" --step-log "$dir/steps.csv" > "$dir/serve.log" 2>&1 &
@@ -127,12 +136,19 @@ for REP in $(seq "$REPLICATES"); do
         ELAPSED=$(( $(date +%s) - START ))
         ETA=""; [ $RAN -gt 0 ] && ETA=", about $(( ELAPSED / RAN * (TOTAL - N + 1) / 60 )) min left"
         echo "[$N/$TOTAL] $W-$L rep$REP $P: running (elapsed $((ELAPSED / 60)) min$ETA)"
-        if live_run "$W" "$L" "$REP" "$P" "$DIR"; then
-          touch "$DIR/.done"
-          python3 -c 'import json,sys; f=json.load(open(sys.argv[1]))["flags"]; f and print("    noise flagged: " + "; ".join(f))' "$DIR/noise.json" 2>/dev/null || true
-        else
-          echo "$(date -u +%FT%TZ) $W-$L rep$REP $P: failed ($(cat "$DIR/FAILED" 2>/dev/null || tail -1 "$DIR/replay.log" 2>/dev/null))" | tee -a "$OUT/failures.log"
-        fi
+        # MODE=both: the HTTP run, then the same run in process beside it.
+        RUNS=("$DIR $MODE"); [ "$MODE" = both ] && RUNS=("$DIR http" "$OUT/$W-$L/rep$REP/inproc/$P in-process")
+        OK=1
+        for RUN in "${RUNS[@]}"; do
+          read -r D KIND <<< "$RUN"
+          if live_run "$W" "$L" "$REP" "$P" "$D" "$KIND"; then
+            python3 -c 'import json,sys; f=json.load(open(sys.argv[1]))["flags"]; f and print("    noise flagged: " + "; ".join(f))' "$D/noise.json" 2>/dev/null || true
+          else
+            OK=0
+            echo "$(date -u +%FT%TZ) $W-$L rep$REP $P ($KIND): failed ($(cat "$D/FAILED" 2>/dev/null || tail -1 "$D/replay.log" 2>/dev/null))" | tee -a "$OUT/failures.log"
+          fi
+        done
+        [ $OK = 0 ] || touch "$DIR/.done"
         RAN=$((RAN + 1))
       done
     done
@@ -145,10 +161,14 @@ for W in $WORKLOADS; do
     R=$(python3 -c "print(round($C * $L / 100, 4))")
     read -r -a sets <<< "$(scenario_sets "$W" "$R")"
     for P in $POLICIES; do
-      reps=()
+      reps=(); local_reps=()
       for REP in $(seq "$REPLICATES"); do reps+=("$OUT/$W-$L/rep$REP/$P"); done
+      if [ "$MODE" = both ]; then
+        local_reps=(--in-process)
+        for REP in $(seq "$REPLICATES"); do local_reps+=("$OUT/$W-$L/rep$REP/inproc/$P"); done
+      fi
       echo "== cell $W-$L $P"
-      "$BIN" fidelity "scenarios/fidelity/$W.toml" "${sets[@]}" --policy "$P" --measured "${reps[@]}" \
+      "$BIN" fidelity "scenarios/fidelity/$W.toml" "${sets[@]}" --policy "$P" --measured "${reps[@]}" "${local_reps[@]}" \
         --seeds "$SEEDS" --warmup "$WARMUP" --out "$OUT/$W-$L/cell/$P" || echo "fidelity: cell $W-$L $P failed" | tee -a "$OUT/failures.log"
     done
   done

@@ -38,6 +38,11 @@ pub struct FidelityArgs {
     /// DIR/metrics.txt, the noise monitor's report from DIR/noise.json.
     #[arg(long, required = true, num_args = 1..)]
     pub measured: Vec<PathBuf>,
+    /// The same cell's replicates run in process (`specsim replay --in-process`), in the order of
+    /// --measured: the serving overhead is reported per request as --measured (over HTTP) minus
+    /// these.
+    #[arg(long, num_args = 1..)]
+    pub in_process: Vec<PathBuf>,
     /// Simulator seeds for the prediction's interval.
     #[arg(long, default_value_t = 5)]
     pub seeds: u32,
@@ -160,7 +165,7 @@ pub fn run(a: FidelityArgs) -> Result<()> {
     }
     let acceptance = sc.acceptance(&w.categories)?;
     let rate = move |j: u32| acceptance.acceptance_rate(j, None);
-    let report = cell_report(
+    let mut report = cell_report(
         &a.policy,
         &predicted,
         &measured,
@@ -169,6 +174,9 @@ pub fn run(a: FidelityArgs) -> Result<()> {
         &rate,
         sc.file.seed,
     );
+    if !a.in_process.is_empty() {
+        report.serving_overhead = Some(overhead_of(&measured, &a.in_process, a.warmup)?);
+    }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let json = a.out.join("cell.json");
     std::fs::write(&json, serde_json::to_string_pretty(&report)?)
@@ -192,9 +200,54 @@ pub fn run(a: FidelityArgs) -> Result<()> {
             m.verdict.label()
         );
     }
+    if let Some(o) = &report.serving_overhead {
+        println!(
+            "serving overhead (HTTP - in process, {} requests): TTFT median {:.2} ms p90 {:.2} ms  TPOT median {:.3} ms p90 {:.3} ms",
+            o.requests,
+            o.ttft_median_s * 1e3,
+            o.ttft_p90_s * 1e3,
+            o.tpot_median_s * 1e3,
+            o.tpot_p90_s * 1e3
+        );
+    }
     for (name, why) in &report.excluded {
         eprintln!("left out: {name}: {why}");
     }
     eprintln!("results in {}", a.out.display());
     Ok(())
+}
+
+/// The serving overhead of the HTTP replicates against the in-process ones, pair by pair; a pair
+/// either of whose sides failed or was aborted is left out (and said so).
+fn overhead_of(
+    http: &[MeasuredReplicate],
+    in_process: &[PathBuf],
+    warmup: usize,
+) -> Result<specsim_replay::fidelity::overhead::ServingOverhead> {
+    if in_process.len() != http.len() {
+        bail!(
+            "--in-process: {} directories for {} --measured ones (one in-process run per replicate)",
+            in_process.len(),
+            http.len()
+        );
+    }
+    let local: Vec<MeasuredReplicate> = in_process.iter().map(|d| read_replicate(d)).collect();
+    let mut pairs = Vec::new();
+    for (h, l) in http.iter().zip(&local) {
+        if h.records.is_empty()
+            || l.records.is_empty()
+            || h.aborted.is_some()
+            || l.aborted.is_some()
+        {
+            eprintln!(
+                "warning: serving overhead: pair {} / {} left out (a side has no rows or was aborted)",
+                h.name, l.name
+            );
+            continue;
+        }
+        pairs.push((h.records.as_slice(), l.records.as_slice()));
+    }
+    Ok(specsim_replay::fidelity::overhead::serving_overhead(
+        &pairs, warmup,
+    ))
 }

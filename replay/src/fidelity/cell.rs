@@ -103,6 +103,9 @@ pub struct CellReport {
     pub acceptance: Option<AcceptanceTerm>,
     /// The workload term over the used replicates.
     pub workload: WorkloadTerm,
+    /// HTTP − in-process per request, when the cell was also run in process.
+    #[serde(default)]
+    pub serving_overhead: Option<super::overhead::ServingOverhead>,
 }
 
 /// Rows after the warm-up: the `warmup` earliest arrivals dropped.
@@ -274,6 +277,7 @@ pub fn cell_report(
         cost: cost_term(&all_steps),
         acceptance: counts.map(|c| acceptance_term(&pred_all, &c, rate)),
         workload: workload_term(&first_pred, &meas_all),
+        serving_overhead: None,
     }
 }
 
@@ -353,6 +357,23 @@ pub fn render_markdown(c: &CellReport) -> String {
             pct(e.tpot_max_abs_rel),
             e.ttft_mean_overhead_s * 1e3,
             e.matching.match_fraction() * 100.0
+        );
+        if let Some(o) = e.matching.outcomes {
+            s += &format!(
+                "  - acceptance replayed per sequence: {} verifications replayed, {} drawn past the log, {} capped\n",
+                o.replayed, o.drawn, o.capped
+            );
+        }
+    }
+    if let Some(o) = &c.serving_overhead {
+        s += &format!(
+            "- serving overhead (HTTP − in process, {} requests over {} replicate pairs): TTFT median {:.2} ms, p90 {:.2} ms; TPOT median {:.3} ms, p90 {:.3} ms\n",
+            o.requests,
+            o.replicate_pairs,
+            o.ttft_median_s * 1e3,
+            o.ttft_p90_s * 1e3,
+            o.tpot_median_s * 1e3,
+            o.tpot_p90_s * 1e3
         );
     }
     for g in c.cost.iter().filter(|g| g.seqs.is_none()) {

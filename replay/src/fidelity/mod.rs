@@ -6,6 +6,7 @@
 //! - [`steps`]: the live engine's step log and the **cost** term (measured / predicted per forward).
 //! - [`recorded`]: the **engine/queueing** term (the simulator re-run on the logged forward times).
 //! - [`outcomes`]: the live run's per-sequence accepted counts, replayed in that re-run.
+//! - [`overhead`]: the **serving overhead** by difference (the same cell over HTTP and in process).
 //! - [`terms`]: the **acceptance** and **workload** terms.
 //! - [`noise`]: the machine's noise during a live run (CPU steal and load, a probe's drift).
 //! - [`cell`]: one cell of the study (a workload, load and policy; N replicates a side) put together.
@@ -13,6 +14,7 @@
 pub mod cell;
 pub mod noise;
 pub mod outcomes;
+pub mod overhead;
 pub mod recorded;
 pub mod stats;
 pub mod steps;
