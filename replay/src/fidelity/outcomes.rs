@@ -236,6 +236,86 @@ impl Backend for LoggedAcceptance {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use specsim_core::engine::TargetOutcome;
+
+    /// Accepts every draft; a last prefill chunk emits one token.
+    struct AcceptAll;
+
+    impl Backend for AcceptAll {
+        fn draft(&mut self, items: &[DraftItem]) -> Result<DraftResult, CoreError> {
+            Ok(DraftResult {
+                confidences: vec![1.0; items.len()],
+                elapsed_ns: 1,
+            })
+        }
+        fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, CoreError> {
+            let outcomes = items
+                .iter()
+                .map(|it| match it.work {
+                    TargetWork::Verify { drafted } => TargetOutcome {
+                        accepted: drafted,
+                        emitted: drafted + 1,
+                        stop: false,
+                    },
+                    TargetWork::Prefill { last, .. } => TargetOutcome {
+                        accepted: 0,
+                        emitted: u32::from(last),
+                        stop: false,
+                    },
+                })
+                .collect();
+            Ok(TargetResult {
+                outcomes,
+                elapsed_ns: 1,
+            })
+        }
+        fn release(&mut self, _seq: SeqId) {}
+    }
+
+    fn item(seq: SeqId, work: TargetWork) -> TargetItem {
+        TargetItem {
+            seq,
+            context_tokens: 0,
+            work,
+            category: None,
+        }
+    }
+
+    const PREFILL: TargetWork = TargetWork::Prefill {
+        start: 0,
+        len: 8,
+        last: true,
+    };
+    const VERIFY3: TargetWork = TargetWork::Verify { drafted: 3 };
+
+    #[test]
+    fn a_reused_slot_takes_the_next_live_sequence_and_a_preempted_one_keeps_its_own() {
+        // Live: sequence 10 verified twice (2, then 1 accepted: 1 + 3 + 2 = 6 tokens), sequence 11
+        // once (0 accepted).
+        let log = format!(
+            "{SEQS_HEADER}\n0,10,prefill,0,0\n1,10,verify,3,2\n2,10,verify,3,1\n3,11,prefill,0,0\n4,11,verify,3,0\n"
+        );
+        let rows = parse_seq_log(&log, "s").unwrap();
+        let (mut b, stats) = LoggedAcceptance::new(Box::new(AcceptAll), &rows);
+        let accepted = |b: &mut LoggedAcceptance, w| b.target(&[item(0, w)]).unwrap().outcomes[0];
+        // Slot 0 is live sequence 10: prefill, then 2 accepted.
+        accepted(&mut b, PREFILL);
+        assert_eq!(accepted(&mut b, VERIFY3).accepted, 2);
+        // Released after 4 of its 6 tokens: a preemption; it comes back as sequence 10 (recompute
+        // prefill), and its next verification is 10's second (1 accepted).
+        b.release(0);
+        accepted(&mut b, PREFILL);
+        let o = accepted(&mut b, VERIFY3);
+        assert_eq!((o.accepted, o.emitted), (1, 2));
+        // Released with all its tokens: the slot's next request is live sequence 11.
+        b.release(0);
+        accepted(&mut b, PREFILL);
+        assert_eq!(accepted(&mut b, VERIFY3).accepted, 0);
+        // Past sequence 11's log, the inner backend draws (accepts all 3).
+        assert_eq!(accepted(&mut b, VERIFY3).accepted, 3);
+        let s = *stats.lock().unwrap();
+        assert_eq!((s.replayed, s.drawn, s.capped), (3, 1, 0));
+    }
 
     #[test]
     fn the_log_parses_and_bad_rows_name_their_line() {
