@@ -69,16 +69,14 @@ impl SimBackend {
     /// sequence's next undrawn position (the engine's calling sequence: no lookahead drew ahead, no
     /// sequence twice in a forward). Returns false, with no draw made, otherwise.
     fn draw_batch(&mut self, items: &[DraftItem], out: &mut DraftResult) -> bool {
-        if let Some(last) = items.iter().map(|it| it.seq as usize).max() {
-            if last >= self.pending.len() {
-                self.pending.resize_with(last + 1, Vec::new);
-            }
-        }
+        // A sequence new to the backend has no buffer yet: the one-by-one path makes it.
         let pending = &self.pending;
-        if !items
-            .iter()
-            .all(|it| pending[it.seq as usize].len() == it.position as usize)
-        {
+        let next_undrawn = |it: &DraftItem| {
+            pending
+                .get(it.seq as usize)
+                .is_some_and(|d| d.len() == it.position as usize)
+        };
+        if !items.iter().all(next_undrawn) {
             return false;
         }
         let before = self.rng.clone();
