@@ -24,12 +24,6 @@ pub struct DraftDraw {
     pub accepted: bool,
 }
 
-/// A draw not made yet (fills a buffer before the draws overwrite it).
-const UNDRAWN: DraftDraw = DraftDraw {
-    confidence: 0.0,
-    accepted: false,
-};
-
 /// Draws draft confidences and acceptance outcomes.
 pub trait AcceptanceModel: Send + Sync {
     /// Draws the token at draft position `position` (0-based) of a request of `category`.
@@ -178,12 +172,16 @@ const QUANTILE_POINTS: usize = 4096;
 /// The inverse CDF of a distribution on [0, 1], tabulated, for fast sampling.
 #[derive(Debug, Clone)]
 pub struct QuantileTable {
-    q: std::sync::Arc<[f64]>,
+    q: Table,
 }
 
 /// Beta quantile tables built so far, by the bits of (a, b): a sweep or a capacity search builds the
 /// same acceptance model for every run, and tabulating costs ~130k `powf`.
-type BetaTables = Vec<((u64, u64), std::sync::Arc<[f64]>)>;
+type BetaTables = Vec<((u64, u64), Table)>;
+
+/// A tabulated quantile function: `QUANTILE_POINTS + 1` values (the length in the type, so indexing
+/// by a 12-bit index needs no bounds check).
+type Table = std::sync::Arc<[f64; QUANTILE_POINTS + 1]>;
 static BETA_TABLES: std::sync::Mutex<BetaTables> = std::sync::Mutex::new(Vec::new());
 
 impl QuantileTable {
@@ -195,7 +193,11 @@ impl QuantileTable {
         if let Some(q) = BETA_TABLES.lock().ok().as_deref().and_then(cached) {
             return QuantileTable { q };
         }
-        let q: std::sync::Arc<[f64]> = Self::tabulate_beta(a, b).into();
+        let q: Box<[f64; QUANTILE_POINTS + 1]> = Self::tabulate_beta(a, b)
+            .into_boxed_slice()
+            .try_into()
+            .expect("the table has QUANTILE_POINTS + 1 values");
+        let q = Table::from(q);
         if let Ok(mut t) = BETA_TABLES.lock() {
             if t.len() < 64 {
                 t.push((key, q.clone()));
@@ -403,24 +405,45 @@ impl CategoryAcceptance {
     }
 }
 
+impl CategoryAcceptance {
+    /// The draws of `items` (all of this category), appended to `out` in order.
+    fn draw_run(&self, items: &[DraftItem], rng: &mut SimRng, out: &mut Vec<DraftDraw>) {
+        let plain =
+            self.curve.identity && self.position_scale.is_empty() && self.position_decay == 1.0;
+        if !plain {
+            out.extend(items.iter().map(|it| self.draw(it.position, rng)));
+            return;
+        }
+        // The common case, `draw` without the checks: no decay, P(accept) = the confidence itself.
+        out.extend(items.iter().map(|_| {
+            let conf = self.confidence.sample_bits(rng.next_u64());
+            DraftDraw {
+                confidence: conf as f32,
+                accepted: rng.random::<f64>() < conf.clamp(0.0, 1.0),
+            }
+        }));
+    }
+}
+
 impl AcceptanceModel for CalibratedAcceptance {
     fn draw(&self, p: u32, c: Option<CategoryId>, rng: &mut SimRng) -> DraftDraw {
         self.for_category(c).draw(p, rng)
     }
     fn draw_batch(&self, items: &[DraftItem], rng: &mut SimRng, out: &mut Vec<DraftDraw>) {
         // The generator in a local (registers) for the batch; the category looked up once per run of
-        // equal categories (usually the whole batch); `out` sized once and filled in place.
+        // items of one category (usually the whole batch).
         let mut local = rng.clone();
-        let start = out.len();
-        out.resize(start + items.len(), UNDRAWN);
-        let mut last = None;
-        let mut cat = self.for_category(None);
-        for (d, it) in out[start..].iter_mut().zip(items) {
-            if it.category != last {
-                cat = self.for_category(it.category);
-                last = it.category;
-            }
-            *d = cat.draw(it.position, &mut local);
+        out.reserve(items.len());
+        let mut rest = items;
+        while let Some(first) = rest.first() {
+            let len = rest
+                .iter()
+                .position(|it| it.category != first.category)
+                .unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(len);
+            self.for_category(first.category)
+                .draw_run(run, &mut local, out);
+            rest = tail;
         }
         *rng = local;
     }
