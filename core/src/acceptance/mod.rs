@@ -818,8 +818,17 @@ mod tests {
             categories: cats,
             position_alphas: Some(vec![0.7, 0.5]),
         };
+        // The plain case (identity curve, no decay, no scale) has a loop of its own.
+        let plain = AcceptanceConfig::Calibrated {
+            confidence_beta: [3.0, 2.0],
+            curve: None,
+            position_decay: 1.0,
+            categories: BTreeMap::new(),
+            position_alphas: None,
+        };
         let models: Vec<Box<dyn AcceptanceModel>> = vec![
             cfg.build(&["writing".into(), "coding".into()]).unwrap(),
+            plain.build(&["writing".into(), "coding".into()]).unwrap(),
             Box::new(ConstantAcceptance { alpha: 0.6 }),
             Box::new(PerPositionAcceptance {
                 alphas: vec![0.8, 0.6, 0.4],
