@@ -217,20 +217,26 @@ pub fn predicted_target_ns(cost: &dyn CostModel, items: &[TargetItem], scorer: S
 /// the live engine numbers requests from 0).
 #[derive(Debug, Clone, Default)]
 pub struct DraftKvMirror {
-    /// Tokens in the draft KV cache, per sequence.
-    kv: Vec<u32>,
+    /// Per sequence, its draft cache (one entry, so the per-token update touches one place).
+    seqs: Vec<MirroredSeq>,
+}
+
+/// One sequence's draft cache as the mirror books it.
+#[derive(Debug, Clone, Copy, Default)]
+struct MirroredSeq {
+    /// Tokens in the draft KV cache.
+    kv: u32,
     /// Draft tokens fed into the cache this step (every position after the first feeds one).
-    fed: Vec<u32>,
+    fed: u32,
 }
 
 impl DraftKvMirror {
-    fn slot(&mut self, seq: SeqId) -> usize {
+    fn slot(&mut self, seq: SeqId) -> &mut MirroredSeq {
         let i = seq as usize;
-        if i >= self.kv.len() {
-            self.kv.resize(i + 1, 0);
-            self.fed.resize(i + 1, 0);
+        if i >= self.seqs.len() {
+            self.seqs.resize(i + 1, MirroredSeq::default());
         }
-        i
+        &mut self.seqs[i]
     }
 
     /// The shape of the draft forward over `items`, catch-up included, and the caches advanced past it.
@@ -240,16 +246,16 @@ impl DraftKvMirror {
         // them, with each one's position folded into its context.
         let (mut one_token, mut one_token_ctx) = (0u32, 0u64);
         for it in items {
-            let i = self.slot(it.seq);
+            let m = self.slot(it.seq);
             let ctx = it.context_tokens;
             if it.position == 0 {
-                let seen = self.kv[i].min(ctx);
-                self.kv[i] = ctx + 1;
-                self.fed[i] = 0;
+                let seen = m.kv.min(ctx);
+                m.kv = ctx + 1;
+                m.fed = 0;
                 shape = shape.merge(BatchShape::one(seen, ctx + 1 - seen, false, 1));
             } else {
-                self.kv[i] += 1;
-                self.fed[i] += 1;
+                m.kv += 1;
+                m.fed += 1;
                 one_token += 1;
                 one_token_ctx += ctx as u64 + it.position as u64;
             }
@@ -261,29 +267,28 @@ impl DraftKvMirror {
     /// whose blocks hold the draft model's KV beside the target's (one block table for both, as vLLM V1
     /// allocates them), so the draft's catch-up starts after them.
     pub fn prefix_cached(&mut self, seq: SeqId, tokens: u32) {
-        let i = self.slot(seq);
-        self.kv[i] = self.kv[i].max(tokens);
+        let m = self.slot(seq);
+        m.kv = m.kv.max(tokens);
     }
 
     /// A verification of a sequence at target context `context_tokens` accepted `accepted` drafts.
     pub fn verified(&mut self, seq: SeqId, context_tokens: u32, accepted: u32) {
-        let i = self.slot(seq);
-        let valid = context_tokens + 1 + accepted.min(self.fed[i]);
-        self.kv[i] = self.kv[i].min(valid);
-        self.fed[i] = 0;
+        let m = self.slot(seq);
+        let valid = context_tokens + 1 + accepted.min(m.fed);
+        m.kv = m.kv.min(valid);
+        m.fed = 0;
     }
 
     /// The sequence's draft cache was dropped.
     pub fn release(&mut self, seq: SeqId) {
-        if (seq as usize) < self.kv.len() {
-            self.kv[seq as usize] = 0;
-            self.fed[seq as usize] = 0;
+        if let Some(m) = self.seqs.get_mut(seq as usize) {
+            *m = MirroredSeq::default();
         }
     }
 
     /// Tokens in the sequence's draft cache.
     pub fn cached(&self, seq: SeqId) -> u32 {
-        self.kv.get(seq as usize).copied().unwrap_or(0)
+        self.seqs.get(seq as usize).map_or(0, |m| m.kv)
     }
 }
 

@@ -26,6 +26,8 @@ pub struct SimBackend {
     pending: Vec<Vec<DraftDraw>>,
     /// How verification forwards are shaped (and so priced).
     scorer: Scorer,
+    /// Reused buffer of one draft forward's batched draws.
+    drawn: Vec<DraftDraw>,
 }
 
 impl SimBackend {
@@ -44,6 +46,7 @@ impl SimBackend {
             draft_kv: has_draft.then(DraftKvMirror::default),
             pending: Vec::new(),
             scorer: Scorer::default(),
+            drawn: Vec::new(),
         }
     }
 
@@ -60,6 +63,56 @@ impl SimBackend {
             self.pending.resize_with(i + 1, Vec::new);
         }
         &mut self.pending[i]
+    }
+
+    /// The draft forward's draws in one call to the acceptance model, when every item is at its
+    /// sequence's next undrawn position (the engine's calling sequence: no lookahead drew ahead, no
+    /// sequence twice in a forward). Returns false, with no draw made, otherwise.
+    fn draw_batch(&mut self, items: &[DraftItem], out: &mut DraftResult) -> bool {
+        // A sequence new to the backend has no buffer yet: the one-by-one path makes it.
+        let pending = &self.pending;
+        let next_undrawn = |it: &DraftItem| {
+            pending
+                .get(it.seq as usize)
+                .is_some_and(|d| d.len() == it.position as usize)
+        };
+        if !items.iter().all(next_undrawn) {
+            return false;
+        }
+        let before = self.rng.clone();
+        self.drawn.clear();
+        self.acceptance
+            .draw_batch(items, &mut self.rng, &mut self.drawn);
+        for (n, (it, d)) in items.iter().zip(&self.drawn).enumerate() {
+            let draws = &mut self.pending[it.seq as usize];
+            if draws.len() != it.position as usize {
+                // A sequence twice in one forward: undo, so drawing one at a time gives its draws.
+                for it in &items[..n] {
+                    self.pending[it.seq as usize].pop();
+                }
+                out.confidences.clear();
+                self.rng = before;
+                return false;
+            }
+            draws.push(*d);
+            out.confidences.push(d.confidence);
+        }
+        true
+    }
+
+    /// The draws of a draft forward one at a time, in item order: each item's sequence draws up to
+    /// its position (earlier positions first, none if drawn ahead) and reports that position's draw.
+    fn draw_one_by_one(&mut self, items: &[DraftItem], out: &mut DraftResult) {
+        for it in items {
+            let p = it.position as usize;
+            self.draws_for(it.seq);
+            let draws = &mut self.pending[it.seq as usize];
+            while draws.len() <= p {
+                let position = draws.len() as u32;
+                draws.push(self.acceptance.draw(position, it.category, &mut self.rng));
+            }
+            out.confidences.push(draws[p].confidence);
+        }
     }
 
     #[inline]
@@ -93,19 +146,8 @@ impl Backend for SimBackend {
     fn draft_into(&mut self, items: &[DraftItem], out: &mut DraftResult) -> Result<(), SimError> {
         out.confidences.clear();
         out.confidences.reserve(items.len());
-        for it in items {
-            // As `draw_up_to`, spelled out: this runs once per draft token.
-            let p = it.position as usize;
-            let i = it.seq as usize;
-            if i >= self.pending.len() {
-                self.pending.resize_with(i + 1, Vec::new);
-            }
-            let draws = &mut self.pending[i];
-            while draws.len() <= p {
-                let position = draws.len() as u32;
-                draws.push(self.acceptance.draw(position, it.category, &mut self.rng));
-            }
-            out.confidences.push(draws[p].confidence);
+        if !self.draw_batch(items, out) {
+            self.draw_one_by_one(items, out);
         }
         let shape = match self.draft_kv.as_mut() {
             Some(m) => m.draft_shape(items),
@@ -185,5 +227,83 @@ impl Backend for SimBackend {
             );
         }
         Some(runs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use specsim_core::acceptance::AcceptanceConfig;
+    use specsim_core::cost::FixedCost;
+    use specsim_core::rng::stream;
+
+    fn backend(seed: u64) -> SimBackend {
+        let cost = FixedCost {
+            draft_base: 1,
+            draft_per_seq: 0,
+            target_base: 1,
+            target_per_token: 0,
+        };
+        let acceptance = AcceptanceConfig::Calibrated {
+            confidence_beta: [3.0, 2.0],
+            curve: None,
+            position_decay: 1.0,
+            categories: Default::default(),
+            position_alphas: None,
+        };
+        let acceptance: Arc<dyn AcceptanceModel> = acceptance.build(&[]).unwrap().into();
+        SimBackend::new(
+            Arc::new(cost),
+            acceptance,
+            stream(seed, "acceptance", 0),
+            true,
+        )
+    }
+
+    fn item(seq: SeqId, position: u32) -> DraftItem {
+        DraftItem {
+            seq,
+            context_tokens: 50,
+            position,
+            category: None,
+        }
+    }
+
+    /// Confidences reported for `forwards`, and the draws each sequence then holds.
+    fn run(
+        b: &mut SimBackend,
+        forwards: &[Vec<DraftItem>],
+    ) -> (Vec<Vec<f32>>, Vec<Vec<DraftDraw>>) {
+        let mut reported = Vec::new();
+        for items in forwards {
+            reported.push(b.draft(items).unwrap().confidences);
+        }
+        (reported, b.pending.clone())
+    }
+
+    #[test]
+    fn batched_draws_match_drawing_one_token_at_a_time() {
+        // Forwards the fast path takes (positions in order), one with a sequence twice (it must fall
+        // back, undoing the batch), one skipping a position and one re-reading a drawn position.
+        let forwards = vec![
+            vec![item(0, 0), item(3, 0), item(1, 0)],
+            vec![item(0, 1), item(1, 1)],
+            vec![item(0, 2), item(3, 1), item(0, 2), item(1, 2)],
+            vec![item(3, 3), item(1, 1)],
+            vec![item(1, 3), item(3, 4), item(2, 0)],
+        ];
+        let (fast, fast_draws) = run(&mut backend(9), &forwards);
+        let mut slow_backend = backend(9);
+        let mut slow = Vec::new();
+        for items in &forwards {
+            let mut out = DraftResult::default();
+            slow_backend.draw_one_by_one(items, &mut out);
+            slow.push(out.confidences);
+        }
+        assert_eq!(fast, slow);
+        assert_eq!(fast_draws[..], slow_backend.pending[..]);
+        // Each sequence drew every position up to the deepest asked, once.
+        let depth: Vec<usize> = fast_draws.iter().map(Vec::len).collect();
+        assert_eq!(depth, [3, 4, 1, 5]);
     }
 }

@@ -7,9 +7,10 @@
 
 pub mod trace;
 
+use crate::engine::DraftItem;
 use crate::rng::SimRng;
 use crate::workload::CategoryId;
-use rand::RngExt;
+use rand::{Rng, RngExt};
 use rand_distr::Beta;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -27,6 +28,18 @@ pub struct DraftDraw {
 pub trait AcceptanceModel: Send + Sync {
     /// Draws the token at draft position `position` (0-based) of a request of `category`.
     fn draw(&self, position: u32, category: Option<CategoryId>, rng: &mut SimRng) -> DraftDraw;
+    /// Appends one draw per draft item to `out`, at the item's position and for its category, in item
+    /// order: exactly the draws (and the generator state) that calling [`AcceptanceModel::draw`] on
+    /// each item in turn gives. The simulator asks once per draft forward; a model overrides it to
+    /// keep the generator in registers over the batch and to skip a virtual call per token. The
+    /// default loops over `draw`.
+    fn draw_batch(&self, items: &[DraftItem], rng: &mut SimRng, out: &mut Vec<DraftDraw>) {
+        out.extend(
+            items
+                .iter()
+                .map(|it| self.draw(it.position, it.category, rng)),
+        );
+    }
     /// Probability of acceptance at `position` given all earlier accepted (averaged over confidences).
     fn acceptance_rate(&self, position: u32, category: Option<CategoryId>) -> f64;
     /// Short description for summaries.
@@ -159,12 +172,16 @@ const QUANTILE_POINTS: usize = 4096;
 /// The inverse CDF of a distribution on [0, 1], tabulated, for fast sampling.
 #[derive(Debug, Clone)]
 pub struct QuantileTable {
-    q: std::sync::Arc<[f64]>,
+    q: Table,
 }
 
 /// Beta quantile tables built so far, by the bits of (a, b): a sweep or a capacity search builds the
 /// same acceptance model for every run, and tabulating costs ~130k `powf`.
-type BetaTables = Vec<((u64, u64), std::sync::Arc<[f64]>)>;
+type BetaTables = Vec<((u64, u64), Table)>;
+
+/// A tabulated quantile function: `QUANTILE_POINTS + 1` values (the length in the type, so indexing
+/// by a 12-bit index needs no bounds check).
+type Table = std::sync::Arc<[f64; QUANTILE_POINTS + 1]>;
 static BETA_TABLES: std::sync::Mutex<BetaTables> = std::sync::Mutex::new(Vec::new());
 
 impl QuantileTable {
@@ -176,7 +193,11 @@ impl QuantileTable {
         if let Some(q) = BETA_TABLES.lock().ok().as_deref().and_then(cached) {
             return QuantileTable { q };
         }
-        let q: std::sync::Arc<[f64]> = Self::tabulate_beta(a, b).into();
+        let q: Box<[f64; QUANTILE_POINTS + 1]> = Self::tabulate_beta(a, b)
+            .into_boxed_slice()
+            .try_into()
+            .expect("the table has QUANTILE_POINTS + 1 values");
+        let q = Table::from(q);
         if let Ok(mut t) = BETA_TABLES.lock() {
             if t.len() < 64 {
                 t.push((key, q.clone()));
@@ -213,6 +234,20 @@ impl QuantileTable {
             q.push((j as f64 + t) / grid as f64);
         }
         q
+    }
+
+    /// [`QuantileTable::sample_u`] of the uniform that rand's `random::<f64>()` makes of the 64 random
+    /// bits `v` (`(v >> 11) · 2⁻⁵³`), by integer arithmetic: scaling by powers of two is exact, so the
+    /// table index is the top 12 bits and the interpolation weight the next 41, bit for bit the
+    /// floating-point result (a float-to-integer conversion saved per draft token).
+    #[inline(always)]
+    pub fn sample_bits(&self, v: u64) -> f64 {
+        const INDEX_BITS: u32 = QUANTILE_POINTS.trailing_zeros();
+        const WEIGHT_BITS: u32 = 53 - INDEX_BITS;
+        let i = (v >> (64 - INDEX_BITS)) as usize;
+        let t = ((v >> 11) & ((1 << WEIGHT_BITS) - 1)) as f64 / (1u64 << WEIGHT_BITS) as f64;
+        let (q0, q1) = (self.q[i], self.q[i + 1]);
+        q0 + (q1 - q0) * t
     }
 
     /// Maps a uniform draw `u` in [0, 1) to a sample.
@@ -353,17 +388,64 @@ fn decayed(confidence: f64, decay: f64, position: u32) -> f64 {
     confidence * decay.powi(position as i32)
 }
 
-impl AcceptanceModel for CalibratedAcceptance {
-    fn draw(&self, p: u32, c: Option<CategoryId>, rng: &mut SimRng) -> DraftDraw {
-        let cat = self.for_category(c);
-        let mut conf = cat.confidence.sample_u(rng.random::<f64>());
-        if cat.position_decay != 1.0 {
-            conf = decayed(conf, cat.position_decay, p);
+impl CategoryAcceptance {
+    /// One draw at position `p`: a confidence, then whether the target accepts it (two uniforms, in
+    /// that order).
+    #[inline(always)]
+    fn draw(&self, p: u32, rng: &mut SimRng) -> DraftDraw {
+        // `sample_u(rng.random::<f64>())`, computed from the same 64 bits.
+        let mut conf = self.confidence.sample_bits(rng.next_u64());
+        if self.position_decay != 1.0 {
+            conf = decayed(conf, self.position_decay, p);
         }
         DraftDraw {
             confidence: conf as f32,
-            accepted: rng.random::<f64>() < cat.accept_probability(conf, p),
+            accepted: rng.random::<f64>() < self.accept_probability(conf, p),
         }
+    }
+}
+
+impl CategoryAcceptance {
+    /// The draws of `items` (all of this category), appended to `out` in order.
+    fn draw_run(&self, items: &[DraftItem], rng: &mut SimRng, out: &mut Vec<DraftDraw>) {
+        let plain =
+            self.curve.identity && self.position_scale.is_empty() && self.position_decay == 1.0;
+        if !plain {
+            out.extend(items.iter().map(|it| self.draw(it.position, rng)));
+            return;
+        }
+        // The common case, `draw` without the checks: no decay, P(accept) = the confidence itself.
+        out.extend(items.iter().map(|_| {
+            let conf = self.confidence.sample_bits(rng.next_u64());
+            DraftDraw {
+                confidence: conf as f32,
+                accepted: rng.random::<f64>() < conf.clamp(0.0, 1.0),
+            }
+        }));
+    }
+}
+
+impl AcceptanceModel for CalibratedAcceptance {
+    fn draw(&self, p: u32, c: Option<CategoryId>, rng: &mut SimRng) -> DraftDraw {
+        self.for_category(c).draw(p, rng)
+    }
+    fn draw_batch(&self, items: &[DraftItem], rng: &mut SimRng, out: &mut Vec<DraftDraw>) {
+        // The generator in a local (registers) for the batch; the category looked up once per run of
+        // items of one category (usually the whole batch).
+        let mut local = rng.clone();
+        out.reserve(items.len());
+        let mut rest = items;
+        while let Some(first) = rest.first() {
+            let len = rest
+                .iter()
+                .position(|it| it.category != first.category)
+                .unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(len);
+            self.for_category(first.category)
+                .draw_run(run, &mut local, out);
+            rest = tail;
+        }
+        *rng = local;
     }
     fn acceptance_rate(&self, p: u32, c: Option<CategoryId>) -> f64 {
         // E[curve(p·decay^j)] by midpoint quadrature over the Beta density (exact enough for reporting).
@@ -691,5 +773,94 @@ mod tests {
         assert!(AcceptanceConfig::Constant { alpha: 1.5 }
             .build(&[])
             .is_err());
+    }
+
+    #[test]
+    fn table_sample_from_bits_equals_sample_of_the_uniform() {
+        // rand's f64 from 64 bits is (v >> 11) · 2^-53; the integer path must give the same bits.
+        let table = QuantileTable::beta(3.0, 2.0);
+        let mut rng = stream(3, "bits", 0);
+        let edges = [
+            0,
+            1,
+            u64::MAX,
+            1 << 52,
+            (1 << 52) - 1,
+            0xfff0_0000_0000_0000,
+        ];
+        let randoms = (0..100_000).map(|_| rng.next_u64());
+        for v in edges.into_iter().chain(randoms) {
+            let u = (v >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+            assert_eq!(
+                table.sample_bits(v).to_bits(),
+                table.sample_u(u).to_bits(),
+                "v = {v:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn batched_draws_equal_draws_one_at_a_time() {
+        // A category switch mid-batch, positions past 0, a decaying confidence and a scaled curve.
+        let mut cats = BTreeMap::new();
+        cats.insert(
+            "coding".to_string(),
+            CategoryAcceptanceConfig {
+                confidence_beta: [9.0, 1.0],
+                curve: Some(vec![[0.0, 0.1], [0.5, 0.4], [1.0, 0.9]]),
+                position_decay: 0.9,
+            },
+        );
+        let cfg = AcceptanceConfig::Calibrated {
+            confidence_beta: [3.0, 2.0],
+            curve: None,
+            position_decay: 1.0,
+            categories: cats,
+            position_alphas: Some(vec![0.7, 0.5]),
+        };
+        // The plain case (identity curve, no decay, no scale) has a loop of its own.
+        let plain = AcceptanceConfig::Calibrated {
+            confidence_beta: [3.0, 2.0],
+            curve: None,
+            position_decay: 1.0,
+            categories: BTreeMap::new(),
+            position_alphas: None,
+        };
+        let models: Vec<Box<dyn AcceptanceModel>> = vec![
+            cfg.build(&["writing".into(), "coding".into()]).unwrap(),
+            plain.build(&["writing".into(), "coding".into()]).unwrap(),
+            Box::new(ConstantAcceptance { alpha: 0.6 }),
+            Box::new(PerPositionAcceptance {
+                alphas: vec![0.8, 0.6, 0.4],
+            }),
+        ];
+        let items: Vec<DraftItem> = (0..40u32)
+            .map(|n| DraftItem {
+                seq: n as u64,
+                context_tokens: 100,
+                position: n % 5,
+                category: [None, Some(1), Some(0), Some(1)][(n % 4) as usize],
+            })
+            .collect();
+        for m in &models {
+            let (mut a, mut b) = (stream(5, "acc", 0), stream(5, "acc", 0));
+            let one: Vec<DraftDraw> = items
+                .iter()
+                .map(|it| m.draw(it.position, it.category, &mut a))
+                .collect();
+            let mut batch = vec![DraftDraw {
+                confidence: 0.5,
+                accepted: true,
+            }];
+            m.draw_batch(&items, &mut b, &mut batch);
+            assert_eq!(batch[0].confidence, 0.5, "{}: appends", m.describe());
+            assert_eq!(batch[1..], one[..], "{}", m.describe());
+            assert_eq!(
+                a.next_u64(),
+                b.next_u64(),
+                "{}: generator state",
+                m.describe()
+            );
+        }
     }
 }

@@ -835,8 +835,9 @@ impl Engine {
             }
             draft_ns += res.elapsed_ns;
             for (&j, &p) in s.draft_owner.iter().zip(&res.confidences) {
-                s.confidences[j].push(p);
-                if s.confidences[j].len() as u32 >= s.caps[j] {
+                let drafted = &mut s.confidences[j];
+                drafted.push(p);
+                if drafted.len() as u32 >= s.caps[j] {
                     s.active[j] = false;
                 }
             }

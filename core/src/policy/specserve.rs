@@ -275,8 +275,14 @@ impl SpeculationPolicy for SpecServe {
             // As `expected_tokens` and `cumulative_confidence`, in one pass.
             let conf = &view.confidences[i];
             let (mut c, mut sum) = (1.0f64, 0.0f64);
-            for j in 0..ki as usize {
-                c *= conf.get(j).map_or(self.alpha_bar, |&p| p as f64);
+            // Drafted positions with their confidences, then any beyond extrapolated with ᾱ.
+            let drafted = (ki as usize).min(conf.len());
+            for &p in &conf[..drafted] {
+                c *= p as f64;
+                sum += c;
+            }
+            for _ in drafted..ki as usize {
+                c *= self.alpha_bar;
                 sum += c;
             }
             tails.push(if ki as usize <= conf.len() {
