@@ -6,6 +6,13 @@
 #
 #   scripts/fidelity.sh CAPACITY            # CAPACITY in requests/s; loads are LOADS % of it
 #
+# The fast configuration (SmolLM2-135M with n-gram drafting, short requests: a cell's 300 requests in
+# minutes; `scripts/fetch-models.sh --smollm`, then `specsim requantize models/smollm2.gguf
+# models/smollm2-q8.gguf`):
+#   WORKLOADS="poisson-short gamma-short azure-conv-short" POLICIES="none static-2 specserve" \
+#   TARGET=models/smollm2-q8.gguf PROFILE=profiles/smollm2-135m-ngram.cpu.toml MODE=in-process \
+#   TTFT_SLO=1.0 TPOT_SLO=0.05 scripts/fidelity.sh CAPACITY
+#
 # Resumes: a finished live run leaves DIR/.done and is not redone; a run interrupted half-way is
 # redone from its start. Cells are re-put-together every time (seconds). A live run that fails (the
 # server does not start, dies, or requests fail) is recorded in OUT/failures.log and in its cell's
@@ -54,7 +61,7 @@ PROFILE=${PROFILE:-profiles/qwen2.5-coder-0.5b-ngram.cpu.toml}
 MODE=${MODE:-http}
 OUT=${OUT:-out/fidelity}
 PORT=${PORT:-8765}
-[ $# -ge 1 ] || { sed -n 2,40p "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n 2,47p "$0"; exit 2; }
 C=$1
 [ -x "$BIN" ] || { echo "fidelity: $BIN not found: run cargo build --release" >&2; exit 1; }
 [ -z "${FAKE_STEP_MS:-}" ] || TARGET=$PROFILE
