@@ -297,7 +297,13 @@ fn write_parquet(
     };
     let f = std::fs::File::create(p).with_context(|| format!("writing {}", p.display()))?;
     let w = std::io::BufWriter::with_capacity(1 << 16, f);
-    Ok(convert::write_parquet_stream(requests, categories, w, p)?)
+    Ok(convert::write_parquet_stream(
+        requests,
+        categories,
+        w,
+        p,
+        convert::PARQUET_GROUP_ROWS,
+    )?)
 }
 
 #[cfg(not(feature = "parquet"))]

@@ -120,8 +120,8 @@ pub fn write_stream(
 #[cfg(feature = "parquet")]
 pub const PARQUET_GROUP_ROWS: usize = 1 << 18;
 
-/// Writes a request stream as a Parquet trace to `out`, one row group of [`PARQUET_GROUP_ROWS`] at a
-/// time (memory bounded by one group, whatever the stream's length). Columns: `arrival_ns` INT64 (exact,
+/// Writes a request stream as a Parquet trace to `out`, one row group of `group_rows` (the CLI uses
+/// [`PARQUET_GROUP_ROWS`]) at a time: memory bounded by one group, whatever the stream's length. Columns: `arrival_ns` INT64 (exact,
 /// delta-encoded), `prompt_tokens` and `output_tokens` INT64, `category` an optional UTF-8 string;
 /// uncompressed (the crate is built without codecs). [`crate::read::parquet`] reads it back exactly.
 /// Returns the requests written.
@@ -133,6 +133,7 @@ pub fn write_parquet_stream<W: std::io::Write + Send>(
     categories: &[String],
     out: W,
     path: &std::path::Path,
+    group_rows: usize,
 ) -> Result<u64, crate::TraceError> {
     use parquet::basic::{Encoding, LogicalType, Repetition, Type as PhysicalType};
     use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
@@ -226,7 +227,7 @@ pub fn write_parquet_stream<W: std::io::Write + Send>(
             None => defs.push(0),
         }
         n += 1;
-        if cols[0].len() >= PARQUET_GROUP_ROWS {
+        if cols[0].len() >= group_rows.max(1) {
             flush(&mut cols, &mut cats, &mut defs)?;
         }
     }
