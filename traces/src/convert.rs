@@ -232,7 +232,6 @@ pub fn write_parquet_stream<W: std::io::Write + Send>(
         }
     }
     flush(&mut cols, &mut cats, &mut defs)?;
-    drop(flush);
     writer.close().map_err(perr)?;
     Ok(n)
 }

@@ -2,12 +2,26 @@
 //! synthetic day of a fleet) never has to be held.
 //!
 //! What streams: every synthetic workload ([`crate::synth::SynthIter`]), and trace files in the
-//! `native` CSV and `mooncake` JSON-lines formats whose rows are sorted by arrival (an unsorted row is
-//! an error naming its line, since repairing it would need the whole trace). Of the `[trace]`
-//! transformations, those that act on one row at a time stream: `limit`, `rate_scale`, `max_prompt`,
-//! `max_output`, `max_context`. The others (`start_s`/`duration_s` windows, `sample`, `target_rate`,
-//! `categories`) need the whole trace: [`plan_stream`] then says `None` and the caller loads it
-//! ([`crate::load_workload`]). A streamed workload has exactly the requests the loaded one has.
+//! `native` CSV, `mooncake` JSON-lines and Parquet formats whose rows are sorted by arrival (an
+//! unsorted row is an error naming its line or row, since repairing it would need the whole trace).
+//! Every `[trace]` transformation streams, with exactly the requests the loaded path
+//! ([`crate::load_workload`], [`crate::transform::apply`]) gives:
+//!
+//! - `limit`, `rate_scale`, `max_prompt`, `max_output`, `max_context` act on one row at a time;
+//! - a `start_s`/`duration_s` window skips rows before it and stops reading at the first row after it
+//!   (so a malformed row after the window, which loading would report, is never read);
+//! - `sample` is selection sampling, one seeded decision per row in order, which needs only the number
+//!   of rows in the window: a first pass over the source counts them;
+//! - `target_rate` divides times by a factor computed from the selected rows' count and span: a pass
+//!   through the window, sample and limit finds them, then the stream applies the factor as
+//!   `rate_scale` would;
+//! - `categories` draws one category per request in order from its own seeded stream.
+//!
+//! Each extra pass re-reads the file (or re-draws the synthetic workload) without holding it. A file's
+//! own `category` values do not stream (their names must be known before the run) unless a
+//! `categories` mix replaces them. [`plan_stream`] decides when `specsim run` streams: large files
+//! ([`STREAM_FILE_BYTES`], [`STREAM_PARQUET_ROWS`]), and synthetic workloads whose length is known in
+//! advance (no window, `sample` or `target_rate`).
 
 use crate::format::Format;
 use crate::read::mooncake::MOONCAKE_BLOCK_TOKENS;

@@ -156,7 +156,9 @@ fn load_error(path: &Path) -> String {
         path: Some(path.to_path_buf()),
         ..Default::default()
     };
-    let loaded = load_workload(&cfg, Path::new("."), 0).unwrap_err().to_string();
+    let loaded = load_workload(&cfg, Path::new("."), 0)
+        .unwrap_err()
+        .to_string();
     let streamed = match open_stream(&cfg, Path::new("."), 0) {
         Err(e) => e.to_string(),
         Ok(s) => s
@@ -177,7 +179,11 @@ fn bad_parquet_files_are_errors_naming_the_file_and_what_is_wrong() {
     // No arrival column.
     hand_made(
         &p("cols.parquet"),
-        &[("time", vec![0, 1]), ("prompt_tokens", vec![5, 5]), ("output_tokens", vec![5, 5])],
+        &[
+            ("time", vec![0, 1]),
+            ("prompt_tokens", vec![5, 5]),
+            ("output_tokens", vec![5, 5]),
+        ],
         &[],
     );
     let e = load_error(&p("cols.parquet"));

@@ -153,9 +153,8 @@ impl ParquetRows {
     }
 
     fn open_group(&mut self, g: usize) -> Result<GroupReaders, TraceError> {
-        let here = |e: parquet::errors::ParquetError| {
-            perr(&self.path, format!("row group {g}: {e}"))
-        };
+        let here =
+            |e: parquet::errors::ParquetError| perr(&self.path, format!("row group {g}: {e}"));
         let rg = self.file.get_row_group(g).map_err(here)?;
         let col = |(i, _): (usize, &String)| rg.get_column_reader(i).map_err(here);
         Ok(GroupReaders {
@@ -208,10 +207,7 @@ impl ParquetRows {
                 counts.push((c.1.as_str(), nc));
             }
             if counts.iter().any(|c| c.1 != nt) {
-                let list: Vec<String> = counts
-                    .iter()
-                    .map(|(n, k)| format!("`{n}` {k}"))
-                    .collect();
+                let list: Vec<String> = counts.iter().map(|(n, k)| format!("`{n}` {k}")).collect();
                 return Err(perr(
                     &self.path,
                     format!(
@@ -315,11 +311,9 @@ fn find_columns(path: &Path, file: &SerializedFileReader<File>) -> Result<Column
         .collect::<Vec<_>>()
         .join(",");
     let find = |names: &[&str]| {
-        names.iter().find_map(|n| {
-            top.iter()
-                .find(|c| c.1.eq_ignore_ascii_case(n))
-                .cloned()
-        })
+        names
+            .iter()
+            .find_map(|n| top.iter().find(|c| c.1.eq_ignore_ascii_case(n)).cloned())
     };
     let missing = |what: &str, names: &[&str]| {
         perr(
