@@ -47,15 +47,37 @@ pub struct StatsArgs {
     pub json: bool,
 }
 
-/// `specsim trace convert FILE --to native|vidur`.
+/// What `trace convert` and `trace synth` write: a CSV format, or Parquet (to a file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Native or Vidur CSV.
+    Text(OutputFormat),
+    /// A Parquet trace (`arrival_ns,prompt_tokens,output_tokens,category`; needs `--out`).
+    Parquet,
+}
+
+impl std::str::FromStr for Target {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "parquet" => Ok(Target::Parquet),
+            _ => s.parse::<OutputFormat>().map(Target::Text).map_err(|_| {
+                format!("unknown output format `{s}`: expected native, vidur or parquet")
+            }),
+        }
+    }
+}
+
+/// `specsim trace convert FILE --to native|vidur|parquet`.
 #[derive(Debug, Clone, Args)]
 pub struct ConvertArgs {
     /// The trace file (`shared:traces/...` reads from the shared data folder), or a scenario (`.toml`):
     /// then its workload after the `[trace]` transformations is written.
     pub file: PathBuf,
-    /// Output format: native or vidur.
+    /// Output format: native, vidur or parquet (parquet needs --out).
     #[arg(long)]
-    pub to: OutputFormat,
+    pub to: Target,
     /// Input format, instead of detecting it from the header.
     #[arg(long)]
     pub format: Option<String>,
@@ -119,9 +141,9 @@ pub struct SynthArgs {
     /// Seed.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Output format: native or vidur.
+    /// Output format: native, vidur or parquet (parquet needs --out).
     #[arg(long, default_value = "native")]
-    pub to: OutputFormat,
+    pub to: Target,
     /// Output file (default: stdout).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -189,12 +211,21 @@ pub fn run(cmd: TraceCommand) -> anyhow::Result<()> {
                 t.to_workload()
             };
             if prefix.as_ref().is_some_and(|p| !p.is_empty()) {
+                let to = match a.to {
+                    Target::Text(t) => format!("{t:?}"),
+                    Target::Parquet => "Parquet".to_string(),
+                };
                 eprintln!(
-                    "note: prefix-block hashes (hash_ids) are not part of the {:?} format and are dropped",
-                    a.to
+                    "note: prefix-block hashes (hash_ids) are not part of the {to} format and are dropped"
                 );
             }
-            emit(&convert::write(&w, a.to), a.out.as_deref())?;
+            match a.to {
+                Target::Text(to) => emit(&convert::write(&w, to), a.out.as_deref())?,
+                Target::Parquet => {
+                    let mut rows = w.requests.iter().cloned().map(Ok);
+                    write_parquet(&mut rows, &w.categories, a.out.as_deref())?;
+                }
+            }
             eprintln!("{} requests written", w.len());
         }
         TraceCommand::Synth(a) => {
@@ -225,17 +256,20 @@ pub fn run(cmd: TraceCommand) -> anyhow::Result<()> {
             };
             // Streams: one row at a time from the synthesiser to the output, whatever --requests is.
             let mut stream = specsim_traces::stream::open_stream(&cfg, &cwd, a.seed)?;
-            let n = match a.out.as_deref() {
-                Some(p) => {
+            let n = match (a.to, a.out.as_deref()) {
+                (Target::Parquet, out) => {
+                    write_parquet(&mut stream.requests, &stream.categories, out)?
+                }
+                (Target::Text(to), Some(p)) => {
                     let f = std::fs::File::create(p)
                         .with_context(|| format!("writing {}", p.display()))?;
                     let mut w = std::io::BufWriter::with_capacity(1 << 16, f);
-                    convert::write_stream(&mut stream.requests, &stream.categories, a.to, &mut w)
+                    convert::write_stream(&mut stream.requests, &stream.categories, to, &mut w)
                         .with_context(|| format!("writing {}", p.display()))?
                 }
-                None => {
+                (Target::Text(to), None) => {
                     let mut so = std::io::stdout().lock();
-                    convert::write_stream(&mut stream.requests, &stream.categories, a.to, &mut so)
+                    convert::write_stream(&mut stream.requests, &stream.categories, to, &mut so)
                         .context("writing to stdout")?
                 }
             };
@@ -246,6 +280,41 @@ pub fn run(cmd: TraceCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes requests as a Parquet trace to `out` (a file: Parquet's footer is written last, so stdout
+/// will not do). Returns the requests written.
+#[cfg(feature = "parquet")]
+fn write_parquet(
+    requests: &mut dyn Iterator<
+        Item = Result<specsim_core::workload::RequestSpec, specsim_sim::SimError>,
+    >,
+    categories: &[String],
+    out: Option<&Path>,
+) -> anyhow::Result<u64> {
+    let Some(p) = out else {
+        bail!("--to parquet writes a file: give --out FILE.parquet");
+    };
+    let f = std::fs::File::create(p).with_context(|| format!("writing {}", p.display()))?;
+    let w = std::io::BufWriter::with_capacity(1 << 16, f);
+    Ok(convert::write_parquet_stream(
+        requests,
+        categories,
+        w,
+        p,
+        convert::PARQUET_GROUP_ROWS,
+    )?)
+}
+
+#[cfg(not(feature = "parquet"))]
+fn write_parquet(
+    _requests: &mut dyn Iterator<
+        Item = Result<specsim_core::workload::RequestSpec, specsim_sim::SimError>,
+    >,
+    _categories: &[String],
+    _out: Option<&Path>,
+) -> anyhow::Result<u64> {
+    bail!("--to parquet needs specsim built with the `parquet` feature (on by default)")
 }
 
 fn is_scenario(path: &Path) -> bool {

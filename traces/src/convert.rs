@@ -116,6 +116,126 @@ pub fn write_stream(
     Ok(n)
 }
 
+/// Rows per Parquet row group written by [`write_parquet_stream`] (about 7 MiB of buffered values).
+#[cfg(feature = "parquet")]
+pub const PARQUET_GROUP_ROWS: usize = 1 << 18;
+
+/// Writes a request stream as a Parquet trace to `out`, one row group of `group_rows` (the CLI uses
+/// [`PARQUET_GROUP_ROWS`]) at a time: memory bounded by one group, whatever the stream's length. Columns: `arrival_ns` INT64 (exact,
+/// delta-encoded), `prompt_tokens` and `output_tokens` INT64, `category` an optional UTF-8 string;
+/// uncompressed (the crate is built without codecs). [`crate::read::parquet`] reads it back exactly.
+/// Returns the requests written.
+#[cfg(feature = "parquet")]
+pub fn write_parquet_stream<W: std::io::Write + Send>(
+    requests: &mut dyn Iterator<
+        Item = Result<specsim_core::workload::RequestSpec, specsim_sim::SimError>,
+    >,
+    categories: &[String],
+    out: W,
+    path: &std::path::Path,
+    group_rows: usize,
+) -> Result<u64, crate::TraceError> {
+    use parquet::basic::{Encoding, LogicalType, Repetition, Type as PhysicalType};
+    use parquet::data_type::{ByteArray, ByteArrayType, Int64Type};
+    use parquet::file::properties::WriterProperties;
+    use parquet::file::writer::SerializedFileWriter;
+    use parquet::schema::types::{ColumnPath, Type};
+    use std::sync::Arc;
+
+    let perr = |e: parquet::errors::ParquetError| crate::TraceError::Parquet {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    };
+    let int = |name: &str| {
+        Type::primitive_type_builder(name, PhysicalType::INT64)
+            .with_repetition(Repetition::REQUIRED)
+            .build()
+            .map(Arc::new)
+    };
+    let category = Type::primitive_type_builder("category", PhysicalType::BYTE_ARRAY)
+        .with_repetition(Repetition::OPTIONAL)
+        .with_logical_type(Some(LogicalType::String))
+        .build()
+        .map(Arc::new)
+        .map_err(perr)?;
+    let schema = Type::group_type_builder("specsim_trace")
+        .with_fields(vec![
+            int("arrival_ns").map_err(perr)?,
+            int("prompt_tokens").map_err(perr)?,
+            int("output_tokens").map_err(perr)?,
+            category,
+        ])
+        .build()
+        .map_err(perr)?;
+    let mut props = WriterProperties::builder();
+    for c in ["arrival_ns", "prompt_tokens", "output_tokens"] {
+        // Sorted times and short lengths pack into a few bits each as deltas.
+        props = props
+            .set_column_dictionary_enabled(ColumnPath::from(c), false)
+            .set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BINARY_PACKED);
+    }
+    let mut writer =
+        SerializedFileWriter::new(out, Arc::new(schema), Arc::new(props.build())).map_err(perr)?;
+    let mut cols: [Vec<i64>; 3] = Default::default();
+    let mut cats: Vec<ByteArray> = Vec::new();
+    let mut defs: Vec<i16> = Vec::new();
+    let mut n = 0u64;
+    let mut flush = |cols: &mut [Vec<i64>; 3],
+                     cats: &mut Vec<ByteArray>,
+                     defs: &mut Vec<i16>|
+     -> Result<(), crate::TraceError> {
+        if cols[0].is_empty() {
+            return Ok(());
+        }
+        let mut group = writer.next_row_group().map_err(perr)?;
+        for values in cols.iter() {
+            let mut col = group.next_column().map_err(perr)?.ok_or_else(|| {
+                perr(parquet::errors::ParquetError::General(
+                    "schema has fewer columns than written".into(),
+                ))
+            })?;
+            col.typed::<Int64Type>()
+                .write_batch(values, None, None)
+                .map_err(perr)?;
+            col.close().map_err(perr)?;
+        }
+        let mut col = group.next_column().map_err(perr)?.ok_or_else(|| {
+            perr(parquet::errors::ParquetError::General(
+                "schema has no category column".into(),
+            ))
+        })?;
+        col.typed::<ByteArrayType>()
+            .write_batch(cats, Some(defs), None)
+            .map_err(perr)?;
+        col.close().map_err(perr)?;
+        group.close().map_err(perr)?;
+        cols.iter_mut().for_each(Vec::clear);
+        cats.clear();
+        defs.clear();
+        Ok(())
+    };
+    for r in requests {
+        let r = r.map_err(|e| crate::TraceError::Config(e.to_string()))?;
+        cols[0].push(r.arrival_ns as i64);
+        cols[1].push(i64::from(r.prompt_tokens));
+        cols[2].push(i64::from(r.output_tokens));
+        match r.category.and_then(|c| categories.get(c as usize)) {
+            Some(name) => {
+                cats.push(ByteArray::from(name.as_str()));
+                defs.push(1);
+            }
+            None => defs.push(0),
+        }
+        n += 1;
+        if cols[0].len() >= group_rows.max(1) {
+            flush(&mut cols, &mut cats, &mut defs)?;
+        }
+    }
+    flush(&mut cols, &mut cats, &mut defs)?;
+    writer.close().map_err(perr)?;
+    Ok(n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,15 @@ pub enum TraceError {
         /// What is wrong, naming the column and quoting the value.
         msg: String,
     },
+    /// A Parquet trace cannot be read: not Parquet, truncated, a column missing or of the wrong type,
+    /// a null where a value is needed. The message names the row group, column or row.
+    #[error("{}: parquet: {msg}", path.display())]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong and where (row group, column, 1-based row).
+        msg: String,
+    },
     /// The header lacks a column the (detected or configured) format needs.
     #[error("{}:1: missing column `{column}` for format `{format}` (header: `{header}`)", path.display())]
     MissingColumn {

@@ -1,8 +1,12 @@
-//! The trace formats this crate reads, and how each is recognised from its first line.
+//! The trace formats this crate reads, and how each is recognised from its first line (Parquet from
+//! its magic bytes).
 
 use crate::TraceError;
 use std::fmt;
 use std::str::FromStr;
+
+/// The first (and last) four bytes of every Parquet file.
+pub const PARQUET_MAGIC: &[u8; 4] = b"PAR1";
 
 /// A trace file format. [`Format::detect`] recognises each from its header; `format = "..."` in
 /// `[trace]` (or `--format` on the command line) overrides detection.
@@ -23,12 +27,15 @@ pub enum Format {
     /// A length-only statistics CSV (`num_prefill_tokens,num_decode_tokens,...` without `arrived_at`),
     /// e.g. the ShareGPT and arXiv-summarization statistics: a length distribution, not a trace.
     Lengths,
+    /// Parquet (recognised by its `PAR1` magic bytes): `arrival_ns` (INT64) or `arrival_s` (seconds),
+    /// `prompt_tokens`, `output_tokens`, optional `category`; see [`crate::read::parquet`].
+    Parquet,
 }
 
 impl Format {
     /// Every format's name as written in `format = "..."`.
-    pub const NAMES: [&'static str; 6] = [
-        "native", "azure", "mooncake", "burstgpt", "vidur", "lengths",
+    pub const NAMES: [&'static str; 7] = [
+        "native", "azure", "mooncake", "burstgpt", "vidur", "lengths", "parquet",
     ];
 
     /// The name used in configuration and reports.
@@ -40,12 +47,18 @@ impl Format {
             Format::BurstGpt => "burstgpt",
             Format::Vidur => "vidur",
             Format::Lengths => "lengths",
+            Format::Parquet => "parquet",
         }
     }
 
     /// Whether rows carry arrival times (every format except [`Format::Lengths`]).
     pub fn has_arrivals(self) -> bool {
         self != Format::Lengths
+    }
+
+    /// Whether a file starting with `head` is Parquet (its first four bytes are the magic `PAR1`).
+    pub fn is_parquet(head: &[u8]) -> bool {
+        head.starts_with(PARQUET_MAGIC)
     }
 
     /// Recognises a format from the first non-blank line of a file, or `None`.
@@ -98,6 +111,7 @@ impl FromStr for Format {
             "burstgpt" => Format::BurstGpt,
             "vidur" => Format::Vidur,
             "lengths" => Format::Lengths,
+            "parquet" => Format::Parquet,
             _ => {
                 return Err(TraceError::Config(format!(
                     "unknown format `{s}`; expected one of {}",
@@ -156,7 +170,7 @@ mod tests {
         for n in Format::NAMES {
             assert_eq!(n.parse::<Format>().unwrap().name(), n);
         }
-        assert!("parquet"
+        assert!("xlsx"
             .parse::<Format>()
             .unwrap_err()
             .to_string()

@@ -21,7 +21,7 @@
 //!
 //! ## Reading guide
 //!
-//! 1. [`read_trace`] ([`read`]): detects the [`Format`] from the first line and returns a [`RawTrace`]:
+//! 1. [`read_trace`] ([`read`]): detects the [`Format`] from the first line (Parquet from its magic) and returns a [`RawTrace`]:
 //!    rows sorted by arrival, times re-based to the first request, skipped rows counted by reason.
 //! 2. [`transform`]: the `[trace]` transformations, in a fixed, documented order.
 //! 3. [`synth`]: arrival processes (Poisson, Gamma with CV, MMPP bursts, diurnal) and length
@@ -42,6 +42,7 @@
 //! | `vidur` | `arrived_at,num_prefill_tokens,num_decode_tokens` | s | |
 //! | `lengths` | `num_prefill_tokens,num_decode_tokens,...` | none | a length distribution only |
 //! | `native` | `arrival_s,prompt_tokens,output_tokens[,category]` | s | |
+//! | `parquet` | magic bytes `PAR1` | `arrival_ns` INT64 (or s, ms) | columns by name, see [`read`]'s `parquet` (feature `parquet`) |
 //!
 //! ## Design choices
 //!

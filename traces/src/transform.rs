@@ -19,7 +19,7 @@
 use crate::trace::Row;
 use crate::TraceError;
 use rand::RngExt;
-use specsim_core::rng::stream;
+use specsim_core::rng::{stream, SimRng};
 use specsim_core::time::{ns_to_secs, secs_to_ns};
 use specsim_sim::trace_config::TraceConfig;
 
@@ -37,8 +37,13 @@ pub struct TransformReport {
 
 /// Mean arrival rate of sorted rows: requests ÷ span (None when the span is 0).
 pub fn mean_rate(rows: &[Row]) -> Option<f64> {
-    let span = rows.last()?.t_ns.checked_sub(rows.first()?.t_ns)?;
-    (span > 0).then(|| rows.len() as f64 / ns_to_secs(span))
+    mean_rate_of(rows.len(), rows.first()?.t_ns, rows.last()?.t_ns)
+}
+
+/// Mean arrival rate of `n` sorted requests from `first` to `last` ns (None when the span is 0).
+pub(crate) fn mean_rate_of(n: usize, first: u64, last: u64) -> Option<f64> {
+    let span = last.checked_sub(first)?;
+    (span > 0).then(|| n as f64 / ns_to_secs(span))
 }
 
 /// Applies every transformation `cfg` asks for, in the order of the module doc, to rows sorted by
@@ -117,13 +122,10 @@ pub fn apply(
     Ok(rep)
 }
 
-fn window(
-    rows: &mut Vec<Row>,
-    cfg: &TraceConfig,
-    rep: &mut TransformReport,
-) -> Result<(), TraceError> {
+/// The window `[lo, hi)` in nanoseconds that `start_s`/`duration_s` ask for (checked), or `None`.
+pub(crate) fn window_bounds(cfg: &TraceConfig) -> Result<Option<(u64, Option<u64>)>, TraceError> {
     if cfg.start_s.is_none() && cfg.duration_s.is_none() {
-        return Ok(());
+        return Ok(None);
     }
     let start = cfg.start_s.unwrap_or(0.0);
     if !start.is_finite() || start < 0.0 {
@@ -140,6 +142,18 @@ fn window(
     }
     let lo = secs_to_ns(start);
     let hi = cfg.duration_s.map(|d| secs_to_ns(start + d));
+    Ok(Some((lo, hi)))
+}
+
+fn window(
+    rows: &mut Vec<Row>,
+    cfg: &TraceConfig,
+    rep: &mut TransformReport,
+) -> Result<(), TraceError> {
+    let Some((lo, hi)) = window_bounds(cfg)? else {
+        return Ok(());
+    };
+    let start = cfg.start_s.unwrap_or(0.0);
     let before = rows.len();
     rows.retain(|r| r.t_ns >= lo && hi.is_none_or(|h| r.t_ns < h));
     for r in rows.iter_mut() {
@@ -155,34 +169,63 @@ fn window(
     Ok(())
 }
 
+/// Knuth's selection sampling, one decision per row in order: of `n` rows, keeps exactly
+/// `round(f × n)`, each subset of that size equally likely. Only the row count is needed up front, so
+/// a stream (counted in a first pass) draws exactly what the loaded path draws.
+pub(crate) struct Sampler {
+    rng: SimRng,
+    n: usize,
+    seen: usize,
+    needed: usize,
+}
+
+impl Sampler {
+    /// Checks `f` and prepares to sample `n` rows.
+    pub(crate) fn new(n: usize, f: f64, seed: u64) -> Result<Self, TraceError> {
+        if !(f > 0.0 && f <= 1.0) {
+            return Err(TraceError::Config(format!(
+                "sample must lie in (0, 1] (got {f})"
+            )));
+        }
+        let rng = stream(seed, "trace.sample", 0);
+        Ok(Sampler {
+            rng,
+            n,
+            seen: 0,
+            needed: ((n as f64) * f).round() as usize,
+        })
+    }
+
+    /// Rows that will be kept in all.
+    pub(crate) fn kept(n: usize, f: f64) -> usize {
+        ((n as f64) * f).round() as usize
+    }
+
+    /// Whether to keep the next row; `None` past the `n` rows announced.
+    pub(crate) fn keep(&mut self) -> Option<bool> {
+        let left = self.n.checked_sub(self.seen).filter(|&l| l > 0)?;
+        self.seen += 1;
+        let keep = self.needed > 0 && self.rng.random_range(0..left) < self.needed;
+        if keep {
+            self.needed -= 1;
+        }
+        Some(keep)
+    }
+}
+
 fn sample(
     rows: &mut Vec<Row>,
     f: f64,
     seed: u64,
     rep: &mut TransformReport,
 ) -> Result<(), TraceError> {
-    if !(f > 0.0 && f <= 1.0) {
-        return Err(TraceError::Config(format!(
-            "sample must lie in (0, 1] (got {f})"
-        )));
-    }
     let n = rows.len();
-    let k = ((n as f64) * f).round() as usize;
-    let mut rng = stream(seed, "trace.sample", 0);
-    // Knuth's selection sampling: each subset of size k equally likely, order kept.
-    let mut needed = k;
-    let mut idx = 0usize;
-    rows.retain(|_| {
-        let left = n - idx;
-        idx += 1;
-        let keep = needed > 0 && rng.random_range(0..left) < needed;
-        if keep {
-            needed -= 1;
-        }
-        keep
-    });
-    rep.steps
-        .push(format!("sample {f}: kept {k} of {n} requests"));
+    let mut sampler = Sampler::new(n, f, seed)?;
+    rows.retain(|_| sampler.keep().unwrap_or(false));
+    rep.steps.push(format!(
+        "sample {f}: kept {} of {n} requests",
+        Sampler::kept(n, f)
+    ));
     Ok(())
 }
 
@@ -191,8 +234,31 @@ fn scale_rate(
     cfg: &TraceConfig,
     rep: &mut TransformReport,
 ) -> Result<(), TraceError> {
+    let Some(factor) = rate_factor(cfg, || mean_rate(rows))? else {
+        return Ok(());
+    };
+    let before = mean_rate(rows);
+    for r in rows.iter_mut() {
+        r.t_ns = (r.t_ns as f64 / factor).round() as u64;
+    }
+    let after = mean_rate(rows);
+    let fmt = |r: Option<f64>| r.map_or("n/a".to_string(), |r| format!("{r:.3}"));
+    rep.steps.push(format!(
+        "rate ×{factor:.6}: mean rate {} → {} req/s",
+        fmt(before),
+        fmt(after)
+    ));
+    Ok(())
+}
+
+/// The factor arrival times are divided by (`rate_scale`, or what makes the mean rate `target_rate`
+/// given the rows' `mean` rate), checked; `None` when neither is set.
+pub(crate) fn rate_factor(
+    cfg: &TraceConfig,
+    mean: impl FnOnce() -> Option<f64>,
+) -> Result<Option<f64>, TraceError> {
     let factor = match (cfg.rate_scale, cfg.target_rate) {
-        (None, None) => return Ok(()),
+        (None, None) => return Ok(None),
         (Some(_), Some(_)) => {
             return Err(TraceError::Config(
                 "set rate_scale or target_rate, not both".into(),
@@ -212,7 +278,7 @@ fn scale_rate(
                     "target_rate must be positive (got {target})"
                 )));
             }
-            let now = mean_rate(rows).ok_or_else(|| {
+            let now = mean().ok_or_else(|| {
                 TraceError::Config(
                     "target_rate needs at least two requests at different times".into(),
                 )
@@ -220,18 +286,7 @@ fn scale_rate(
             target / now
         }
     };
-    let before = mean_rate(rows);
-    for r in rows.iter_mut() {
-        r.t_ns = (r.t_ns as f64 / factor).round() as u64;
-    }
-    let after = mean_rate(rows);
-    let fmt = |r: Option<f64>| r.map_or("n/a".to_string(), |r| format!("{r:.3}"));
-    rep.steps.push(format!(
-        "rate ×{factor:.6}: mean rate {} → {} req/s",
-        fmt(before),
-        fmt(after)
-    ));
-    Ok(())
+    Ok(Some(factor))
 }
 
 /// Clips each request to `ctx` tokens of context; returns how many were clipped.
@@ -252,39 +307,75 @@ pub fn clip(rows: &mut [Row], ctx: u32) -> Result<u64, TraceError> {
     Ok(clipped)
 }
 
+/// Draws one category per request, in order, from normalised weights (names sorted, stream
+/// `trace.categories`): the same draws whether the rows are loaded or streamed.
+pub(crate) struct CategoryDraw {
+    names: Vec<String>,
+    cum: Vec<f64>,
+    rng: SimRng,
+}
+
+impl CategoryDraw {
+    /// Checks the weights.
+    pub(crate) fn new(
+        mix: &std::collections::BTreeMap<String, f64>,
+        seed: u64,
+    ) -> Result<Self, TraceError> {
+        if mix.is_empty() || mix.len() > u16::MAX as usize {
+            return Err(TraceError::Config(
+                "categories needs between 1 and 65,535 entries".into(),
+            ));
+        }
+        if let Some((k, w)) = mix.iter().find(|(_, w)| !(w.is_finite() && **w >= 0.0)) {
+            return Err(TraceError::Config(format!(
+                "category `{k}` has weight {w}; weights must be >= 0"
+            )));
+        }
+        let total: f64 = mix.values().sum();
+        if total <= 0.0 {
+            return Err(TraceError::Config("category weights sum to 0".into()));
+        }
+        let names: Vec<String> = mix.keys().cloned().collect();
+        let mut cum = Vec::with_capacity(mix.len());
+        let mut acc = 0.0;
+        for w in mix.values() {
+            acc += w / total;
+            cum.push(acc);
+        }
+        Ok(CategoryDraw {
+            names,
+            cum,
+            rng: stream(seed, "trace.categories", 0),
+        })
+    }
+
+    /// The category names, indexed by what [`CategoryDraw::draw`] returns.
+    pub(crate) fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The next request's category.
+    pub(crate) fn draw(&mut self) -> u16 {
+        let u: f64 = self.rng.random();
+        let i = self
+            .cum
+            .iter()
+            .position(|&c| u < c)
+            .unwrap_or(self.names.len() - 1);
+        i as u16
+    }
+}
+
 fn categorize(
     rows: &mut [Row],
     mix: &std::collections::BTreeMap<String, f64>,
     seed: u64,
 ) -> Result<Vec<String>, TraceError> {
-    if mix.is_empty() || mix.len() > u16::MAX as usize {
-        return Err(TraceError::Config(
-            "categories needs between 1 and 65,535 entries".into(),
-        ));
-    }
-    if let Some((k, w)) = mix.iter().find(|(_, w)| !(w.is_finite() && **w >= 0.0)) {
-        return Err(TraceError::Config(format!(
-            "category `{k}` has weight {w}; weights must be >= 0"
-        )));
-    }
-    let total: f64 = mix.values().sum();
-    if total <= 0.0 {
-        return Err(TraceError::Config("category weights sum to 0".into()));
-    }
-    let names: Vec<String> = mix.keys().cloned().collect();
-    let mut cum = Vec::with_capacity(mix.len());
-    let mut acc = 0.0;
-    for w in mix.values() {
-        acc += w / total;
-        cum.push(acc);
-    }
-    let mut rng = stream(seed, "trace.categories", 0);
+    let mut draw = CategoryDraw::new(mix, seed)?;
     for r in rows.iter_mut() {
-        let u: f64 = rng.random();
-        let i = cum.iter().position(|&c| u < c).unwrap_or(names.len() - 1);
-        r.category = Some(i as u16);
+        r.category = Some(draw.draw());
     }
-    Ok(names)
+    Ok(draw.names)
 }
 
 #[cfg(test)]

@@ -167,7 +167,7 @@ fn impossible_trace_settings_are_config_errors() {
             ..base.clone()
         },
         TraceConfig {
-            format: Some("parquet".into()),
+            format: Some("xlsx".into()),
             ..base.clone()
         },
         TraceConfig {
@@ -193,4 +193,15 @@ fn impossible_trace_settings_are_config_errors() {
             "{c:?}: {e}"
         );
     }
+    // A CSV read as Parquet: an error naming the file, whether or not Parquet support is built in.
+    let forced = TraceConfig {
+        format: Some("parquet".into()),
+        ..base
+    };
+    let e = load_workload(&forced, dir.path(), 0).unwrap_err();
+    assert!(
+        matches!(e, TraceError::Parquet { .. } | TraceError::Config(_))
+            && e.to_string().contains("t.csv"),
+        "{e}"
+    );
 }

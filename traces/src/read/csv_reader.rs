@@ -82,7 +82,7 @@ pub(crate) fn csv_schema(format: Format) -> Option<CsvSchema> {
             "num_decode_tokens",
         ),
         Format::Lengths => s(None, "num_prefill_tokens", "num_decode_tokens"),
-        Format::Mooncake => return None,
+        Format::Mooncake | Format::Parquet => return None,
     })
 }
 

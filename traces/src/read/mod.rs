@@ -4,6 +4,8 @@
 
 mod csv_reader;
 pub(crate) mod mooncake;
+#[cfg(feature = "parquet")]
+pub mod parquet;
 
 use crate::{Format, RawTrace, TraceError};
 use std::fs::File;
@@ -30,6 +32,10 @@ pub fn read_trace(path: &Path, format: Option<Format>) -> Result<RawTrace, Trace
         .read_to_end(&mut head)
         .map_err(io)?;
     let format = detect(&head, path, format)?;
+    if format == Format::Parquet {
+        drop(file);
+        return finish(read_parquet(path)?, path);
+    }
     file.seek(SeekFrom::Start(0)).map_err(io)?;
     let reader = BufReader::with_capacity(1 << 16, file);
     finish(read_format(reader, size, path, format)?, path)
@@ -42,6 +48,12 @@ pub fn read_trace_bytes(
     format: Option<Format>,
 ) -> Result<RawTrace, TraceError> {
     let format = detect(bytes, path, format)?;
+    if format == Format::Parquet {
+        return Err(TraceError::Config(format!(
+            "{}: a Parquet trace is read from its file, not from memory",
+            path.display()
+        )));
+    }
     finish(read_format(bytes, bytes.len(), path, format)?, path)
 }
 
@@ -51,6 +63,9 @@ const HEAD_BYTES: usize = 4096;
 fn detect(head: &[u8], path: &Path, format: Option<Format>) -> Result<Format, TraceError> {
     if let Some(f) = format {
         return Ok(f);
+    }
+    if Format::is_parquet(head) {
+        return Ok(Format::Parquet);
     }
     let first = first_line(head);
     if first.is_empty() {
@@ -74,6 +89,19 @@ fn read_format<R: BufRead>(
         Format::Mooncake => mooncake::read(reader, path),
         csv_format => csv_reader::read(reader, size, path, csv_format),
     }
+}
+
+#[cfg(feature = "parquet")]
+fn read_parquet(path: &Path) -> Result<RawTrace, TraceError> {
+    parquet::read(path)
+}
+
+#[cfg(not(feature = "parquet"))]
+fn read_parquet(path: &Path) -> Result<RawTrace, TraceError> {
+    Err(TraceError::Config(format!(
+        "{}: Parquet traces need specsim built with the `parquet` feature (on by default)",
+        path.display()
+    )))
 }
 
 fn finish(trace: RawTrace, path: &Path) -> Result<RawTrace, TraceError> {
