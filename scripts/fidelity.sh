@@ -7,8 +7,7 @@
 #   scripts/fidelity.sh CAPACITY            # CAPACITY in requests/s; loads are LOADS % of it
 #
 # The fast configuration (SmolLM2-135M with n-gram drafting, short requests: a cell's 300 requests in
-# minutes; `scripts/fetch-models.sh --smollm`, then `specsim requantize models/smollm2.gguf
-# models/smollm2-q8.gguf`):
+# minutes; `scripts/fetch-models.sh --smollm` writes models/smollm2-q8.gguf):
 #   WORKLOADS="poisson-short gamma-short azure-conv-short" POLICIES="none static-2 specserve" \
 #   TARGET=models/smollm2-q8.gguf PROFILE=profiles/smollm2-135m-ngram.cpu.toml MODE=in-process \
 #   TTFT_SLO=1.0 TPOT_SLO=0.05 scripts/fidelity.sh CAPACITY

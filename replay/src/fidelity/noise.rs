@@ -119,8 +119,8 @@ pub fn cpu_snapshot() -> Option<CpuSnapshot> {
     })
 }
 
-/// The probe kernel once: two 256 × 256 matrix products (~30 ms on one core of the study's VM),
-/// seconds.
+/// The probe kernel once: two 256 × 256 matrix products (~30 ms in a dev build, ~6 ms in a release
+/// build on one core of the study's VM), seconds.
 fn probe_kernel(a: &[f64], b: &[f64], c: &mut [f64]) -> f64 {
     const N: usize = PROBE_N;
     let t = Instant::now();
@@ -141,12 +141,23 @@ fn probe_kernel(a: &[f64], b: &[f64], c: &mut [f64]) -> f64 {
 /// The probe's matrix side.
 const PROBE_N: usize = 256;
 
-/// The fixed probe: `reps` timings of the kernel, seconds, in the order taken.
+/// How long the kernel runs, untimed, before the timed repetitions. On the study's VM the first
+/// 50–150 ms of work after an idle spell ran at 1.5–2× the settled time (the virtual CPU speeding up),
+/// in the before and the after series alike; timed cold, that ramp alone drifted the medians by
+/// −10 % to −43 % between identical quiet runs.
+pub const PROBE_WARM_UP_S: f64 = 0.3;
+
+/// The fixed probe: `reps` timings of the kernel, seconds, in the order taken, after
+/// [`PROBE_WARM_UP_S`] of untimed runs.
 pub fn probe(reps: usize) -> Vec<f64> {
     let n = PROBE_N * PROBE_N;
     let a: Vec<f64> = (0..n).map(|i| (i % 7) as f64 * 0.25).collect();
     let b: Vec<f64> = (0..n).map(|i| (i % 5) as f64 * 0.5).collect();
     let mut c = vec![0.0; n];
+    let mut warm = 0.0;
+    while warm < PROBE_WARM_UP_S {
+        warm += probe_kernel(&a, &b, &mut c);
+    }
     (0..reps.max(1))
         .map(|_| probe_kernel(&a, &b, &mut c))
         .collect()
