@@ -105,13 +105,8 @@ impl SimBackend {
     fn draw_one_by_one(&mut self, items: &[DraftItem], out: &mut DraftResult) {
         for it in items {
             let p = it.position as usize;
-            self.draws_for(it.seq);
-            let draws = &mut self.pending[it.seq as usize];
-            while draws.len() <= p {
-                let position = draws.len() as u32;
-                draws.push(self.acceptance.draw(position, it.category, &mut self.rng));
-            }
-            out.confidences.push(draws[p].confidence);
+            let confidence = self.draw_up_to(it, p + 1)[p].confidence;
+            out.confidences.push(confidence);
         }
     }
 

@@ -403,9 +403,7 @@ impl CategoryAcceptance {
             accepted: rng.random::<f64>() < self.accept_probability(conf, p),
         }
     }
-}
 
-impl CategoryAcceptance {
     /// The draws of `items` (all of this category), appended to `out` in order.
     fn draw_run(&self, items: &[DraftItem], rng: &mut SimRng, out: &mut Vec<DraftDraw>) {
         let plain =

@@ -55,34 +55,13 @@ pub struct SeqOutcomeRow {
 
 /// Parses a per-sequence file; `origin` names it in errors.
 pub fn parse_seq_log(text: &str, origin: &str) -> Result<Vec<SeqOutcomeRow>, ReplayError> {
-    let mut lines = text.lines().enumerate();
-    match lines.next() {
-        Some((_, h)) if h.trim() == SEQS_HEADER => {}
-        other => {
-            return Err(ReplayError::Parse {
-                origin: origin.to_string(),
-                line: 1,
-                msg: format!(
-                    "expected the header `{SEQS_HEADER}`, found `{}`",
-                    other.map_or("", |(_, h)| h)
-                ),
-            })
-        }
-    }
     let mut rows = Vec::new();
-    for (i, line) in lines {
-        if line.trim().is_empty() {
-            continue;
-        }
+    for (line, f) in super::steps::log_rows(text, origin, SEQS_HEADER, 5)? {
         let bad = |msg: String| ReplayError::Parse {
             origin: origin.to_string(),
-            line: i + 1,
+            line,
             msg,
         };
-        let f: Vec<&str> = line.split(',').map(str::trim).collect();
-        if f.len() != 5 {
-            return Err(bad(format!("expected 5 fields, found {}", f.len())));
-        }
         let int = |k: usize, name: &str| -> Result<u64, ReplayError> {
             f[k].parse::<u64>()
                 .map_err(|_| bad(format!("field `{name}`: `{}` is not a count", f[k])))

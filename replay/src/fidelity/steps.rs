@@ -61,47 +61,67 @@ pub struct StepRow {
     pub predicted_s: f64,
 }
 
-/// Parses a step log; errors name the file, line and field.
-pub fn parse_step_log(text: &str, file: &str) -> Result<Vec<StepRow>, ReplayError> {
+/// The data rows of a comma-separated log whose first line must be `header`: each row's 1-based line
+/// number and its `fields` trimmed fields (blank lines skipped). Errors name `origin` and the line.
+pub(crate) fn log_rows<'a>(
+    text: &'a str,
+    origin: &str,
+    header: &str,
+    fields: usize,
+) -> Result<Vec<(usize, Vec<&'a str>)>, ReplayError> {
+    let bad = |line: usize, msg: String| ReplayError::Parse {
+        origin: origin.to_string(),
+        line,
+        msg,
+    };
     let mut lines = text.lines().enumerate();
     match lines.next() {
-        Some((_, h)) if h.trim() == HEADER => {}
-        _ => {
-            return Err(ReplayError::Parse {
-                origin: file.to_string(),
-                line: 1,
-                msg: format!("expected the step-log header `{HEADER}`"),
-            })
+        Some((_, h)) if h.trim() == header => {}
+        other => {
+            return Err(bad(
+                1,
+                format!(
+                    "expected the header `{header}`, found `{}`",
+                    other.map_or("", |(_, h)| h)
+                ),
+            ))
         }
     }
     let mut rows = Vec::new();
-    for (i, line) in lines {
-        if line.trim().is_empty() {
-            continue;
+    for (i, line) in lines.filter(|(_, l)| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split(',').map(str::trim).collect();
+        if f.len() != fields {
+            return Err(bad(
+                i + 1,
+                format!("expected {fields} fields, found {}", f.len()),
+            ));
         }
-        let f: Vec<&str> = line.split(',').collect();
+        rows.push((i + 1, f));
+    }
+    Ok(rows)
+}
+
+/// Parses a step log; errors name the file, line and field.
+pub fn parse_step_log(text: &str, file: &str) -> Result<Vec<StepRow>, ReplayError> {
+    let mut rows = Vec::new();
+    for (line, f) in log_rows(text, file, HEADER, 8)? {
         let bad = |what: &str| ReplayError::Parse {
             origin: file.to_string(),
-            line: i + 1,
+            line,
             msg: what.to_string(),
         };
-        if f.len() != 8 {
-            return Err(bad(&format!("expected 8 fields, found {}", f.len())));
-        }
         let num = |k: usize, name: &str| -> Result<f64, ReplayError> {
-            f[k].trim()
-                .parse::<f64>()
+            f[k].parse::<f64>()
                 .ok()
                 .filter(|x| x.is_finite() && *x >= 0.0)
                 .ok_or_else(|| bad(&format!("field `{name}`: `{}` is not a number ≥ 0", f[k])))
         };
         let int = |k: usize, name: &str| -> Result<u32, ReplayError> {
-            f[k].trim()
-                .parse::<u32>()
+            f[k].parse::<u32>()
                 .map_err(|_| bad(&format!("field `{name}`: `{}` is not a count", f[k])))
         };
         let prefill_tokens = int(4, "prefill_tokens")?;
-        let kind = match f[1].trim() {
+        let kind = match f[1] {
             "draft" => ForwardKind::Draft,
             "target" if prefill_tokens > 0 => ForwardKind::Prefill,
             "target" => ForwardKind::Decode,
