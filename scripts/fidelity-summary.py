@@ -34,11 +34,27 @@ def cost_ratio(c):
 
 
 def engine(c):
+    """Median over replicates of the re-run's median |error|; `vs engine` when it was compared with the
+    engine's own latencies (steps.requests.csv), with the share of logged forwards it followed."""
     v = [e["tpot_median_abs_rel"] for e in c["engine"] if e["tpot_median_abs_rel"] is not None]
     t = [e["ttft_median_abs_rel"] for e in c["engine"] if e["ttft_median_abs_rel"] is not None]
     if not v:
         return "—"
-    return f"TTFT {statistics.median(t) * 100:.1f} %, TPOT {statistics.median(v) * 100:.1f} %"
+    against = {e.get("against") or "client" for e in c["engine"]}
+    m = [e["matching"] for e in c["engine"]]
+    used = sum(x["matched"] + x["mismatched"] + x["beyond_log"] for x in m)
+    matched = sum(x["matched"] for x in m) / used * 100 if used else 100.0
+    return (f"TTFT {statistics.median(t) * 100:.2f} %, TPOT {statistics.median(v) * 100:.2f} % "
+            f"(vs {'/'.join(sorted(against))}, {matched:.0f} % fwd matched)")
+
+
+def serving_path(c):
+    """Client − engine per request (steps.requests.csv), median over replicates of each's median/p90."""
+    s = [e["serving_path"] for e in c["engine"] if e.get("serving_path")]
+    if not s:
+        return None
+    med = lambda k: statistics.median(x[k] for x in s if x[k] is not None) * 1e3
+    return f"TTFT {med('ttft_median_s'):.2f} ms (p90 {med('ttft_p90_s'):.2f}), TPOT {med('tpot_median_s'):.3f} ms"
 
 
 def acceptance(c):
@@ -54,6 +70,8 @@ print("|---|---|---|---|---|---|---|---|---|---|---|")
 counts = {}
 disagree = []
 engine_terms = []
+engine_ttft_terms = []
+paths = []
 for path in cells:
     c = json.loads(path.read_text())
     cell = path.parent.parent.parent.name
@@ -62,6 +80,9 @@ for path in cells:
     for v in verdicts:
         counts[v] = counts.get(v, 0) + 1
     engine_terms += [e["tpot_median_abs_rel"] for e in c["engine"] if e["tpot_median_abs_rel"] is not None]
+    engine_ttft_terms += [e["ttft_median_abs_rel"] for e in c["engine"] if e["ttft_median_abs_rel"] is not None]
+    if serving_path(c):
+        paths.append((cell, c["policy"], serving_path(c)))
     worst = ("disagrees" if "disagrees" in verdicts else
              "indistinguishable" if "indistinguishable" in verdicts else
              "undecided" if "undecided" in verdicts else "agrees")
@@ -81,8 +102,17 @@ print(f"{n} cells. By cell (its worst metric): {counts.get('cell:agrees', 0)} ag
       f"{counts.get('indistinguishable', 0)} indistinguishable, {counts.get('disagrees', 0)} disagree "
       f"(of {3 * n}).")
 if engine_terms:
-    print(f"Engine/queueing term (median |TPOT error| of the re-run, per replicate): median "
-          f"{statistics.median(engine_terms) * 100:.1f} % over {len(engine_terms)} replicates.")
+    print(f"Engine/queueing term (median |error| of the re-run, per replicate): TPOT median "
+          f"{statistics.median(engine_terms) * 100:.2f} %, TTFT median "
+          f"{statistics.median(engine_ttft_terms) * 100:.2f} % over {len(engine_terms)} replicates.")
+if paths:
+    print()
+    print("Serving path, client − engine per request (steps.requests.csv; medians over replicates):")
+    print()
+    print("| cell | policy | serving path |")
+    print("|---|---|---|")
+    for cell, policy, text in paths:
+        print(f"| {cell} | {policy} | {text} |")
 overheads = [(path.parent.parent.parent.name, c) for path in cells
              for c in [json.loads(path.read_text())] if c.get("serving_overhead")]
 if overheads:

@@ -13,10 +13,13 @@ use specsim_core::acceptance::AcceptanceConfig;
 use specsim_replay::fidelity::cell::{cell_report, render_markdown, MeasuredReplicate};
 use specsim_replay::fidelity::noise::NoiseReport;
 use specsim_replay::fidelity::outcomes::{read_seq_log, seqs_path};
+use specsim_replay::fidelity::overhead::serving_overhead;
 use specsim_replay::fidelity::recorded::engine_term;
-use specsim_replay::fidelity::resimulate_with_outcomes;
+use specsim_replay::fidelity::recorded::EngineTerm;
+use specsim_replay::fidelity::served::read_served;
 use specsim_replay::fidelity::steps::read_step_log;
 use specsim_replay::fidelity::terms::parse_acceptance_metrics;
+use specsim_replay::fidelity::{resimulate_live, LiveLog};
 use specsim_replay::ReplayStats;
 use specsim_sim::metrics::parse_requests_csv;
 use specsim_sim::scenario::{unique_policy_names, Scenario};
@@ -95,9 +98,14 @@ fn read_replicate(dir: &Path) -> MeasuredReplicate {
             eprintln!("warning: {e}; the engine term draws acceptance instead of replaying it");
             None
         });
+    let served = read_served(&steps_path).unwrap_or_else(|e| {
+        eprintln!("warning: {e}; the engine term re-runs the trace's arrivals instead");
+        None
+    });
     MeasuredReplicate {
         name,
         records,
+        served,
         aborted,
         steps,
         outcomes,
@@ -150,16 +158,22 @@ pub fn run(a: FidelityArgs) -> Result<()> {
                 bail!("the engine/queueing term needs a scenario of one replica (a step log is one engine's)");
             }
             let replica = replicas.into_iter().next().context("no replica")?;
-            let (rerun, matching) = resimulate_with_outcomes(
-                replica,
+            let live_log = LiveLog {
                 rows,
-                r.outcomes.as_deref(),
-                &w,
-                &name,
-                &sc.file.slo,
-                sc.file.seed,
-            )?;
-            r.engine = Some(engine_term(&rerun, &r.records, matching));
+                outcomes: r.outcomes.as_deref(),
+                served: r.served.as_deref(),
+                client: &r.records,
+            };
+            let rerun = resimulate_live(replica, &live_log, &w, &name, &sc.file.slo, sc.file.seed)?;
+            r.engine = Some(match &rerun.engine_side {
+                Some(engine) => EngineTerm {
+                    against: "engine".into(),
+                    serving_path: Some(serving_overhead(&[(&r.records, engine)], 0)),
+                    served: rerun.served,
+                    ..engine_term(&rerun.records, engine, rerun.matching)
+                },
+                None => engine_term(&rerun.records, &r.records, rerun.matching),
+            });
         }
         measured.push(r);
     }

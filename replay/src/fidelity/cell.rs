@@ -45,6 +45,8 @@ pub struct MeasuredReplicate {
     pub steps: Option<Vec<StepRow>>,
     /// The step log's per-sequence outcomes (`steps.seqs.csv`), if kept.
     pub outcomes: Option<Vec<super::outcomes::SeqOutcomeRow>>,
+    /// The step log's per-request times (`steps.requests.csv`), if kept.
+    pub served: Option<Vec<super::served::ServedRequest>>,
     /// The engine's acceptance counters, if its `/metrics` were saved.
     pub acceptance: Option<AcceptanceCounts>,
     /// The noise monitor's report, if one ran.
@@ -348,8 +350,13 @@ pub fn render_markdown(c: &CellReport) -> String {
     }
     s += "\n## Terms\n\n";
     for (i, e) in c.engine.iter().enumerate() {
+        let against = if e.against == "engine" {
+            "the engine's own latencies"
+        } else {
+            "the client's latencies"
+        };
         s += &format!(
-            "- engine/queueing (replicate {}): median |error| TTFT {}, TPOT {} (max {}, {}); serving overhead {:.1} ms per first token; {:.0}% of forwards matched the log\n",
+            "- engine/queueing (replicate {}, against {against}): median |error| TTFT {}, TPOT {} (max {}, {}); {:.1} ms per first token left outside; {:.0}% of forwards matched the log\n",
             i + 1,
             pct(e.ttft_median_abs_rel),
             pct(e.tpot_median_abs_rel),
@@ -358,6 +365,24 @@ pub fn render_markdown(c: &CellReport) -> String {
             e.ttft_mean_overhead_s * 1e3,
             e.matching.match_fraction() * 100.0
         );
+        if let Some(p) = &e.serving_path {
+            s += &format!(
+                "  - serving path (client − engine, {} requests): TTFT median {:.2} ms, p90 {:.2} ms; TPOT median {:.3} ms, p90 {:.3} ms\n",
+                p.requests,
+                p.ttft_median_s * 1e3,
+                p.ttft_p90_s * 1e3,
+                p.tpot_median_s * 1e3,
+                p.tpot_p90_s * 1e3
+            );
+        }
+        if let Some(m) = &e.served {
+            if m.prompt_mismatched + m.unpaired > 0 {
+                s += &format!(
+                    "  - pairing engine and client requests: {} paired, {} with other prompt lengths, {} unpaired\n",
+                    m.paired, m.prompt_mismatched, m.unpaired
+                );
+            }
+        }
         if let Some(o) = e.matching.outcomes {
             s += &format!(
                 "  - acceptance replayed per sequence: {} verifications replayed, {} drawn past the log, {} capped\n",

@@ -6,6 +6,8 @@
 //! - [`steps`]: the live engine's step log and the **cost** term (measured / predicted per forward).
 //! - [`recorded`]: the **engine/queueing** term (the simulator re-run on the logged forward times).
 //! - [`outcomes`]: the live run's per-sequence accepted counts, replayed in that re-run.
+//! - [`served`]: the live engine's per-request times: the re-run's arrivals and idle spells, and the
+//!   engine's own latencies (so the serving path is measured, not inferred).
 //! - [`overhead`]: the **serving overhead** by difference (the same cell over HTTP and in process).
 //! - [`terms`]: the **acceptance** and **workload** terms.
 //! - [`noise`]: the machine's noise during a live run (CPU steal and load, a probe's drift).
@@ -16,6 +18,7 @@ pub mod noise;
 pub mod outcomes;
 pub mod overhead;
 pub mod recorded;
+pub mod served;
 pub mod stats;
 pub mod steps;
 pub mod terms;
@@ -23,6 +26,7 @@ pub mod terms;
 use crate::ReplayError;
 use outcomes::{LoggedAcceptance, SeqOutcomeRow};
 use recorded::{MatchStats, RecordedTimes};
+use served::{ServedMatch, ServedRequest};
 use specsim_core::workload::Workload;
 use specsim_sim::cluster::{simulate, Replica, SimOptions};
 use specsim_sim::metrics::{RequestRecord, SloConfig};
@@ -53,6 +57,105 @@ pub fn resimulate_with_outcomes(
     slo: &SloConfig,
     seed: u64,
 ) -> Result<(Vec<RequestRecord>, MatchStats), ReplayError> {
+    let spans: Vec<f64> = rows.iter().map(|r| r.measured_s).collect();
+    rerun(replica, rows, &spans, outcomes, workload, policy, slo, seed)
+}
+
+/// What the live run left for the engine/queueing re-run.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveLog<'a> {
+    /// The step log.
+    pub rows: &'a [StepRow],
+    /// Its per-sequence outcomes (`steps.seqs.csv`), if kept.
+    pub outcomes: Option<&'a [SeqOutcomeRow]>,
+    /// Its per-request times (`steps.requests.csv`), if kept.
+    pub served: Option<&'a [ServedRequest]>,
+    /// The client's rows of the same run.
+    pub client: &'a [RequestRecord],
+}
+
+/// A re-run of a live run.
+#[derive(Debug, Clone)]
+pub struct Rerun {
+    /// Its rows under the client's ids. With the per-request log, latencies count from the engine's
+    /// receipt of each request (as [`Rerun::engine_side`]'s do).
+    pub records: Vec<RequestRecord>,
+    /// With the per-request log: the live engine's own latencies, under the client's ids.
+    pub engine_side: Option<Vec<RequestRecord>>,
+    /// How well it followed the step log.
+    pub matching: MatchStats,
+    /// With the per-request log: how its requests were paired with the client's.
+    pub served: Option<ServedMatch>,
+}
+
+/// Re-runs a live run on `replica`: with the per-request log, the workload the engine served (its
+/// arrivals, lengths and idle spells, see [`served`]) and each forward timed from when the live
+/// engine could start it; without it, `workload` and each forward's measured time.
+pub fn resimulate_live(
+    replica: Replica,
+    live: &LiveLog,
+    workload: &Workload,
+    policy: &str,
+    slo: &SloConfig,
+    seed: u64,
+) -> Result<Rerun, ReplayError> {
+    let Some(served) = live.served else {
+        let (records, matching) = resimulate_with_outcomes(
+            replica,
+            live.rows,
+            live.outcomes,
+            workload,
+            policy,
+            slo,
+            seed,
+        )?;
+        return Ok(Rerun {
+            records,
+            engine_side: None,
+            matching,
+            served: None,
+        });
+    };
+    let (pairs, paired) = served::pair_with_client(served, live.client);
+    let (w, clients) = served::served_workload(&pairs, live.rows, workload);
+    let spans = served::forward_spans(live.rows, served);
+    let (mut records, matching) = rerun(
+        replica,
+        live.rows,
+        &spans,
+        live.outcomes,
+        &w,
+        policy,
+        slo,
+        seed,
+    )?;
+    for r in &mut records {
+        let (id, received) = clients[r.id as usize];
+        r.id = id;
+        r.arrival_s = received;
+        r.ttft_s = r.first_token_s - received;
+        r.e2e_s = r.finish_s - received;
+    }
+    Ok(Rerun {
+        records,
+        engine_side: Some(served::engine_records(&pairs)),
+        matching,
+        served: Some(paired),
+    })
+}
+
+/// The re-run itself: `spans` (seconds, one per step log row) are the forwards' times.
+#[allow(clippy::too_many_arguments)]
+fn rerun(
+    replica: Replica,
+    rows: &[StepRow],
+    spans: &[f64],
+    outcomes: Option<&[SeqOutcomeRow]>,
+    workload: &Workload,
+    policy: &str,
+    slo: &SloConfig,
+    seed: u64,
+) -> Result<(Vec<RequestRecord>, MatchStats), ReplayError> {
     let Replica { engine, backend } = replica;
     let (backend, outcome_stats): (Box<dyn specsim_core::engine::Backend + Send>, _) =
         match outcomes {
@@ -62,7 +165,7 @@ pub fn resimulate_with_outcomes(
             }
             None => (backend, None),
         };
-    let (wrapped, stats) = RecordedTimes::new(backend, rows);
+    let (wrapped, stats) = RecordedTimes::with_spans(backend, rows, spans);
     let replicas = vec![Replica {
         engine,
         backend: Box::new(wrapped),

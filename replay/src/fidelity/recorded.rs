@@ -53,11 +53,14 @@ impl MatchStats {
     }
 }
 
+/// A logged forward with the time it takes in the re-run, seconds.
+type Timed = (StepRow, f64);
+
 /// A backend whose forwards take the logged times (see the module doc).
 pub struct RecordedTimes {
     inner: Box<dyn Backend + Send>,
-    draft: VecDeque<StepRow>,
-    target: VecDeque<StepRow>,
+    draft: VecDeque<Timed>,
+    target: VecDeque<Timed>,
     stats: Arc<Mutex<MatchStats>>,
 }
 
@@ -65,9 +68,24 @@ impl RecordedTimes {
     /// Wraps `inner`, which keeps deciding acceptance; `rows` is the live run's step log. The
     /// returned handle reads the match statistics after the run.
     pub fn new(inner: Box<dyn Backend + Send>, rows: &[StepRow]) -> (Self, Arc<Mutex<MatchStats>>) {
+        let spans: Vec<f64> = rows.iter().map(|r| r.measured_s).collect();
+        Self::with_spans(inner, rows, &spans)
+    }
+
+    /// [`RecordedTimes::new`], each forward taking its entry of `spans` (seconds, one per row)
+    /// instead of its measured time: with the live per-request log, the time from the moment the
+    /// engine could start it (`super::served::forward_spans`).
+    pub fn with_spans(
+        inner: Box<dyn Backend + Send>,
+        rows: &[StepRow],
+        spans: &[f64],
+    ) -> (Self, Arc<Mutex<MatchStats>>) {
         let stats = Arc::new(Mutex::new(MatchStats::default()));
-        let (draft, target): (Vec<StepRow>, Vec<StepRow>) =
-            rows.iter().partition(|r| r.kind == ForwardKind::Draft);
+        let (draft, target): (Vec<Timed>, Vec<Timed>) = rows
+            .iter()
+            .copied()
+            .zip(spans.iter().copied())
+            .partition(|(r, _)| r.kind == ForwardKind::Draft);
         let (draft, target) = (draft.into(), target.into());
         let me = RecordedTimes {
             inner,
@@ -91,7 +109,10 @@ impl RecordedTimes {
         } else {
             &mut self.target
         };
-        let ahead = queue.iter().take(LOOKAHEAD).position(|r| r.seqs == seqs);
+        let ahead = queue
+            .iter()
+            .take(LOOKAHEAD)
+            .position(|(r, _)| r.seqs == seqs);
         let (row, skipped, matched) = match ahead {
             Some(i) => {
                 let row = queue.drain(..=i).next_back();
@@ -109,7 +130,7 @@ impl RecordedTimes {
                 (Some(_), false) => s.mismatched += 1,
             }
         });
-        row.map(|r| secs_to_ns(r.measured_s))
+        row.map(|(_, span)| secs_to_ns(span))
     }
 }
 
@@ -153,10 +174,21 @@ pub struct EngineTerm {
     pub tpot_median_abs_rel: f64,
     /// Largest such TPOT error.
     pub tpot_max_abs_rel: f64,
-    /// Mean of (measured − re-run) TTFT, seconds: the serving overhead per request's first token.
+    /// Mean of (measured − re-run) TTFT, seconds: the serving overhead per request's first token
+    /// (what the comparison leaves outside the engine; ~0 when it is against the engine's own times).
     pub ttft_mean_overhead_s: f64,
     /// How well the re-run followed the log.
     pub matching: MatchStats,
+    /// `engine`: compared with the live engine's own latencies (`steps.requests.csv`); `client`:
+    /// with the client's (older logs), so the serving path is inside the term.
+    #[serde(default)]
+    pub against: String,
+    /// With the engine's latencies: the serving path's own time, client − engine per request.
+    #[serde(default)]
+    pub serving_path: Option<super::overhead::ServingOverhead>,
+    /// With the engine's latencies: how its requests were paired with the client's.
+    #[serde(default)]
+    pub served: Option<super::served::ServedMatch>,
 }
 
 /// Compares re-run and measured rows by id.
@@ -193,5 +225,8 @@ pub fn engine_term(
         tpot_max_abs_rel: max(&tpot),
         ttft_mean_overhead_s: super::stats::mean(&over),
         matching,
+        against: "client".into(),
+        serving_path: None,
+        served: None,
     }
 }

@@ -124,11 +124,15 @@ struct Submission {
     id: SeqId,
     request: GenerateRequest,
     events: GenerationSender,
+    /// When the handle took the request, on the engine's clock (the step log's `time_s`).
+    received_ns: Nanos,
 }
 
 /// The server's handle on the engine thread; implements [`Generator`].
 pub struct EngineHandle {
     tx: mpsc::Sender<Submission>,
+    /// The engine thread's clock origin.
+    start: Instant,
     shared: Arc<Shared>,
     max_in_flight: usize,
     block_size: u32,
@@ -160,12 +164,14 @@ impl Generator for EngineHandle {
         }
         let (events, generation) = crate::generate::generation_channel();
         let id = self.shared.next_id.fetch_add(1, Ordering::SeqCst);
+        let received_ns = self.start.elapsed().as_nanos() as Nanos;
         if self
             .tx
             .send(Submission {
                 id,
                 request,
                 events,
+                received_ns,
             })
             .is_err()
         {
@@ -229,6 +235,7 @@ where
     let (tx, rx) = mpsc::channel();
     let thread_shared = shared.clone();
     let eos_ids = config.eos_ids.clone();
+    let start = Instant::now();
     std::thread::Builder::new()
         .name("specsim-engine".into())
         .spawn(move || {
@@ -241,7 +248,7 @@ where
                 eos_ids,
                 live: HashMap::new(),
                 cancelled: HashSet::new(),
-                start: Instant::now(),
+                start,
                 buf: Vec::new(),
                 idle_wait: false,
                 predictor,
@@ -253,6 +260,7 @@ where
         .map_err(DriverError::Thread)?;
     Ok(EngineHandle {
         tx,
+        start,
         shared,
         max_in_flight: config.max_in_flight,
         block_size,
@@ -267,6 +275,8 @@ struct LiveRequest {
     max_tokens: u32,
     sent: u32,
     last: Option<u32>,
+    /// Its times on the engine's clock, for the step log's request file.
+    times: step_log::RequestTimes,
 }
 
 struct EngineLoop<B> {
@@ -333,6 +343,8 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
     /// Takes new requests; blocks only while the engine is idle. Returns false when the server is gone
     /// and nothing is left to do.
     fn intake(&mut self) -> bool {
+        // Whether the first submission woke an idle engine (the simulator idles until an arrival too).
+        let mut woke = false;
         let mut first = if self.engine.has_work() {
             if std::mem::take(&mut self.idle_wait) {
                 match self.rx.recv_timeout(std::time::Duration::from_millis(1)) {
@@ -349,7 +361,10 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
                 log.flush();
             }
             match self.rx.recv() {
-                Ok(s) => Some(s),
+                Ok(s) => {
+                    woke = true;
+                    Some(s)
+                }
                 Err(_) => return false,
             }
         };
@@ -361,15 +376,17 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
                     Err(_) => return true,
                 },
             };
-            self.admit(sub);
+            self.admit(sub, std::mem::take(&mut woke));
         }
     }
 
-    fn admit(&mut self, sub: Submission) {
+    /// Hands a submission to the engine; `woke` says it ended an idle wait.
+    fn admit(&mut self, sub: Submission, woke: bool) {
         let Submission {
             id,
             request,
             events,
+            received_ns,
         } = sub;
         if events.is_cancelled() {
             self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -392,9 +409,19 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
             stop_ids: stop_ids.clone(),
             max_tokens: request.max_tokens,
         };
+        let admitted_ns = self.now();
+        let times = step_log::RequestTimes {
+            seq: id,
+            received_ns,
+            admitted_ns,
+            woke,
+            first_token_ns: None,
+            prompt_tokens: request.prompt.len() as u32,
+            max_tokens: request.max_tokens,
+        };
         let spec = RequestSpec {
             id,
-            arrival_ns: self.now(),
+            arrival_ns: admitted_ns,
             prompt_tokens: request.prompt.len() as u32,
             output_tokens: request.max_tokens,
             category: None,
@@ -415,6 +442,7 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
                         max_tokens: request.max_tokens,
                         sent: 0,
                         last: None,
+                        times,
                     },
                 );
             }
@@ -437,6 +465,7 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
     /// Forwards new ids to clients. Nothing is sent past `max_tokens` or past a stop id; a sequence that
     /// emitted a stop id its backend did not stop on is ended through the cancellation path.
     fn stream_tokens(&mut self) {
+        let now = self.now();
         for (id, r) in self.live.iter_mut() {
             self.buf.clear();
             self.backend.drain_emitted(*id, &mut self.buf);
@@ -456,6 +485,7 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
             }
             r.sent += self.buf.len() as u32;
             r.last = self.buf.last().copied();
+            r.times.first_token_ns.get_or_insert(now);
             r.events.send(GenEvent::Tokens(self.buf.clone()));
         }
     }
@@ -472,6 +502,9 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
                 };
                 r.events.send(GenEvent::Finished(reason));
                 self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
+                if let Some(log) = self.step_log.as_mut() {
+                    log.request(&r.times, self.start.elapsed().as_nanos() as Nanos, r.sent);
+                }
             }
         }
     }

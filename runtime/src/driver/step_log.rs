@@ -13,6 +13,14 @@
 //! `seq` (the engine's sequence id, assigned in submission order), `work` (`prefill` or `verify`),
 //! `drafted` and `accepted`. The fidelity re-run replays each sequence's own accepted counts from it,
 //! so a speculative policy's re-run follows the live schedule rather than drawing acceptance.
+//!
+//! A third file ([`requests_path`]: `steps.csv` → `steps.requests.csv`) has one row per request the
+//! engine finished, on the same clock as `time_s`: `seq`, `received_s` (the server handed it to the
+//! engine thread), `admitted_s` (the engine loop took it, between two steps), `woke` (1 when it ended
+//! an idle wait), `first_token_s` and `finished_s` (its first ids and its end handed back to the
+//! server; `first_token_s` is empty when it emitted nothing), `prompt_tokens`, `max_tokens`,
+//! `emitted`. The re-run takes its arrivals and its idle spells from them, and the serving path's
+//! own time is the client's latency minus the engine's.
 
 use super::DriverError;
 use crate::metrics::ForwardModel;
@@ -32,6 +40,38 @@ pub fn seqs_path(path: &Path) -> PathBuf {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     path.with_file_name(format!("{stem}.seqs.csv"))
+}
+
+/// The per-request sibling of a step log: `DIR/NAME.csv` → `DIR/NAME.requests.csv`.
+pub fn requests_path(path: &Path) -> PathBuf {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!("{stem}.requests.csv"))
+}
+
+/// The per-request file's CSV header.
+pub const REQUESTS_HEADER: &str =
+    "seq,received_s,admitted_s,woke,first_token_s,finished_s,prompt_tokens,max_tokens,emitted";
+
+/// A request's times on the engine's clock, for the per-request file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTimes {
+    /// The engine's sequence id.
+    pub seq: u64,
+    /// The server handed it to the engine thread.
+    pub received_ns: Nanos,
+    /// The engine loop took it (between two steps).
+    pub admitted_ns: Nanos,
+    /// It ended an idle wait of the engine loop.
+    pub woke: bool,
+    /// Its first ids were handed back to the server.
+    pub first_token_ns: Option<Nanos>,
+    /// Prompt tokens.
+    pub prompt_tokens: u32,
+    /// Most tokens it could generate.
+    pub max_tokens: u32,
 }
 
 /// The per-sequence file's CSV header.
@@ -55,6 +95,7 @@ pub struct StepLog {
     path: PathBuf,
     out: BufWriter<File>,
     seqs: BufWriter<File>,
+    requests: BufWriter<File>,
     target_steps: u64,
     unflushed: u32,
     /// Set after the first write error, which is reported once; later rows are dropped.
@@ -77,10 +118,16 @@ impl StepLog {
             |e: std::io::Error| DriverError::Backend(format!("--step-log {}: {e}", sp.display()));
         let mut seqs = BufWriter::new(File::create(&sp).map_err(err)?);
         writeln!(seqs, "{SEQS_HEADER}").map_err(err)?;
+        let rp = requests_path(path);
+        let err =
+            |e: std::io::Error| DriverError::Backend(format!("--step-log {}: {e}", rp.display()));
+        let mut requests = BufWriter::new(File::create(&rp).map_err(err)?);
+        writeln!(requests, "{REQUESTS_HEADER}").map_err(err)?;
         Ok(StepLog {
             path: path.to_path_buf(),
             out,
             seqs,
+            requests,
             target_steps: 0,
             unflushed: 0,
             failed: false,
@@ -114,11 +161,41 @@ impl StepLog {
         self.unflushed += 1;
         if res.is_ok() && self.unflushed >= FLUSH_EVERY {
             self.unflushed = 0;
-            res = self.out.flush().and_then(|_| self.seqs.flush());
+            res = self.flush_all();
         }
         if let Err(e) = res {
             self.fail(e);
         }
+    }
+
+    /// Appends a request that left the engine at `finished` having emitted `emitted` ids.
+    pub fn request(&mut self, r: &RequestTimes, finished: Nanos, emitted: u32) {
+        if self.failed {
+            return;
+        }
+        let first = r
+            .first_token_ns
+            .map(|t| format!("{:.6}", ns_to_secs(t)))
+            .unwrap_or_default();
+        if let Err(e) = writeln!(
+            self.requests,
+            "{},{:.6},{:.6},{},{first},{:.6},{},{},{emitted}",
+            r.seq,
+            ns_to_secs(r.received_ns),
+            ns_to_secs(r.admitted_ns),
+            u8::from(r.woke),
+            ns_to_secs(finished),
+            r.prompt_tokens,
+            r.max_tokens,
+        ) {
+            self.fail(e);
+        }
+    }
+
+    fn flush_all(&mut self) -> std::io::Result<()> {
+        self.out.flush()?;
+        self.seqs.flush()?;
+        self.requests.flush()
     }
 
     /// Appends each sequence's outcome of the target forward just logged with [`StepLog::row`].
@@ -155,7 +232,7 @@ impl StepLog {
     pub fn flush(&mut self) {
         if self.unflushed > 0 && !self.failed {
             self.unflushed = 0;
-            if let Err(e) = self.out.flush().and_then(|_| self.seqs.flush()) {
+            if let Err(e) = self.flush_all() {
                 self.fail(e);
             }
         }
@@ -165,8 +242,7 @@ impl StepLog {
 impl Drop for StepLog {
     fn drop(&mut self) {
         if !self.failed {
-            let _ = self.out.flush();
-            let _ = self.seqs.flush();
+            let _ = self.flush_all();
         }
     }
 }
@@ -206,7 +282,42 @@ mod tests {
                     accepted: 0,
                 },
             ]);
+            log.request(
+                &RequestTimes {
+                    seq: 4,
+                    received_ns: 1_000_250_000,
+                    admitted_ns: 1_001_000_000,
+                    woke: true,
+                    first_token_ns: Some(1_500_100_000),
+                    prompt_tokens: 10,
+                    max_tokens: 5,
+                },
+                2_000_000_000,
+                5,
+            );
+            log.request(
+                &RequestTimes {
+                    seq: 7,
+                    received_ns: 1_200_000_000,
+                    admitted_ns: 1_380_000_000,
+                    woke: false,
+                    first_token_ns: None,
+                    prompt_tokens: 20,
+                    max_tokens: 3,
+                },
+                1_600_000_000,
+                0,
+            );
         }
+        let requests = std::fs::read_to_string(requests_path(&path)).unwrap();
+        assert_eq!(
+            requests,
+            format!(
+                "{REQUESTS_HEADER}\n4,1.000250,1.001000,1,1.500100,2.000000,10,5,5\n\
+                 7,1.200000,1.380000,0,,1.600000,20,3,0\n"
+            )
+        );
+        assert_eq!(requests_path(&path), dir.join("steps.requests.csv"));
         let seqs = std::fs::read_to_string(seqs_path(&path)).unwrap();
         assert_eq!(
             seqs,
