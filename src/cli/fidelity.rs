@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use specsim_core::acceptance::AcceptanceConfig;
 use specsim_replay::fidelity::cell::{cell_report, render_markdown, MeasuredReplicate};
-use specsim_replay::fidelity::noise::NoiseReport;
+use specsim_replay::fidelity::noise::{with_forward_speed, NoiseReport};
 use specsim_replay::fidelity::outcomes::{read_seq_log, seqs_path};
 use specsim_replay::fidelity::overhead::serving_overhead;
 use specsim_replay::fidelity::recorded::engine_term;
@@ -55,11 +55,16 @@ pub struct FidelityArgs {
     /// Output directory (cell.json, cell.md).
     #[arg(long)]
     pub out: PathBuf,
+    /// Flag a replicate whose target forwards (measured / predicted, median) ran faster or slower by
+    /// more than this fraction in its second half than in its first. Where a step log was kept this
+    /// judges the machine's speed instead of the noise probe's before/after drift.
+    #[arg(long, default_value_t = specsim_replay::fidelity::noise::MAX_FORWARD_DRIFT)]
+    pub max_forward_drift: f64,
 }
 
 /// Reads one live replicate; a directory that cannot be read becomes a replicate with no rows, which
 /// the report lists as left out rather than failing the cell.
-fn read_replicate(dir: &Path) -> MeasuredReplicate {
+fn read_replicate(dir: &Path, max_forward_drift: f64) -> MeasuredReplicate {
     let name = dir.display().to_string();
     let requests = dir.join("requests.csv");
     let records = match std::fs::read_to_string(&requests)
@@ -102,6 +107,13 @@ fn read_replicate(dir: &Path) -> MeasuredReplicate {
         eprintln!("warning: {e}; the engine term re-runs the trace's arrivals instead");
         None
     });
+    let noise = std::fs::read_to_string(dir.join("noise.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<NoiseReport>(&t).ok())
+        .map(|n| match &steps {
+            Some(rows) => with_forward_speed(n, rows, max_forward_drift),
+            None => n,
+        });
     MeasuredReplicate {
         name,
         records,
@@ -112,9 +124,7 @@ fn read_replicate(dir: &Path) -> MeasuredReplicate {
         acceptance: std::fs::read_to_string(dir.join("metrics.txt"))
             .ok()
             .map(|t| parse_acceptance_metrics(&t)),
-        noise: std::fs::read_to_string(dir.join("noise.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<NoiseReport>(&t).ok()),
+        noise,
         engine: None,
     }
 }
@@ -143,7 +153,7 @@ pub fn run(a: FidelityArgs) -> Result<()> {
     }
     let mut measured = Vec::new();
     for dir in &a.measured {
-        let mut r = read_replicate(dir);
+        let mut r = read_replicate(dir, a.max_forward_drift);
         if let (Some(rows), None) = (&r.steps, &r.aborted) {
             // The re-run isolates the engine and its queueing: it takes the live forward times, each
             // sequence's live accepted counts where the per-sequence log was kept, and otherwise
@@ -189,7 +199,12 @@ pub fn run(a: FidelityArgs) -> Result<()> {
         sc.file.seed,
     );
     if !a.in_process.is_empty() {
-        report.serving_overhead = Some(overhead_of(&measured, &a.in_process, a.warmup)?);
+        report.serving_overhead = Some(overhead_of(
+            &measured,
+            &a.in_process,
+            a.warmup,
+            a.max_forward_drift,
+        )?);
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let json = a.out.join("cell.json");
@@ -237,6 +252,7 @@ fn overhead_of(
     http: &[MeasuredReplicate],
     in_process: &[PathBuf],
     warmup: usize,
+    max_forward_drift: f64,
 ) -> Result<specsim_replay::fidelity::overhead::ServingOverhead> {
     if in_process.len() != http.len() {
         bail!(
@@ -245,7 +261,10 @@ fn overhead_of(
             http.len()
         );
     }
-    let local: Vec<MeasuredReplicate> = in_process.iter().map(|d| read_replicate(d)).collect();
+    let local: Vec<MeasuredReplicate> = in_process
+        .iter()
+        .map(|d| read_replicate(d, max_forward_drift))
+        .collect();
     let mut pairs = Vec::new();
     for (h, l) in http.iter().zip(&local) {
         if h.records.is_empty()
