@@ -4,7 +4,8 @@
 Usage: scripts/fidelity-summary.py [OUT_DIR]   (default out/fidelity)
 
 Per cell: each aim's gap with its 95 % interval and verdict, the engine/queueing term (median |error| of
-the simulator re-run on the live step log), the cost term (target forwards measured / predicted), the
+the simulator re-run on the live step log), the cost term (target forwards measured / predicted, and the
+verdicts of the prediction re-run at that speed), the
 acceptance term (accepted tokens per step, predicted / measured), the workload term (prompt lengths
 served vs the trace), and the replicates used, left out and flagged noisy. Then the count of cells per
 verdict and, for each disagreeing cell, the terms beside its gap."""
@@ -57,6 +58,15 @@ def serving_path(c):
     return f"TTFT {med('ttft_median_s'):.2f} ms (p90 {med('ttft_p90_s'):.2f}), TPOT {med('tpot_median_s'):.3f} ms"
 
 
+def at_speed(c):
+    """Verdicts of the prediction re-run at each replicate's own forward speed (the cost term in latency)."""
+    a = c.get("at_live_speed")
+    if not a:
+        return "—"
+    ms = {m["metric"]: m for m in a["metrics"]}
+    return " / ".join(ms[k]["verdict"][:5] for k in ("attainment", "p50_tpot", "p99_ttft"))
+
+
 def acceptance(c):
     a = c.get("acceptance")
     if not a or a.get("accepted_per_step_measured") is None:
@@ -65,8 +75,9 @@ def acceptance(c):
 
 
 print("| cell | policy | attainment gap | p50 TPOT gap | p99 TTFT gap | verdicts | engine/queueing | "
-      "target fwd meas/pred | accepted/step pred/meas | prompts vs trace | replicates (left out, noisy) |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+      "target fwd meas/pred | verdicts at live speed | accepted/step pred/meas | prompts vs trace | "
+      "replicates (left out, noisy) |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 counts = {}
 disagree = []
 engine_terms = []
@@ -90,7 +101,7 @@ for path in cells:
     if worst == "disagrees":
         disagree.append((cell, c))
     print(f"| {cell} | {c['policy']} | {gap(ms['attainment'])} | {gap(ms['p50_tpot'])} | {gap(ms['p99_ttft'])} "
-          f"| {' / '.join(v[:5] for v in verdicts)} | {engine(c)} | {cost_ratio(c)} | {acceptance(c)} "
+          f"| {' / '.join(v[:5] for v in verdicts)} | {engine(c)} | {cost_ratio(c)} | {at_speed(c)} | {acceptance(c)} "
           f"| {c['workload']['prompt_mean_rel'] * 100:+.1f} % | {c['measured_replicates']} "
           f"({len(c['excluded'])}, {len(c['noisy_replicates'])}) |")
 
@@ -133,5 +144,6 @@ print(f"Noise monitor: {noisy} of {used} live replicates used were flagged.")
 for cell, c in disagree:
     bad = [m["metric"] for m in c["metrics"] if m["verdict"] == "disagrees"]
     print(f"- {cell} {c['policy']} disagrees on {', '.join(bad)}: engine/queueing {engine(c)}, "
-          f"target forwards meas/pred {cost_ratio(c)}, accepted/step pred/meas {acceptance(c)}, "
+          f"target forwards meas/pred {cost_ratio(c)} (verdicts at that speed: {at_speed(c)}), "
+          f"accepted/step pred/meas {acceptance(c)}, "
           f"prompts {c['workload']['prompt_mean_rel'] * 100:+.1f} % vs the trace")

@@ -10,13 +10,16 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use specsim_core::acceptance::AcceptanceConfig;
-use specsim_replay::fidelity::cell::{cell_report, render_markdown, MeasuredReplicate};
+use specsim_replay::fidelity::cell::{
+    at_live_speed, cell_report, render_markdown, MeasuredReplicate,
+};
 use specsim_replay::fidelity::noise::{with_forward_speed, NoiseReport};
 use specsim_replay::fidelity::outcomes::{read_seq_log, seqs_path};
 use specsim_replay::fidelity::overhead::serving_overhead;
 use specsim_replay::fidelity::recorded::engine_term;
 use specsim_replay::fidelity::recorded::EngineTerm;
 use specsim_replay::fidelity::served::read_served;
+use specsim_replay::fidelity::speed::{predict_at_speed, speed_ratios};
 use specsim_replay::fidelity::steps::read_step_log;
 use specsim_replay::fidelity::terms::parse_acceptance_metrics;
 use specsim_replay::fidelity::{resimulate_live, LiveLog};
@@ -187,6 +190,16 @@ pub fn run(a: FidelityArgs) -> Result<()> {
         }
         measured.push(r);
     }
+    // The prediction again at each replicate's own forward speed: how much of a gap is the cost's.
+    let mut at_speed = Vec::new();
+    for (i, r) in measured.iter().enumerate() {
+        if let Some(rows) = &r.steps {
+            let factors = speed_ratios(rows);
+            let mut seeded = sc.clone();
+            seeded.file.seed = sc.file.seed.wrapping_add(i as u64);
+            at_speed.push((r, predict_at_speed(&seeded, &w, policy, factors)?, factors));
+        }
+    }
     let acceptance = sc.acceptance(&w.categories)?;
     let rate = move |j: u32| acceptance.acceptance_rate(j, None);
     let mut report = cell_report(
@@ -198,6 +211,7 @@ pub fn run(a: FidelityArgs) -> Result<()> {
         &rate,
         sc.file.seed,
     );
+    report.at_live_speed = at_live_speed(&at_speed, a.warmup, sc.file.seed);
     if !a.in_process.is_empty() {
         report.serving_overhead = Some(overhead_of(
             &measured,

@@ -108,6 +108,44 @@ pub struct CellReport {
     /// HTTP − in-process per request, when the cell was also run in process.
     #[serde(default)]
     pub serving_overhead: Option<super::overhead::ServingOverhead>,
+    /// The prediction again at each replicate's own forward speed ([`super::speed`]), when step logs
+    /// were kept.
+    #[serde(default)]
+    pub at_live_speed: Option<AtLiveSpeed>,
+}
+
+/// The cell's metrics with the prediction run at the live forwards' speed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AtLiveSpeed {
+    /// Each used replicate's (draft, target) Σ measured / Σ predicted, the factors of its run.
+    pub factors: Vec<(f64, f64)>,
+    /// The three metrics, the prediction side being one run per replicate at its speed.
+    pub metrics: Vec<MetricVerdict>,
+}
+
+/// [`AtLiveSpeed`] from `(replicate, its prediction at its speed, the factors)`; replicates the cell
+/// leaves out (failed, aborted) are left out here too. `None` when none is left.
+pub fn at_live_speed(
+    runs: &[(&MeasuredReplicate, Vec<RequestRecord>, (f64, f64))],
+    warmup: usize,
+    seed: u64,
+) -> Option<AtLiveSpeed> {
+    let used: Vec<_> = runs
+        .iter()
+        .filter(|(r, _, _)| exclusion(r).is_none())
+        .collect();
+    if used.is_empty() {
+        return None;
+    }
+    let pred: Vec<Vec<RequestRecord>> = used.iter().map(|(_, p, _)| trimmed(p, warmup)).collect();
+    let meas: Vec<Vec<RequestRecord>> = used
+        .iter()
+        .map(|(r, _, _)| trimmed(&r.records, warmup))
+        .collect();
+    Some(AtLiveSpeed {
+        factors: used.iter().map(|(_, _, f)| *f).collect(),
+        metrics: metric_verdicts(&pred, &meas, seed),
+    })
 }
 
 /// Rows after the warm-up: the `warmup` earliest arrivals dropped.
@@ -159,27 +197,12 @@ fn values(sides: &[Vec<RequestRecord>], f: Extract) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// Builds a cell's report. `predicted`: one row set per simulator seed; `rate(j)`: the acceptance
-/// model's conditional rate at draft position `j`; `seed` seeds every bootstrap.
-pub fn cell_report(
-    policy: &str,
-    predicted: &[Vec<RequestRecord>],
-    measured: &[MeasuredReplicate],
-    slo: &SloConfig,
-    warmup: usize,
-    rate: &dyn Fn(u32) -> f64,
+/// Each aim's metric on both sides (rows already trimmed of the warm-up), its gap and verdict.
+fn metric_verdicts(
+    pred: &[Vec<RequestRecord>],
+    meas: &[Vec<RequestRecord>],
     seed: u64,
-) -> CellReport {
-    let mut excluded = Vec::new();
-    let mut used: Vec<&MeasuredReplicate> = Vec::new();
-    for r in measured {
-        match exclusion(r) {
-            Some(why) => excluded.push((r.name.clone(), why)),
-            None => used.push(r),
-        }
-    }
-    let pred: Vec<Vec<RequestRecord>> = predicted.iter().map(|p| trimmed(p, warmup)).collect();
-    let meas: Vec<Vec<RequestRecord>> = used.iter().map(|r| trimmed(&r.records, warmup)).collect();
+) -> Vec<MetricVerdict> {
     let stat_mean: &super::stats::Statistic = &mean;
     let p50 = |v: &[f64]| quantile(v, 0.5);
     let p99 = |v: &[f64]| quantile(v, 0.99);
@@ -194,10 +217,10 @@ pub fn cell_report(
         ("p50_tpot", tpot, &p50, GapKind::Relative, AIM_P50_TPOT),
         ("p99_ttft", ttft, &p99, GapKind::Relative, AIM_P99_TTFT),
     ];
-    let metrics = specs
+    specs
         .iter()
         .map(|(name, f, stat, kind, aim)| {
-            let (pv, mv) = (values(&pred, *f), values(&meas, *f));
+            let (pv, mv) = (values(pred, *f), values(meas, *f));
             let gap = if pv.iter().all(Vec::is_empty) || mv.iter().all(Vec::is_empty) {
                 Interval {
                     point: f64::NAN,
@@ -219,7 +242,31 @@ pub fn cell_report(
                 gap,
             }
         })
-        .collect();
+        .collect()
+}
+
+/// Builds a cell's report. `predicted`: one row set per simulator seed; `rate(j)`: the acceptance
+/// model's conditional rate at draft position `j`; `seed` seeds every bootstrap.
+pub fn cell_report(
+    policy: &str,
+    predicted: &[Vec<RequestRecord>],
+    measured: &[MeasuredReplicate],
+    slo: &SloConfig,
+    warmup: usize,
+    rate: &dyn Fn(u32) -> f64,
+    seed: u64,
+) -> CellReport {
+    let mut excluded = Vec::new();
+    let mut used: Vec<&MeasuredReplicate> = Vec::new();
+    for r in measured {
+        match exclusion(r) {
+            Some(why) => excluded.push((r.name.clone(), why)),
+            None => used.push(r),
+        }
+    }
+    let pred: Vec<Vec<RequestRecord>> = predicted.iter().map(|p| trimmed(p, warmup)).collect();
+    let meas: Vec<Vec<RequestRecord>> = used.iter().map(|r| trimmed(&r.records, warmup)).collect();
+    let metrics = metric_verdicts(&pred, &meas, seed);
     let mut curves = Vec::new();
     for (name, slo_s, f) in [
         ("ttft", slo.ttft_s, ttft_or_nan as Extract),
@@ -280,6 +327,7 @@ pub fn cell_report(
         acceptance: counts.map(|c| acceptance_term(&pred_all, &c, rate)),
         workload: workload_term(&first_pred, &meas_all),
         serving_overhead: None,
+        at_live_speed: None,
     }
 }
 
@@ -408,6 +456,29 @@ pub fn render_markdown(c: &CellReport) -> String {
             g.forwards,
             g.ratio.map_or("—".into(), |r| format!("{r:.3}")),
             g.jitter_cv.map_or("—".into(), pct)
+        );
+    }
+    if let Some(a) = &c.at_live_speed {
+        let targets: Vec<String> = a.factors.iter().map(|f| format!("{:.3}", f.1)).collect();
+        let gaps: Vec<String> = a
+            .metrics
+            .iter()
+            .map(|m| {
+                let k = m.gap_kind;
+                format!(
+                    "{} {} [{}, {}] {}",
+                    m.metric,
+                    gap(k, m.gap.point),
+                    gap(k, m.gap.lo),
+                    gap(k, m.gap.hi),
+                    m.verdict.label()
+                )
+            })
+            .collect();
+        s += &format!(
+            "- predicted at the live forwards' speed (target × {} per replicate): {}\n",
+            targets.join(", "),
+            gaps.join("; ")
         );
     }
     if let Some(a) = &c.acceptance {

@@ -10,6 +10,7 @@
 //!   engine's own latencies (so the serving path is measured, not inferred).
 //! - [`overhead`]: the **serving overhead** by difference (the same cell over HTTP and in process).
 //! - [`terms`]: the **acceptance** and **workload** terms.
+//! - [`speed`]: the prediction again at the live forwards' speed (how much of a gap is the cost's).
 //! - [`noise`]: the machine's noise during a live run (CPU steal and load, a probe's drift).
 //! - [`cell`]: one cell of the study (a workload, load and policy; N replicates a side) put together.
 
@@ -19,6 +20,7 @@ pub mod outcomes;
 pub mod overhead;
 pub mod recorded;
 pub mod served;
+pub mod speed;
 pub mod stats;
 pub mod steps;
 pub mod terms;

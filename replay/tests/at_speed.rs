@@ -1,0 +1,66 @@
+//! The prediction at the live forwards' speed (`fidelity::speed`) is the plain prediction with every
+//! forward's time scaled, and nothing else: at speed 1 it is `Scenario::run_policy`'s, row for row;
+//! on an idle engine (requests far apart, so none waits for another) doubling every forward doubles
+//! every request's TTFT and TPOT.
+
+use specsim_replay::fidelity::speed::{predict_at_speed, speed_ratios};
+use specsim_replay::fidelity::steps::parse_step_log;
+use specsim_sim::scenario::Scenario;
+use std::path::Path;
+
+fn quickstart(sets: &[&str]) -> Scenario {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/quickstart.toml");
+    // Nearly constant gaps (Gamma, CV 0.01) instead of Poisson's, so no two requests ever meet.
+    let text = std::fs::read_to_string(path).unwrap().replace(
+        r#"arrival = { kind = "poisson" }"#,
+        r#"arrival = { kind = "gamma", cv = 0.01 }"#,
+    );
+    assert!(text.contains("cv = 0.01"));
+    let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
+    Scenario::parse(&text, Path::new(path), Path::new("."), &sets).unwrap()
+}
+
+#[test]
+fn at_speed_one_it_is_the_plain_prediction() {
+    let sc = quickstart(&["trace.synthetic.requests=300"]);
+    let w = sc.builtin_workload().unwrap();
+    for policy in &sc.file.policies {
+        let plain = sc.run_policy(&w, policy, false, None).unwrap().records;
+        let at_speed = predict_at_speed(&sc, &w, policy, (1.0, 1.0)).unwrap();
+        assert_eq!(plain, at_speed, "{}", policy.build().name());
+    }
+}
+
+#[test]
+fn on_an_idle_engine_twice_slower_forwards_double_every_latency() {
+    // 20 requests 50 s apart; the longest (1,024 output tokens at ~9 ms, twice that doubled) is done
+    // in under 20 s.
+    let sc = quickstart(&["trace.synthetic.requests=20", "trace.synthetic.rate=0.02"]);
+    let w = sc.builtin_workload().unwrap();
+    for policy in &sc.file.policies {
+        let once = predict_at_speed(&sc, &w, policy, (1.0, 1.0)).unwrap();
+        let twice = predict_at_speed(&sc, &w, policy, (2.0, 2.0)).unwrap();
+        assert_eq!(once.len(), 20);
+        for (a, b) in once.iter().zip(&twice) {
+            assert_eq!(a.id, b.id);
+            // Each forward's nanoseconds are doubled exactly; the records are in seconds.
+            assert!((b.ttft_s - 2.0 * a.ttft_s).abs() < 1e-6, "{a:?} {b:?}");
+            assert!((b.tpot_s - 2.0 * a.tpot_s).abs() < 1e-6, "{a:?} {b:?}");
+        }
+    }
+}
+
+#[test]
+fn speed_ratios_are_time_weighted_per_model() {
+    // Target: (10 + 30) ms measured for (10 + 10) ms predicted = 2.0; draft: 3 / 2 = 1.5.
+    let rows = parse_step_log(
+        "time_s,model,seqs,new_tokens,prefill_tokens,context_tokens,measured_s,predicted_s\n\
+         1.0,target,1,1,0,9,0.010,0.010\n1.1,draft,1,1,0,9,0.003,0.002\n\
+         1.2,target,1,8,8,8,0.030,0.010\n",
+        "log",
+    )
+    .unwrap();
+    let (draft, target) = speed_ratios(&rows);
+    assert!((draft - 1.5).abs() < 1e-12 && (target - 2.0).abs() < 1e-12);
+    assert_eq!(speed_ratios(&rows[..1]), (1.0, 1.0));
+}
