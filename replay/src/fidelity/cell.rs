@@ -621,4 +621,41 @@ mod tests {
         // TPOT curve: 0.7× faster moves attainment at the SLO a lot.
         assert!(c.curves[1].max_gap_pp > 20.0);
     }
+
+    #[test]
+    fn at_live_speed_pairs_each_replicate_with_its_own_run_and_leaves_out_failed_ones() {
+        // The plain prediction is 30 % fast; the runs at each replicate's speed are exact. A failed
+        // replicate (with a wildly wrong run) is left out, as the cell leaves it out.
+        let data = side(300, 1.0, NEVER);
+        let fast = side(300, 0.7, NEVER);
+        let mut failed = data.clone();
+        failed[3].error = Some("reset".into());
+        let meas = vec![
+            replicate("r1", data.clone()),
+            replicate("r2", data.clone()),
+            replicate("down", failed),
+        ];
+        let c = cell_report(
+            "p",
+            &[fast.clone(), fast],
+            &meas,
+            &SloConfig::default(),
+            10,
+            &|_| 0.5,
+            1,
+        );
+        assert!(c.metrics.iter().any(|m| m.verdict == Verdict::Disagrees));
+        let runs = vec![
+            (&meas[0], data.clone(), (1.0, 1.3)),
+            (&meas[1], data.clone(), (1.0, 1.4)),
+            (&meas[2], side(300, 5.0, NEVER), (1.0, 9.0)),
+        ];
+        let a = at_live_speed(&runs, 10, 1).unwrap();
+        assert_eq!(a.factors, vec![(1.0, 1.3), (1.0, 1.4)]);
+        for m in &a.metrics {
+            assert_eq!(m.gap.point, 0.0, "{m:?}");
+            assert_eq!(m.verdict, Verdict::Agrees, "{m:?}");
+        }
+        assert!(at_live_speed(&runs[2..], 10, 1).is_none());
+    }
 }
