@@ -31,11 +31,7 @@ pub const SEQS_HEADER: &str = "step,seq,work,drafted,accepted";
 /// The per-sequence sibling of a step log: `DIR/NAME.csv` → `DIR/NAME.seqs.csv` (as the runtime
 /// names it).
 pub fn seqs_path(step_log: &Path) -> PathBuf {
-    let stem = step_log
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    step_log.with_file_name(format!("{stem}.seqs.csv"))
+    super::steps::sibling_path(step_log, "seqs")
 }
 
 /// One sequence's part of one logged target forward.

@@ -43,11 +43,7 @@ const ROUNDING_S: f64 = 1e-6;
 
 /// The per-request sibling of a step log: `DIR/NAME.csv` → `DIR/NAME.requests.csv`.
 pub fn requests_path(step_log: &Path) -> PathBuf {
-    let stem = step_log
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    step_log.with_file_name(format!("{stem}.requests.csv"))
+    super::steps::sibling_path(step_log, "requests")
 }
 
 /// One request as the live engine served it; times are seconds on the step log's clock.

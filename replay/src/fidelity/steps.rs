@@ -61,6 +61,15 @@ pub struct StepRow {
     pub predicted_s: f64,
 }
 
+/// A sibling file of a step log, as the runtime names them: `DIR/NAME.csv` → `DIR/NAME.{kind}.csv`.
+pub(crate) fn sibling_path(step_log: &std::path::Path, kind: &str) -> std::path::PathBuf {
+    let stem = step_log
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    step_log.with_file_name(format!("{stem}.{kind}.csv"))
+}
+
 /// The data rows of a comma-separated log whose first line must be `header`: each row's 1-based line
 /// number and its `fields` trimmed fields (blank lines skipped). Errors name `origin` and the line.
 pub(crate) fn log_rows<'a>(

@@ -33,22 +33,23 @@ use std::path::{Path, PathBuf};
 /// Rows buffered between flushes.
 pub const FLUSH_EVERY: u32 = 64;
 
-/// The per-sequence sibling of a step log: `DIR/NAME.csv` → `DIR/NAME.seqs.csv`.
-pub fn seqs_path(path: &Path) -> PathBuf {
+/// A sibling of a step log: `DIR/NAME.csv` → `DIR/NAME.{kind}.csv`.
+fn sibling(path: &Path, kind: &str) -> PathBuf {
     let stem = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!("{stem}.seqs.csv"))
+    path.with_file_name(format!("{stem}.{kind}.csv"))
+}
+
+/// The per-sequence sibling of a step log: `DIR/NAME.csv` → `DIR/NAME.seqs.csv`.
+pub fn seqs_path(path: &Path) -> PathBuf {
+    sibling(path, "seqs")
 }
 
 /// The per-request sibling of a step log: `DIR/NAME.csv` → `DIR/NAME.requests.csv`.
 pub fn requests_path(path: &Path) -> PathBuf {
-    let stem = path
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!("{stem}.requests.csv"))
+    sibling(path, "requests")
 }
 
 /// The per-request file's CSV header.
