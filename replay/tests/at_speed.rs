@@ -3,7 +3,7 @@
 //! on an idle engine (requests far apart, so none waits for another) doubling every forward doubles
 //! every request's TTFT and TPOT.
 
-use specsim_replay::fidelity::speed::{predict_at_speed, speed_ratios};
+use specsim_replay::fidelity::speed::{predict_at_speed, speed_ratios, Speed};
 use specsim_replay::fidelity::steps::parse_step_log;
 use specsim_sim::scenario::Scenario;
 use std::path::Path;
@@ -26,7 +26,7 @@ fn at_speed_one_it_is_the_plain_prediction() {
     let w = sc.builtin_workload().unwrap();
     for policy in &sc.file.policies {
         let plain = sc.run_policy(&w, policy, false, None).unwrap().records;
-        let at_speed = predict_at_speed(&sc, &w, policy, (1.0, 1.0)).unwrap();
+        let at_speed = predict_at_speed(&sc, &w, policy, Speed::MODEL).unwrap();
         assert_eq!(plain, at_speed, "{}", policy.build().name());
     }
 }
@@ -38,8 +38,13 @@ fn on_an_idle_engine_twice_slower_forwards_double_every_latency() {
     let sc = quickstart(&["trace.synthetic.requests=20", "trace.synthetic.rate=0.02"]);
     let w = sc.builtin_workload().unwrap();
     for policy in &sc.file.policies {
-        let once = predict_at_speed(&sc, &w, policy, (1.0, 1.0)).unwrap();
-        let twice = predict_at_speed(&sc, &w, policy, (2.0, 2.0)).unwrap();
+        let once = predict_at_speed(&sc, &w, policy, Speed::MODEL).unwrap();
+        let doubled = Speed {
+            draft: 2.0,
+            target: 2.0,
+            jitter_cv: 0.0,
+        };
+        let twice = predict_at_speed(&sc, &w, policy, doubled).unwrap();
         assert_eq!(once.len(), 20);
         for (a, b) in once.iter().zip(&twice) {
             assert_eq!(a.id, b.id);
@@ -48,6 +53,41 @@ fn on_an_idle_engine_twice_slower_forwards_double_every_latency() {
             assert!((b.tpot_s - 2.0 * a.tpot_s).abs() < 1e-6, "{a:?} {b:?}");
         }
     }
+}
+
+#[test]
+fn jitter_multiplies_each_forward_by_a_factor_of_mean_one_and_the_given_cv() {
+    // 2,000 requests far apart under `none`: each TTFT is one prefill forward, so the ratio of a
+    // request's TTFT with jitter to its TTFT without is one draw of the factor. Log-normal, mean 1,
+    // CV 0.2: the sample mean is within 3 standard errors (3 × 0.2 / √2000 = 1.3 %) of 1 and the
+    // sample CV within 0.02 of 0.2 (a sample SD's standard error is about σ / √(2n) = 0.2 / √4000
+    // ≈ 0.003 for a near-normal sample, which a log-normal this narrow is; 0.02 is six of them).
+    let sc = quickstart(&["trace.synthetic.requests=2000", "trace.synthetic.rate=0.02"]);
+    let w = sc.builtin_workload().unwrap();
+    let none = sc
+        .file
+        .policies
+        .iter()
+        .find(|p| p.build().name() == "none")
+        .unwrap();
+    let plain = predict_at_speed(&sc, &w, none, Speed::MODEL).unwrap();
+    let jitter = Speed {
+        jitter_cv: 0.2,
+        ..Speed::MODEL
+    };
+    let jittered = predict_at_speed(&sc, &w, none, jitter).unwrap();
+    let factors: Vec<f64> = plain
+        .iter()
+        .zip(&jittered)
+        .map(|(a, b)| b.ttft_s / a.ttft_s)
+        .collect();
+    let n = factors.len() as f64;
+    let mean = factors.iter().sum::<f64>() / n;
+    let sd = (factors.iter().map(|f| (f - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt();
+    assert!((mean - 1.0).abs() < 0.013, "mean {mean}");
+    assert!((sd / mean - 0.2).abs() < 0.02, "CV {}", sd / mean);
+    // Seeded: the same again.
+    assert_eq!(jittered, predict_at_speed(&sc, &w, none, jitter).unwrap());
 }
 
 #[test]

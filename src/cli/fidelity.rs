@@ -19,7 +19,7 @@ use specsim_replay::fidelity::overhead::serving_overhead;
 use specsim_replay::fidelity::recorded::engine_term;
 use specsim_replay::fidelity::recorded::EngineTerm;
 use specsim_replay::fidelity::served::read_served;
-use specsim_replay::fidelity::speed::{predict_at_speed, speed_ratios};
+use specsim_replay::fidelity::speed::{predict_at_speed, Speed};
 use specsim_replay::fidelity::steps::read_step_log;
 use specsim_replay::fidelity::terms::parse_acceptance_metrics;
 use specsim_replay::fidelity::{resimulate_live, LiveLog};
@@ -194,7 +194,7 @@ pub fn run(a: FidelityArgs) -> Result<()> {
     let mut at_speed = Vec::new();
     for (i, r) in measured.iter().enumerate() {
         if let Some(rows) = &r.steps {
-            let factors = speed_ratios(rows);
+            let factors = Speed::of(rows);
             let mut seeded = sc.clone();
             seeded.file.seed = sc.file.seed.wrapping_add(i as u64);
             at_speed.push((r, predict_at_speed(&seeded, &w, policy, factors)?, factors));

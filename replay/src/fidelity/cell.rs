@@ -117,8 +117,8 @@ pub struct CellReport {
 /// The cell's metrics with the prediction run at the live forwards' speed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AtLiveSpeed {
-    /// Each used replicate's (draft, target) Σ measured / Σ predicted, the factors of its run.
-    pub factors: Vec<(f64, f64)>,
+    /// Each used replicate's speed, the factors of its run.
+    pub factors: Vec<super::speed::Speed>,
     /// The three metrics, the prediction side being one run per replicate at its speed.
     pub metrics: Vec<MetricVerdict>,
 }
@@ -126,7 +126,7 @@ pub struct AtLiveSpeed {
 /// [`AtLiveSpeed`] from `(replicate, its prediction at its speed, the factors)`; replicates the cell
 /// leaves out (failed, aborted) are left out here too. `None` when none is left.
 pub fn at_live_speed(
-    runs: &[(&MeasuredReplicate, Vec<RequestRecord>, (f64, f64))],
+    runs: &[(&MeasuredReplicate, Vec<RequestRecord>, super::speed::Speed)],
     warmup: usize,
     seed: u64,
 ) -> Option<AtLiveSpeed> {
@@ -459,7 +459,11 @@ pub fn render_markdown(c: &CellReport) -> String {
         );
     }
     if let Some(a) = &c.at_live_speed {
-        let targets: Vec<String> = a.factors.iter().map(|f| format!("{:.3}", f.1)).collect();
+        let targets: Vec<String> = a
+            .factors
+            .iter()
+            .map(|f| format!("{:.3} (CV {:.0} %)", f.target, f.jitter_cv * 100.0))
+            .collect();
         let gaps: Vec<String> = a
             .metrics
             .iter()
@@ -476,7 +480,7 @@ pub fn render_markdown(c: &CellReport) -> String {
             })
             .collect();
         s += &format!(
-            "- predicted at the live forwards' speed (target × {} per replicate): {}\n",
+            "- predicted at the live forwards' speed and jitter (target × {} per replicate): {}\n",
             targets.join(", "),
             gaps.join("; ")
         );
@@ -645,13 +649,17 @@ mod tests {
             1,
         );
         assert!(c.metrics.iter().any(|m| m.verdict == Verdict::Disagrees));
+        let speed = |target| crate::fidelity::speed::Speed {
+            target,
+            ..crate::fidelity::speed::Speed::MODEL
+        };
         let runs = vec![
-            (&meas[0], data.clone(), (1.0, 1.3)),
-            (&meas[1], data.clone(), (1.0, 1.4)),
-            (&meas[2], side(300, 5.0, NEVER), (1.0, 9.0)),
+            (&meas[0], data.clone(), speed(1.3)),
+            (&meas[1], data.clone(), speed(1.4)),
+            (&meas[2], side(300, 5.0, NEVER), speed(9.0)),
         ];
         let a = at_live_speed(&runs, 10, 1).unwrap();
-        assert_eq!(a.factors, vec![(1.0, 1.3), (1.0, 1.4)]);
+        assert_eq!(a.factors, vec![speed(1.3), speed(1.4)]);
         for m in &a.metrics {
             assert_eq!(m.gap.point, 0.0, "{m:?}");
             assert_eq!(m.verdict, Verdict::Agrees, "{m:?}");

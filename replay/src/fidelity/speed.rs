@@ -8,16 +8,61 @@
 //! by its draft ratio ([`ScaledTimes`]), one run per replicate, and the cell compares those runs with
 //! the measurement as it compares the plain prediction. A disagreement that becomes agreement at the
 //! live speed is the cost term's; one that stays is something else's.
+//!
+//! The live forwards also vary around their level (the per-forward ratio's coefficient of variation
+//! was 11–25 % on the 2-core VM), and variable service times lengthen queues (the Pollaczek–Khinchine
+//! mean wait grows with 1 + CV²). So each target forward's time is also multiplied by an independent
+//! log-normal factor of mean 1 and the replicate's CV ([`Speed::jitter_cv`]), drawn from a stream of
+//! its own (so acceptance draws are untouched). This treats all of the ratio's variation — the
+//! machine's jitter, its slower and faster spells, and the profile's error by batch shape — as
+//! independent per forward: an approximation, stated as one.
 
 use super::steps::{ForwardKind, StepRow};
 use crate::ReplayError;
+use rand_distr::{Distribution, LogNormal};
 use specsim_core::engine::{Backend, DraftItem, DraftResult, SeqId, TargetItem, TargetResult};
 use specsim_core::policy::PolicyConfig;
+use specsim_core::rng::{stream, SimRng};
 use specsim_core::workload::Workload;
 use specsim_core::CoreError;
 use specsim_sim::cluster::{simulate, Replica, SimOptions};
 use specsim_sim::metrics::RequestRecord;
 use specsim_sim::scenario::Scenario;
+
+/// How fast, and how unevenly, a live run's forwards went against the cost model.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Speed {
+    /// Σ measured / Σ predicted of the draft forwards (1 without any).
+    pub draft: f64,
+    /// Σ measured / Σ predicted of the target forwards (1 without any).
+    pub target: f64,
+    /// Coefficient of variation of the target forwards' measured / predicted ratio (0 under two).
+    pub jitter_cv: f64,
+}
+
+impl Speed {
+    /// The cost model's own speed: every factor 1, no jitter.
+    pub const MODEL: Speed = Speed {
+        draft: 1.0,
+        target: 1.0,
+        jitter_cv: 0.0,
+    };
+
+    /// The speed of a step log's forwards.
+    pub fn of(rows: &[StepRow]) -> Speed {
+        let (draft, target) = speed_ratios(rows);
+        let ratios: Vec<f64> = rows
+            .iter()
+            .filter(|r| r.kind.is_target() && r.predicted_s > 0.0)
+            .map(|r| r.measured_s / r.predicted_s)
+            .collect();
+        Speed {
+            draft,
+            target,
+            jitter_cv: super::steps::coefficient_of_variation(&ratios).unwrap_or(0.0),
+        }
+    }
+}
 
 /// Σ measured / Σ predicted of a step log, (draft, target); 1 where a model has no predicted time.
 pub fn speed_ratios(rows: &[StepRow]) -> (f64, f64) {
@@ -37,20 +82,27 @@ pub fn speed_ratios(rows: &[StepRow]) -> (f64, f64) {
     (ratio(true), ratio(false))
 }
 
-/// A backend whose forwards take a fixed multiple of the inner backend's modelled time.
+/// A backend whose forwards take a multiple of the inner backend's modelled time: a fixed one per
+/// model, and for target forwards an independent log-normal jitter of mean 1 (see the module doc).
 pub struct ScaledTimes {
     inner: Box<dyn Backend + Send>,
-    draft: f64,
-    target: f64,
+    speed: Speed,
+    jitter: Option<(LogNormal<f64>, SimRng)>,
 }
 
 impl ScaledTimes {
-    /// Wraps `inner`; draft forwards take `draft` times, target forwards `target` times its time.
-    pub fn new(inner: Box<dyn Backend + Send>, draft: f64, target: f64) -> Self {
+    /// Wraps `inner` at `speed`; the jitter (when `speed.jitter_cv > 0`) draws from `rng`.
+    pub fn new(inner: Box<dyn Backend + Send>, speed: Speed, rng: SimRng) -> Self {
+        // Mean 1 and CV c: σ² = ln(1 + c²), μ = −σ²/2.
+        let jitter = (speed.jitter_cv > 0.0).then(|| {
+            let var = (1.0 + speed.jitter_cv * speed.jitter_cv).ln();
+            let dist = LogNormal::new(-var / 2.0, var.sqrt()).expect("a finite σ ≥ 0");
+            (dist, rng)
+        });
         ScaledTimes {
             inner,
-            draft,
-            target,
+            speed,
+            jitter,
         }
     }
 }
@@ -62,13 +114,17 @@ fn scaled(ns: u64, factor: f64) -> u64 {
 impl Backend for ScaledTimes {
     fn draft(&mut self, items: &[DraftItem]) -> Result<DraftResult, CoreError> {
         let mut r = self.inner.draft(items)?;
-        r.elapsed_ns = scaled(r.elapsed_ns, self.draft);
+        r.elapsed_ns = scaled(r.elapsed_ns, self.speed.draft);
         Ok(r)
     }
 
     fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, CoreError> {
         let mut r = self.inner.target(items)?;
-        r.elapsed_ns = scaled(r.elapsed_ns, self.target);
+        let noise = match &mut self.jitter {
+            Some((dist, rng)) => dist.sample(rng),
+            None => 1.0,
+        };
+        r.elapsed_ns = scaled(r.elapsed_ns, self.speed.target * noise);
         Ok(r)
     }
 
@@ -82,19 +138,23 @@ impl Backend for ScaledTimes {
 }
 
 /// `scenario`'s prediction of `workload` under `policy` (as `Scenario::run_policy` makes it, same
-/// seed, router and options) with every forward's time scaled by `(draft, target)`.
+/// seed, router and options) with every forward's time at `speed`.
 pub fn predict_at_speed(
     scenario: &Scenario,
     workload: &Workload,
     policy: &PolicyConfig,
-    (draft, target): (f64, f64),
+    speed: Speed,
 ) -> Result<Vec<RequestRecord>, ReplayError> {
     let (replicas, name) = scenario.build_replicas(&workload.categories, policy)?;
     let replicas = replicas
         .into_iter()
-        .map(|Replica { engine, backend }| Replica {
-            engine,
-            backend: Box::new(ScaledTimes::new(backend, draft, target)),
+        .enumerate()
+        .map(|(i, Replica { engine, backend })| {
+            let rng = stream(scenario.file.seed, "forward-jitter", i as u64);
+            Replica {
+                engine,
+                backend: Box::new(ScaledTimes::new(backend, speed, rng)) as Box<dyn Backend + Send>,
+            }
         })
         .collect();
     let opts = SimOptions {
