@@ -85,7 +85,7 @@ engine_flags() { # POLICY TPOT
 scenario_sets() { # WORKLOAD RATE
   local s=() prof; case $PROFILE in /*) prof=$PROFILE ;; *) prof="$ROOT/$PROFILE" ;; esac
   case $1 in
-    azure-conv) s+=(--set "trace.target_rate=$2" --set "trace.limit=$REQUESTS") ;;
+    azure-conv*) s+=(--set "trace.target_rate=$2" --set "trace.limit=$REQUESTS") ;;
     *) s+=(--set "trace.synthetic.rate=$2" --set "trace.synthetic.requests=$REQUESTS") ;;
   esac
   s+=(--set "cost.path=$prof" --set "acceptance.path=$prof")
