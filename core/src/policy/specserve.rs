@@ -140,9 +140,10 @@ impl SpecServe {
         st.drafted.clear();
         st.drafted.resize(n, 0);
         st.expected = n as f64;
-        st.verify = view.seqs.iter().fold(BatchShape::default(), |acc, s| {
-            acc.merge(BatchShape::one(s.context_tokens, 1, false, 1))
-        });
+        // One token per sequence at its context: the shape `draft_tokens` gives from the sums (the
+        // same counts as merging `BatchShape::one(ctx, 1, false, 1)` per sequence).
+        let context_sum = view.seqs.iter().map(|s| s.context_tokens as u64).sum();
+        st.verify = draft_tokens(n as u32, context_sum, 0);
         st.draft_ns = 0;
         st.pending_draft_ns = 0;
         st.verify_memo = None;
@@ -267,7 +268,10 @@ impl SpeculationPolicy for SpecServe {
         if fresh {
             self.begin_step(view);
         }
-        self.absorb_drafted(view);
+        if view.position > 0 {
+            // At position 0 nothing is drafted yet this step: nothing to fold.
+            self.absorb_drafted(view);
+        }
         if fresh && view.position > 0 {
             // Joined mid-step (not in the engine's calling sequence, but cheap to support): the drafting
             // already done is predicted from the plan.
