@@ -168,7 +168,8 @@ impl SpecServe {
             .zip(st.drafted.iter_mut())
             .zip(st.cum.iter_mut().zip(st.sum_c.iter_mut()));
         for (((conf, seq), drafted), (cum, sum_c)) in per_seq {
-            for &p in conf.get(*drafted as usize..).unwrap_or_default() {
+            // Usually none or one new confidence: a length test, not a slice iterator, per sequence.
+            while let Some(&p) = conf.get(*drafted as usize) {
                 let p = p as f64;
                 self.alpha_bar += ALPHA_BAR_WEIGHT * (p - self.alpha_bar);
                 *cum *= p;
