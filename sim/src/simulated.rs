@@ -174,11 +174,12 @@ impl Backend for SimBackend {
                 }
                 TargetWork::Verify { drafted } => {
                     let draws = self.draws_for(it.seq);
-                    let accepted = draws
+                    // The run of accepted draws among the first `drafted` (a plain slice scan).
+                    let verified = &draws[..(drafted as usize).min(draws.len())];
+                    let accepted = verified
                         .iter()
-                        .take(drafted as usize)
-                        .take_while(|d| d.accepted)
-                        .count() as u32;
+                        .position(|d| !d.accepted)
+                        .unwrap_or(verified.len()) as u32;
                     draws.clear();
                     if let Some(m) = self.draft_kv.as_mut() {
                         m.verified(it.seq, it.context_tokens, accepted);
