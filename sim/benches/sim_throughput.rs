@@ -10,7 +10,10 @@
 //! request count and `SIM_BENCH_REPEATS=1` the repeats (best of 3 by default), e.g.
 //!
 //!     SIM_BENCH_ONLY=specserve@20 SIM_BENCH_REPEATS=1 valgrind --tool=callgrind \
-//!         --toggle-collect='*run_policy*' target/release/deps/sim_throughput-<hash>
+//!         --toggle-collect='*run_policy_until*' target/release/deps/sim_throughput-<hash>
+//!
+//! (`*run_policy*` also matches `run_policy_until`, which `run_policy` calls: the second match
+//! toggles collection off again and the profile comes out nearly empty.)
 
 use specsim_sim::scenario::Scenario;
 use std::path::Path;

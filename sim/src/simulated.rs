@@ -28,6 +28,8 @@ pub struct SimBackend {
     scorer: Scorer,
     /// Reused buffer of one draft forward's batched draws.
     drawn: Vec<DraftDraw>,
+    /// [`Backend::lookahead`] drew this step's draft positions ahead (until its verification).
+    drawn_ahead: bool,
 }
 
 impl SimBackend {
@@ -47,6 +49,7 @@ impl SimBackend {
             pending: Vec::new(),
             scorer: Scorer::default(),
             drawn: Vec::new(),
+            drawn_ahead: false,
         }
     }
 
@@ -67,26 +70,27 @@ impl SimBackend {
 
     /// The draft forward's draws in one call to the acceptance model, when every item is at its
     /// sequence's next undrawn position (the engine's calling sequence: no lookahead drew ahead, no
-    /// sequence twice in a forward). Returns false, with no draw made, otherwise.
+    /// sequence twice in a forward). Returns false, with every draw undone, otherwise.
     fn draw_batch(&mut self, items: &[DraftItem], out: &mut DraftResult) -> bool {
-        // A sequence new to the backend has no buffer yet: the one-by-one path makes it.
-        let pending = &self.pending;
-        let next_undrawn = |it: &DraftItem| {
-            pending
-                .get(it.seq as usize)
-                .is_some_and(|d| d.len() == it.position as usize)
-        };
-        if !items.iter().all(next_undrawn) {
+        if self.drawn_ahead {
+            // The lookahead drew this step's positions already: they are read, not drawn.
             return false;
         }
+        // Drawn first and checked while stored (a separate check before drawing was a second pass
+        // over the batch for a case the engine never produces); a mismatch undoes the batch.
         let before = self.rng.clone();
         self.drawn.clear();
         self.acceptance
             .draw_batch(items, &mut self.rng, &mut self.drawn);
         for (n, (it, d)) in items.iter().zip(&self.drawn).enumerate() {
-            let draws = &mut self.pending[it.seq as usize];
+            let i = it.seq as usize;
+            if i >= self.pending.len() {
+                self.pending.resize_with(i + 1, Vec::new);
+            }
+            let draws = &mut self.pending[i];
             if draws.len() != it.position as usize {
-                // A sequence twice in one forward: undo, so drawing one at a time gives its draws.
+                // Not the next position (a sequence twice in one forward, or one skipping a
+                // position): undo, so drawing one at a time gives its draws.
                 for it in &items[..n] {
                     self.pending[it.seq as usize].pop();
                 }
@@ -158,6 +162,7 @@ impl Backend for SimBackend {
         out: &mut TargetResult,
     ) -> Result<(), SimError> {
         out.outcomes.clear();
+        self.drawn_ahead = false;
         for it in items {
             match it.work {
                 TargetWork::Prefill { last, .. } => {
@@ -169,11 +174,12 @@ impl Backend for SimBackend {
                 }
                 TargetWork::Verify { drafted } => {
                     let draws = self.draws_for(it.seq);
-                    let accepted = draws
+                    // The run of accepted draws among the first `drafted` (a plain slice scan).
+                    let verified = &draws[..(drafted as usize).min(draws.len())];
+                    let accepted = verified
                         .iter()
-                        .take(drafted as usize)
-                        .take_while(|d| d.accepted)
-                        .count() as u32;
+                        .position(|d| !d.accepted)
+                        .unwrap_or(verified.len()) as u32;
                     draws.clear();
                     if let Some(m) = self.draft_kv.as_mut() {
                         m.verified(it.seq, it.context_tokens, accepted);
@@ -210,6 +216,7 @@ impl Backend for SimBackend {
     }
 
     fn lookahead(&mut self, items: &[DraftItem], k_max: u32) -> Option<Vec<u32>> {
+        self.drawn_ahead = true;
         let mut runs = Vec::with_capacity(items.len());
         for it in items {
             let k = k_max as usize;

@@ -265,7 +265,6 @@ struct Scratch {
     confidences: Vec<Vec<f32>>,
     active: Vec<bool>,
     keep: Vec<bool>,
-    caps: Vec<u32>,
     k: Vec<u32>,
     draft_items: Vec<DraftItem>,
     draft_owner: Vec<usize>,
@@ -745,7 +744,6 @@ impl Engine {
         let s = &mut self.scratch;
         s.decode.clear();
         s.views.clear();
-        s.caps.clear();
         s.active.clear();
         for (i, seq) in self.running.iter().enumerate() {
             if !seq.prefill_done() {
@@ -753,7 +751,6 @@ impl Engine {
             }
             let cap = k_max.min(seq.remaining().saturating_sub(1));
             s.decode.push(i);
-            s.caps.push(cap);
             s.active.push(cap > 0);
             s.views.push(SeqView {
                 context_tokens: seq.kv_tokens,
@@ -837,7 +834,8 @@ impl Engine {
             for (&j, &p) in s.draft_owner.iter().zip(&res.confidences) {
                 let drafted = &mut s.confidences[j];
                 drafted.push(p);
-                if drafted.len() as u32 >= s.caps[j] {
+                // The view's `max_draft` is the sequence's cap.
+                if drafted.len() as u32 >= s.views[j].max_draft {
                     s.active[j] = false;
                 }
             }

@@ -53,6 +53,12 @@ struct StepState {
     verify_memo: Option<(BatchShape, Nanos)>,
     /// Scratch for elimination: each sequence's tail cumulative confidence.
     tails: Vec<f64>,
+    /// Sequences kept at the last position decided to draft (0 once drafting stopped).
+    kept_last: u32,
+    /// Every position drafted so far was drafted by exactly the sequences kept for it, so
+    /// `draft_ns` is the predicted drafting time of what was drafted (the engine may drop a kept
+    /// sequence for want of KV or token budget, which clears it).
+    plan_exact: bool,
 }
 
 /// The SpecServe adaptive policy.
@@ -134,12 +140,15 @@ impl SpecServe {
         st.drafted.clear();
         st.drafted.resize(n, 0);
         st.expected = n as f64;
-        st.verify = view.seqs.iter().fold(BatchShape::default(), |acc, s| {
-            acc.merge(BatchShape::one(s.context_tokens, 1, false, 1))
-        });
+        // One token per sequence at its context: the shape `draft_tokens` gives from the sums (the
+        // same counts as merging `BatchShape::one(ctx, 1, false, 1)` per sequence).
+        let context_sum = view.seqs.iter().map(|s| s.context_tokens as u64).sum();
+        st.verify = draft_tokens(n as u32, context_sum, 0);
         st.draft_ns = 0;
         st.pending_draft_ns = 0;
         st.verify_memo = None;
+        st.kept_last = 0;
+        st.plan_exact = true;
         st.tightest = if self.slo_aware {
             Self::tightest(view)
         } else {
@@ -159,7 +168,8 @@ impl SpecServe {
             .zip(st.drafted.iter_mut())
             .zip(st.cum.iter_mut().zip(st.sum_c.iter_mut()));
         for (((conf, seq), drafted), (cum, sum_c)) in per_seq {
-            for &p in conf.get(*drafted as usize..).unwrap_or_default() {
+            // Usually none or one new confidence: a length test, not a slice iterator, per sequence.
+            while let Some(&p) = conf.get(*drafted as usize) {
                 let p = p as f64;
                 self.alpha_bar += ALPHA_BAR_WEIGHT * (p - self.alpha_bar);
                 *cum *= p;
@@ -171,9 +181,70 @@ impl SpecServe {
                 *drafted += 1;
             }
         }
+        // Drafted sequences are kept ones: as many as were kept means exactly those.
+        st.plan_exact &= added == st.kept_last;
+        st.kept_last = 0;
         st.verify = st
             .verify
             .merge(view.scorer.verify_more(added, ctx_sum, drafted_sum));
+    }
+
+    /// Whether the step state holds exactly the plan `k`: every drafted confidence folded in, and
+    /// each position drafted by the sequences kept for it (the engine's calling sequence, unless it
+    /// dropped a sequence or drafting ended at the caps with no further decision).
+    fn step_matches(&self, k: &[u32]) -> bool {
+        let st = &self.step;
+        st.plan_exact && st.drafted.len() == k.len() && st.drafted.iter().eq(k.iter())
+    }
+
+    /// [`Self::plan_from_view`] from the step state: the drafting time predicted position by position
+    /// sums to the whole plan's, `cum` and `sum_c` were accumulated in the same order and the
+    /// verification shape grown token by token sums to the same counts, so all are the same to
+    /// the bit.
+    fn plan_from_step(&mut self) -> (f64, f64, BatchShape) {
+        let st = &mut self.step;
+        st.tails.clone_from(&st.cum);
+        let e = st.sum_c.iter().fold(0.0, |e, &sum| e + (1.0 + sum));
+        (st.draft_ns as f64, e, st.verify)
+    }
+
+    /// Predicted drafting time of plan `k`, its expected tokens and verification shape, with each
+    /// sequence's tail cumulative confidence left in `step.tails`.
+    fn plan_from_view(&mut self, view: &DraftView, k: &[u32]) -> (f64, f64, BatchShape) {
+        let draft_ns = view.predict_drafts_ns(k) as f64;
+        // Per sequence, the cumulative confidence of its tail token and Σ_j c_ij.
+        let tails = &mut self.step.tails;
+        tails.clear();
+        let mut e = 0.0;
+        for (i, &ki) in k.iter().enumerate() {
+            // As `expected_tokens` and `cumulative_confidence`, in one pass.
+            let conf = &view.confidences[i];
+            let (mut c, mut sum) = (1.0f64, 0.0f64);
+            // Drafted positions with their confidences, then any beyond extrapolated with ᾱ.
+            let drafted = (ki as usize).min(conf.len());
+            for &p in &conf[..drafted] {
+                c *= p as f64;
+                sum += c;
+            }
+            for _ in drafted..ki as usize {
+                c *= self.alpha_bar;
+                sum += c;
+            }
+            tails.push(if ki as usize <= conf.len() {
+                c
+            } else {
+                view.cumulative_confidence(i, ki as usize)
+            });
+            e += 1.0 + sum;
+        }
+        let verify = view
+            .seqs
+            .iter()
+            .zip(k.iter())
+            .fold(BatchShape::default(), |s, (q, &ki)| {
+                s.merge(view.scorer.verify_seq(q.context_tokens, ki))
+            });
+        (draft_ns, e, verify)
     }
 }
 
@@ -198,12 +269,16 @@ impl SpeculationPolicy for SpecServe {
         if fresh {
             self.begin_step(view);
         }
-        self.absorb_drafted(view);
+        if view.position > 0 {
+            // At position 0 nothing is drafted yet this step: nothing to fold.
+            self.absorb_drafted(view);
+        }
         if fresh && view.position > 0 {
             // Joined mid-step (not in the engine's calling sequence, but cheap to support): the drafting
             // already done is predicted from the plan.
             let k = self.step.drafted.clone();
             self.step.draft_ns = view.predict_drafts_ns(&k);
+            self.step.plan_exact = false;
         }
         if view.position >= self.k_max || !keep.iter().any(|&k| k) {
             keep.fill(false);
@@ -256,6 +331,7 @@ impl SpeculationPolicy for SpecServe {
         self.step.verify_memo = Some((verify_next, t_verify_next));
         if go {
             self.step.pending_draft_ns = t_draft;
+            self.step.kept_last = kept;
         } else {
             keep.fill(false);
         }
@@ -265,42 +341,16 @@ impl SpeculationPolicy for SpecServe {
         if !self.elimination {
             return;
         }
-        // Predicted drafting time (fixed: already spent) and verification time of the plan.
-        let draft_ns = view.predict_drafts_ns(k) as f64;
-        // Per sequence, the cumulative confidence of its tail token and Σ_j c_ij (k[i] <= drafted).
+        // Predicted drafting time (fixed: already spent), each sequence's tail cumulative confidence
+        // and the expected tokens of the plan, and the plan's verification shape, kept as tail
+        // tokens are dropped (each drop takes away what verifying that one more draft added): a
+        // shape per candidate instead of a pass over the batch.
+        let (draft_ns, mut e, mut verify) = if self.step_matches(k) {
+            self.plan_from_step()
+        } else {
+            self.plan_from_view(view, k)
+        };
         let tails = &mut self.step.tails;
-        tails.clear();
-        let mut e = 0.0;
-        for (i, &ki) in k.iter().enumerate() {
-            // As `expected_tokens` and `cumulative_confidence`, in one pass.
-            let conf = &view.confidences[i];
-            let (mut c, mut sum) = (1.0f64, 0.0f64);
-            // Drafted positions with their confidences, then any beyond extrapolated with ᾱ.
-            let drafted = (ki as usize).min(conf.len());
-            for &p in &conf[..drafted] {
-                c *= p as f64;
-                sum += c;
-            }
-            for _ in drafted..ki as usize {
-                c *= self.alpha_bar;
-                sum += c;
-            }
-            tails.push(if ki as usize <= conf.len() {
-                c
-            } else {
-                view.cumulative_confidence(i, ki as usize)
-            });
-            e += 1.0 + sum;
-        }
-        // The plan's verification shape, kept as tail tokens are dropped (each drop takes away what
-        // verifying that one more draft added): a shape per candidate instead of a pass over the batch.
-        let mut verify = view
-            .seqs
-            .iter()
-            .zip(k.iter())
-            .fold(BatchShape::default(), |s, (q, &ki)| {
-                s.merge(view.scorer.verify_seq(q.context_tokens, ki))
-            });
         let mut eff = e / (draft_ns + view.cost.target_step(&verify) as f64).max(1.0);
         loop {
             // The least-confident tail token over all sequences.
@@ -552,5 +602,62 @@ mod tests {
         let mut keep = [true, true];
         SpecServe::new(8, false, true).draft_next(&view(&s, &c, &[true, true], 1), &mut keep);
         assert_eq!(keep, [true, true]);
+    }
+    /// Drafts under the engine's calling sequence (a draft confidence per kept sequence and
+    /// position, a sequence stopping at its cap) and returns the policy and the confidences; with
+    /// `drop_at`, the engine fails to draft sequence 0 at that position (as for want of KV).
+    fn draft_like_the_engine(drop_at: Option<u32>) -> (SpecServe, Vec<SeqView>, Vec<Vec<f32>>) {
+        let mut s = seqs(3);
+        s[1].context_tokens = 700;
+        s[2].context_tokens = 40;
+        let caps = [8usize, 8, 2];
+        let confidence = |i: usize, pos: usize| 0.95 - 0.07 * i as f32 - 0.01 * pos as f32;
+        // A high prior ᾱ, so that drafting goes on for several positions.
+        let mut p = SpecServe::new(8, true, false).with_alpha0(0.95);
+        let mut conf = vec![Vec::new(); 3];
+        let mut active = vec![true; 3];
+        for pos in 0..8u32 {
+            let mut keep = active.clone();
+            p.draft_next(&view(&s, &conf, &active, pos), &mut keep);
+            for i in 0..3 {
+                active[i] = keep[i] && !(i == 0 && drop_at == Some(pos));
+                if active[i] {
+                    conf[i].push(confidence(i, pos as usize));
+                    active[i] = conf[i].len() < caps[i];
+                }
+            }
+            if !keep.iter().any(|&k| k) {
+                break;
+            }
+        }
+        (p, s, conf)
+    }
+
+    #[test]
+    fn the_plan_kept_through_the_step_is_the_plan_recomputed_from_the_view() {
+        let (mut p, s, conf) = draft_like_the_engine(None);
+        let k: Vec<u32> = conf.iter().map(|c| c.len() as u32).collect();
+        // Several positions drafted, one sequence stopped early at its cap.
+        assert!(k[0] >= 3 && k[2] == 2, "{k:?}");
+        assert!(p.step_matches(&k));
+        let v = view(&s, &conf, &[false; 3], k[0]);
+        let (draft_a, e_a, verify_a) = p.plan_from_step();
+        let tails_a = p.step.tails.clone();
+        let (draft_b, e_b, verify_b) = p.plan_from_view(&v, &k);
+        assert_eq!(draft_a.to_bits(), draft_b.to_bits());
+        assert_eq!(e_a.to_bits(), e_b.to_bits());
+        assert_eq!(verify_a, verify_b);
+        let bits = |t: &[f64]| t.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&tails_a), bits(&p.step.tails));
+        // A plan other than the one drafted is not taken from the step.
+        assert!(!p.step_matches(&[k[0] - 1, k[1], k[2]]));
+    }
+
+    #[test]
+    fn a_sequence_the_engine_did_not_draft_sends_finalize_back_to_the_view() {
+        let (p, _, conf) = draft_like_the_engine(Some(1));
+        let k: Vec<u32> = conf.iter().map(|c| c.len() as u32).collect();
+        assert_eq!(k[0], 1, "sequence 0 stops where the engine dropped it");
+        assert!(!p.step_matches(&k));
     }
 }
