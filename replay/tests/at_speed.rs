@@ -3,8 +3,9 @@
 //! on an idle engine (requests far apart, so none waits for another) doubling every forward doubles
 //! every request's TTFT and TPOT.
 
-use specsim_replay::fidelity::speed::{predict_at_speed, speed_ratios, Speed};
+use specsim_replay::fidelity::speed::{predict_at_speed, speed_ratio, Speed};
 use specsim_replay::fidelity::steps::parse_step_log;
+use specsim_replay::fidelity::steps::ForwardKind;
 use specsim_sim::scenario::Scenario;
 use std::path::Path;
 
@@ -41,7 +42,8 @@ fn on_an_idle_engine_twice_slower_forwards_double_every_latency() {
         let once = predict_at_speed(&sc, &w, policy, Speed::MODEL).unwrap();
         let doubled = Speed {
             draft: 2.0,
-            target: 2.0,
+            prefill: 2.0,
+            decode: 2.0,
             jitter_cv: 0.0,
         };
         let twice = predict_at_speed(&sc, &w, policy, doubled).unwrap();
@@ -91,16 +93,45 @@ fn jitter_multiplies_each_forward_by_a_factor_of_mean_one_and_the_given_cv() {
 }
 
 #[test]
-fn speed_ratios_are_time_weighted_per_model() {
-    // Target: (10 + 30) ms measured for (10 + 10) ms predicted = 2.0; draft: 3 / 2 = 1.5.
+fn speed_ratios_are_time_weighted_per_kind_of_forward() {
+    // Decode: (10 + 30) ms measured for (10 + 10) ms predicted = 2.0; draft: 3 / 2 = 1.5; prefill
+    // (a forward with prompt tokens): 12 / 8 = 1.5.
     let rows = parse_step_log(
         "time_s,model,seqs,new_tokens,prefill_tokens,context_tokens,measured_s,predicted_s\n\
          1.0,target,1,1,0,9,0.010,0.010\n1.1,draft,1,1,0,9,0.003,0.002\n\
-         1.2,target,1,8,8,8,0.030,0.010\n",
+         1.2,target,1,1,0,10,0.030,0.010\n1.3,target,2,9,8,18,0.012,0.008\n",
         "log",
     )
     .unwrap();
-    let (draft, target) = speed_ratios(&rows);
-    assert!((draft - 1.5).abs() < 1e-12 && (target - 2.0).abs() < 1e-12);
-    assert_eq!(speed_ratios(&rows[..1]), (1.0, 1.0));
+    let s = Speed::of(&rows);
+    assert!((s.decode - 2.0).abs() < 1e-12, "{s:?}");
+    assert!(
+        (s.draft - 1.5).abs() < 1e-12 && (s.prefill - 1.5).abs() < 1e-12,
+        "{s:?}"
+    );
+    assert_eq!(speed_ratio(&rows[..1], ForwardKind::Prefill), 1.0);
+}
+
+#[test]
+fn prefill_and_decode_forwards_take_their_own_factors() {
+    // On an idle engine under `none`, TTFT is the prefill forward alone and TPOT decode forwards
+    // alone: a prefill factor of 3 and a decode factor of 1 triple TTFT and leave TPOT as it was.
+    let sc = quickstart(&["trace.synthetic.requests=20", "trace.synthetic.rate=0.02"]);
+    let w = sc.builtin_workload().unwrap();
+    let none = sc
+        .file
+        .policies
+        .iter()
+        .find(|p| p.build().name() == "none")
+        .unwrap();
+    let plain = predict_at_speed(&sc, &w, none, Speed::MODEL).unwrap();
+    let slow_prefill = Speed {
+        prefill: 3.0,
+        ..Speed::MODEL
+    };
+    let at = predict_at_speed(&sc, &w, none, slow_prefill).unwrap();
+    for (a, b) in plain.iter().zip(&at) {
+        assert!((b.ttft_s - 3.0 * a.ttft_s).abs() < 1e-6, "{a:?} {b:?}");
+        assert!((b.tpot_s - a.tpot_s).abs() < 1e-9, "{a:?} {b:?}");
+    }
 }

@@ -462,7 +462,14 @@ pub fn render_markdown(c: &CellReport) -> String {
         let targets: Vec<String> = a
             .factors
             .iter()
-            .map(|f| format!("{:.3} (CV {:.0} %)", f.target, f.jitter_cv * 100.0))
+            .map(|f| {
+                format!(
+                    "{:.3}/{:.3} (CV {:.0} %)",
+                    f.prefill,
+                    f.decode,
+                    f.jitter_cv * 100.0
+                )
+            })
             .collect();
         let gaps: Vec<String> = a
             .metrics
@@ -480,7 +487,7 @@ pub fn render_markdown(c: &CellReport) -> String {
             })
             .collect();
         s += &format!(
-            "- predicted at the live forwards' speed and jitter (target × {} per replicate): {}\n",
+            "- predicted at the live forwards' speed and jitter (prefill/decode × {} per replicate): {}\n",
             targets.join(", "),
             gaps.join("; ")
         );
@@ -649,8 +656,8 @@ mod tests {
             1,
         );
         assert!(c.metrics.iter().any(|m| m.verdict == Verdict::Disagrees));
-        let speed = |target| crate::fidelity::speed::Speed {
-            target,
+        let speed = |decode| crate::fidelity::speed::Speed {
+            decode,
             ..crate::fidelity::speed::Speed::MODEL
         };
         let runs = vec![

@@ -1,11 +1,12 @@
 //! The prediction at the live run's own forward speed: how much of a gap the cost term explains.
 //!
 //! The cost term says how far the live forwards were from the profile on average (Σ measured /
-//! Σ predicted of the step log, by model). Near capacity a few percent decide the tail — queueing
+//! Σ predicted of the step log, by kind of forward). Near capacity a few percent decide the tail — queueing
 //! delay grows as ρ / (1 − ρ), so at 90 % load forwards 5 % slower nearly double it — so a verdict
 //! needs that number turned into latency: the simulator is run again on the same scenario with every
-//! target forward's modelled time multiplied by the replicate's target ratio and every draft forward's
-//! by its draft ratio ([`ScaledTimes`]), one run per replicate, and the cell compares those runs with
+//! forward's modelled time multiplied by the replicate's ratio for its kind — prefill (any prompt
+//! tokens in the batch), decode/verify, draft ([`ScaledTimes`]) — one run per replicate, and the cell
+//! compares those runs with
 //! the measurement as it compares the plain prediction. A disagreement that becomes agreement at the
 //! live speed is the cost term's; one that stays is something else's.
 //!
@@ -20,7 +21,9 @@
 use super::steps::{ForwardKind, StepRow};
 use crate::ReplayError;
 use rand_distr::{Distribution, LogNormal};
-use specsim_core::engine::{Backend, DraftItem, DraftResult, SeqId, TargetItem, TargetResult};
+use specsim_core::engine::{
+    Backend, DraftItem, DraftResult, SeqId, TargetItem, TargetResult, TargetWork,
+};
 use specsim_core::policy::PolicyConfig;
 use specsim_core::rng::{stream, SimRng};
 use specsim_core::workload::Workload;
@@ -29,13 +32,16 @@ use specsim_sim::cluster::{simulate, Replica, SimOptions};
 use specsim_sim::metrics::RequestRecord;
 use specsim_sim::scenario::Scenario;
 
-/// How fast, and how unevenly, a live run's forwards went against the cost model.
+/// How fast, and how unevenly, a live run's forwards went against the cost model: Σ measured /
+/// Σ predicted per kind of forward, as the cost term groups them (1 for a kind without forwards).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Speed {
-    /// Σ measured / Σ predicted of the draft forwards (1 without any).
+    /// Draft-model forwards.
     pub draft: f64,
-    /// Σ measured / Σ predicted of the target forwards (1 without any).
-    pub target: f64,
+    /// Target forwards with prompt tokens in them (prefill, alone or with decoding).
+    pub prefill: f64,
+    /// Target forwards of decoding or verification only.
+    pub decode: f64,
     /// Coefficient of variation of the target forwards' measured / predicted ratio (0 under two).
     pub jitter_cv: f64,
 }
@@ -44,42 +50,40 @@ impl Speed {
     /// The cost model's own speed: every factor 1, no jitter.
     pub const MODEL: Speed = Speed {
         draft: 1.0,
-        target: 1.0,
+        prefill: 1.0,
+        decode: 1.0,
         jitter_cv: 0.0,
     };
 
     /// The speed of a step log's forwards.
     pub fn of(rows: &[StepRow]) -> Speed {
-        let (draft, target) = speed_ratios(rows);
         let ratios: Vec<f64> = rows
             .iter()
             .filter(|r| r.kind.is_target() && r.predicted_s > 0.0)
             .map(|r| r.measured_s / r.predicted_s)
             .collect();
         Speed {
-            draft,
-            target,
+            draft: speed_ratio(rows, ForwardKind::Draft),
+            prefill: speed_ratio(rows, ForwardKind::Prefill),
+            decode: speed_ratio(rows, ForwardKind::Decode),
             jitter_cv: super::steps::coefficient_of_variation(&ratios).unwrap_or(0.0),
         }
     }
 }
 
-/// Σ measured / Σ predicted of a step log, (draft, target); 1 where a model has no predicted time.
-pub fn speed_ratios(rows: &[StepRow]) -> (f64, f64) {
-    let ratio = |draft: bool| {
-        let (m, p) = rows
-            .iter()
-            .filter(|r| (r.kind == ForwardKind::Draft) == draft)
-            .fold((0.0, 0.0), |(m, p), r| {
-                (m + r.measured_s, p + r.predicted_s)
-            });
-        if p > 0.0 {
-            m / p
-        } else {
-            1.0
-        }
-    };
-    (ratio(true), ratio(false))
+/// Σ measured / Σ predicted of a step log's forwards of `kind`; 1 where they have no predicted time.
+pub fn speed_ratio(rows: &[StepRow], kind: ForwardKind) -> f64 {
+    let (m, p) = rows
+        .iter()
+        .filter(|r| r.kind == kind)
+        .fold((0.0, 0.0), |(m, p), r| {
+            (m + r.measured_s, p + r.predicted_s)
+        });
+    if p > 0.0 {
+        m / p
+    } else {
+        1.0
+    }
 }
 
 /// A backend whose forwards take a multiple of the inner backend's modelled time: a fixed one per
@@ -120,11 +124,20 @@ impl Backend for ScaledTimes {
 
     fn target(&mut self, items: &[TargetItem]) -> Result<TargetResult, CoreError> {
         let mut r = self.inner.target(items)?;
+        // Classed as the step log classes a forward: any prompt tokens make it a prefill.
+        let prefill = items
+            .iter()
+            .any(|i| matches!(i.work, TargetWork::Prefill { .. }));
+        let level = if prefill {
+            self.speed.prefill
+        } else {
+            self.speed.decode
+        };
         let noise = match &mut self.jitter {
             Some((dist, rng)) => dist.sample(rng),
             None => 1.0,
         };
-        r.elapsed_ns = scaled(r.elapsed_ns, self.speed.target * noise);
+        r.elapsed_ns = scaled(r.elapsed_ns, level * noise);
         Ok(r)
     }
 
