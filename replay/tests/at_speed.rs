@@ -6,6 +6,7 @@
 use specsim_replay::fidelity::speed::{predict_at_speed, speed_ratio, Speed};
 use specsim_replay::fidelity::steps::parse_step_log;
 use specsim_replay::fidelity::steps::ForwardKind;
+use specsim_sim::metrics::RequestRecord;
 use specsim_sim::scenario::Scenario;
 use std::path::Path;
 
@@ -19,6 +20,21 @@ fn quickstart(sets: &[&str]) -> Scenario {
     assert!(text.contains("cv = 0.01"));
     let sets: Vec<String> = sets.iter().map(|s| s.to_string()).collect();
     Scenario::parse(&text, Path::new(path), Path::new("."), &sets).unwrap()
+}
+
+/// `none` on an idle engine (`requests` 50 s apart): the prediction at the model's speed and at `speed`.
+fn idle_none(requests: u32, speed: Speed) -> (Vec<RequestRecord>, Vec<RequestRecord>) {
+    let n = format!("trace.synthetic.requests={requests}");
+    let sc = quickstart(&[&n, "trace.synthetic.rate=0.02"]);
+    let w = sc.builtin_workload().unwrap();
+    let none = sc
+        .file
+        .policies
+        .iter()
+        .find(|p| p.build().name() == "none")
+        .unwrap();
+    let plain = predict_at_speed(&sc, &w, none, Speed::MODEL).unwrap();
+    (plain, predict_at_speed(&sc, &w, none, speed).unwrap())
 }
 
 #[test]
@@ -64,20 +80,11 @@ fn jitter_multiplies_each_forward_by_a_factor_of_mean_one_and_the_given_cv() {
     // CV 0.2: the sample mean is within 3 standard errors (3 × 0.2 / √2000 = 1.3 %) of 1 and the
     // sample CV within 0.02 of 0.2 (a sample SD's standard error is about σ / √(2n) = 0.2 / √4000
     // ≈ 0.003 for a near-normal sample, which a log-normal this narrow is; 0.02 is six of them).
-    let sc = quickstart(&["trace.synthetic.requests=2000", "trace.synthetic.rate=0.02"]);
-    let w = sc.builtin_workload().unwrap();
-    let none = sc
-        .file
-        .policies
-        .iter()
-        .find(|p| p.build().name() == "none")
-        .unwrap();
-    let plain = predict_at_speed(&sc, &w, none, Speed::MODEL).unwrap();
     let jitter = Speed {
         jitter_cv: 0.2,
         ..Speed::MODEL
     };
-    let jittered = predict_at_speed(&sc, &w, none, jitter).unwrap();
+    let (plain, jittered) = idle_none(2000, jitter);
     let factors: Vec<f64> = plain
         .iter()
         .zip(&jittered)
@@ -89,7 +96,7 @@ fn jitter_multiplies_each_forward_by_a_factor_of_mean_one_and_the_given_cv() {
     assert!((mean - 1.0).abs() < 0.013, "mean {mean}");
     assert!((sd / mean - 0.2).abs() < 0.02, "CV {}", sd / mean);
     // Seeded: the same again.
-    assert_eq!(jittered, predict_at_speed(&sc, &w, none, jitter).unwrap());
+    assert_eq!(jittered, idle_none(2000, jitter).1);
 }
 
 #[test]
@@ -116,20 +123,11 @@ fn speed_ratios_are_time_weighted_per_kind_of_forward() {
 fn prefill_and_decode_forwards_take_their_own_factors() {
     // On an idle engine under `none`, TTFT is the prefill forward alone and TPOT decode forwards
     // alone: a prefill factor of 3 and a decode factor of 1 triple TTFT and leave TPOT as it was.
-    let sc = quickstart(&["trace.synthetic.requests=20", "trace.synthetic.rate=0.02"]);
-    let w = sc.builtin_workload().unwrap();
-    let none = sc
-        .file
-        .policies
-        .iter()
-        .find(|p| p.build().name() == "none")
-        .unwrap();
-    let plain = predict_at_speed(&sc, &w, none, Speed::MODEL).unwrap();
     let slow_prefill = Speed {
         prefill: 3.0,
         ..Speed::MODEL
     };
-    let at = predict_at_speed(&sc, &w, none, slow_prefill).unwrap();
+    let (plain, at) = idle_none(20, slow_prefill);
     for (a, b) in plain.iter().zip(&at) {
         assert!((b.ttft_s - 3.0 * a.ttft_s).abs() < 1e-6, "{a:?} {b:?}");
         assert!((b.tpot_s - a.tpot_s).abs() < 1e-9, "{a:?} {b:?}");
