@@ -200,20 +200,49 @@ async fn rerun_on_the_step_log_reproduces_every_request_within_one_percent() {
     let target_rows = rows.iter().filter(|r| r.kind != ForwardKind::Draft).count();
     assert_eq!(target_rows, 13, "{rows:?}");
     let slo = SloConfig::default();
-    let replica = sim_replica("static-3", 1.0, &w);
-    let (rerun, matching) = resimulate(replica, rows, &w, "static-3", &slo, 1).unwrap();
+    // Against the engine's own latencies (its request log), every request within 1 %: what is left
+    // is the engine stamping a first token microseconds after its forward ends.
+    let log = LiveLog {
+        rows,
+        outcomes: None,
+        served: Some(&live.served),
+        client: &live.records,
+    };
+    let rerun = resimulate_live(
+        sim_replica("static-3", 1.0, &w),
+        &log,
+        &w,
+        "static-3",
+        &slo,
+        1,
+    )
+    .unwrap();
+    let m = rerun.matching;
     assert_eq!(
-        matching.mismatched + matching.beyond_log,
+        m.mismatched + m.beyond_log + m.skipped,
         0,
-        "{matching:?} {rows:#?}"
+        "{m:?} {rows:#?}"
     );
-    let term = engine_term(&rerun[1..], &live.records[1..], matching);
-    assert_eq!(term.requests, 6);
-    assert!(worst_error(&live.records, &rerun) < 0.01, "{term:?}");
+    let term = engine_term(&rerun.records, &rerun.engine_side.unwrap(), m);
+    assert_eq!(term.requests, 7);
     assert!(
         term.ttft_max_abs_rel < 0.01 && term.tpot_max_abs_rel < 0.01,
         "{term:?}"
     );
+    // The trace's arrivals against the client's latencies (no request log): the serving path is
+    // inside the error — 1.5–2 ms a request on a loaded 2-core machine, 4 ms at worst seen, so
+    // within 3 % of these 500 ms forwards.
+    let (old, matching) = resimulate(
+        sim_replica("static-3", 1.0, &w),
+        rows,
+        &w,
+        "static-3",
+        &slo,
+        1,
+    )
+    .unwrap();
+    assert_eq!(matching.mismatched + matching.beyond_log, 0, "{matching:?}");
+    assert!(worst_error(&live.records, &old) < 0.03);
     eprintln!("engine/queueing term on the echo backend: {term:?}");
 }
 
@@ -266,8 +295,31 @@ async fn a_speculative_rerun_replaying_each_sequences_outcomes_reproduces_every_
         (0, 0, 0, 0),
         "{matching:?}"
     );
+    // Within 3 % of the client's latencies (the serving path is inside), and within 1 % of the
+    // engine's own when the re-run also takes the engine's request log.
     let worst = worst_error(&live.records, &rerun);
-    assert!(worst < 0.01, "worst TTFT/TPOT error {worst:.4}");
+    assert!(worst < 0.03, "worst TTFT/TPOT error {worst:.4}");
+    let log = LiveLog {
+        rows: &live.rows,
+        outcomes: Some(&live.outcomes),
+        served: Some(&live.served),
+        client: &live.records,
+    };
+    let exact = resimulate_live(
+        sim_replica("static-3", 1.0, &w),
+        &log,
+        &w,
+        "static-3",
+        &slo,
+        1,
+    )
+    .unwrap();
+    let term = engine_term(&exact.records, &exact.engine_side.unwrap(), exact.matching);
+    assert_eq!(term.requests, 7);
+    assert!(
+        term.ttft_max_abs_rel < 0.01 && term.tpot_max_abs_rel < 0.01,
+        "{term:?}"
+    );
 
     // Drawing instead (every draft accepted, as the simulator's constant model here says) leaves
     // the live schedule: some request is off by far more than 1 %.
