@@ -1,13 +1,15 @@
 //! The engine/queueing term is ~0 when nothing but the engine is in the path: the runtime's engine
 //! thread over the scripted echo backend (every target forward sleeps a fixed time, every draft is
 //! accepted), replayed in process, then the simulator re-run with that run's step log as its forward
-//! times must reproduce each request's TTFT and TPOT within 1 %.
+//! times and its request log's arrivals must reproduce each request's TTFT and TPOT, as the engine
+//! measured them, within 1 %.
 //!
-//! Forwards of 500 ms keep the serving path's own time (a timer's millisecond, waking the engine
-//! thread, handing tokens to the client: 1.5–2 ms a request on a loaded 2-core machine, 4 ms at worst
-//! seen) under 1 % of every latency; arrivals fall mid-forward (250 ms from either end), so a few
-//! milliseconds of drift cannot move a request into another step. A warm-up request goes first and is
-//! not compared: the first wake of an idle engine thread costs a few milliseconds more.
+//! Without the request log the re-run takes the trace's arrivals and is compared with the client's
+//! latencies, so the serving path's own time (a timer's millisecond, waking the engine thread,
+//! handing tokens to the client: 1.5–2 ms a request on a loaded 2-core machine, 4 ms at worst seen)
+//! is inside the error: forwards of 500 ms keep it within 3 %, and arrivals fall mid-forward (250 ms
+//! from either end), so a few milliseconds of drift cannot move a request into another step. With
+//! 10 ms forwards and arrivals anywhere, only the request log keeps the re-run on the live schedule.
 //!
 //! The same holds for a speculative policy whose drafts are rejected by a scripted pattern, when the
 //! re-run replays each sequence's logged accepted counts (`steps.seqs.csv`) instead of drawing them.
