@@ -82,6 +82,7 @@ counts = {}
 disagree = []
 engine_terms = []
 engine_ttft_terms = []
+by_method = {}
 paths = []
 for path in cells:
     c = json.loads(path.read_text())
@@ -92,6 +93,9 @@ for path in cells:
         counts[v] = counts.get(v, 0) + 1
     engine_terms += [e["tpot_median_abs_rel"] for e in c["engine"] if e["tpot_median_abs_rel"] is not None]
     engine_ttft_terms += [e["ttft_median_abs_rel"] for e in c["engine"] if e["ttft_median_abs_rel"] is not None]
+    for e in c["engine"]:
+        if e["tpot_median_abs_rel"] is not None:
+            by_method.setdefault(e.get("against") or "client", []).append(e)
     if serving_path(c):
         paths.append((cell, c["policy"], serving_path(c)))
     worst = ("disagrees" if "disagrees" in verdicts else
@@ -116,6 +120,15 @@ if engine_terms:
     print(f"Engine/queueing term (median |error| of the re-run, per replicate): TPOT median "
           f"{statistics.median(engine_terms) * 100:.2f} %, TTFT median "
           f"{statistics.median(engine_ttft_terms) * 100:.2f} % over {len(engine_terms)} replicates.")
+    for method, es in sorted(by_method.items()):
+        what = ("with the engine's request log, against its own latencies" if method == "engine"
+                else "without it (trace arrivals, against the client's latencies)")
+        m = [e["matching"] for e in es]
+        used = sum(x["matched"] + x["mismatched"] + x["beyond_log"] for x in m)
+        print(f"- {what}: TTFT median {statistics.median(e['ttft_median_abs_rel'] for e in es) * 100:.3f} %, "
+              f"TPOT median {statistics.median(e['tpot_median_abs_rel'] for e in es) * 100:.3f} % over "
+              f"{len(es)} replicates; {sum(x['matched'] for x in m) / used * 100 if used else 100:.1f} % of "
+              f"forwards followed.")
 if paths:
     print()
     print("Serving path, client − engine per request (steps.requests.csv; medians over replicates):")
