@@ -2,9 +2,11 @@
 //!
 //! Predicts the cell with several simulator seeds (the workload stays the scenario's: only the
 //! acceptance and routing streams change), reads each live replicate's directory (`requests.csv`,
-//! `replay.json`, and when present `steps.csv`, `metrics.txt`, `noise.json`), re-runs the simulator on
-//! each replicate's step log (and its measured acceptance per position) for the engine/queueing
-//! term, and writes `cell.json` and `cell.md`
+//! `replay.json`, and when present `steps.csv` with its siblings `steps.seqs.csv` and
+//! `steps.requests.csv`, `metrics.txt`, `noise.json`), re-runs the simulator on each replicate's
+//! logs for the engine/queueing term (`specsim_replay::fidelity::resimulate_live`), predicts the cell
+//! again at each replicate's measured forward speed (`specsim_replay::fidelity::speed`), judges each
+//! replicate's noise by its forwards' speed, and writes `cell.json` and `cell.md`
 //! (see `specsim_replay::fidelity::cell`).
 
 use anyhow::{bail, Context, Result};
@@ -40,8 +42,10 @@ pub struct FidelityArgs {
     #[arg(long)]
     pub policy: String,
     /// A live replicate's policy directory (`specsim replay --out R --policy-label P` writes R/P);
-    /// repeat for each replicate. A step log is read from DIR/steps.csv, the engine's /metrics from
-    /// DIR/metrics.txt, the noise monitor's report from DIR/noise.json.
+    /// repeat for each replicate. A step log is read from DIR/steps.csv (with DIR/steps.seqs.csv, each
+    /// sequence's accepted counts, and DIR/steps.requests.csv, each request's times on the engine's
+    /// clock), the engine's /metrics from DIR/metrics.txt, the noise monitor's report from
+    /// DIR/noise.json.
     #[arg(long, required = true, num_args = 1..)]
     pub measured: Vec<PathBuf>,
     /// The same cell's replicates run in process (`specsim replay --in-process`), in the order of
