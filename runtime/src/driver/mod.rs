@@ -272,10 +272,9 @@ where
 struct LiveRequest {
     events: GenerationSender,
     stop_ids: Vec<u32>,
-    max_tokens: u32,
     sent: u32,
     last: Option<u32>,
-    /// Its times on the engine's clock, for the step log's request file.
+    /// Its times and lengths (`max_tokens` among them), for the step log's request file.
     times: step_log::RequestTimes,
 }
 
@@ -439,7 +438,6 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
                     LiveRequest {
                         events,
                         stop_ids,
-                        max_tokens: request.max_tokens,
                         sent: 0,
                         last: None,
                         times,
@@ -473,7 +471,7 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
             let room = if ended {
                 0
             } else {
-                r.max_tokens.saturating_sub(r.sent) as usize
+                r.times.max_tokens.saturating_sub(r.sent) as usize
             };
             self.buf.truncate(room);
             if let Some(p) = self.buf.iter().position(|t| r.stop_ids.contains(t)) {
@@ -491,6 +489,7 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
     }
 
     fn retire(&mut self) {
+        let now = self.now();
         for f in self.engine.drain_finished() {
             let id = f.spec.id;
             self.backend.remove(id);
@@ -503,7 +502,7 @@ impl<B: Backend + TokenStreams> EngineLoop<B> {
                 r.events.send(GenEvent::Finished(reason));
                 self.shared.in_flight.fetch_sub(1, Ordering::SeqCst);
                 if let Some(log) = self.step_log.as_mut() {
-                    log.request(&r.times, self.start.elapsed().as_nanos() as Nanos, r.sent);
+                    log.request(&r.times, now, r.sent);
                 }
             }
         }
