@@ -60,7 +60,13 @@ pub fn resimulate_with_outcomes(
     seed: u64,
 ) -> Result<(Vec<RequestRecord>, MatchStats), ReplayError> {
     let spans: Vec<f64> = rows.iter().map(|r| r.measured_s).collect();
-    rerun(replica, rows, &spans, outcomes, workload, policy, slo, seed)
+    let live = LiveLog {
+        rows,
+        outcomes,
+        served: None,
+        client: &[],
+    };
+    rerun(replica, &live, &spans, workload, policy, slo, seed)
 }
 
 /// What the live run left for the engine/queueing re-run.
@@ -119,18 +125,10 @@ pub fn resimulate_live(
         });
     };
     let (pairs, paired) = served::pair_with_client(served, live.client);
-    let (w, clients) = served::served_workload(&pairs, live.rows, workload);
-    let spans = served::forward_spans(live.rows, served);
-    let (mut records, matching) = rerun(
-        replica,
-        live.rows,
-        &spans,
-        live.outcomes,
-        &w,
-        policy,
-        slo,
-        seed,
-    )?;
+    let boundaries = served::forward_boundaries(live.rows, served);
+    let (w, clients) = served::served_workload(&pairs, live.rows, &boundaries, workload);
+    let spans = served::forward_spans(live.rows, &boundaries);
+    let (mut records, matching) = rerun(replica, live, &spans, &w, policy, slo, seed)?;
     for r in &mut records {
         let (id, received) = clients[r.id as usize];
         r.id = id;
@@ -146,13 +144,12 @@ pub fn resimulate_live(
     })
 }
 
-/// The re-run itself: `spans` (seconds, one per step log row) are the forwards' times.
-#[allow(clippy::too_many_arguments)]
+/// The re-run itself on `live`'s step log and outcomes: `spans` (seconds, one per step log row) are
+/// the forwards' times.
 fn rerun(
     replica: Replica,
-    rows: &[StepRow],
+    live: &LiveLog,
     spans: &[f64],
-    outcomes: Option<&[SeqOutcomeRow]>,
     workload: &Workload,
     policy: &str,
     slo: &SloConfig,
@@ -160,14 +157,14 @@ fn rerun(
 ) -> Result<(Vec<RequestRecord>, MatchStats), ReplayError> {
     let Replica { engine, backend } = replica;
     let (backend, outcome_stats): (Box<dyn specsim_core::engine::Backend + Send>, _) =
-        match outcomes {
+        match live.outcomes {
             Some(o) => {
                 let (b, s) = LoggedAcceptance::new(backend, o);
                 (Box::new(b), Some(s))
             }
             None => (backend, None),
         };
-    let (wrapped, stats) = RecordedTimes::with_spans(backend, rows, spans);
+    let (wrapped, stats) = RecordedTimes::with_spans(backend, live.rows, spans);
     let replicas = vec![Replica {
         engine,
         backend: Box::new(wrapped),

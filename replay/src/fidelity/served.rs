@@ -147,10 +147,10 @@ pub fn forward_boundaries(rows: &[StepRow], served: &[ServedRequest]) -> Vec<f64
         .collect()
 }
 
-/// Each logged forward's time in the re-run, seconds: from its boundary
-/// ([`forward_boundaries`]) to its end, so it carries the engine loop's own time before it.
-pub fn forward_spans(rows: &[StepRow], served: &[ServedRequest]) -> Vec<f64> {
-    forward_boundaries(rows, served)
+/// Each logged forward's time in the re-run, seconds: from its boundary (`boundaries`, from
+/// [`forward_boundaries`]) to its end, so it carries the engine loop's own time before it.
+pub fn forward_spans(rows: &[StepRow], boundaries: &[f64]) -> Vec<f64> {
+    boundaries
         .iter()
         .zip(rows)
         .map(|(b, r)| (r.time_s - b).max(r.measured_s))
@@ -234,15 +234,14 @@ pub fn pair_with_client<'a>(
 
 /// The workload the live engine served, for the re-run: each paired request with its engine-side
 /// arrival (see the module doc), the served prompt length and `max_tokens`, and the trace's
-/// category. Its ids are positions; the second value gives each position's client id and engine
-/// receipt (seconds).
+/// category. `boundaries` are the rows' [`forward_boundaries`]. Its ids are positions; the second
+/// value gives each position's client id and engine receipt (seconds).
 pub fn served_workload(
     pairs: &[(&ServedRequest, u64)],
     rows: &[StepRow],
+    boundaries: &[f64],
     trace: &Workload,
 ) -> (Workload, Vec<(u64, f64)>) {
-    let served: Vec<ServedRequest> = pairs.iter().map(|(s, _)| **s).collect();
-    let boundaries = forward_boundaries(rows, &served);
     let starts: Vec<f64> = rows.iter().map(|r| r.time_s - r.measured_s).collect();
     let mut reqs: Vec<(f64, RequestSpec, (u64, f64))> = pairs
         .iter()
@@ -367,7 +366,7 @@ mod tests {
             assert!((got - want).abs() < 1e-9, "{b:?}");
         }
         // Spans: end − boundary, so the loop's time before a forward is in it.
-        let spans = forward_spans(&rows, &served);
+        let spans = forward_spans(&rows, &b);
         let want = [0.011, 0.0102, 0.0101, 0.0105, 0.0102];
         for (got, want) in spans.iter().zip(want) {
             assert!((got - want).abs() < 1e-9, "{spans:?}");
@@ -400,7 +399,8 @@ mod tests {
         for _ in 0..14 {
             trace.push(0, 8, 2, None);
         }
-        let (w, clients) = served_workload(&pairs, &rows, &trace);
+        let boundaries = forward_boundaries(&rows, &served);
+        let (w, clients) = served_workload(&pairs, &rows, &boundaries, &trace);
         let arrivals: Vec<f64> = w
             .requests
             .iter()
