@@ -3,9 +3,8 @@
 //! on an idle engine (requests far apart, so none waits for another) doubling every forward doubles
 //! every request's TTFT and TPOT.
 
-use specsim_replay::fidelity::speed::{predict_at_speed, speed_ratio, Speed};
+use specsim_replay::fidelity::speed::{predict_at_speed, Speed};
 use specsim_replay::fidelity::steps::parse_step_log;
-use specsim_replay::fidelity::steps::ForwardKind;
 use specsim_sim::metrics::RequestRecord;
 use specsim_sim::scenario::Scenario;
 use std::path::Path;
@@ -116,7 +115,7 @@ fn speed_ratios_are_time_weighted_per_kind_of_forward() {
         (s.draft - 1.5).abs() < 1e-12 && (s.prefill - 1.5).abs() < 1e-12,
         "{s:?}"
     );
-    assert_eq!(speed_ratio(&rows[..1], ForwardKind::Prefill), 1.0);
+    assert_eq!(Speed::of(&rows[..1]).prefill, 1.0);
 }
 
 #[test]

@@ -234,11 +234,7 @@ pub struct ForwardSpeed {
 
 /// The speed of the target forwards of a step log; `None` under 20 forwards (too few to halve).
 pub fn forward_speed(rows: &[super::steps::StepRow]) -> Option<ForwardSpeed> {
-    let ratios: Vec<f64> = rows
-        .iter()
-        .filter(|r| r.kind.is_target() && r.predicted_s > 0.0)
-        .map(|r| r.measured_s / r.predicted_s)
-        .collect();
+    let ratios = super::steps::target_ratios(rows);
     if ratios.len() < 20 {
         return None;
     }

@@ -18,7 +18,7 @@
 //! machine's jitter, its slower and faster spells, and the profile's error by batch shape — as
 //! independent per forward: an approximation, stated as one.
 
-use super::steps::{ForwardKind, StepRow};
+use super::steps::{coefficient_of_variation, cost_term, target_ratios, ForwardKind, StepRow};
 use crate::ReplayError;
 use rand_distr::{Distribution, LogNormal};
 use specsim_core::engine::{
@@ -55,34 +55,23 @@ impl Speed {
         jitter_cv: 0.0,
     };
 
-    /// The speed of a step log's forwards.
+    /// The speed of a step log's forwards: the cost term's ratio per kind ([`cost_term`]) and the
+    /// spread of the target forwards' ratios.
     pub fn of(rows: &[StepRow]) -> Speed {
-        let ratios: Vec<f64> = rows
-            .iter()
-            .filter(|r| r.kind.is_target() && r.predicted_s > 0.0)
-            .map(|r| r.measured_s / r.predicted_s)
-            .collect();
+        let groups = cost_term(rows);
+        let ratio = |kind| {
+            groups
+                .iter()
+                .find(|g| g.kind == kind && g.seqs.is_none())
+                .and_then(|g| g.ratio)
+                .unwrap_or(1.0)
+        };
         Speed {
-            draft: speed_ratio(rows, ForwardKind::Draft),
-            prefill: speed_ratio(rows, ForwardKind::Prefill),
-            decode: speed_ratio(rows, ForwardKind::Decode),
-            jitter_cv: super::steps::coefficient_of_variation(&ratios).unwrap_or(0.0),
+            draft: ratio(ForwardKind::Draft),
+            prefill: ratio(ForwardKind::Prefill),
+            decode: ratio(ForwardKind::Decode),
+            jitter_cv: coefficient_of_variation(&target_ratios(rows)).unwrap_or(0.0),
         }
-    }
-}
-
-/// Σ measured / Σ predicted of a step log's forwards of `kind`; 1 where they have no predicted time.
-pub fn speed_ratio(rows: &[StepRow], kind: ForwardKind) -> f64 {
-    let (m, p) = rows
-        .iter()
-        .filter(|r| r.kind == kind)
-        .fold((0.0, 0.0), |(m, p), r| {
-            (m + r.measured_s, p + r.predicted_s)
-        });
-    if p > 0.0 {
-        m / p
-    } else {
-        1.0
     }
 }
 

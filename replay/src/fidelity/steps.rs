@@ -178,6 +178,15 @@ pub struct CostGroup {
     pub jitter_cv: Option<f64>,
 }
 
+/// Each target forward's measured / predicted time, in log order (forwards without a prediction
+/// left out): the run's speed against the cost model, forward by forward.
+pub fn target_ratios(rows: &[StepRow]) -> Vec<f64> {
+    rows.iter()
+        .filter(|r| r.kind.is_target() && r.predicted_s > 0.0)
+        .map(|r| r.measured_s / r.predicted_s)
+        .collect()
+}
+
 /// The cost term: measured / predicted per kind (all batch sizes), then per kind and batch size.
 pub fn cost_term(rows: &[StepRow]) -> Vec<CostGroup> {
     let mut groups: BTreeMap<(ForwardKind, Option<u32>), Vec<&StepRow>> = BTreeMap::new();
