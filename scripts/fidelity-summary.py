@@ -34,6 +34,13 @@ def cost_ratio(c):
     return f"{meas / pred:.3f}" if pred > 0 else "—"
 
 
+def followed(engine_terms):
+    """Percent of the re-runs' forwards that matched a logged forward of the same batch size."""
+    m = [e["matching"] for e in engine_terms]
+    used = sum(x["matched"] + x["mismatched"] + x["beyond_log"] for x in m)
+    return sum(x["matched"] for x in m) / used * 100 if used else 100.0
+
+
 def engine(c):
     """Median over replicates of the re-run's median |error|; `vs engine` when it was compared with the
     engine's own latencies (steps.requests.csv), with the share of logged forwards it followed."""
@@ -42,9 +49,7 @@ def engine(c):
     if not v:
         return "—"
     against = {e.get("against") or "client" for e in c["engine"]}
-    m = [e["matching"] for e in c["engine"]]
-    used = sum(x["matched"] + x["mismatched"] + x["beyond_log"] for x in m)
-    matched = sum(x["matched"] for x in m) / used * 100 if used else 100.0
+    matched = followed(c["engine"])
     return (f"TTFT {statistics.median(t) * 100:.2f} %, TPOT {statistics.median(v) * 100:.2f} % "
             f"(vs {'/'.join(sorted(against))}, {matched:.0f} % fwd matched)")
 
@@ -123,11 +128,9 @@ if engine_terms:
     for method, es in sorted(by_method.items()):
         what = ("with the engine's request log, against its own latencies" if method == "engine"
                 else "without it (trace arrivals, against the client's latencies)")
-        m = [e["matching"] for e in es]
-        used = sum(x["matched"] + x["mismatched"] + x["beyond_log"] for x in m)
         print(f"- {what}: TTFT median {statistics.median(e['ttft_median_abs_rel'] for e in es) * 100:.3f} %, "
               f"TPOT median {statistics.median(e['tpot_median_abs_rel'] for e in es) * 100:.3f} % over "
-              f"{len(es)} replicates; {sum(x['matched'] for x in m) / used * 100 if used else 100:.1f} % of "
+              f"{len(es)} replicates; {followed(es):.1f} % of "
               f"forwards followed.")
 if paths:
     print()
