@@ -221,6 +221,25 @@ pub struct DraftKvMirror {
     seqs: Vec<MirroredSeq>,
 }
 
+/// A draft forward's shape as [`DraftKvMirror::feed`] books its items.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DraftForwardShape {
+    /// Items at position 0, each feeding what its draft cache has not seen (its own shape).
+    catch_up: BatchShape,
+    /// Items past position 0 feed one token each (`draft_token`): summed as `draft_tokens` takes
+    /// them, with each one's position folded into its context.
+    one_token: u32,
+    one_token_ctx: u64,
+}
+
+impl DraftForwardShape {
+    /// The whole forward's shape.
+    pub fn shape(&self) -> BatchShape {
+        self.catch_up
+            .merge(draft_tokens(self.one_token, self.one_token_ctx, 0))
+    }
+}
+
 /// One sequence's draft cache as the mirror books it.
 #[derive(Debug, Clone, Copy, Default)]
 struct MirroredSeq {
@@ -231,6 +250,7 @@ struct MirroredSeq {
 }
 
 impl DraftKvMirror {
+    #[inline]
     fn slot(&mut self, seq: SeqId) -> &mut MirroredSeq {
         let i = seq as usize;
         if i >= self.seqs.len() {
@@ -241,26 +261,33 @@ impl DraftKvMirror {
 
     /// The shape of the draft forward over `items`, catch-up included, and the caches advanced past it.
     pub fn draft_shape(&mut self, items: &[DraftItem]) -> BatchShape {
-        let mut shape = BatchShape::default();
-        // Items past position 0 feed one token each (`draft_token`): summed as `draft_tokens` takes
-        // them, with each one's position folded into its context.
-        let (mut one_token, mut one_token_ctx) = (0u32, 0u64);
+        let mut forward = DraftForwardShape::default();
         for it in items {
-            let m = self.slot(it.seq);
-            let ctx = it.context_tokens;
-            if it.position == 0 {
-                let seen = m.kv.min(ctx);
-                m.kv = ctx + 1;
-                m.fed = 0;
-                shape = shape.merge(BatchShape::one(seen, ctx + 1 - seen, false, 1));
-            } else {
-                m.kv += 1;
-                m.fed += 1;
-                one_token += 1;
-                one_token_ctx += ctx as u64 + it.position as u64;
-            }
+            self.feed(it, &mut forward);
         }
-        shape.merge(draft_tokens(one_token, one_token_ctx, 0))
+        forward.shape()
+    }
+
+    /// One item of a draft forward: its cache advanced past it and its share added to `forward`
+    /// ([`Self::draft_shape`] item by item, for a caller that books each item in a loop of its own).
+    #[inline]
+    pub fn feed(&mut self, it: &DraftItem, forward: &mut DraftForwardShape) {
+        let m = self.slot(it.seq);
+        let ctx = it.context_tokens;
+        if it.position == 0 {
+            let seen = m.kv.min(ctx);
+            m.kv = ctx + 1;
+            m.fed = 0;
+            forward.catch_up =
+                forward
+                    .catch_up
+                    .merge(BatchShape::one(seen, ctx + 1 - seen, false, 1));
+        } else {
+            m.kv += 1;
+            m.fed += 1;
+            forward.one_token += 1;
+            forward.one_token_ctx += ctx as u64 + it.position as u64;
+        }
     }
 
     /// A new sequence starts with its first `tokens` tokens in the draft cache: a prefix-cache hit,

@@ -8,7 +8,9 @@ use specsim_core::engine::{
     Backend, DraftItem, DraftResult, SeqId, TargetItem, TargetOutcome, TargetResult, TargetWork,
 };
 use specsim_core::rng::SimRng;
-use specsim_core::shape::{draft_shape, predicted_target_ns, DraftKvMirror, Scorer};
+use specsim_core::shape::{
+    draft_shape, predicted_target_ns, DraftForwardShape, DraftKvMirror, Scorer,
+};
 use std::sync::Arc;
 
 /// A backend whose forwards take the cost model's time and whose drafts are accepted by the
@@ -26,10 +28,6 @@ pub struct SimBackend {
     pending: Vec<Vec<DraftDraw>>,
     /// How verification forwards are shaped (and so priced).
     scorer: Scorer,
-    /// Reused buffer of one draft forward's batched draws.
-    drawn: Vec<DraftDraw>,
-    /// [`Backend::lookahead`] drew this step's draft positions ahead (until its verification).
-    drawn_ahead: bool,
 }
 
 impl SimBackend {
@@ -48,8 +46,6 @@ impl SimBackend {
             draft_kv: has_draft.then(DraftKvMirror::default),
             pending: Vec::new(),
             scorer: Scorer::default(),
-            drawn: Vec::new(),
-            drawn_ahead: false,
         }
     }
 
@@ -61,72 +57,32 @@ impl SimBackend {
 
     #[inline]
     fn draws_for(&mut self, seq: SeqId) -> &mut Vec<DraftDraw> {
-        let i = seq as usize;
-        if i >= self.pending.len() {
-            self.pending.resize_with(i + 1, Vec::new);
-        }
-        &mut self.pending[i]
+        draws_for(&mut self.pending, seq)
     }
+}
 
-    /// The draft forward's draws in one call to the acceptance model, when every item is at its
-    /// sequence's next undrawn position (the engine's calling sequence: no lookahead drew ahead, no
-    /// sequence twice in a forward). Returns false, with every draw undone, otherwise.
-    fn draw_batch(&mut self, items: &[DraftItem], out: &mut DraftResult) -> bool {
-        if self.drawn_ahead {
-            // The lookahead drew this step's positions already: they are read, not drawn.
-            return false;
-        }
-        // Drawn first and checked while stored (a separate check before drawing was a second pass
-        // over the batch for a case the engine never produces); a mismatch undoes the batch.
-        let before = self.rng.clone();
-        self.drawn.clear();
-        self.acceptance
-            .draw_batch(items, &mut self.rng, &mut self.drawn);
-        for (n, (it, d)) in items.iter().zip(&self.drawn).enumerate() {
-            let i = it.seq as usize;
-            if i >= self.pending.len() {
-                self.pending.resize_with(i + 1, Vec::new);
-            }
-            let draws = &mut self.pending[i];
-            if draws.len() != it.position as usize {
-                // Not the next position (a sequence twice in one forward, or one skipping a
-                // position): undo, so drawing one at a time gives its draws.
-                for it in &items[..n] {
-                    self.pending[it.seq as usize].pop();
-                }
-                out.confidences.clear();
-                self.rng = before;
-                return false;
-            }
-            draws.push(*d);
-            out.confidences.push(d.confidence);
-        }
-        true
+/// Sequence `seq`'s draws this step (an empty list the first time it is seen).
+#[inline]
+fn draws_for(pending: &mut Vec<Vec<DraftDraw>>, seq: SeqId) -> &mut Vec<DraftDraw> {
+    let i = seq as usize;
+    if i >= pending.len() {
+        pending.resize_with(i + 1, Vec::new);
     }
+    &mut pending[i]
+}
 
-    /// The draws of a draft forward one at a time, in item order: each item's sequence draws up to
-    /// its position (earlier positions first, none if drawn ahead) and reports that position's draw.
-    fn draw_one_by_one(&mut self, items: &[DraftItem], out: &mut DraftResult) {
-        for it in items {
-            let p = it.position as usize;
-            let confidence = self.draw_up_to(it, p + 1)[p].confidence;
-            out.confidences.push(confidence);
-        }
+/// `item`'s sequence's draws, drawn up to `len` (earlier positions first; none if drawn ahead).
+fn draw_up_to<'a>(
+    draws: &'a mut Vec<DraftDraw>,
+    acceptance: &dyn AcceptanceModel,
+    item: &DraftItem,
+    len: usize,
+    rng: &mut SimRng,
+) -> &'a [DraftDraw] {
+    while draws.len() < len {
+        draws.push(acceptance.draw(draws.len() as u32, item.category, rng));
     }
-
-    #[inline]
-    fn draw_up_to(&mut self, item: &DraftItem, len: usize) -> &[DraftDraw] {
-        let i = item.seq as usize;
-        self.draws_for(item.seq);
-        let v = &mut self.pending[i];
-        while v.len() < len {
-            v.push(
-                self.acceptance
-                    .draw(v.len() as u32, item.category, &mut self.rng),
-            );
-        }
-        v
-    }
+    draws
 }
 
 impl Backend for SimBackend {
@@ -142,14 +98,48 @@ impl Backend for SimBackend {
         Ok(out)
     }
 
+    /// One pass over the items: each draws its position (or reads it, when [`Backend::lookahead`]
+    /// drew ahead), reports its confidence and books its draft cache. The draws are those of drawing
+    /// item by item through [`AcceptanceModel::draw`]; a run of items of one category with
+    /// [`AcceptanceModel::plain_draws`] draws inline, with the generator in a local.
     fn draft_into(&mut self, items: &[DraftItem], out: &mut DraftResult) -> Result<(), SimError> {
         out.confidences.clear();
         out.confidences.reserve(items.len());
-        if !self.draw_batch(items, out) {
-            self.draw_one_by_one(items, out);
+        let mut forward = DraftForwardShape::default();
+        let mut rng = self.rng.clone();
+        let acceptance = self.acceptance.as_ref();
+        let mut run = items
+            .first()
+            .map(|it| (it.category, acceptance.plain_draws(it.category)));
+        for it in items {
+            let plain = match run {
+                Some((category, plain)) if category == it.category => plain,
+                _ => {
+                    let plain = acceptance.plain_draws(it.category);
+                    run = Some((it.category, plain));
+                    plain
+                }
+            };
+            let draws = draws_for(&mut self.pending, it.seq);
+            let p = it.position as usize;
+            let confidence = if draws.len() == p {
+                let d = match plain {
+                    Some(plain) => plain.draw(&mut rng),
+                    None => acceptance.draw(it.position, it.category, &mut rng),
+                };
+                draws.push(d);
+                d.confidence
+            } else {
+                draw_up_to(draws, acceptance, it, p + 1, &mut rng)[p].confidence
+            };
+            out.confidences.push(confidence);
+            if let Some(m) = self.draft_kv.as_mut() {
+                m.feed(it, &mut forward);
+            }
         }
-        let shape = match self.draft_kv.as_mut() {
-            Some(m) => m.draft_shape(items),
+        self.rng = rng;
+        let shape = match self.draft_kv {
+            Some(_) => forward.shape(),
             None => draft_shape(items),
         };
         out.elapsed_ns = self.cost.draft_step(&shape);
@@ -162,7 +152,6 @@ impl Backend for SimBackend {
         out: &mut TargetResult,
     ) -> Result<(), SimError> {
         out.outcomes.clear();
-        self.drawn_ahead = false;
         for it in items {
             match it.work {
                 TargetWork::Prefill { last, .. } => {
@@ -216,12 +205,12 @@ impl Backend for SimBackend {
     }
 
     fn lookahead(&mut self, items: &[DraftItem], k_max: u32) -> Option<Vec<u32>> {
-        self.drawn_ahead = true;
         let mut runs = Vec::with_capacity(items.len());
         for it in items {
             let k = k_max as usize;
+            let draws = draws_for(&mut self.pending, it.seq);
             runs.push(
-                self.draw_up_to(it, k)
+                draw_up_to(draws, self.acceptance.as_ref(), it, k, &mut self.rng)
                     .iter()
                     .take(k)
                     .take_while(|d| d.accepted)
@@ -284,9 +273,9 @@ mod tests {
     }
 
     #[test]
-    fn batched_draws_match_drawing_one_token_at_a_time() {
-        // Forwards the fast path takes (positions in order), one with a sequence twice (it must fall
-        // back, undoing the batch), one skipping a position and one re-reading a drawn position.
+    fn draws_in_one_pass_match_drawing_position_by_position_through_the_model() {
+        // Forwards in the engine's order (positions in turn), and forwards out of it: one with a
+        // sequence twice, one skipping a position and one re-reading a drawn position.
         let forwards = vec![
             vec![item(0, 0), item(3, 0), item(1, 0)],
             vec![item(0, 1), item(1, 1)],
@@ -295,15 +284,27 @@ mod tests {
             vec![item(1, 3), item(3, 4), item(2, 0)],
         ];
         let (fast, fast_draws) = run(&mut backend(9), &forwards);
-        let mut slow_backend = backend(9);
+        // By hand: each item's sequence draws through `AcceptanceModel::draw` every position up to
+        // the item's that it has not drawn yet, and the item reports its own position's draw.
+        let mut model = backend(9);
+        let mut drawn: Vec<Vec<DraftDraw>> = vec![Vec::new(); 4];
         let mut slow = Vec::new();
         for items in &forwards {
-            let mut out = DraftResult::default();
-            slow_backend.draw_one_by_one(items, &mut out);
-            slow.push(out.confidences);
+            let mut reported = Vec::new();
+            for it in items {
+                let draws = &mut drawn[it.seq as usize];
+                while draws.len() <= it.position as usize {
+                    let d = model
+                        .acceptance
+                        .draw(draws.len() as u32, None, &mut model.rng);
+                    draws.push(d);
+                }
+                reported.push(draws[it.position as usize].confidence);
+            }
+            slow.push(reported);
         }
         assert_eq!(fast, slow);
-        assert_eq!(fast_draws[..], slow_backend.pending[..]);
+        assert_eq!(fast_draws[..], drawn[..]);
         // Each sequence drew every position up to the deepest asked, once.
         let depth: Vec<usize> = fast_draws.iter().map(Vec::len).collect();
         assert_eq!(depth, [3, 4, 1, 5]);

@@ -7,7 +7,6 @@
 
 pub mod trace;
 
-use crate::engine::DraftItem;
 use crate::rng::SimRng;
 use crate::workload::CategoryId;
 use rand::{Rng, RngExt};
@@ -24,21 +23,38 @@ pub struct DraftDraw {
     pub accepted: bool,
 }
 
+/// The draws of a category in which position does not matter and the target accepts a token with
+/// the draft's own confidence (P(accept | p) = p: an identity calibration curve, no decay, no
+/// per-position scale), the calibrated model's default: a confidence from the quantile table, then
+/// the acceptance, two uniforms in that order (as [`AcceptanceModel::draw`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PlainDraws<'a> {
+    confidence: &'a QuantileTable,
+}
+
+impl PlainDraws<'_> {
+    /// One draw.
+    #[inline(always)]
+    pub fn draw(&self, rng: &mut SimRng) -> DraftDraw {
+        let conf = self.confidence.sample_bits(rng.next_u64());
+        DraftDraw {
+            confidence: conf as f32,
+            accepted: rng.random::<f64>() < conf.clamp(0.0, 1.0),
+        }
+    }
+}
+
 /// Draws draft confidences and acceptance outcomes.
 pub trait AcceptanceModel: Send + Sync {
     /// Draws the token at draft position `position` (0-based) of a request of `category`.
     fn draw(&self, position: u32, category: Option<CategoryId>, rng: &mut SimRng) -> DraftDraw;
-    /// Appends one draw per draft item to `out`, at the item's position and for its category, in item
-    /// order: exactly the draws (and the generator state) that calling [`AcceptanceModel::draw`] on
-    /// each item in turn gives. The simulator asks once per draft forward; a model overrides it to
-    /// keep the generator in registers over the batch and to skip a virtual call per token. The
-    /// default loops over `draw`.
-    fn draw_batch(&self, items: &[DraftItem], rng: &mut SimRng, out: &mut Vec<DraftDraw>) {
-        out.extend(
-            items
-                .iter()
-                .map(|it| self.draw(it.position, it.category, rng)),
-        );
+    /// The draws of requests of `category` as a concrete sampler that the caller's loop inlines, where
+    /// every draft position draws alike ([`PlainDraws`]); `None` otherwise, and the caller draws through
+    /// [`AcceptanceModel::draw`]. Both give the same draws and leave the generator in the same state;
+    /// the simulator asks once per run of one category in a draft forward, to skip a virtual call
+    /// per drafted token.
+    fn plain_draws(&self, _category: Option<CategoryId>) -> Option<PlainDraws<'_>> {
+        None
     }
     /// Probability of acceptance at `position` given all earlier accepted (averaged over confidences).
     fn acceptance_rate(&self, position: u32, category: Option<CategoryId>) -> f64;
@@ -404,22 +420,13 @@ impl CategoryAcceptance {
         }
     }
 
-    /// The draws of `items` (all of this category), appended to `out` in order.
-    fn draw_run(&self, items: &[DraftItem], rng: &mut SimRng, out: &mut Vec<DraftDraw>) {
+    /// This category's draws as [`PlainDraws`], when it is plain.
+    fn plain(&self) -> Option<PlainDraws<'_>> {
         let plain =
             self.curve.identity && self.position_scale.is_empty() && self.position_decay == 1.0;
-        if !plain {
-            out.extend(items.iter().map(|it| self.draw(it.position, rng)));
-            return;
-        }
-        // The common case, `draw` without the checks: no decay, P(accept) = the confidence itself.
-        out.extend(items.iter().map(|_| {
-            let conf = self.confidence.sample_bits(rng.next_u64());
-            DraftDraw {
-                confidence: conf as f32,
-                accepted: rng.random::<f64>() < conf.clamp(0.0, 1.0),
-            }
-        }));
+        plain.then_some(PlainDraws {
+            confidence: &self.confidence,
+        })
     }
 }
 
@@ -427,23 +434,8 @@ impl AcceptanceModel for CalibratedAcceptance {
     fn draw(&self, p: u32, c: Option<CategoryId>, rng: &mut SimRng) -> DraftDraw {
         self.for_category(c).draw(p, rng)
     }
-    fn draw_batch(&self, items: &[DraftItem], rng: &mut SimRng, out: &mut Vec<DraftDraw>) {
-        // The generator in a local (registers) for the batch; the category looked up once per run of
-        // items of one category (usually the whole batch).
-        let mut local = rng.clone();
-        out.reserve(items.len());
-        let mut rest = items;
-        while let Some(first) = rest.first() {
-            let len = rest
-                .iter()
-                .position(|it| it.category != first.category)
-                .unwrap_or(rest.len());
-            let (run, tail) = rest.split_at(len);
-            self.for_category(first.category)
-                .draw_run(run, &mut local, out);
-            rest = tail;
-        }
-        *rng = local;
+    fn plain_draws(&self, category: Option<CategoryId>) -> Option<PlainDraws<'_>> {
+        self.for_category(category).plain()
     }
     fn acceptance_rate(&self, p: u32, c: Option<CategoryId>) -> f64 {
         // E[curve(p·decay^j)] by midpoint quadrature over the Beta density (exact enough for reporting).
@@ -798,8 +790,8 @@ mod tests {
     }
 
     #[test]
-    fn batched_draws_equal_draws_one_at_a_time() {
-        // A category switch mid-batch, positions past 0, a decaying confidence and a scaled curve.
+    fn plain_draws_are_the_models_draws_where_offered() {
+        // Categories with a decaying confidence, a scaled curve or per-position rates are not plain.
         let mut cats = BTreeMap::new();
         cats.insert(
             "coding".to_string(),
@@ -816,7 +808,7 @@ mod tests {
             categories: cats,
             position_alphas: Some(vec![0.7, 0.5]),
         };
-        // The plain case (identity curve, no decay, no scale) has a loop of its own.
+        // The plain case: identity curve, no decay, no scale.
         let plain = AcceptanceConfig::Calibrated {
             confidence_beta: [3.0, 2.0],
             curve: None,
@@ -832,33 +824,28 @@ mod tests {
                 alphas: vec![0.8, 0.6, 0.4],
             }),
         ];
-        let items: Vec<DraftItem> = (0..40u32)
-            .map(|n| DraftItem {
-                seq: n as u64,
-                context_tokens: 100,
-                position: n % 5,
-                category: [None, Some(1), Some(0), Some(1)][(n % 4) as usize],
-            })
-            .collect();
-        for m in &models {
-            let (mut a, mut b) = (stream(5, "acc", 0), stream(5, "acc", 0));
-            let one: Vec<DraftDraw> = items
+        let categories = [None, Some(0), Some(1)];
+        let offered = |m: &dyn AcceptanceModel| {
+            categories
                 .iter()
-                .map(|it| m.draw(it.position, it.category, &mut a))
-                .collect();
-            let mut batch = vec![DraftDraw {
-                confidence: 0.5,
-                accepted: true,
-            }];
-            m.draw_batch(&items, &mut b, &mut batch);
-            assert_eq!(batch[0].confidence, 0.5, "{}: appends", m.describe());
-            assert_eq!(batch[1..], one[..], "{}", m.describe());
-            assert_eq!(
-                a.next_u64(),
-                b.next_u64(),
-                "{}: generator state",
-                m.describe()
-            );
+                .map(|&c| m.plain_draws(c).is_some())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(offered(&*models[0]), [false; 3]);
+        assert_eq!(offered(&*models[1]), [true; 3]);
+        assert_eq!(offered(&*models[2]), [false; 3]);
+        assert_eq!(offered(&*models[3]), [false; 3]);
+        for m in &models {
+            for c in categories {
+                let Some(plain) = m.plain_draws(c) else {
+                    continue;
+                };
+                let (mut a, mut b) = (stream(5, "acc", 0), stream(5, "acc", 0));
+                for n in 0..200u32 {
+                    assert_eq!(plain.draw(&mut a), m.draw(n % 5, c, &mut b), "draw {n}");
+                }
+                assert_eq!(a.next_u64(), b.next_u64(), "generator state");
+            }
         }
     }
 }
