@@ -266,8 +266,8 @@ struct Scratch {
     active: Vec<bool>,
     keep: Vec<bool>,
     k: Vec<u32>,
+    /// This draft position's items: the active sequences', in batch order.
     draft_items: Vec<DraftItem>,
-    draft_owner: Vec<usize>,
     target_items: Vec<TargetItem>,
     target_owner: Vec<usize>,
     outcomes: Vec<SeqOutcome>,
@@ -831,12 +831,19 @@ impl Engine {
                 )));
             }
             draft_ns += res.elapsed_ns;
-            for (&j, &p) in s.draft_owner.iter().zip(&res.confidences) {
-                let drafted = &mut s.confidences[j];
+            // The sequences still active are this forward's items, in order: taking the slots
+            // stopped every other one.
+            let mut confidences = res.confidences.iter();
+            let per_seq = s.active.iter_mut().zip(&mut s.confidences).zip(&s.views);
+            for ((active, drafted), view) in per_seq {
+                if !*active {
+                    continue;
+                }
+                let Some(&p) = confidences.next() else { break };
                 drafted.push(p);
                 // The view's `max_draft` is the sequence's cap.
-                if drafted.len() as u32 >= s.views[j].max_draft {
-                    s.active[j] = false;
+                if drafted.len() as u32 >= view.max_draft {
+                    *active = false;
                 }
             }
             position += 1;
@@ -849,9 +856,8 @@ impl Engine {
     fn take_draft_slots(&mut self, position: u32, draft_budget: &mut Option<u32>) {
         let s = &mut self.scratch;
         s.draft_items.clear();
-        s.draft_owner.clear();
         let per_seq = s.decode.iter().zip(s.active.iter_mut()).zip(&s.keep);
-        for (j, ((&i, active), &keep)) in per_seq.enumerate() {
+        for ((&i, active), &keep) in per_seq {
             if !*active {
                 continue;
             }
@@ -877,7 +883,6 @@ impl Engine {
                 position,
                 category: seq.spec.category,
             });
-            s.draft_owner.push(j);
         }
     }
 
