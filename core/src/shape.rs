@@ -299,6 +299,7 @@ impl DraftKvMirror {
     }
 
     /// A verification of a sequence at target context `context_tokens` accepted `accepted` drafts.
+    #[inline]
     pub fn verified(&mut self, seq: SeqId, context_tokens: u32, accepted: u32) {
         let m = self.slot(seq);
         let valid = context_tokens + 1 + accepted.min(m.fed);

@@ -266,6 +266,8 @@ struct Scratch {
     active: Vec<bool>,
     keep: Vec<bool>,
     k: Vec<u32>,
+    /// Per decoding sequence, its draft item but for the position, and its KV room.
+    drafters: Vec<Drafter>,
     /// This draft position's items: the active sequences', in batch order.
     draft_items: Vec<DraftItem>,
     target_items: Vec<TargetItem>,
@@ -275,6 +277,23 @@ struct Scratch {
     hits: Vec<(SeqId, u32)>,
     draft_result: DraftResult,
     target_result: TargetResult,
+}
+
+/// A decoding sequence as drafting sees it: its draft item (all but the position, fixed for the
+/// step) and how many draft positions the KV blocks it holds have room for.
+#[derive(Debug, Clone, Copy)]
+struct Drafter {
+    item: DraftItem,
+    /// Draft position `p` fits in the blocks held while `p < room` ([`draft_room`]).
+    room: u32,
+}
+
+/// How many draft positions fit in `blocks` blocks of `block_size` tokens beside a context of
+/// `kv_tokens` and its next token: position `p` needs `kv_tokens + 2 + p` tokens.
+fn draft_room(blocks: u32, block_size: u32, kv_tokens: u32) -> u32 {
+    (blocks as u64 * block_size as u64)
+        .saturating_sub(kv_tokens as u64 + 1)
+        .min(u32::MAX as u64) as u32
 }
 
 /// One replica's scheduler and speculation controller.
@@ -745,6 +764,7 @@ impl Engine {
         s.decode.clear();
         s.views.clear();
         s.active.clear();
+        s.drafters.clear();
         for (i, seq) in self.running.iter().enumerate() {
             if !seq.prefill_done() {
                 continue;
@@ -752,6 +772,15 @@ impl Engine {
             let cap = k_max.min(seq.remaining().saturating_sub(1));
             s.decode.push(i);
             s.active.push(cap > 0);
+            s.drafters.push(Drafter {
+                item: DraftItem {
+                    seq: seq.spec.id,
+                    context_tokens: seq.kv_tokens,
+                    position: 0,
+                    category: seq.spec.category,
+                },
+                room: draft_room(seq.blocks, self.kv.block_size(), seq.kv_tokens),
+            });
             s.views.push(SeqView {
                 context_tokens: seq.kv_tokens,
                 max_draft: cap,
@@ -775,15 +804,7 @@ impl Engine {
         }
         let s = &mut self.scratch;
         s.draft_items.clear();
-        for &i in &s.decode {
-            let seq = &self.running[i];
-            s.draft_items.push(DraftItem {
-                seq: seq.spec.id,
-                context_tokens: seq.kv_tokens,
-                position: 0,
-                category: seq.spec.category,
-            });
-        }
+        s.draft_items.extend(s.drafters.iter().map(|d| d.item));
         backend.lookahead(&s.draft_items, self.policy.k_max())
     }
 
@@ -802,9 +823,12 @@ impl Engine {
         let mut draft_budget = budget.map(|b| b.saturating_sub(n as u32));
         let mut draft_ns = 0;
         let mut position = 0u32;
-        while n > 0 && self.scratch.active.iter().any(|&a| a) {
+        let s = &mut self.scratch;
+        // On entry to each position the policy's `keep` is the sequences still active.
+        s.keep.clone_from(&s.active);
+        let mut drafting = s.active.contains(&true);
+        while drafting {
             let s = &mut self.scratch;
-            s.keep.clone_from(&s.active);
             let view = DraftView {
                 now,
                 position,
@@ -832,19 +856,23 @@ impl Engine {
             }
             draft_ns += res.elapsed_ns;
             // The sequences still active are this forward's items, in order: taking the slots
-            // stopped every other one.
+            // stopped every other one. One pass books their confidences, stops those at their cap
+            // (the view's `max_draft`) and sets `keep` for the next position.
             let mut confidences = res.confidences.iter();
-            let per_seq = s.active.iter_mut().zip(&mut s.confidences).zip(&s.views);
-            for ((active, drafted), view) in per_seq {
-                if !*active {
-                    continue;
+            drafting = false;
+            let per_seq = s.active.iter_mut().zip(&mut s.keep);
+            for ((active, keep), (drafted, view)) in
+                per_seq.zip(s.confidences.iter_mut().zip(&s.views))
+            {
+                if *active {
+                    let Some(&p) = confidences.next() else { break };
+                    drafted.push(p);
+                    if drafted.len() as u32 >= view.max_draft {
+                        *active = false;
+                    }
                 }
-                let Some(&p) = confidences.next() else { break };
-                drafted.push(p);
-                // The view's `max_draft` is the sequence's cap.
-                if drafted.len() as u32 >= view.max_draft {
-                    *active = false;
-                }
+                *keep = *active;
+                drafting |= *active;
             }
             position += 1;
         }
@@ -856,8 +884,8 @@ impl Engine {
     fn take_draft_slots(&mut self, position: u32, draft_budget: &mut Option<u32>) {
         let s = &mut self.scratch;
         s.draft_items.clear();
-        let per_seq = s.decode.iter().zip(s.active.iter_mut()).zip(&s.keep);
-        for ((&i, active), &keep) in per_seq {
+        let per_seq = s.decode.iter().zip(&mut s.drafters);
+        for ((&i, drafter), (active, &keep)) in per_seq.zip(s.active.iter_mut().zip(&s.keep)) {
             if !*active {
                 continue;
             }
@@ -865,23 +893,25 @@ impl Engine {
                 *active = false;
                 continue;
             }
-            // KV slot for this draft token: context + last token + drafts so far + this one.
-            let seq = &mut self.running[i];
-            if !self
-                .kv
-                .grow_to(&mut seq.blocks, seq.kv_tokens + 2 + position)
-            {
-                *active = false;
-                continue;
+            // KV slot for this draft token: context + last token + drafts so far + this one; the
+            // blocks are looked at only when those held are full.
+            if position >= drafter.room {
+                let seq = &mut self.running[i];
+                if !self
+                    .kv
+                    .grow_to(&mut seq.blocks, seq.kv_tokens + 2 + position)
+                {
+                    *active = false;
+                    continue;
+                }
+                drafter.room = draft_room(seq.blocks, self.kv.block_size(), seq.kv_tokens);
             }
             if let Some(b) = draft_budget.as_mut() {
                 *b -= 1;
             }
             s.draft_items.push(DraftItem {
-                seq: seq.spec.id,
-                context_tokens: seq.kv_tokens,
                 position,
-                category: seq.spec.category,
+                ..drafter.item
             });
         }
     }
