@@ -221,7 +221,7 @@ pub struct DraftKvMirror {
     seqs: Vec<MirroredSeq>,
 }
 
-/// A draft forward's shape as [`DraftKvMirror::feed`] books its items.
+/// A draft forward's shape as [`MirroredSeq::feed`] books its items.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct DraftForwardShape {
     /// Items at position 0, each feeding what its draft cache has not seen (its own shape).
@@ -240,13 +240,57 @@ impl DraftForwardShape {
     }
 }
 
-/// One sequence's draft cache as the mirror books it.
+/// One sequence's draft cache as the mirror books it ([`DraftKvMirror`] keeps one per sequence; a
+/// caller that keeps its own per-sequence records can hold one in each).
 #[derive(Debug, Clone, Copy, Default)]
-struct MirroredSeq {
+pub struct MirroredSeq {
     /// Tokens in the draft KV cache.
     kv: u32,
     /// Draft tokens fed into the cache this step (every position after the first feeds one).
     fed: u32,
+}
+
+impl MirroredSeq {
+    /// One draft item of this sequence: the cache advanced past it and its share added to
+    /// `forward`.
+    #[inline]
+    pub fn feed(&mut self, it: &DraftItem, forward: &mut DraftForwardShape) {
+        let ctx = it.context_tokens;
+        if it.position == 0 {
+            let seen = self.kv.min(ctx);
+            self.kv = ctx + 1;
+            self.fed = 0;
+            forward.catch_up =
+                forward
+                    .catch_up
+                    .merge(BatchShape::one(seen, ctx + 1 - seen, false, 1));
+        } else {
+            self.kv += 1;
+            self.fed += 1;
+            forward.one_token += 1;
+            forward.one_token_ctx += ctx as u64 + it.position as u64;
+        }
+    }
+
+    /// A new sequence starts with its first `tokens` tokens in the draft cache: a prefix-cache hit,
+    /// whose blocks hold the draft model's KV beside the target's (one block table for both, as vLLM V1
+    /// allocates them), so the draft's catch-up starts after them.
+    pub fn prefix_cached(&mut self, tokens: u32) {
+        self.kv = self.kv.max(tokens);
+    }
+
+    /// A verification at target context `context_tokens` accepted `accepted` drafts.
+    #[inline]
+    pub fn verified(&mut self, context_tokens: u32, accepted: u32) {
+        let valid = context_tokens + 1 + accepted.min(self.fed);
+        self.kv = self.kv.min(valid);
+        self.fed = 0;
+    }
+
+    /// Tokens in the draft cache.
+    pub fn cached(&self) -> u32 {
+        self.kv
+    }
 }
 
 impl DraftKvMirror {
@@ -263,48 +307,19 @@ impl DraftKvMirror {
     pub fn draft_shape(&mut self, items: &[DraftItem]) -> BatchShape {
         let mut forward = DraftForwardShape::default();
         for it in items {
-            self.feed(it, &mut forward);
+            self.slot(it.seq).feed(it, &mut forward);
         }
         forward.shape()
     }
 
-    /// One item of a draft forward: its cache advanced past it and its share added to `forward`
-    /// ([`Self::draft_shape`] item by item, for a caller that books each item in a loop of its own).
-    #[inline]
-    pub fn feed(&mut self, it: &DraftItem, forward: &mut DraftForwardShape) {
-        let m = self.slot(it.seq);
-        let ctx = it.context_tokens;
-        if it.position == 0 {
-            let seen = m.kv.min(ctx);
-            m.kv = ctx + 1;
-            m.fed = 0;
-            forward.catch_up =
-                forward
-                    .catch_up
-                    .merge(BatchShape::one(seen, ctx + 1 - seen, false, 1));
-        } else {
-            m.kv += 1;
-            m.fed += 1;
-            forward.one_token += 1;
-            forward.one_token_ctx += ctx as u64 + it.position as u64;
-        }
-    }
-
-    /// A new sequence starts with its first `tokens` tokens in the draft cache: a prefix-cache hit,
-    /// whose blocks hold the draft model's KV beside the target's (one block table for both, as vLLM V1
-    /// allocates them), so the draft's catch-up starts after them.
+    /// See [`MirroredSeq::prefix_cached`].
     pub fn prefix_cached(&mut self, seq: SeqId, tokens: u32) {
-        let m = self.slot(seq);
-        m.kv = m.kv.max(tokens);
+        self.slot(seq).prefix_cached(tokens);
     }
 
-    /// A verification of a sequence at target context `context_tokens` accepted `accepted` drafts.
-    #[inline]
+    /// See [`MirroredSeq::verified`].
     pub fn verified(&mut self, seq: SeqId, context_tokens: u32, accepted: u32) {
-        let m = self.slot(seq);
-        let valid = context_tokens + 1 + accepted.min(m.fed);
-        m.kv = m.kv.min(valid);
-        m.fed = 0;
+        self.slot(seq).verified(context_tokens, accepted);
     }
 
     /// The sequence's draft cache was dropped.
@@ -316,7 +331,7 @@ impl DraftKvMirror {
 
     /// Tokens in the sequence's draft cache.
     pub fn cached(&self, seq: SeqId) -> u32 {
-        self.seqs.get(seq as usize).map_or(0, |m| m.kv)
+        self.seqs.get(seq as usize).map_or(0, MirroredSeq::cached)
     }
 }
 

@@ -9,7 +9,7 @@ use specsim_core::engine::{
 };
 use specsim_core::rng::SimRng;
 use specsim_core::shape::{
-    draft_shape, predicted_target_ns, DraftForwardShape, DraftKvMirror, Scorer,
+    draft_shape, predicted_target_ns, DraftForwardShape, MirroredSeq, Scorer,
 };
 use std::sync::Arc;
 
@@ -19,20 +19,31 @@ pub struct SimBackend {
     cost: Arc<dyn CostModel>,
     acceptance: Arc<dyn AcceptanceModel>,
     rng: SimRng,
-    /// The draft model's KV cache per sequence, when a draft model is deployed (its forwards then
-    /// include catching up on tokens it has not seen); `None` for drafters without one (n-gram).
-    draft_kv: Option<DraftKvMirror>,
-    /// Draws for the current step's draft positions, indexed by sequence id (workload ids are dense).
-    /// Drawn lazily in position order, or ahead of time by [`Backend::lookahead`]; consumed by
-    /// verification.
-    pending: Vec<Vec<DraftDraw>>,
+    /// A draft model is deployed: its forwards include catching up on the tokens it has not seen
+    /// (each sequence's `draft_kv`); false for drafters without one (n-gram).
+    has_draft: bool,
+    /// Per sequence, indexed by sequence id (workload ids are dense).
+    seqs: Vec<SimSeq>,
     /// How verification forwards are shaped (and so priced).
     scorer: Scorer,
 }
 
+/// One sequence as the simulated backend keeps it: one record, so that a draft item finds
+/// everything of its sequence in one place.
+#[derive(Debug, Clone, Default)]
+struct SimSeq {
+    /// Draws for the current step's draft positions: drawn lazily in position order, or ahead of
+    /// time by [`Backend::lookahead`]; consumed by verification.
+    draws: Vec<DraftDraw>,
+    /// Its draft model's KV cache, booked as the runtime's live backend keeps it (when
+    /// `has_draft`).
+    draft_kv: MirroredSeq,
+}
+
 impl SimBackend {
     /// A simulated replica. `has_draft`: a draft model is deployed, whose forwards catch up on the
-    /// tokens it has not seen (the prompt, at a sequence's first draft; see [`DraftKvMirror`]).
+    /// tokens it has not seen (the prompt, at a sequence's first draft; see
+    /// [`specsim_core::shape::DraftKvMirror`]).
     pub fn new(
         cost: Arc<dyn CostModel>,
         acceptance: Arc<dyn AcceptanceModel>,
@@ -43,8 +54,8 @@ impl SimBackend {
             cost,
             acceptance,
             rng,
-            draft_kv: has_draft.then(DraftKvMirror::default),
-            pending: Vec::new(),
+            has_draft,
+            seqs: Vec::new(),
             scorer: Scorer::default(),
         }
     }
@@ -54,21 +65,16 @@ impl SimBackend {
         self.scorer = scorer;
         self
     }
-
-    #[inline]
-    fn draws_for(&mut self, seq: SeqId) -> &mut Vec<DraftDraw> {
-        draws_for(&mut self.pending, seq)
-    }
 }
 
-/// Sequence `seq`'s draws this step (an empty list the first time it is seen).
+/// Sequence `seq`'s record (a fresh one the first time it is seen).
 #[inline]
-fn draws_for(pending: &mut Vec<Vec<DraftDraw>>, seq: SeqId) -> &mut Vec<DraftDraw> {
+fn seq_record(seqs: &mut Vec<SimSeq>, seq: SeqId) -> &mut SimSeq {
     let i = seq as usize;
-    if i >= pending.len() {
-        pending.resize_with(i + 1, Vec::new);
+    if i >= seqs.len() {
+        seqs.resize_with(i + 1, SimSeq::default);
     }
-    &mut pending[i]
+    &mut seqs[i]
 }
 
 /// `item`'s sequence's draws, drawn up to `len` (earlier positions first; none if drawn ahead).
@@ -120,7 +126,8 @@ impl Backend for SimBackend {
                     plain
                 }
             };
-            let draws = draws_for(&mut self.pending, it.seq);
+            let seq = seq_record(&mut self.seqs, it.seq);
+            let draws = &mut seq.draws;
             let p = it.position as usize;
             let confidence = if draws.len() == p {
                 let d = match plain {
@@ -133,14 +140,15 @@ impl Backend for SimBackend {
                 draw_up_to(draws, acceptance, it, p + 1, &mut rng)[p].confidence
             };
             out.confidences.push(confidence);
-            if let Some(m) = self.draft_kv.as_mut() {
-                m.feed(it, &mut forward);
+            if self.has_draft {
+                seq.draft_kv.feed(it, &mut forward);
             }
         }
         self.rng = rng;
-        let shape = match self.draft_kv {
-            Some(_) => forward.shape(),
-            None => draft_shape(items),
+        let shape = if self.has_draft {
+            forward.shape()
+        } else {
+            draft_shape(items)
         };
         out.elapsed_ns = self.cost.draft_step(&shape);
         Ok(())
@@ -162,16 +170,16 @@ impl Backend for SimBackend {
                     });
                 }
                 TargetWork::Verify { drafted } => {
-                    let draws = self.draws_for(it.seq);
+                    let seq = seq_record(&mut self.seqs, it.seq);
                     // The run of accepted draws among the first `drafted` (a plain slice scan).
-                    let verified = &draws[..(drafted as usize).min(draws.len())];
+                    let verified = &seq.draws[..(drafted as usize).min(seq.draws.len())];
                     let accepted = verified
                         .iter()
                         .position(|d| !d.accepted)
                         .unwrap_or(verified.len()) as u32;
-                    draws.clear();
-                    if let Some(m) = self.draft_kv.as_mut() {
-                        m.verified(it.seq, it.context_tokens, accepted);
+                    seq.draws.clear();
+                    if self.has_draft {
+                        seq.draft_kv.verified(it.context_tokens, accepted);
                     }
                     out.outcomes.push(TargetOutcome {
                         accepted,
@@ -187,19 +195,19 @@ impl Backend for SimBackend {
 
     fn release(&mut self, seq: SeqId) {
         // Emptied, its buffer kept: sequence ids are replica-local slots that the next request reuses.
-        if let Some(v) = self.pending.get_mut(seq as usize) {
-            v.clear();
-        }
-        if let Some(m) = self.draft_kv.as_mut() {
-            m.release(seq);
+        if let Some(s) = self.seqs.get_mut(seq as usize) {
+            s.draws.clear();
+            s.draft_kv = MirroredSeq::default();
         }
     }
 
     fn reuse_prefix(&mut self, seq: SeqId, tokens: u32) -> Result<(), SimError> {
         // The target's cached KV needs nothing here: the prefill item starts after it and its
         // attention reads it as context. The draft's share of the blocks spares its catch-up.
-        if let Some(m) = self.draft_kv.as_mut() {
-            m.prefix_cached(seq, tokens);
+        if self.has_draft {
+            seq_record(&mut self.seqs, seq)
+                .draft_kv
+                .prefix_cached(tokens);
         }
         Ok(())
     }
@@ -208,7 +216,7 @@ impl Backend for SimBackend {
         let mut runs = Vec::with_capacity(items.len());
         for it in items {
             let k = k_max as usize;
-            let draws = draws_for(&mut self.pending, it.seq);
+            let draws = &mut seq_record(&mut self.seqs, it.seq).draws;
             runs.push(
                 draw_up_to(draws, self.acceptance.as_ref(), it, k, &mut self.rng)
                     .iter()
@@ -269,7 +277,7 @@ mod tests {
         for items in forwards {
             reported.push(b.draft(items).unwrap().confidences);
         }
-        (reported, b.pending.clone())
+        (reported, b.seqs.iter().map(|s| s.draws.clone()).collect())
     }
 
     #[test]
