@@ -77,6 +77,43 @@ fn seq_record(seqs: &mut Vec<SimSeq>, seq: SeqId) -> &mut SimSeq {
     &mut seqs[i]
 }
 
+/// What one draft forward's pass over its items writes to.
+struct DraftPass<'a> {
+    seqs: &'a mut Vec<SimSeq>,
+    has_draft: bool,
+    confidences: &'a mut Vec<f32>,
+    forward: &'a mut DraftForwardShape,
+    acceptance: &'a dyn AcceptanceModel,
+    rng: &'a mut SimRng,
+}
+
+impl DraftPass<'_> {
+    /// Each item draws its position with `draw_next` when that is its sequence's next undrawn one
+    /// (the engine's order), else through the model position by position ([`draw_up_to`]).
+    #[inline(always)]
+    fn run(
+        &mut self,
+        items: &[DraftItem],
+        mut draw_next: impl FnMut(&DraftItem, &mut SimRng) -> DraftDraw,
+    ) {
+        for it in items {
+            let seq = seq_record(self.seqs, it.seq);
+            let p = it.position as usize;
+            let confidence = if seq.draws.len() == p {
+                let d = draw_next(it, self.rng);
+                seq.draws.push(d);
+                d.confidence
+            } else {
+                draw_up_to(&mut seq.draws, self.acceptance, it, p + 1, self.rng)[p].confidence
+            };
+            self.confidences.push(confidence);
+            if self.has_draft {
+                seq.draft_kv.feed(it, self.forward);
+            }
+        }
+    }
+}
+
 /// `item`'s sequence's draws, drawn up to `len` (earlier positions first; none if drawn ahead).
 fn draw_up_to<'a>(
     draws: &'a mut Vec<DraftDraw>,
@@ -106,43 +143,40 @@ impl Backend for SimBackend {
 
     /// One pass over the items: each draws its position (or reads it, when [`Backend::lookahead`]
     /// drew ahead), reports its confidence and books its draft cache. The draws are those of drawing
-    /// item by item through [`AcceptanceModel::draw`]; a run of items of one category with
-    /// [`AcceptanceModel::plain_draws`] draws inline, with the generator in a local.
+    /// item by item through [`AcceptanceModel::draw`]; plain categories
+    /// ([`AcceptanceModel::plain_draws`]) draw inline, with the generator in a local.
     fn draft_into(&mut self, items: &[DraftItem], out: &mut DraftResult) -> Result<(), SimError> {
         out.confidences.clear();
         out.confidences.reserve(items.len());
-        let mut forward = DraftForwardShape::default();
         let mut rng = self.rng.clone();
         let acceptance = self.acceptance.as_ref();
-        let mut run = items
-            .first()
-            .map(|it| (it.category, acceptance.plain_draws(it.category)));
-        for it in items {
-            let plain = match run {
-                Some((category, plain)) if category == it.category => plain,
-                _ => {
-                    let plain = acceptance.plain_draws(it.category);
-                    run = Some((it.category, plain));
-                    plain
-                }
-            };
-            let seq = seq_record(&mut self.seqs, it.seq);
-            let draws = &mut seq.draws;
-            let p = it.position as usize;
-            let confidence = if draws.len() == p {
-                let d = match plain {
-                    Some(plain) => plain.draw(&mut rng),
-                    None => acceptance.draw(it.position, it.category, &mut rng),
+        let mut forward = DraftForwardShape::default();
+        let mut pass = DraftPass {
+            seqs: &mut self.seqs,
+            has_draft: self.has_draft,
+            confidences: &mut out.confidences,
+            forward: &mut forward,
+            acceptance,
+            rng: &mut rng,
+        };
+        if let Some(plain) = acceptance.plain_draws_for_all() {
+            pass.run(items, |_, rng| plain.draw(rng));
+        } else {
+            // The sampler of the current run of items of one category.
+            let mut run = None;
+            pass.run(items, |it, rng| {
+                let plain = match run {
+                    Some((category, plain)) if category == it.category => plain,
+                    _ => {
+                        run.insert((it.category, acceptance.plain_draws(it.category)))
+                            .1
+                    }
                 };
-                draws.push(d);
-                d.confidence
-            } else {
-                draw_up_to(draws, acceptance, it, p + 1, &mut rng)[p].confidence
-            };
-            out.confidences.push(confidence);
-            if self.has_draft {
-                seq.draft_kv.feed(it, &mut forward);
-            }
+                match plain {
+                    Some(plain) => plain.draw(rng),
+                    None => acceptance.draw(it.position, it.category, rng),
+                }
+            });
         }
         self.rng = rng;
         let shape = if self.has_draft {
@@ -232,31 +266,43 @@ impl Backend for SimBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use specsim_core::acceptance::AcceptanceConfig;
+    use specsim_core::acceptance::{AcceptanceConfig, CategoryAcceptanceConfig};
     use specsim_core::cost::FixedCost;
     use specsim_core::rng::stream;
 
-    fn backend(seed: u64) -> SimBackend {
+    /// Plain Beta(3, 2) confidences, with a "coding" category (id 0) drawing from `coding`.
+    fn acceptance(coding: Option<CategoryAcceptanceConfig>) -> Arc<dyn AcceptanceModel> {
+        let categories = coding
+            .into_iter()
+            .map(|c| ("coding".to_string(), c))
+            .collect();
+        let config = AcceptanceConfig::Calibrated {
+            confidence_beta: [3.0, 2.0],
+            curve: None,
+            position_decay: 1.0,
+            categories,
+            position_alphas: None,
+        };
+        config.build(&["coding".into()]).unwrap().into()
+    }
+
+    fn backend_with(seed: u64, acceptance: Arc<dyn AcceptanceModel>) -> SimBackend {
         let cost = FixedCost {
             draft_base: 1,
             draft_per_seq: 0,
             target_base: 1,
             target_per_token: 0,
         };
-        let acceptance = AcceptanceConfig::Calibrated {
-            confidence_beta: [3.0, 2.0],
-            curve: None,
-            position_decay: 1.0,
-            categories: Default::default(),
-            position_alphas: None,
-        };
-        let acceptance: Arc<dyn AcceptanceModel> = acceptance.build(&[]).unwrap().into();
         SimBackend::new(
             Arc::new(cost),
             acceptance,
             stream(seed, "acceptance", 0),
             true,
         )
+    }
+
+    fn backend(seed: u64) -> SimBackend {
+        backend_with(seed, acceptance(None))
     }
 
     fn item(seq: SeqId, position: u32) -> DraftItem {
@@ -280,41 +326,64 @@ mod tests {
         (reported, b.seqs.iter().map(|s| s.draws.clone()).collect())
     }
 
+    /// Forwards in the engine's order (positions in turn), and forwards out of it: one with a
+    /// sequence twice, one skipping a position and one re-reading a drawn position; items of
+    /// category 0 (sequence 1) and of none.
+    fn forwards() -> Vec<Vec<DraftItem>> {
+        let coded = |seq, position| DraftItem {
+            category: (seq == 1).then_some(0),
+            ..item(seq, position)
+        };
+        [
+            vec![(0, 0), (3, 0), (1, 0)],
+            vec![(0, 1), (1, 1)],
+            vec![(0, 2), (3, 1), (0, 2), (1, 2)],
+            vec![(3, 3), (1, 1)],
+            vec![(1, 3), (3, 4), (2, 0)],
+        ]
+        .iter()
+        .map(|f| f.iter().map(|&(s, p)| coded(s, p)).collect())
+        .collect()
+    }
+
     #[test]
     fn draws_in_one_pass_match_drawing_position_by_position_through_the_model() {
-        // Forwards in the engine's order (positions in turn), and forwards out of it: one with a
-        // sequence twice, one skipping a position and one re-reading a drawn position.
-        let forwards = vec![
-            vec![item(0, 0), item(3, 0), item(1, 0)],
-            vec![item(0, 1), item(1, 1)],
-            vec![item(0, 2), item(3, 1), item(0, 2), item(1, 2)],
-            vec![item(3, 3), item(1, 1)],
-            vec![item(1, 3), item(3, 4), item(2, 0)],
-        ];
-        let (fast, fast_draws) = run(&mut backend(9), &forwards);
-        // By hand: each item's sequence draws through `AcceptanceModel::draw` every position up to
-        // the item's that it has not drawn yet, and the item reports its own position's draw.
-        let mut model = backend(9);
-        let mut drawn: Vec<Vec<DraftDraw>> = vec![Vec::new(); 4];
-        let mut slow = Vec::new();
-        for items in &forwards {
-            let mut reported = Vec::new();
-            for it in items {
-                let draws = &mut drawn[it.seq as usize];
-                while draws.len() <= it.position as usize {
-                    let d = model
-                        .acceptance
-                        .draw(draws.len() as u32, None, &mut model.rng);
-                    draws.push(d);
+        // One plain sampler for all; a plain category of its own (a sampler per run of a
+        // category); a category that is not plain (drawn through the model).
+        let plain_coding = CategoryAcceptanceConfig {
+            confidence_beta: [9.0, 1.0],
+            curve: None,
+            position_decay: 1.0,
+        };
+        let decaying_coding = CategoryAcceptanceConfig {
+            position_decay: 0.8,
+            ..plain_coding.clone()
+        };
+        for coding in [None, Some(plain_coding), Some(decaying_coding)] {
+            let model = acceptance(coding.clone());
+            let (fast, fast_draws) = run(&mut backend_with(9, model.clone()), &forwards());
+            // By hand: each item's sequence draws through `AcceptanceModel::draw` every position
+            // up to the item's that it has not drawn yet, and the item reports its own position's
+            // draw.
+            let mut rng = stream(9, "acceptance", 0);
+            let mut drawn: Vec<Vec<DraftDraw>> = vec![Vec::new(); 4];
+            let mut slow = Vec::new();
+            for items in &forwards() {
+                let mut reported = Vec::new();
+                for it in items {
+                    let draws = &mut drawn[it.seq as usize];
+                    while draws.len() <= it.position as usize {
+                        draws.push(model.draw(draws.len() as u32, it.category, &mut rng));
+                    }
+                    reported.push(draws[it.position as usize].confidence);
                 }
-                reported.push(draws[it.position as usize].confidence);
+                slow.push(reported);
             }
-            slow.push(reported);
+            assert_eq!(fast, slow, "{coding:?}");
+            assert_eq!(fast_draws[..], drawn[..], "{coding:?}");
+            // Each sequence drew every position up to the deepest asked, once.
+            let depth: Vec<usize> = fast_draws.iter().map(Vec::len).collect();
+            assert_eq!(depth, [3, 4, 1, 5]);
         }
-        assert_eq!(fast, slow);
-        assert_eq!(fast_draws[..], drawn[..]);
-        // Each sequence drew every position up to the deepest asked, once.
-        let depth: Vec<usize> = fast_draws.iter().map(Vec::len).collect();
-        assert_eq!(depth, [3, 4, 1, 5]);
     }
 }

@@ -56,6 +56,11 @@ pub trait AcceptanceModel: Send + Sync {
     fn plain_draws(&self, _category: Option<CategoryId>) -> Option<PlainDraws<'_>> {
         None
     }
+    /// [`AcceptanceModel::plain_draws`] when every category draws alike and plainly (a model
+    /// without categories of its own), so a caller need not look at the items' categories.
+    fn plain_draws_for_all(&self) -> Option<PlainDraws<'_>> {
+        None
+    }
     /// Probability of acceptance at `position` given all earlier accepted (averaged over confidences).
     fn acceptance_rate(&self, position: u32, category: Option<CategoryId>) -> f64;
     /// Short description for summaries.
@@ -436,6 +441,12 @@ impl AcceptanceModel for CalibratedAcceptance {
     }
     fn plain_draws(&self, category: Option<CategoryId>) -> Option<PlainDraws<'_>> {
         self.for_category(category).plain()
+    }
+    fn plain_draws_for_all(&self) -> Option<PlainDraws<'_>> {
+        if self.by_category.iter().any(Option::is_some) {
+            return None;
+        }
+        self.default.plain()
     }
     fn acceptance_rate(&self, p: u32, c: Option<CategoryId>) -> f64 {
         // E[curve(p·decay^j)] by midpoint quadrature over the Beta density (exact enough for reporting).
@@ -835,6 +846,17 @@ mod tests {
         assert_eq!(offered(&*models[1]), [true; 3]);
         assert_eq!(offered(&*models[2]), [false; 3]);
         assert_eq!(offered(&*models[3]), [false; 3]);
+        // Only the plain model without categories offers one sampler for all.
+        let for_all: Vec<bool> = models
+            .iter()
+            .map(|m| m.plain_draws_for_all().is_some())
+            .collect();
+        assert_eq!(for_all, [false, true, false, false]);
+        let (mut a, mut b) = (stream(6, "acc", 0), stream(6, "acc", 0));
+        let plain = models[1].plain_draws_for_all().unwrap();
+        for n in 0..100u32 {
+            assert_eq!(plain.draw(&mut a), models[1].draw(n % 5, Some(1), &mut b));
+        }
         for m in &models {
             for c in categories {
                 let Some(plain) = m.plain_draws(c) else {
