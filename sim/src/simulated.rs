@@ -301,10 +301,6 @@ mod tests {
         )
     }
 
-    fn backend(seed: u64) -> SimBackend {
-        backend_with(seed, acceptance(None))
-    }
-
     fn item(seq: SeqId, position: u32) -> DraftItem {
         DraftItem {
             seq,
