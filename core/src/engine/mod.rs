@@ -772,15 +772,6 @@ impl Engine {
             let cap = k_max.min(seq.remaining().saturating_sub(1));
             s.decode.push(i);
             s.active.push(cap > 0);
-            s.drafters.push(Drafter {
-                item: DraftItem {
-                    seq: seq.spec.id,
-                    context_tokens: seq.kv_tokens,
-                    position: 0,
-                    category: seq.spec.category,
-                },
-                room: draft_room(seq.blocks, self.kv.block_size(), seq.kv_tokens),
-            });
             s.views.push(SeqView {
                 context_tokens: seq.kv_tokens,
                 max_draft: cap,
@@ -788,6 +779,18 @@ impl Engine {
                 decode_elapsed_ns: seq.first_token_ns.map_or(0, |t| now.saturating_sub(t)),
                 tpot_slo_ns: self.tpot_slo_ns,
             });
+            if k_max > 0 {
+                // (A policy that never drafts needs no drafters.)
+                s.drafters.push(Drafter {
+                    item: DraftItem {
+                        seq: seq.spec.id,
+                        context_tokens: seq.kv_tokens,
+                        position: 0,
+                        category: seq.spec.category,
+                    },
+                    room: draft_room(seq.blocks, self.kv.block_size(), seq.kv_tokens),
+                });
+            }
         }
         let n = s.decode.len();
         s.confidences.resize_with(n, Vec::new);
@@ -824,9 +827,11 @@ impl Engine {
         let mut draft_ns = 0;
         let mut position = 0u32;
         let s = &mut self.scratch;
-        // On entry to each position the policy's `keep` is the sequences still active.
-        s.keep.clone_from(&s.active);
         let mut drafting = s.active.contains(&true);
+        if drafting {
+            // On entry to each position the policy's `keep` is the sequences still active.
+            s.keep.clone_from(&s.active);
+        }
         while drafting {
             let s = &mut self.scratch;
             let view = DraftView {
