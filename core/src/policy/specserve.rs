@@ -354,11 +354,7 @@ impl SpeculationPolicy for SpecServe {
         let mut eff = e / (draft_ns + view.cost.target_step(&verify) as f64).max(1.0);
         loop {
             // The least-confident tail token over all sequences.
-            let Some((i, c)) = (0..k.len())
-                .filter(|&i| k[i] > 0)
-                .map(|i| (i, tails[i]))
-                .min_by(|a, b| a.1.total_cmp(&b.1))
-            else {
+            let Some((i, c)) = least_tail(k, tails) else {
                 return;
             };
             k[i] -= 1;
@@ -379,6 +375,28 @@ impl SpeculationPolicy for SpecServe {
             }
         }
     }
+}
+
+/// The sequence whose tail draft token is the least confident, among those with a draft, and that
+/// tail's cumulative confidence: the first smallest under [`f64::total_cmp`], as `min_by` with
+/// `total_cmp` picks it, but with the running minimum's order key kept instead of recomputed at
+/// each comparison.
+fn least_tail(k: &[u32], tails: &[f64]) -> Option<(usize, f64)> {
+    let mut least: Option<(usize, i64)> = None;
+    for (i, (&ki, &tail)) in k.iter().zip(tails).enumerate() {
+        let key = total_order_key(tail);
+        if ki > 0 && least.is_none_or(|(_, l)| key < l) {
+            least = Some((i, key));
+        }
+    }
+    least.map(|(i, _)| (i, tails[i]))
+}
+
+/// The integer `f64::total_cmp` compares: `a.total_cmp(&b) == key(a).cmp(&key(b))` (negative
+/// numbers have their magnitude bits flipped so that their order reverses).
+fn total_order_key(x: f64) -> i64 {
+    let bits = x.to_bits() as i64;
+    bits ^ (((bits >> 63) as u64) >> 1) as i64
 }
 
 #[cfg(test)]
@@ -651,6 +669,74 @@ mod tests {
         assert_eq!(bits(&tails_a), bits(&p.step.tails));
         // A plan other than the one drafted is not taken from the step.
         assert!(!p.step_matches(&[k[0] - 1, k[1], k[2]]));
+    }
+
+    #[test]
+    fn least_tail_picks_what_min_by_total_cmp_picks() {
+        let min_by = |k: &[u32], tails: &[f64]| {
+            (0..k.len())
+                .filter(|&i| k[i] > 0)
+                .map(|i| (i, tails[i]))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+        };
+        let bits = |x: Option<(usize, f64)>| x.map(|(i, c)| (i, c.to_bits()));
+        // By hand: the first of equal tails; -0 before +0; only sequences with a draft count.
+        assert_eq!(
+            bits(least_tail(&[1, 1], &[0.5, 0.5])),
+            Some((0, 0.5f64.to_bits()))
+        );
+        assert_eq!(
+            bits(least_tail(&[1, 1], &[0.0, -0.0])),
+            Some((1, (-0.0f64).to_bits()))
+        );
+        assert_eq!(
+            bits(least_tail(&[0, 2], &[0.1, 0.3])),
+            Some((1, 0.3f64.to_bits()))
+        );
+        assert_eq!(least_tail(&[0, 0], &[0.1, 0.3]), None);
+        // Against `min_by` on mixes of ties, signed zeros, NaNs, infinities, subnormals and
+        // arbitrary bit patterns.
+        let special = [
+            0.0,
+            -0.0,
+            0.5,
+            0.09,
+            0.729,
+            1.0,
+            -0.25,
+            f64::NAN,
+            -f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MIN_POSITIVE,
+            5e-324,
+            -5e-324,
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for trial in 0..4000 {
+            let n = 1 + trial % 13;
+            let (mut k, mut tails) = (Vec::new(), Vec::new());
+            for _ in 0..n {
+                let r = next();
+                k.push((r % 3) as u32);
+                tails.push(if trial % 2 == 0 {
+                    special[(r >> 8) as usize % special.len()]
+                } else {
+                    f64::from_bits(next())
+                });
+            }
+            assert_eq!(
+                bits(least_tail(&k, &tails)),
+                bits(min_by(&k, &tails)),
+                "{k:?} {tails:?}"
+            );
+        }
     }
 
     #[test]
