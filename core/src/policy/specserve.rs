@@ -143,15 +143,16 @@ impl SpecServe {
     /// Whether no request's TPOT SLO can stop the position whose step would take `t_next`: each
     /// request's predicted per-token latency is `t_next` over `1 + Σ_j c_ij` plus its extrapolated
     /// next term, a divisor of at least 1 (or NaN, which compares as within) while no confidence
-    /// folded this step and not ᾱ is negative, so it is at most `t_next`, here within the smallest
-    /// SLO of the batch. The tightest request then need not be found.
+    /// folded this step is negative and ᾱ is not negative (nor NaN: then the request is found), so
+    /// it is at most `t_next`, here within the smallest SLO of the batch. The tightest request then
+    /// need not be found.
     fn slo_cannot_bind(&self, t_next: f64) -> bool {
         #[cfg(test)]
         if self.always_find_tightest {
             return false;
         }
         let st = &self.step;
-        t_next <= st.slo_floor && !(st.min_confidence < 0.0) && !(self.alpha_bar < 0.0)
+        t_next <= st.slo_floor && st.min_confidence >= 0.0 && self.alpha_bar >= 0.0
     }
 
     /// Starts a step: nothing drafted, verification of one token per sequence.
