@@ -47,8 +47,13 @@ struct StepState {
     draft_ns: Nanos,
     /// Predicted time of the position just decided (added once its tokens show up).
     pending_draft_ns: Nanos,
-    /// The request closest to its TPOT SLO (fixed for the step).
-    tightest: Option<usize>,
+    /// The request closest to its TPOT SLO (fixed for the step), once asked for: a position whose
+    /// step fits within every SLO cannot be stopped by one, and most steps never ask.
+    tightest: Option<Option<usize>>,
+    /// The smallest TPOT SLO in the batch (infinite without one).
+    slo_floor: f64,
+    /// The smallest confidence folded this step (compared with `<`, so NaNs are passed over).
+    min_confidence: f64,
     /// The last verification shape predicted and its time (the next position usually asks again).
     verify_memo: Option<(BatchShape, Nanos)>,
     /// Scratch for elimination: each sequence's tail cumulative confidence.
@@ -69,6 +74,10 @@ pub struct SpecServe {
     slo_aware: bool,
     alpha_bar: f64,
     step: StepState,
+    /// Tests only: find the tightest request whenever a position would be drafted, as if its SLO
+    /// could always bind (the reference for the shortcut).
+    #[cfg(test)]
+    always_find_tightest: bool,
 }
 
 impl SpecServe {
@@ -80,6 +89,8 @@ impl SpecServe {
             slo_aware,
             alpha_bar: ALPHA_BAR_0,
             step: StepState::default(),
+            #[cfg(test)]
+            always_find_tightest: false,
         }
     }
 
@@ -129,6 +140,21 @@ impl SpecServe {
         best.map(|b| b.0)
     }
 
+    /// Whether no request's TPOT SLO can stop the position whose step would take `t_next`: each
+    /// request's predicted per-token latency is `t_next` over `1 + Σ_j c_ij` plus its extrapolated
+    /// next term, a divisor of at least 1 (or NaN, which compares as within) while no confidence
+    /// folded this step is negative and ᾱ is not negative (nor NaN: then the request is found), so
+    /// it is at most `t_next`, here within the smallest SLO of the batch. The tightest request then
+    /// need not be found.
+    fn slo_cannot_bind(&self, t_next: f64) -> bool {
+        #[cfg(test)]
+        if self.always_find_tightest {
+            return false;
+        }
+        let st = &self.step;
+        t_next <= st.slo_floor && st.min_confidence >= 0.0 && self.alpha_bar >= 0.0
+    }
+
     /// Starts a step: nothing drafted, verification of one token per sequence.
     fn begin_step(&mut self, view: &DraftView) {
         let n = view.seqs.len();
@@ -142,18 +168,22 @@ impl SpecServe {
         st.expected = n as f64;
         // One token per sequence at its context: the shape `draft_tokens` gives from the sums (the
         // same counts as merging `BatchShape::one(ctx, 1, false, 1)` per sequence).
-        let context_sum = view.seqs.iter().map(|s| s.context_tokens as u64).sum();
+        let (mut context_sum, mut slo_floor) = (0u64, None::<Nanos>);
+        for s in view.seqs {
+            context_sum += s.context_tokens as u64;
+            if let Some(slo) = s.tpot_slo_ns {
+                slo_floor = Some(slo_floor.map_or(slo, |f| f.min(slo)));
+            }
+        }
+        st.slo_floor = slo_floor.map_or(f64::INFINITY, |f| f as f64);
+        st.min_confidence = f64::INFINITY;
         st.verify = draft_tokens(n as u32, context_sum, 0);
         st.draft_ns = 0;
         st.pending_draft_ns = 0;
         st.verify_memo = None;
         st.kept_last = 0;
         st.plan_exact = true;
-        st.tightest = if self.slo_aware {
-            Self::tightest(view)
-        } else {
-            None
-        };
+        st.tightest = None;
     }
 
     /// Folds the confidences drafted since the last call into the plan, and the running mean ᾱ.
@@ -161,6 +191,7 @@ impl SpecServe {
         let st = &mut self.step;
         st.draft_ns += std::mem::take(&mut st.pending_draft_ns);
         let (mut added, mut ctx_sum, mut drafted_sum) = (0u32, 0u64, 0u64);
+        let mut min_confidence = st.min_confidence;
         let per_seq = view
             .confidences
             .iter()
@@ -171,6 +202,9 @@ impl SpecServe {
             // Usually none or one new confidence: a length test, not a slice iterator, per sequence.
             while let Some(&p) = conf.get(*drafted as usize) {
                 let p = p as f64;
+                if p < min_confidence {
+                    min_confidence = p;
+                }
                 self.alpha_bar += ALPHA_BAR_WEIGHT * (p - self.alpha_bar);
                 *cum *= p;
                 *sum_c += *cum;
@@ -181,6 +215,7 @@ impl SpecServe {
                 *drafted += 1;
             }
         }
+        st.min_confidence = min_confidence;
         // Drafted sequences are kept ones: as many as were kept means exactly those.
         st.plan_exact &= added == st.kept_last;
         st.kept_last = 0;
@@ -312,8 +347,9 @@ impl SpeculationPolicy for SpecServe {
         let t_now = (st.draft_ns + t_verify_now).max(1) as f64;
         let t_next = (st.draft_ns + t_draft + t_verify_next).max(1) as f64;
         let mut go = expected_next / t_next > st.expected / t_now;
-        if go {
-            if let Some(i) = st.tightest {
+        if go && self.slo_aware && !self.slo_cannot_bind(t_next) {
+            let st = &mut self.step;
+            if let Some(i) = *st.tightest.get_or_insert_with(|| Self::tightest(view)) {
                 // Per-token latency of the tightest request now and with one more draft position.
                 let slo = view.seqs[i].tpot_slo_ns.unwrap_or(u64::MAX) as f64;
                 let l_now = t_now / (1.0 + st.sum_c[i]);
@@ -354,11 +390,7 @@ impl SpeculationPolicy for SpecServe {
         let mut eff = e / (draft_ns + view.cost.target_step(&verify) as f64).max(1.0);
         loop {
             // The least-confident tail token over all sequences.
-            let Some((i, c)) = (0..k.len())
-                .filter(|&i| k[i] > 0)
-                .map(|i| (i, tails[i]))
-                .min_by(|a, b| a.1.total_cmp(&b.1))
-            else {
+            let Some((i, c)) = least_tail(k, tails) else {
                 return;
             };
             k[i] -= 1;
@@ -379,6 +411,28 @@ impl SpeculationPolicy for SpecServe {
             }
         }
     }
+}
+
+/// The sequence whose tail draft token is the least confident, among those with a draft, and that
+/// tail's cumulative confidence: the first smallest under [`f64::total_cmp`], as `min_by` with
+/// `total_cmp` picks it, but with the running minimum's order key kept instead of recomputed at
+/// each comparison.
+fn least_tail(k: &[u32], tails: &[f64]) -> Option<(usize, f64)> {
+    let mut least: Option<(usize, i64)> = None;
+    for (i, (&ki, &tail)) in k.iter().zip(tails).enumerate() {
+        let key = total_order_key(tail);
+        if ki > 0 && least.is_none_or(|(_, l)| key < l) {
+            least = Some((i, key));
+        }
+    }
+    least.map(|(i, _)| (i, tails[i]))
+}
+
+/// The integer `f64::total_cmp` compares: `a.total_cmp(&b) == key(a).cmp(&key(b))` (negative
+/// numbers have their magnitude bits flipped so that their order reverses).
+fn total_order_key(x: f64) -> i64 {
+    let bits = x.to_bits() as i64;
+    bits ^ (((bits >> 63) as u64) >> 1) as i64
 }
 
 #[cfg(test)]
@@ -651,6 +705,172 @@ mod tests {
         assert_eq!(bits(&tails_a), bits(&p.step.tails));
         // A plan other than the one drafted is not taken from the step.
         assert!(!p.step_matches(&[k[0] - 1, k[1], k[2]]));
+    }
+
+    #[test]
+    fn finding_the_tightest_request_only_when_its_slo_can_bind_changes_no_decision() {
+        // Random batches drafted under the engine's calling sequence by the policy and by one that
+        // finds the tightest request for every position it would draft: the same keeps and the
+        // same final lengths. Some confidences and priors are negative (the shortcut's condition
+        // fails) and some SLOs are shorter than a step (it binds).
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |m: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % m
+        };
+        let (mut skipped, mut found, mut positions) = (0, 0, 0);
+        for trial in 0..800 {
+            let n = 1 + next(8) as usize;
+            let mut s = seqs(n);
+            for q in &mut s {
+                q.context_tokens = 10 + next(2000) as u32;
+                q.tokens_out = 1 + next(40) as u32;
+                q.decode_elapsed_ns = next(30_000_000) * (q.tokens_out - 1) as u64;
+                q.tpot_slo_ns = (next(4) > 0).then(|| 3_000_000 + next(30_000_000));
+            }
+            let alpha0 = if trial % 5 == 0 {
+                -0.3
+            } else {
+                0.3 + next(70) as f64 / 100.0
+            };
+            let negative = trial % 3 == 0;
+            let mut fast = SpecServe::new(8, true, true).with_alpha0(alpha0);
+            let mut reference = SpecServe::new(8, true, true).with_alpha0(alpha0);
+            reference.always_find_tightest = true;
+            let mut conf = vec![Vec::new(); n];
+            let mut active = vec![true; n];
+            for pos in 0..8u32 {
+                let v = view(&s, &conf, &active, pos);
+                let (mut keep_fast, mut keep_ref) = (active.clone(), active.clone());
+                fast.draft_next(&v, &mut keep_fast);
+                reference.draft_next(&v, &mut keep_ref);
+                assert_eq!(keep_fast, keep_ref, "trial {trial} position {pos}");
+                positions += 1;
+                if !keep_ref.iter().any(|&k| k) {
+                    break;
+                }
+                for i in 0..n {
+                    active[i] = keep_ref[i];
+                    if active[i] {
+                        let p = next(1000) as f32 / 1000.0;
+                        conf[i].push(if negative && next(3) == 0 { -p } else { p });
+                    }
+                }
+            }
+            let mut k_fast: Vec<u32> = conf.iter().map(|c| c.len() as u32).collect();
+            let mut k_ref = k_fast.clone();
+            let v = view(
+                &s,
+                &conf,
+                &active,
+                k_fast.iter().max().copied().unwrap_or(0),
+            );
+            fast.finalize(&v, &mut k_fast);
+            reference.finalize(&v, &mut k_ref);
+            assert_eq!(k_fast, k_ref, "trial {trial}");
+            let asked = reference.step.tightest.flatten().is_some();
+            skipped += usize::from(asked && fast.step.tightest.is_none());
+            found += usize::from(fast.step.tightest.flatten().is_some());
+        }
+        // Both ways were taken: steps where the shortcut skipped a request the reference found,
+        // and steps where the policy had to find it.
+        assert!(
+            positions > 1000 && skipped > 20 && found > 20,
+            "{positions} positions, {skipped} skipped, {found} found"
+        );
+    }
+
+    #[test]
+    fn a_negative_confidence_makes_the_policy_find_the_tightest_request() {
+        // The case of `slo_awareness_stops_short...` with B's confidence -0.1 and SLO 16 ms. From
+        // k = (1,1) to (2,2): T 13.2 -> 15.4 ms, within B's SLO; E 2.85 -> 2.85 + ᾱ·(0.95 - 0.1)
+        // with ᾱ = 0.596465: 3.3570, Eff 0.2159 -> 0.2180 (rises). B's per-token latency: 13.2 / 0.9
+        // = 14.67 ms -> 15.4 / (0.9 - 0.0596) = 18.32 ms, over 16 ms and worse: a divisor below 1
+        // puts it over the SLO although the step is within it, so drafting stops.
+        let mut s = seqs(2);
+        s[1] = SeqView {
+            tpot_slo_ns: Some(16_000_000),
+            tokens_out: 11,
+            decode_elapsed_ns: 100_000_000,
+            ..s[1]
+        };
+        let c = vec![vec![0.95f32], vec![-0.1]];
+        let mut keep = [true, true];
+        SpecServe::new(8, false, false).draft_next(&view(&s, &c, &[true, true], 1), &mut keep);
+        assert_eq!(keep, [true, true]);
+        let mut keep = [true, true];
+        SpecServe::new(8, false, true).draft_next(&view(&s, &c, &[true, true], 1), &mut keep);
+        assert_eq!(keep, [false, false]);
+    }
+
+    #[test]
+    fn least_tail_picks_what_min_by_total_cmp_picks() {
+        let min_by = |k: &[u32], tails: &[f64]| {
+            (0..k.len())
+                .filter(|&i| k[i] > 0)
+                .map(|i| (i, tails[i]))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+        };
+        let bits = |x: Option<(usize, f64)>| x.map(|(i, c)| (i, c.to_bits()));
+        // By hand: the first of equal tails; -0 before +0; only sequences with a draft count.
+        assert_eq!(
+            bits(least_tail(&[1, 1], &[0.5, 0.5])),
+            Some((0, 0.5f64.to_bits()))
+        );
+        assert_eq!(
+            bits(least_tail(&[1, 1], &[0.0, -0.0])),
+            Some((1, (-0.0f64).to_bits()))
+        );
+        assert_eq!(
+            bits(least_tail(&[0, 2], &[0.1, 0.3])),
+            Some((1, 0.3f64.to_bits()))
+        );
+        assert_eq!(least_tail(&[0, 0], &[0.1, 0.3]), None);
+        // Against `min_by` on mixes of ties, signed zeros, NaNs, infinities, subnormals and
+        // arbitrary bit patterns.
+        let special = [
+            0.0,
+            -0.0,
+            0.5,
+            0.09,
+            0.729,
+            1.0,
+            -0.25,
+            f64::NAN,
+            -f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::MIN_POSITIVE,
+            5e-324,
+            -5e-324,
+        ];
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for trial in 0..4000 {
+            let n = 1 + trial % 13;
+            let (mut k, mut tails) = (Vec::new(), Vec::new());
+            for _ in 0..n {
+                let r = next();
+                k.push((r % 3) as u32);
+                tails.push(if trial % 2 == 0 {
+                    special[(r >> 8) as usize % special.len()]
+                } else {
+                    f64::from_bits(next())
+                });
+            }
+            assert_eq!(
+                bits(least_tail(&k, &tails)),
+                bits(min_by(&k, &tails)),
+                "{k:?} {tails:?}"
+            );
+        }
     }
 
     #[test]
