@@ -191,7 +191,9 @@ impl SpecServe {
         let st = &mut self.step;
         st.draft_ns += std::mem::take(&mut st.pending_draft_ns);
         let (mut added, mut ctx_sum, mut drafted_sum) = (0u32, 0u64, 0u64);
+        // The running sums in locals over the loop (registers), not in `self` (a store per token).
         let mut min_confidence = st.min_confidence;
+        let (mut alpha_bar, mut expected) = (self.alpha_bar, st.expected);
         let per_seq = view
             .confidences
             .iter()
@@ -205,10 +207,10 @@ impl SpecServe {
                 if p < min_confidence {
                     min_confidence = p;
                 }
-                self.alpha_bar += ALPHA_BAR_WEIGHT * (p - self.alpha_bar);
+                alpha_bar += ALPHA_BAR_WEIGHT * (p - alpha_bar);
                 *cum *= p;
                 *sum_c += *cum;
-                st.expected += *cum;
+                expected += *cum;
                 added += 1;
                 ctx_sum += seq.context_tokens as u64;
                 drafted_sum += *drafted as u64;
@@ -216,6 +218,7 @@ impl SpecServe {
             }
         }
         st.min_confidence = min_confidence;
+        (self.alpha_bar, st.expected) = (alpha_bar, expected);
         // Drafted sequences are kept ones: as many as were kept means exactly those.
         st.plan_exact &= added == st.kept_last;
         st.kept_last = 0;
@@ -328,14 +331,14 @@ impl SpeculationPolicy for SpecServe {
         // Shapes from running sums (`draft_tokens`, `verify_more`): this loop runs once per sequence
         // and draft position, and only the expected tokens need each sequence's own term, in order.
         let (mut kept, mut ctx_sum, mut drafted_sum) = (0u32, 0u64, 0u64);
-        let mut expected_next = st.expected;
+        let (mut expected_next, alpha_bar) = (st.expected, self.alpha_bar);
         let per_seq = keep.iter().zip(view.seqs).zip(&st.cum).zip(&st.drafted);
         for (((&k, seq), &cum), &drafted) in per_seq {
             if k {
                 kept += 1;
                 ctx_sum += seq.context_tokens as u64;
                 drafted_sum += drafted as u64;
-                expected_next += cum * self.alpha_bar;
+                expected_next += cum * alpha_bar;
             }
         }
         let draft_shape = draft_tokens(kept, ctx_sum, view.position);
