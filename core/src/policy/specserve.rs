@@ -50,7 +50,7 @@ struct StepState {
     /// The request closest to its TPOT SLO (fixed for the step), once asked for: a position whose
     /// step fits within every SLO cannot be stopped by one, and most steps never ask.
     tightest: Option<Option<usize>>,
-    /// The smallest TPOT SLO in the batch (infinite without one).
+    /// The smallest TPOT SLO in the batch (`u64::MAX` without one).
     slo_floor: f64,
     /// The smallest confidence folded this step (compared with `<`, so NaNs are passed over).
     min_confidence: f64,
@@ -168,14 +168,13 @@ impl SpecServe {
         st.expected = n as f64;
         // One token per sequence at its context: the shape `draft_tokens` gives from the sums (the
         // same counts as merging `BatchShape::one(ctx, 1, false, 1)` per sequence).
-        let (mut context_sum, mut slo_floor) = (0u64, None::<Nanos>);
+        // Without any SLO the floor stays at u64::MAX: no request is then the tightest either.
+        let (mut context_sum, mut slo_floor) = (0u64, u64::MAX);
         for s in view.seqs {
             context_sum += s.context_tokens as u64;
-            if let Some(slo) = s.tpot_slo_ns {
-                slo_floor = Some(slo_floor.map_or(slo, |f| f.min(slo)));
-            }
+            slo_floor = slo_floor.min(s.tpot_slo_ns.unwrap_or(u64::MAX));
         }
-        st.slo_floor = slo_floor.map_or(f64::INFINITY, |f| f as f64);
+        st.slo_floor = slo_floor as f64;
         st.min_confidence = f64::INFINITY;
         st.verify = draft_tokens(n as u32, context_sum, 0);
         st.draft_ns = 0;
