@@ -96,21 +96,28 @@ impl DraftPass<'_> {
         items: &[DraftItem],
         mut draw_next: impl FnMut(&DraftItem, &mut SimRng) -> DraftDraw,
     ) {
+        // The generator in a local whose address never leaves the loop (the slow path draws with
+        // a copy), so that it can stay in registers.
+        let mut rng = self.rng.clone();
         for it in items {
             let seq = seq_record(self.seqs, it.seq);
             let p = it.position as usize;
             let confidence = if seq.draws.len() == p {
-                let d = draw_next(it, self.rng);
+                let d = draw_next(it, &mut rng);
                 seq.draws.push(d);
                 d.confidence
             } else {
-                draw_up_to(&mut seq.draws, self.acceptance, it, p + 1, self.rng)[p].confidence
+                let mut slow = rng.clone();
+                let d = draw_up_to(&mut seq.draws, self.acceptance, it, p + 1, &mut slow)[p];
+                rng = slow;
+                d.confidence
             };
             self.confidences.push(confidence);
             if self.has_draft {
                 seq.draft_kv.feed(it, self.forward);
             }
         }
+        *self.rng = rng;
     }
 }
 
