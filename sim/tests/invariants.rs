@@ -331,3 +331,56 @@ fn eliminated_drafts_count_as_drafted() {
     assert_eq!((f.drafted, f.accepted), (12, 4));
     assert_eq!(reported, 12, "step reports count proposed drafts too");
 }
+
+/// A draft token takes a KV slot, and a new block only when the blocks held are full. Hand-worked,
+/// blocks of 16 tokens, static k = 4: request A (29 prompt tokens, 10 output) and B (20 prompt, 2
+/// output) are prefilled in the first step; decoding reserves A's next token (30 tokens: 2 blocks)
+/// and B's (21: 2 blocks). A's draft positions 0..3 need 31, 32, 33, 34 tokens: the first two fit in
+/// its 2 blocks, the third needs a third block. B owes one token and drafts nothing. With 4 blocks
+/// none is left and A drafts 2; with 5 it takes the fifth and drafts all 4.
+#[test]
+fn a_draft_token_takes_a_new_block_only_when_the_held_ones_are_full() {
+    use specsim_core::workload::RequestSpec;
+    for (kv_blocks, drafted) in [(4, 2), (5, 4)] {
+        let cfg = EngineConfig {
+            kv_blocks: Some(kv_blocks),
+            block_size: 16,
+            chunked_prefill: false,
+            prefix_caching: false,
+            ..Default::default()
+        };
+        let cost = Arc::new(COST);
+        let mut engine =
+            Engine::new(cfg, PolicyConfig::Static { k: 4 }.build(), cost.clone()).unwrap();
+        let mut backend = SimBackend::new(
+            cost,
+            Arc::new(ConstantAcceptance { alpha: 0.0 }),
+            stream(1, "acceptance", 0),
+            true,
+        );
+        for (id, prompt_tokens, output_tokens) in [(0, 29, 10), (1, 20, 2)] {
+            engine
+                .add_request(RequestSpec {
+                    id,
+                    arrival_ns: 0,
+                    prompt_tokens,
+                    output_tokens,
+                    category: None,
+                    prefix: None,
+                })
+                .unwrap();
+        }
+        let prefill = engine.step(0, &mut backend).unwrap().unwrap();
+        assert_eq!(
+            (prefill.batch, prefill.drafted),
+            (2, 0),
+            "{kv_blocks} blocks"
+        );
+        let decode = engine.step(prefill.end_ns, &mut backend).unwrap().unwrap();
+        assert_eq!(decode.drafted, drafted, "{kv_blocks} blocks");
+        // Every draft rejected (alpha 0): A keeps 31 tokens (2 blocks, the third handed back) and
+        // B, done, returns its 2.
+        assert_eq!(decode.kv_used, 2, "{kv_blocks} blocks");
+        engine.check_kv_invariant().unwrap();
+    }
+}
