@@ -151,11 +151,10 @@ impl Backend for SimBackend {
     /// One pass over the items: each draws its position (or reads it, when [`Backend::lookahead`]
     /// drew ahead), reports its confidence and books its draft cache. The draws are those of drawing
     /// item by item through [`AcceptanceModel::draw`]; plain categories
-    /// ([`AcceptanceModel::plain_draws`]) draw inline, with the generator in a local.
+    /// ([`AcceptanceModel::plain_draws`]) draw inline.
     fn draft_into(&mut self, items: &[DraftItem], out: &mut DraftResult) -> Result<(), SimError> {
         out.confidences.clear();
         out.confidences.reserve(items.len());
-        let mut rng = self.rng.clone();
         let acceptance = self.acceptance.as_ref();
         let mut forward = DraftForwardShape::default();
         let mut pass = DraftPass {
@@ -164,7 +163,7 @@ impl Backend for SimBackend {
             confidences: &mut out.confidences,
             forward: &mut forward,
             acceptance,
-            rng: &mut rng,
+            rng: &mut self.rng,
         };
         if let Some(plain) = acceptance.plain_draws_for_all() {
             pass.run(items, |_, rng| plain.draw(rng));
@@ -185,7 +184,6 @@ impl Backend for SimBackend {
                 }
             });
         }
-        self.rng = rng;
         let shape = if self.has_draft {
             forward.shape()
         } else {

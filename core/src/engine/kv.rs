@@ -82,11 +82,17 @@ impl BlockManager {
         self.total - self.free - self.cache.idle
     }
 
+    /// Tokens that `blocks` blocks hold.
+    #[inline]
+    pub fn tokens_in(&self, blocks: u32) -> u64 {
+        blocks as u64 * self.block_size as u64
+    }
+
     /// Grows a holding of `held` blocks to cover `tokens` tokens; false (and no change) if not enough free.
     #[inline]
     pub fn grow_to(&mut self, held: &mut u32, tokens: u32) -> bool {
         // Most calls (one per decoded or drafted token) stay inside the blocks held: skip the division.
-        if tokens as u64 <= *held as u64 * self.block_size as u64 {
+        if tokens as u64 <= self.tokens_in(*held) {
             return true;
         }
         let need = self.blocks_for(tokens);
@@ -105,7 +111,7 @@ impl BlockManager {
     /// Shrinks a holding to exactly cover `tokens` tokens, returning blocks to the pool.
     pub fn shrink_to(&mut self, held: &mut u32, tokens: u32) {
         // Nothing to return unless the tokens fit in one block fewer (the common case).
-        if *held == 0 || tokens as u64 > (*held as u64 - 1) * self.block_size as u64 {
+        if *held == 0 || tokens as u64 > self.tokens_in(*held - 1) {
             return;
         }
         let need = self.blocks_for(tokens);

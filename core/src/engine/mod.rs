@@ -288,10 +288,10 @@ struct Drafter {
     room: u32,
 }
 
-/// How many draft positions fit in `blocks` blocks of `block_size` tokens beside a context of
-/// `kv_tokens` and its next token: position `p` needs `kv_tokens + 2 + p` tokens.
-fn draft_room(blocks: u32, block_size: u32, kv_tokens: u32) -> u32 {
-    (blocks as u64 * block_size as u64)
+/// How many draft positions fit in `blocks` blocks beside a context of `kv_tokens` and its next
+/// token: position `p` needs `kv_tokens + 2 + p` tokens.
+fn draft_room(kv: &BlockManager, blocks: u32, kv_tokens: u32) -> u32 {
+    kv.tokens_in(blocks)
         .saturating_sub(kv_tokens as u64 + 1)
         .min(u32::MAX as u64) as u32
 }
@@ -373,7 +373,7 @@ impl Engine {
                 "request {} needs {} tokens of KV but a replica holds {} ({} blocks of {})",
                 spec.id,
                 spec.prompt_tokens as u64 + spec.output_tokens as u64,
-                self.kv.total() as u64 * self.kv.block_size() as u64,
+                self.kv.tokens_in(self.kv.total()),
                 self.kv.total(),
                 self.kv.block_size()
             )));
@@ -788,7 +788,7 @@ impl Engine {
                         position: 0,
                         category: seq.spec.category,
                     },
-                    room: draft_room(seq.blocks, self.kv.block_size(), seq.kv_tokens),
+                    room: draft_room(&self.kv, seq.blocks, seq.kv_tokens),
                 });
             }
         }
@@ -909,7 +909,7 @@ impl Engine {
                     *active = false;
                     continue;
                 }
-                drafter.room = draft_room(seq.blocks, self.kv.block_size(), seq.kv_tokens);
+                drafter.room = draft_room(&self.kv, seq.blocks, seq.kv_tokens);
             }
             if let Some(b) = draft_budget.as_mut() {
                 *b -= 1;
