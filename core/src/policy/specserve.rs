@@ -618,6 +618,27 @@ mod tests {
         assert_eq!(k, [1, 1]);
     }
 
+    /// Keeps after position 1 of two sequences with FixedCost: A drafted 0.95, B (the only one
+    /// with a TPOT SLO, `slo_ns`, 10 tokens out in `elapsed_ns`) drafted `b_confidence`.
+    fn two_sequence_slo_case(
+        slo_ns: Nanos,
+        elapsed_ns: Nanos,
+        b_confidence: f32,
+        slo_aware: bool,
+    ) -> [bool; 2] {
+        let mut s = seqs(2);
+        s[1] = SeqView {
+            tpot_slo_ns: Some(slo_ns),
+            tokens_out: 11,
+            decode_elapsed_ns: elapsed_ns,
+            ..s[1]
+        };
+        let c = vec![vec![0.95f32], vec![b_confidence]];
+        let mut keep = [true, true];
+        SpecServe::new(8, false, slo_aware).draft_next(&view(&s, &c, &[true, true], 1), &mut keep);
+        keep
+    }
+
     #[test]
     fn slo_awareness_stops_short_of_the_efficiency_optimum_for_a_request_at_risk() {
         // Two sequences at position 1 with FixedCost (draft 1 + 0.1·n ms, target 10 + 0.5·tokens ms):
@@ -626,20 +647,9 @@ mod tests {
         //   E: 2 + 0.95 + 0.1 = 3.05 -> 3.05 + 0.6·(0.95 + 0.1) = 3.68; Eff 0.2311 -> 0.2390 (rises)
         //   B's per-token latency: 13.2 / 1.1 = 12.0 ms -> 15.4 / 1.16 = 13.28 ms (> 12.5 and worse)
         // so the plain adaptive drafter continues and the SLO-aware one stops.
-        let mut s = seqs(2);
-        s[1] = SeqView {
-            tpot_slo_ns: Some(12_500_000),
-            tokens_out: 11,
-            decode_elapsed_ns: 110_000_000,
-            ..s[1]
-        };
-        let c = vec![vec![0.95f32], vec![0.1]];
-        let mut keep = [true, true];
-        SpecServe::new(8, false, false).draft_next(&view(&s, &c, &[true, true], 1), &mut keep);
-        assert_eq!(keep, [true, true]);
-        let mut keep = [true, true];
-        SpecServe::new(8, false, true).draft_next(&view(&s, &c, &[true, true], 1), &mut keep);
-        assert_eq!(keep, [false, false]);
+        let case = |slo_aware| two_sequence_slo_case(12_500_000, 110_000_000, 0.1, slo_aware);
+        assert_eq!(case(false), [true, true]);
+        assert_eq!(case(true), [false, false]);
     }
 
     #[test]
@@ -647,17 +657,10 @@ mod tests {
         // The case above, but B has already run at 20 ms per token against its 12.5 ms SLO: it misses
         // whatever this step does, so it is not the tightest request still inside its SLO and the
         // SLO-aware drafter continues like the plain one.
-        let mut s = seqs(2);
-        s[1] = SeqView {
-            tpot_slo_ns: Some(12_500_000),
-            tokens_out: 11,
-            decode_elapsed_ns: 200_000_000,
-            ..s[1]
-        };
-        let c = vec![vec![0.95f32], vec![0.1]];
-        let mut keep = [true, true];
-        SpecServe::new(8, false, true).draft_next(&view(&s, &c, &[true, true], 1), &mut keep);
-        assert_eq!(keep, [true, true]);
+        assert_eq!(
+            two_sequence_slo_case(12_500_000, 200_000_000, 0.1, true),
+            [true, true]
+        );
     }
     /// Drafts under the engine's calling sequence (a draft confidence per kept sequence and
     /// position, a sequence stopping at its cap) and returns the policy and the confidences; with
@@ -791,20 +794,9 @@ mod tests {
         // with ᾱ = 0.596465: 3.3570, Eff 0.2159 -> 0.2180 (rises). B's per-token latency: 13.2 / 0.9
         // = 14.67 ms -> 15.4 / (0.9 - 0.0596) = 18.32 ms, over 16 ms and worse: a divisor below 1
         // puts it over the SLO although the step is within it, so drafting stops.
-        let mut s = seqs(2);
-        s[1] = SeqView {
-            tpot_slo_ns: Some(16_000_000),
-            tokens_out: 11,
-            decode_elapsed_ns: 100_000_000,
-            ..s[1]
-        };
-        let c = vec![vec![0.95f32], vec![-0.1]];
-        let mut keep = [true, true];
-        SpecServe::new(8, false, false).draft_next(&view(&s, &c, &[true, true], 1), &mut keep);
-        assert_eq!(keep, [true, true]);
-        let mut keep = [true, true];
-        SpecServe::new(8, false, true).draft_next(&view(&s, &c, &[true, true], 1), &mut keep);
-        assert_eq!(keep, [false, false]);
+        let case = |slo_aware| two_sequence_slo_case(16_000_000, 100_000_000, -0.1, slo_aware);
+        assert_eq!(case(false), [true, true]);
+        assert_eq!(case(true), [false, false]);
     }
 
     #[test]
