@@ -312,11 +312,6 @@ impl DraftKvMirror {
         forward.shape()
     }
 
-    /// See [`MirroredSeq::prefix_cached`].
-    pub fn prefix_cached(&mut self, seq: SeqId, tokens: u32) {
-        self.slot(seq).prefix_cached(tokens);
-    }
-
     /// See [`MirroredSeq::verified`].
     pub fn verified(&mut self, seq: SeqId, context_tokens: u32, accepted: u32) {
         self.slot(seq).verified(context_tokens, accepted);
